@@ -1,0 +1,34 @@
+# ale: `make run` serves the dashboard with everything it needs; `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
+
+.PHONY: run test test-fast e2e bench check clean
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	$(PY) -m ale_site.devserver
+
+# The whole suite, browser journeys included. Redis: REDIS_URL, else 127.0.0.1:6379, else an
+# embedded one; the database: DATABASE_URL, else SQLite.
+test: $(STAMP)
+	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+
+e2e: $(STAMP)
+	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+check: $(STAMP)
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf var staticfiles .pytest_cache
