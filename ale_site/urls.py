@@ -1,8 +1,29 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.contrib.auth import views as auth_views
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
+from django.urls import include, path
+
+from spaces import views as spaces_views
+from spaces.forms import LoginForm
 
 urlpatterns = [
+    path("", spaces_views.home, name="home"),
+    path("signup/", spaces_views.signup, name="signup"),
+    path(
+        "login/",
+        auth_views.LoginView.as_view(authentication_form=LoginForm, redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
+    path("", include("spaces.urls")),
+    path("", include("environments.urls")),
 ]
+
+if settings.DEBUG:
+    # Lets the plain ASGI server (daphne, as in the browser tests) serve static files while
+    # developing; production serves them through WhiteNoise from STATIC_ROOT.
+    urlpatterns += staticfiles_urlpatterns()

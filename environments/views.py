@@ -1,0 +1,181 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from environments import actions
+from environments.access import get_environment_for_user
+from environments.forms import DeleteConfirmForm, EnvironmentCreateForm, EnvironmentRenameForm
+from environments.models import Environment
+from spaces.access import get_project_for_user, spaces_for_user
+from spaces.actions import update_project_display_name
+from spaces.forms import ProjectDisplayNameForm
+from spaces.http import HtmxHttpRequest, wants_fragment
+
+TABS = ("information", "events", "settings")
+
+
+def _delete_form(environment: Environment, is_last: bool, data: Any = None) -> DeleteConfirmForm:
+    # Deleting the only environment deletes the project, so the project's name confirms it.
+    expected = environment.project.name if is_last else environment.name
+    return DeleteConfirmForm(data, expected=expected)
+
+
+def _render_tab(
+    request: HtmxHttpRequest, environment: Environment, tab: str, *, header_changed: bool = False, **extra: Any
+) -> HttpResponse:
+    """The environment page on `tab`: the whole page, or for htmx only the tab (and what changed)."""
+    project = environment.project
+    # One query for the selector however many environments there are; the settings tab reuses it.
+    environments = list(project.environments.all())
+    context: dict[str, Any] = {
+        "environment": environment,
+        "project": project,
+        "space": project.space,
+        "environments": environments,
+        "tab": tab,
+        "event_retention_days": django_settings.EVENT_RETENTION_DAYS,
+    }
+    if tab == "settings":
+        is_last = len(environments) == 1
+        context.update(
+            is_last=is_last,
+            rename_form=EnvironmentRenameForm(environment=environment),
+            project_form=ProjectDisplayNameForm(initial={"display_name": project.display_name}),
+            delete_form=_delete_form(environment, is_last),
+        )
+    context.update(extra)
+
+    if wants_fragment(request):
+        html = render_to_string(f"environments/_{tab}.html", context, request=request)
+        # Swapped out of band: flash messages always, the header when the name changed.
+        html += render_to_string("_messages.html", {"oob": True}, request=request)
+        if header_changed:
+            html += render_to_string("environments/_header.html", {**context, "oob": True}, request=request)
+        return HttpResponse(html)
+
+    context.update(
+        user_spaces=spaces_for_user(request.user),
+        space_projects=project.space.projects.all(),
+        create_form=extra.get("create_form") or EnvironmentCreateForm(project=project),
+    )
+    return render(request, "environments/detail.html", context)
+
+
+@require_GET
+@login_required
+def detail(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
+    environment = get_environment_for_user(request.user, env_id)
+    return _render_tab(request, environment, "information")
+
+
+@require_GET
+@login_required
+def events(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
+    environment = get_environment_for_user(request.user, env_id)
+    return _render_tab(request, environment, "events")
+
+
+@require_GET
+@login_required
+def settings(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
+    environment = get_environment_for_user(request.user, env_id)
+    return _render_tab(request, environment, "settings")
+
+
+@require_POST
+@login_required
+def create(request: HtmxHttpRequest, project_id: str) -> HttpResponse:
+    project = get_project_for_user(request.user, project_id)
+    form = EnvironmentCreateForm(request.POST, project=project)
+    if not form.is_valid():
+        if wants_fragment(request):
+            return render(request, "environments/_create_form.html", {"project": project, "create_form": form})
+        # Without JavaScript the form lives in the selector of the environment the user came from.
+        source = project.environments.filter(public_id=request.POST.get("from", "")).first()
+        source = source or project.default_environment or project.environments.first()
+        if source is None:
+            return redirect("spaces:project-detail", project_id=project.public_id)
+        source.project = project
+        return _render_tab(request, source, "information", create_form=form, selector_open=True)
+
+    environment = actions.create_environment(
+        acting_user=request.user, project=project, name=form.cleaned_data["name"], cluster=form.cleaned_data["cluster"]
+    )
+    url = reverse("environments:detail", args=[environment.public_id])
+    if wants_fragment(request):
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
+
+
+def _settings_saved(request: HtmxHttpRequest, environment: Environment, message: str, *, header_changed: bool) -> HttpResponse:
+    messages.success(request, message)
+    if wants_fragment(request):
+        return _render_tab(request, environment, "settings", header_changed=header_changed)
+    return redirect("environments:settings", env_id=environment.public_id)
+
+
+@require_POST
+@login_required
+def rename(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
+    environment = get_environment_for_user(request.user, env_id)
+    form = EnvironmentRenameForm(request.POST, environment=environment)
+    if not form.is_valid():
+        return _render_tab(request, environment, "settings", rename_form=form)
+    actions.rename_environment(acting_user=request.user, environment=environment, name=form.cleaned_data["name"])
+    return _settings_saved(request, environment, "Environment renamed.", header_changed=True)
+
+
+@require_POST
+@login_required
+def project_update(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
+    environment = get_environment_for_user(request.user, env_id)
+    form = ProjectDisplayNameForm(request.POST)
+    if not form.is_valid():
+        return _render_tab(request, environment, "settings", project_form=form)
+    update_project_display_name(
+        acting_user=request.user, project=environment.project, display_name=form.cleaned_data["display_name"]
+    )
+    return _settings_saved(request, environment, "Display name saved.", header_changed=True)
+
+
+@require_POST
+@login_required
+def set_default(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
+    environment = get_environment_for_user(request.user, env_id)
+    actions.set_default_environment(acting_user=request.user, environment=environment)
+    return _settings_saved(
+        request, environment, f"{environment.name} is now the default environment.", header_changed=True
+    )
+
+
+@require_POST
+@login_required
+def delete(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
+    environment = get_environment_for_user(request.user, env_id)
+    project = environment.project
+    is_last = not project.environments.exclude(pk=environment.pk).exists()
+    form = _delete_form(environment, is_last, request.POST)
+    if not form.is_valid():
+        return _render_tab(request, environment, "settings", delete_form=form)
+
+    name = environment.name
+    remaining = actions.delete_environment(acting_user=request.user, environment=environment)
+    if remaining is None:
+        messages.success(request, f"Project {project.name} deleted.")
+        url = reverse("spaces:detail", args=[project.space.public_id])
+    else:
+        messages.success(request, f"Environment {name} deleted.")
+        url = reverse("spaces:project-detail", args=[remaining.public_id])
+    if wants_fragment(request):
+        return HttpResponseClientRedirect(url)
+    return redirect(url)

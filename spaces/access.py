@@ -1,0 +1,46 @@
+"""Who may see what in spaces. Missing and not-a-member give the same answer: 404."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+from django.http import Http404
+
+from spaces.models import Project, Space
+
+
+def spaces_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Space]:
+    """Every space the user is a member of, default space first."""
+    if not user.is_authenticated:
+        return Space.objects.none()
+    return Space.objects.filter(memberships__user=user).order_by("-is_default", "name")
+
+
+def projects_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Project]:
+    if not user.is_authenticated:
+        return Project.objects.none()
+    return Project.objects.filter(space__memberships__user=user)
+
+
+def get_space_for_user(user: AbstractBaseUser | AnonymousUser, public_id: str) -> Space:
+    try:
+        return spaces_for_user(user).get(public_id=public_id)
+    except Space.DoesNotExist:
+        raise Http404("No such space.") from None
+
+
+def get_project_for_user(user: AbstractBaseUser | AnonymousUser, public_id: str) -> Project:
+    try:
+        return projects_for_user(user).select_related("space").get(public_id=public_id)
+    except Project.DoesNotExist:
+        raise Http404("No such project.") from None
+
+
+def get_project_by_handle_for_user(
+    user: AbstractBaseUser | AnonymousUser, space_name: str, project_name: str
+) -> Project:
+    """The project addressed as `@space_name/project_name`."""
+    try:
+        return projects_for_user(user).select_related("space").get(space__name=space_name, name=project_name)
+    except Project.DoesNotExist:
+        raise Http404("No such project.") from None

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from django import forms
+from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
+
+from clusters.models import Cluster
+from spaces.models import Project, Space, validate_project_name
+
+
+class SignupForm(UserCreationForm):
+    email = forms.EmailField(label="E-mail", help_text="For invitations and notices.")
+
+    class Meta(UserCreationForm.Meta):
+        fields = ("username", "email")
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form; a class of its own so the templates can rely on its fields."""
+
+
+class ProjectCreateForm(forms.Form):
+    name = forms.CharField(
+        label="Project Name",
+        max_length=20,
+        validators=[validate_project_name],
+        help_text="2–20 lowercase English letters and digits; unique in the space.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "pattern": "[a-z0-9]{2,20}", "spellcheck": "false"}),
+    )
+    display_name = forms.CharField(
+        label="Display Name",
+        max_length=100,
+        required=False,
+        help_text="Any characters and languages. Defaults to the project name.",
+    )
+    cluster = forms.ModelChoiceField(
+        label="Cluster", queryset=Cluster.objects.all(), empty_label=None, help_text="Where `main` runs."
+    )
+
+    def __init__(self, *args, space: Space, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.space = space
+        self.fields["cluster"].initial = Cluster.default()
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if Project.objects.filter(space=self.space, name=name).exists():
+            raise forms.ValidationError("This space already has a project with this name.")
+        return name
+
+
+class ProjectDisplayNameForm(forms.Form):
+    display_name = forms.CharField(
+        label="Display Name", max_length=100, help_text="Any characters and languages."
+    )
