@@ -27,6 +27,9 @@ class Environment(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when a user deletes the environment: the row stays (shown as going) until the
+    # deletion task has seen its namespace disappear from the cluster.
+    deleting_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "pk"]
@@ -45,6 +48,10 @@ class Environment(models.Model):
     @property
     def namespace(self) -> str:
         return f"ale-{self.public_id}"
+
+    @property
+    def is_deleting(self) -> bool:
+        return self.deleting_at is not None
 
     @property
     def is_default(self) -> bool:

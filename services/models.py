@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from spaces.ids import new_public_id
+
+# A DNS-1123 label: the service name becomes the Deployment's, the Service's and the private
+# network hostname (`name:port`) inside the environment.
+validate_service_name = RegexValidator(
+    r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$",
+    "Use at most 63 lowercase letters, digits and hyphens, starting with a letter and not ending with a hyphen.",
+)
+
+
+# The fields a deploy sets: what a Revision records and a rollback or a YAML file restores. The
+# name is not among them: it is fixed once the service exists.
+SPEC_FIELDS = (
+    "kind",
+    "source",
+    "image",
+    "repository_url",
+    "branch",
+    "repository_path",
+    "dockerfile",
+    "port",
+    "command",
+    "args",
+    "env_vars",
+    "capacity",
+    "cpu_millicores",
+    "memory_mib",
+    "disk_mib",
+    "replicas",
+    "health_check_path",
+    "custom_domains",
+)
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "ale"}
+DNS_LABEL_MAX = 63
+
+
+def _empty_list() -> list:
+    return []
+
+
+def _empty_dict() -> dict:
+    return {}
+
+
+class Service(models.Model):
+    """One Deployment in the environment's namespace: its desired spec and its observed status.
+
+    The spec fields are what the user asked for (the deploy modal, a YAML file, a clone); the
+    status fields are written only by the watcher and the reconcile tasks, from the cluster.
+    """
+
+    class Kind(models.TextChoices):
+        WEB = "web", "Web service (HTTP)"
+        TCP = "tcp", "TCP service (database etc.)"
+
+    class Source(models.TextChoices):
+        IMAGE = "image", "Container image"
+        GIT = "git", "Git repository"
+
+    class Capacity(models.TextChoices):
+        ON_DEMAND = "on_demand", "On-demand"
+        SPOT = "spot", "Spot"
+
+    class DesiredState(models.TextChoices):
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+
+    class Status(models.TextChoices):
+        BUILDING = "building", "Building"
+        DEPLOYING = "deploying", "Deploying"
+        RUNNING = "running", "Running"
+        STOPPING = "stopping", "Stopping"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+        DELETING = "deleting", "Deleting"
+
+    environment = models.ForeignKey("environments.Environment", on_delete=models.CASCADE, related_name="services")
+    public_id = models.CharField(max_length=12, unique=True, default=new_public_id, editable=False)
+    name = models.CharField(max_length=63, validators=[validate_service_name])
+
+    # The spec: what the user asked for.
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.WEB)
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.IMAGE)
+    image = models.CharField(max_length=500, blank=True)
+    repository_url = models.URLField(max_length=500, blank=True)
+    branch = models.CharField(max_length=200, blank=True)
+    repository_path = models.CharField(max_length=500, blank=True)
+    dockerfile = models.CharField(max_length=500, blank=True, default="Dockerfile")
+    port = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(65535)])
+    command = models.JSONField(default=_empty_list, blank=True)
+    args = models.JSONField(default=_empty_list, blank=True)
+    # [{"name": "KEY", "value": "literal"} | {"name": "KEY", "secret": "ENV_SECRET_KEY"}]
+    env_vars = models.JSONField(default=_empty_list, blank=True)
+    capacity = models.CharField(max_length=10, choices=Capacity.choices, default=Capacity.ON_DEMAND)
+    cpu_millicores = models.PositiveIntegerField(default=250, validators=[MinValueValidator(100)])
+    memory_mib = models.PositiveIntegerField(default=256, validators=[MinValueValidator(16)])
+    disk_mib = models.PositiveIntegerField(default=0)
+    replicas = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    health_check_path = models.CharField(max_length=500, default="/")
+    custom_domains = models.JSONField(default=_empty_list, blank=True)
+    desired_state = models.CharField(max_length=10, choices=DesiredState.choices, default=DesiredState.RUNNING)
+    # Bumped on every change of the spec or the desired state: a reconcile task applies the
+    # newest one, so a stale task run after a newer one changes nothing.
+    generation = models.PositiveIntegerField(default=1)
+    # Set by an explicit redeploy: it goes into the pod template, so that redeploying an
+    # unchanged spec still replaces the pods (what `kubectl rollout restart` does).
+    redeployed_at = models.DateTimeField(null=True, blank=True)
+
+    # Who last deployed it, and when (the card's user profile).
+    deployed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    deployed_at = models.DateTimeField(null=True, blank=True)
+
+    # The observed status: written by the watcher and the tasks, never by a page request.
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DEPLOYING)
+    status_reason = models.TextField(blank=True)
+    ready_replicas = models.PositiveIntegerField(default=0)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["environment", "name"], name="service_name_unique_in_environment"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def desired_replicas(self) -> int:
+        return self.replicas if self.desired_state == self.DesiredState.RUNNING else 0
+
+    @property
+    def is_spot(self) -> bool:
+        return self.capacity == self.Capacity.SPOT
+
+    @property
+    def is_web(self) -> bool:
+        return self.kind == self.Kind.WEB
+
+    @property
+    def namespace(self) -> str:
+        return self.environment.namespace
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The labels on every Kubernetes object of the service; the watcher selects on them."""
+        environment = self.environment
+        project = environment.project
+        return {
+            **MANAGED_BY,
+            "app.kubernetes.io/name": self.name,
+            "ale.dev/space": project.space.public_id,
+            "ale.dev/project": project.public_id,
+            "ale.dev/environment": environment.public_id,
+            "ale.dev/service": self.public_id,
+        }
+
+    @property
+    def private_address(self) -> str:
+        """`name:port`: how the environment's other services reach this one."""
+        return f"{self.name}:{self.port}"
+
+    @property
+    def generated_host(self) -> str:
+        """The host every web service gets: `<name>-<environment id>.<ingress domain>`.
+
+        Empty when the cluster has no ingress domain. The first part must stay one DNS label
+        (63 characters); a name too long for that is shortened and given a hash of the full
+        name, so that two long names sharing a prefix still get distinct hosts.
+        """
+        domain = self.environment.cluster.ingress_domain.strip(".")
+        if not domain:
+            return ""
+        suffix = f"-{self.environment.public_id}"
+        label = f"{self.name}{suffix}"
+        if len(label) > DNS_LABEL_MAX:
+            digest = hashlib.sha256(self.name.encode()).hexdigest()[:8]
+            keep = DNS_LABEL_MAX - len(suffix) - len(digest) - 1
+            label = f"{self.name[:keep].rstrip('-')}-{digest}{suffix}"
+        return f"{label}.{domain}"
+
+    @property
+    def hosts(self) -> list[str]:
+        """Every host the Ingress answers for: the generated one, then the custom domains."""
+        if not self.is_web:
+            return []
+        generated = self.generated_host
+        return ([generated] if generated else []) + list(self.custom_domains)
+
+    @property
+    def access_url(self) -> str:
+        """The Access URL of a web service; empty for TCP services.
+
+        The first custom domain when there is one (`https://shop.example.com`: custom domains
+        are meant to be served with TLS), else the generated host over plain HTTP
+        (`http://api-k3xq9w2m4p7d.localtest.me`), else empty when the cluster has no ingress
+        domain.
+        """
+        if not self.is_web:
+            return ""
+        if self.custom_domains:
+            return f"https://{self.custom_domains[0]}"
+        generated = self.generated_host
+        return f"http://{generated}" if generated else ""
+
+    def snapshot(self) -> dict[str, Any]:
+        """The spec as a plain dict: what a Revision stores and `apply_snapshot` restores."""
+        return {field: copy.deepcopy(getattr(self, field)) for field in SPEC_FIELDS}
+
+    def apply_snapshot(self, spec: dict[str, Any]) -> None:
+        """Set the spec fields from `spec` (unsaved). Fields `spec` lacks keep their value, so
+        a revision written before a field existed still restores what it knew."""
+        for field in SPEC_FIELDS:
+            if field in spec:
+                setattr(self, field, copy.deepcopy(spec[field]))
+
+
+class Revision(models.Model):
+    """One deploy of a service: the spec as it was, who made it and when.
+
+    Called "Deployment" in the design notes; named Revision here so that it is never confused
+    with the Kubernetes Deployment the service runs as.
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    spec = models.JSONField(default=_empty_dict)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    # What made it: a deploy from the modal, a redeploy, a rollback to an earlier revision, a
+    # YAML apply or a clone.
+    cause = models.CharField(max_length=20, default="deploy")
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["service", "number"], name="revision_number_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.service} #{self.number}"
