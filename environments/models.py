@@ -56,3 +56,48 @@ class Environment(models.Model):
     @property
     def is_default(self) -> bool:
         return self.project.default_environment_id == self.pk
+
+
+class ClusterEventQuerySet(models.QuerySet["ClusterEvent"]):
+    def recent(self, environment: Environment, limit: int = 200) -> models.QuerySet[ClusterEvent]:
+        """The Events tab: newest first, with the service each event is about."""
+        return self.filter(environment=environment).select_related("service").order_by("-last_seen", "-pk")[:limit]
+
+
+class ClusterEvent(models.Model):
+    """A Kubernetes Event about something in an environment's namespace, kept past the hour
+    Kubernetes keeps it (`settings.EVENT_RETENTION_DAYS`)."""
+
+    class Type(models.TextChoices):
+        NORMAL = "Normal", "Normal"
+        WARNING = "Warning", "Warning"
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="cluster_events")
+    # The event outlives a deleted service on the Events tab.
+    service = models.ForeignKey(
+        "services.Service", null=True, blank=True, on_delete=models.SET_NULL, related_name="cluster_events"
+    )
+    # The Kubernetes Event's metadata.uid: a repeated event keeps its uid and bumps its count.
+    uid = models.CharField(max_length=64)
+    type = models.CharField(max_length=10, choices=Type.choices, default=Type.NORMAL)
+    reason = models.CharField(max_length=128, blank=True)
+    message = models.TextField(blank=True)
+    involved_kind = models.CharField(max_length=64, blank=True)
+    involved_name = models.CharField(max_length=253, blank=True)
+    count = models.PositiveIntegerField(default=1)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    objects = ClusterEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-last_seen", "-pk"]
+        constraints = [models.UniqueConstraint(fields=["environment", "uid"], name="cluster_event_uid_unique")]
+        indexes = [
+            models.Index(fields=["environment", "-last_seen"], name="cluster_event_env_recent"),
+            # The hourly prune deletes by age across all environments.
+            models.Index(fields=["last_seen"], name="cluster_event_last_seen"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.involved_kind}/{self.involved_name}: {self.reason}"
