@@ -164,6 +164,10 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Clusters: with no cluster registered, ale uses the bundled devcluster, whose kubeconfig
 # `make run` writes here.
 DEVCLUSTER_KUBECONFIG = Path(env("DEVCLUSTER_KUBECONFIG", str(VAR_DIR / "devcluster" / "kubeconfig")))
+# Connections kept per cluster (Celery threads, streams and the watcher share them), and the
+# (connect, read) timeouts of one Kubernetes request in seconds.
+KUBE_POOL_SIZE = int(env("KUBE_POOL_SIZE", "16"))
+KUBE_REQUEST_TIMEOUT = (int(env("KUBE_CONNECT_TIMEOUT", "5")), int(env("KUBE_READ_TIMEOUT", "30")))
 
 EVENT_RETENTION_DAYS = int(env("EVENT_RETENTION_DAYS", "7"))
 
