@@ -1,0 +1,226 @@
+"""Pod exec through the official kubernetes client's websocket stream, against a minimal app."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pathlib
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from aiohttp import web
+from kubernetes import client
+from kubernetes.stream import stream
+from kubernetes.stream.ws_client import WSClient
+
+from devcluster.podexec import serve_exec
+
+NS = "default"
+
+
+class ExecServer:
+    def __init__(self, workdir: pathlib.Path) -> None:
+        self.workdir = workdir
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._start())
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _start(self) -> None:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            return await serve_exec(request, workdir=self.workdir, env={"GREETING": "hello from env"})
+
+        app = web.Application()
+        app.router.add_get("/api/v1/namespaces/{ns}/pods/{name}/exec", handler)
+        self.runner = web.AppRunner(app, shutdown_timeout=1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    def start(self) -> "ExecServer":
+        self.thread.start()
+        self.ready.wait(5)
+        return self
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExecServer]:
+    srv = ExecServer(tmp_path_factory.mktemp("pod-web-1")).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def api(server: ExecServer) -> Iterator[client.CoreV1Api]:
+    cfg = client.Configuration(host=f"http://127.0.0.1:{server.port}")
+    with client.ApiClient(cfg) as api_client:
+        yield client.CoreV1Api(api_client)
+
+
+def exec_ws(api: client.CoreV1Api, command: list[str], *, tty: bool = False, stdin: bool = True,
+            stderr: bool = True) -> WSClient:
+    return stream(api.connect_get_namespaced_pod_exec, "web-1", NS, command=command, stdin=stdin,
+                  stdout=True, stderr=stderr, tty=tty, _preload_content=False)
+
+
+def read_until(ws: WSClient, needle: str, timeout: float = 5.0) -> str:
+    seen, deadline = "", time.time() + timeout
+    while needle not in seen and time.time() < deadline and ws.is_open():
+        ws.update(timeout=0.1)
+        seen += ws.read_stdout(timeout=0) or ""
+    return seen
+
+
+def finish(ws: WSClient, timeout: float = 5.0) -> tuple[str, str]:
+    out, err = "", ""
+    deadline = time.time() + timeout
+    while ws.is_open() and time.time() < deadline:
+        ws.update(timeout=0.1)
+        out += ws.read_stdout(timeout=0) or ""
+        err += ws.read_stderr(timeout=0) or ""
+    out += ws.read_stdout(timeout=0) or ""
+    err += ws.read_stderr(timeout=0) or ""
+    return out, err
+
+
+def test_stdin_is_echoed_to_stdout(api: client.CoreV1Api) -> None:
+    ws = exec_ws(api, ["cat"])
+    assert ws.subprotocol == "v5.channel.k8s.io"
+    ws.write_stdin("hello exec\n")
+    assert "hello exec" in read_until(ws, "hello exec")
+    ws.close_channel(0)  # v5: end of stdin, so cat exits
+    finish(ws)
+    assert ws.returncode == 0
+
+
+def test_one_shot_command_with_preloaded_output(api: client.CoreV1Api, server: ExecServer) -> None:
+    out = stream(api.connect_get_namespaced_pod_exec, "web-1", NS, command=["sh", "-c", "pwd; echo $GREETING; echo $HOSTNAME"],
+                 stdin=False, stdout=True, stderr=True, tty=False)
+    assert out.splitlines() == [str(server.workdir), "hello from env", "web-1"]
+
+
+def test_stderr_is_separate_without_tty(api: client.CoreV1Api) -> None:
+    ws = exec_ws(api, ["sh", "-c", "echo to-out; echo to-err >&2"], stdin=False)
+    out, err = finish(ws)
+    assert out == "to-out\n" and err == "to-err\n"
+    assert ws.returncode == 0
+
+
+def test_tty_merges_stderr_and_uses_crlf(api: client.CoreV1Api) -> None:
+    ws = exec_ws(api, ["sh", "-c", "echo out; echo err >&2; echo $TERM"], tty=True, stdin=False)
+    out, err = finish(ws)
+    assert out == "out\r\nerr\r\nxterm-256color\r\n" and err == ""
+
+
+def test_exit_code_reaches_the_error_channel(api: client.CoreV1Api) -> None:
+    ws = exec_ws(api, ["sh", "-c", "exit 3"], stdin=False)
+    finish(ws)
+    assert ws.returncode == 3
+    ws = exec_ws(api, ["sh", "-c", "exit 3"], stdin=False)
+    ws.run_forever(timeout=5)
+    status = json.loads(ws.read_channel(3))
+    assert status == {
+        "metadata": {}, "status": "Failure",
+        "message": "command terminated with non-zero exit code: error executing command [sh -c exit 3], exit code 3",
+        "reason": "NonZeroExitCode", "details": {"causes": [{"reason": "ExitCode", "message": "3"}]}}
+
+
+def test_unknown_executable_is_an_internal_error(api: client.CoreV1Api) -> None:
+    ws = exec_ws(api, ["no-such-binary-here", "x"], stdin=False)
+    ws.run_forever(timeout=5)
+    status = json.loads(ws.read_channel(3))
+    assert status["reason"] == "InternalError" and status["code"] == 500
+    assert status["message"].startswith("Internal error occurred: error executing command in container: ")
+    assert status["message"].endswith(
+        'exec: "no-such-binary-here": executable file not found in $PATH: unknown')
+
+
+def test_resize_reaches_the_pty(api: client.CoreV1Api) -> None:
+    ws = exec_ws(api, ["sh", "-c", "trap 'echo got-winch' WINCH; stty size; read x; stty size"], tty=True)
+    assert "0 0" in read_until(ws, "0 0")
+    ws.write_channel(4, json.dumps({"Width": 120, "Height": 40}))
+    ws.write_stdin("\n")
+    out = read_until(ws, "40 120")
+    assert "40 120" in out
+    finish(ws)
+    assert ws.returncode == 0
+
+
+def test_ctrl_c_interrupts_the_foreground_process(api: client.CoreV1Api) -> None:
+    ws = exec_ws(api, ["sleep", "100"], tty=True)
+    started = time.time()
+    time.sleep(0.2)
+    ws.write_stdin("\x03")
+    finish(ws)
+    assert time.time() - started < 3
+    assert ws.returncode == 130  # 128 + SIGINT, as the runtime reports a signal death
+
+
+def _children() -> set[int]:
+    me, kids = os.getpid(), set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = pathlib.Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == me:
+                kids.add(int(entry))
+    return kids
+
+
+def _wait_for(predicate, timeout: float = 5.0) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_client_disconnect_leaves_nothing_behind(api: client.CoreV1Api, tty: bool) -> None:
+    # Warm up the client and server so their own lazily opened fds are not counted.
+    finish(exec_ws(api, ["true"], stdin=False))
+    time.sleep(0.2)
+    fds_before, kids_before = len(os.listdir("/proc/self/fd")), _children()
+    ws = exec_ws(api, ["sh", "-c", "sleep 100 & echo $$ $!; sleep 100"], tty=tty)
+    pids = [int(p) for p in read_until(ws, "\n").split()[:2]]
+    assert len(pids) == 2 and all(os.path.exists(f"/proc/{p}") for p in pids)
+    ws.close()
+    assert _wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids)), \
+        "the command or its background job survived the client"
+    assert _wait_for(lambda: _children() <= kids_before), "child process (or zombie) left behind"
+    assert _wait_for(lambda: len(os.listdir("/proc/self/fd")) <= fds_before), "fd leaked"
+
+
+def test_non_websocket_and_streamless_requests_are_refused(server: ExecServer) -> None:
+    import urllib.error
+    import urllib.request
+    base = f"http://127.0.0.1:{server.port}/api/v1/namespaces/{NS}/pods/web-1/exec?command=ls"
+    for query in ("", "&stdout=true"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + query, timeout=5)
+        assert err.value.code == 400
+    body = json.loads(err.value.read())
+    assert body["message"] == "Upgrade request required"
+
+
+def test_large_output_arrives_whole(api: client.CoreV1Api) -> None:
+    ws = exec_ws(api, ["sh", "-c", "seq 1 200000"], stdin=False)
+    out, _ = finish(ws, timeout=20)
+    assert out.split() == [str(i) for i in range(1, 200001)]
+    assert ws.returncode == 0
