@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from environments.manifests import environment_labels
 from spaces.ids import new_public_id
 
 # A DNS-1123 label: the service name becomes the Deployment's, the Service's and the private
@@ -41,7 +42,6 @@ SPEC_FIELDS = (
     "custom_domains",
 )
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "ale"}
 DNS_LABEL_MAX = 63
 
 
@@ -160,14 +160,9 @@ class Service(models.Model):
     @property
     def labels(self) -> dict[str, str]:
         """The labels on every Kubernetes object of the service; the watcher selects on them."""
-        environment = self.environment
-        project = environment.project
         return {
-            **MANAGED_BY,
+            **environment_labels(self.environment),
             "app.kubernetes.io/name": self.name,
-            "ale.dev/space": project.space.public_id,
-            "ale.dev/project": project.public_id,
-            "ale.dev/environment": environment.public_id,
             "ale.dev/service": self.public_id,
         }
 

@@ -1,0 +1,184 @@
+"""A service as Kubernetes objects: pure functions from the model to manifest dicts.
+
+`render_service` returns what must exist for the service as it is now; `MANAGED_KINDS` is
+every kind it may return, so that the reconcile task can delete what the current spec no
+longer asks for (the Ingress of a service that became a TCP service).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from services.models import Service
+
+# Secret holding the environment's secrets; a `${{ secrets.NAME }}` value reads key NAME of it.
+ENV_SECRET = "ale-env"
+DATA_VOLUME = "data"
+DATA_MOUNT_PATH = "/data"
+
+DEPLOYMENT = ("apps/v1", "Deployment")
+SERVICE = ("v1", "Service")
+INGRESS = ("networking.k8s.io/v1", "Ingress")
+# In the order to delete them: traffic first, then the workload.
+MANAGED_KINDS = (INGRESS, SERVICE, DEPLOYMENT)
+
+
+def _metadata(service: Service, **extra: Any) -> dict[str, Any]:
+    return {"name": service.name, "namespace": service.namespace, "labels": service.labels, **extra}
+
+
+def _selector(service: Service) -> dict[str, str]:
+    # The public id, not the name: it never changes and never collides with a user's labels.
+    return {"ale.dev/service": service.public_id}
+
+
+def _port_name(service: Service) -> str:
+    return "http" if service.is_web else "tcp"
+
+
+def _env(service: Service) -> list[dict[str, Any]]:
+    env = []
+    for item in service.env_vars:
+        if "secret" in item:
+            env.append(
+                {
+                    "name": item["name"],
+                    # Not optional: a missing secret should stop the container from starting
+                    # (CreateContainerConfigError, shown on the card), not run it without.
+                    "valueFrom": {"secretKeyRef": {"name": ENV_SECRET, "key": item["secret"], "optional": False}},
+                }
+            )
+        else:
+            env.append({"name": item["name"], "value": item.get("value", "")})
+    return env
+
+
+def _probes(service: Service) -> dict[str, Any]:
+    if service.is_web:
+        check: dict[str, Any] = {"httpGet": {"path": service.health_check_path or "/", "port": service.port}}
+    else:
+        check = {"tcpSocket": {"port": service.port}}
+    return {
+        "readinessProbe": {**check, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 3},
+        # Generous, so that a slow start is not mistaken for a hang and killed in a loop.
+        "livenessProbe": {
+            **check,
+            "initialDelaySeconds": 15,
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 6,
+        },
+    }
+
+
+def _container(service: Service) -> dict[str, Any]:
+    quantities = {"cpu": f"{service.cpu_millicores}m", "memory": f"{service.memory_mib}Mi"}
+    container: dict[str, Any] = {
+        "name": service.name,
+        "image": service.image,
+        "ports": [{"name": _port_name(service), "containerPort": service.port, "protocol": "TCP"}],
+        "env": _env(service),
+        # Requests equal limits: the service gets exactly what the space is charged for.
+        "resources": {"requests": dict(quantities), "limits": dict(quantities)},
+        **_probes(service),
+    }
+    if service.command:
+        container["command"] = list(service.command)
+    if service.args:
+        container["args"] = list(service.args)
+    if _has_disk(service):
+        container["volumeMounts"] = [{"name": DATA_VOLUME, "mountPath": DATA_MOUNT_PATH}]
+    return container
+
+
+def _has_disk(service: Service) -> bool:
+    return not service.is_web and service.disk_mib > 0
+
+
+def render_deployment(service: Service) -> dict[str, Any]:
+    cluster = service.environment.cluster
+    template_annotations = {}
+    if service.redeployed_at is not None:
+        template_annotations["ale.dev/redeployed-at"] = service.redeployed_at.isoformat()
+    pod_spec: dict[str, Any] = {
+        "containers": [_container(service)],
+        # Service links would add FOO_PORT-style variables for every service of the namespace,
+        # clashing with the user's own; services find each other by DNS name instead.
+        "enableServiceLinks": False,
+        # Tenant code has no business with the Kubernetes API.
+        "automountServiceAccountToken": False,
+    }
+    if service.is_spot:
+        if cluster.spot_node_selector:
+            pod_spec["nodeSelector"] = dict(cluster.spot_node_selector)
+        if cluster.spot_tolerations:
+            pod_spec["tolerations"] = [dict(toleration) for toleration in cluster.spot_tolerations]
+    if _has_disk(service):
+        # An emptyDir capped at the requested size, not a PersistentVolumeClaim: the devcluster
+        # and a first install have no storage class, so a claim would stay Pending forever. The
+        # data lives as long as the pod; a claim per service is the production path.
+        pod_spec["volumes"] = [{"name": DATA_VOLUME, "emptyDir": {"sizeLimit": f"{service.disk_mib}Mi"}}]
+    template_metadata: dict[str, Any] = {"labels": service.labels}
+    if template_annotations:
+        template_metadata["annotations"] = template_annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        # The generation the watcher compares with the database to know which spec it sees.
+        "metadata": _metadata(service, annotations={"ale.dev/generation": str(service.generation)}),
+        "spec": {
+            "replicas": service.desired_replicas,
+            "selector": {"matchLabels": _selector(service)},
+            # A new pod must be ready before an old one goes: no gap in service on a deploy.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "template": {"metadata": template_metadata, "spec": pod_spec},
+        },
+    }
+
+
+def render_cluster_service(service: Service) -> dict[str, Any]:
+    """The ClusterIP Service: `name:port` inside the namespace."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(service),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": _selector(service),
+            "ports": [
+                {"name": _port_name(service), "port": service.port, "targetPort": service.port, "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def render_ingress(service: Service) -> dict[str, Any] | None:
+    """The Ingress for the Access URL and custom domains; None when the service has no host.
+
+    `ingressClassName` is left out so that the cluster's default class serves it.
+    """
+    hosts = service.hosts
+    if not hosts:
+        return None
+    backend = {"service": {"name": service.name, "port": {"number": service.port}}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": _metadata(service),
+        "spec": {
+            "rules": [
+                {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
+                for host in hosts
+            ]
+        },
+    }
+
+
+def render_service(service: Service) -> list[dict[str, Any]]:
+    """Every object the service needs now, in the order to apply them."""
+    manifests = [render_deployment(service), render_cluster_service(service)]
+    ingress = render_ingress(service)
+    if ingress is not None:
+        manifests.append(ingress)
+    return manifests
