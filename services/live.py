@@ -1,0 +1,106 @@
+"""Live updates of the environment page: rendered fragments sent to the environment's group.
+
+Everything here sends on commit, so a browser never sees a card the database then rolls back,
+and to one explicit audience: the group `environment-<public id>`, which
+`environments.consumers.EnvironmentConsumer` joins only after checking membership.
+
+The page holds one websocket through the htmx ws extension, which swaps every top-level element
+of a message that has an id out of band (outerHTML) — a card whose root is
+`<article id="service-<public id>">` replaces the card with that id.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils.html import format_html
+
+if TYPE_CHECKING:
+    from environments.models import Environment
+    from services.models import Service
+
+logger = logging.getLogger(__name__)
+
+CARD_UPDATE = "card.update"
+ENVIRONMENT_REMOVED = "environment.removed"
+
+
+def group_name(environment_public_id: str) -> str:
+    return f"environment-{environment_public_id}"
+
+
+def render_card(service: Service) -> str:
+    """The card as the Information tab renders it: its root element carries the service's id."""
+    return render_to_string("services/_card.html", {"service": service}).strip()
+
+
+def publish_service(service: Service) -> None:
+    """Send the service's card to its environment's page once the current transaction commits."""
+    publish_services([service])
+
+
+def publish_services(services: Iterable[Service]) -> None:
+    """Send several cards on commit, in one trip to the channel layer.
+
+    The services must have `environment` loaded (select_related) when many are sent, or each
+    one costs a query here.
+    """
+    messages = [
+        (group_name(service.environment.public_id), {"type": CARD_UPDATE, "html": render_card(service)})
+        for service in services
+    ]
+    if messages:
+        transaction.on_commit(lambda: send_now(messages))
+
+
+def render_event_list(environment: Environment) -> str:
+    from environments.models import ClusterEvent
+
+    events = ClusterEvent.objects.recent(environment)
+    return render_to_string("environments/_event_list.html", {"environment": environment, "events": events}).strip()
+
+
+def publish_event_list(environment: Environment) -> None:
+    """Send the Events tab's list (root `id="event-list"`) on commit; pages on other tabs ignore it."""
+
+    def send() -> None:
+        # Rendered after the commit so that it lists the events just written.
+        send_now([(group_name(environment.public_id), {"type": CARD_UPDATE, "html": render_event_list(environment)})])
+
+    transaction.on_commit(send)
+
+
+def publish_environment_removed(environment_public_id: str) -> None:
+    """Tell pages still open on an environment whose namespace is gone, then close their socket."""
+    notice = format_html(
+        '<div id="environment-notice" class="notice notice-danger" role="alert">{}</div>',
+        "This environment has been deleted. Its services no longer run.",
+    )
+    message = {"type": ENVIRONMENT_REMOVED, "html": str(notice)}
+    transaction.on_commit(lambda: send_now([(group_name(environment_public_id), message)]))
+
+
+def send_now(messages: list[tuple[str, dict]]) -> None:
+    """Group-send the messages now, in one event loop (one connection to Redis, not one each).
+
+    A channel layer that is down costs the browser a live update, never the caller its work:
+    the database already holds the truth and the page shows it on the next load.
+    """
+    layer = get_channel_layer()
+    if layer is None or not messages:
+        return
+
+    async def send_all() -> None:
+        for group, message in messages:
+            await layer.group_send(group, message)
+
+    try:
+        async_to_sync(send_all)()
+    except Exception:  # noqa: BLE001 - see the docstring: a lost update must not break the writer
+        logger.exception("Could not publish %d live update(s)", len(messages))
