@@ -2,4 +2,6 @@
 
 from __future__ import annotations
 
-websocket_urlpatterns: list = []
+from environments.routing import websocket_urlpatterns as environment_patterns
+
+websocket_urlpatterns: list = [*environment_patterns]
