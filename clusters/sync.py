@@ -1,0 +1,264 @@
+"""From a `ClusterState` to the database and the browsers: statuses, events, removed pages.
+
+`write_changes` is the one place where what the cluster says becomes rows: the watcher calls it
+with what changed since its last call, the periodic resync with everything it listed. It writes
+a service only when something its card shows changed, stores events in one statement per
+batch, and publishes the changed cards once the transaction commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+
+from django.db import transaction
+from django.utils import timezone
+
+from clusters.state import WARNING_WINDOW_SECONDS, Changes, ClusterState, Obj, environment_id_of_namespace
+from environments.models import ClusterEvent, Environment
+from services import live
+from services.models import Service
+from services.status import ObservedStatus, derive_status
+
+logger = logging.getLogger(__name__)
+
+# Rows per statement: well under SQLite's and PostgreSQL's bound-parameter limits.
+BATCH = 500
+
+# What the card needs beyond the service row; loaded with the services in one query.
+CARD_RELATED = ("environment__project__space", "environment__cluster", "deployed_by")
+
+
+@dataclass
+class WriteResult:
+    changed: list[Service] = field(default_factory=list)
+    events_written: int = 0
+    # Services whose row moved under us (a task or a user wrote it): to derive again.
+    retry: set[str] = field(default_factory=set)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)
+
+
+def event_times(event: Obj) -> tuple[datetime, datetime]:
+    """First and last time of a core/v1 Event, whichever API (core or events.k8s.io) wrote it."""
+    meta = event.get("metadata") or {}
+    series = event.get("series") or {}
+    created = parse_time(meta.get("creationTimestamp")) or timezone.now()
+    first = parse_time(event.get("firstTimestamp")) or parse_time(event.get("eventTime")) or created
+    last = (
+        parse_time(event.get("lastTimestamp"))
+        or parse_time(series.get("lastObservedTime"))
+        or parse_time(event.get("eventTime"))
+        or first
+    )
+    return first, max(first, last)
+
+
+def _owner_name(kind: str, name: str) -> str:
+    """The Deployment (= service) name a ReplicaSet or Pod name was generated from."""
+    parts = name.split("-")
+    if kind == "ReplicaSet" and len(parts) > 1:
+        return "-".join(parts[:-1])  # <deployment>-<pod-template-hash>
+    if kind == "Pod" and len(parts) > 2:
+        return "-".join(parts[:-2])  # <deployment>-<pod-template-hash>-<suffix>
+    return name
+
+
+def match_service(
+    state: ClusterState, namespace: str, kind: str, name: str, services_by_name: dict[str, tuple[int, str]]
+) -> tuple[int, str] | None:
+    """The (pk, public id) of the service an event is about, from its involved object."""
+    if kind == "Pod":
+        public_id = state.pod_service(namespace, name)
+        if public_id:
+            for pk, candidate in services_by_name.values():
+                if candidate == public_id:
+                    return pk, public_id
+    exact = services_by_name.get(_owner_name(kind, name)) or services_by_name.get(name)
+    if exact:
+        return exact
+    # Anything else the service owns (a build Job, its pods) is named `<service>-...`; the
+    # longest name wins so that `web-api-x` goes to `web-api`, not to `web`.
+    candidates = [s for s in services_by_name if name.startswith(f"{s}-")]
+    return services_by_name[max(candidates, key=len)] if candidates else None
+
+
+def _store_events(
+    cluster_id: int, state: ClusterState, events: dict[str, Obj], warning_since: datetime
+) -> tuple[int, set[str], set[int]]:
+    """Upsert the events; returns how many changed, the services with fresh Warnings and the
+    environments whose Events tab changed."""
+    env_ids = {environment_id_of_namespace((e.get("metadata") or {}).get("namespace", "")) for e in events.values()}
+    environments = {
+        env.public_id: env.pk
+        for env in Environment.objects.filter(cluster_id=cluster_id, public_id__in=env_ids - {None}).only("pk", "public_id")
+    }
+    if not environments:
+        return 0, set(), set()
+    services: dict[int, dict[str, tuple[int, str]]] = {}
+    for pk, public_id, name, environment_id in Service.objects.filter(
+        environment_id__in=environments.values()
+    ).values_list("pk", "public_id", "name", "environment_id"):
+        services.setdefault(environment_id, {})[name] = (pk, public_id)
+
+    rows: dict[tuple[int, str], ClusterEvent] = {}
+    warned: set[str] = set()
+    for uid, event in events.items():
+        meta = event.get("metadata") or {}
+        namespace = meta.get("namespace", "")
+        environment_pk = environments.get(environment_id_of_namespace(namespace) or "")
+        if environment_pk is None:
+            continue
+        involved = event.get("involvedObject") or event.get("regarding") or {}
+        kind, name = involved.get("kind", ""), involved.get("name", "")
+        service = match_service(state, namespace, kind, name, services.get(environment_pk, {}))
+        first, last = event_times(event)
+        event_type = "Warning" if event.get("type") == "Warning" else "Normal"
+        count = int(event.get("count") or (event.get("series") or {}).get("count") or 1)
+        rows[(environment_pk, uid)] = ClusterEvent(
+            environment_id=environment_pk,
+            service_id=service[0] if service else None,
+            uid=uid[:64],
+            type=event_type,
+            reason=(event.get("reason") or "")[:128],
+            message=event.get("message") or event.get("note") or "",
+            involved_kind=kind[:64],
+            involved_name=name[:253],
+            count=count,
+            first_seen=first,
+            last_seen=last,
+        )
+        if service and event_type == "Warning" and last >= warning_since:
+            state.note_warning(service[1], uid, event, mark=False)
+            warned.add(service[1])
+
+    if not rows:
+        return 0, warned, set()
+    # A relist hands over every event again: skip those already stored as they are, so that
+    # neither the database nor the open Events tabs churn.
+    stored: dict[tuple[int, str], tuple[int, datetime]] = {}
+    keys = list(rows)
+    for start in range(0, len(keys), BATCH):
+        chunk = keys[start : start + BATCH]
+        stored.update(
+            ((environment_id, uid), (count, last_seen))
+            for environment_id, uid, count, last_seen in ClusterEvent.objects.filter(
+                environment_id__in={key[0] for key in chunk}, uid__in={key[1] for key in chunk}
+            ).values_list("environment_id", "uid", "count", "last_seen")
+        )
+    fresh = [row for key, row in rows.items() if stored.get(key) != (row.count, row.last_seen)]
+    if fresh:
+        ClusterEvent.objects.bulk_create(
+            fresh,
+            batch_size=BATCH,
+            update_conflicts=True,
+            unique_fields=["environment", "uid"],
+            update_fields=["service", "type", "reason", "message", "involved_kind", "involved_name", "count", "last_seen"],
+        )
+    return len(fresh), warned, {row.environment_id for row in fresh}
+
+
+def derive_for(service: Service, state: ClusterState) -> ObservedStatus:
+    deployment, pods, warnings = state.observed(service.public_id)
+    return derive_status(
+        current_status=service.status,
+        current_reason=service.status_reason,
+        desired_state=service.desired_state,
+        replicas=service.replicas,
+        deployment=deployment,
+        pods=pods,
+        events=warnings,
+    )
+
+
+def _store_statuses(services: Iterable[Service], state: ClusterState, result: WriteResult) -> None:
+    now = timezone.now()
+    for service in services:
+        observed = derive_for(service, state)
+        if observed == (service.status, service.status_reason, service.ready_replicas):
+            continue
+        values = {
+            "status": observed.status,
+            "status_reason": observed.reason,
+            "ready_replicas": observed.ready_replicas,
+        }
+        if observed.status != service.status:
+            values["status_changed_at"] = now
+        # Compare-and-set on what the derivation read: a user or a task that changed the
+        # service meanwhile wins, and the service is derived again from its new row.
+        updated = Service.objects.filter(
+            pk=service.pk,
+            status=service.status,
+            status_reason=service.status_reason,
+            ready_replicas=service.ready_replicas,
+            desired_state=service.desired_state,
+            replicas=service.replicas,
+            generation=service.generation,
+        ).update(**values)
+        if not updated:
+            result.retry.add(service.public_id)
+            continue
+        for name, value in values.items():
+            setattr(service, name, value)
+        result.changed.append(service)
+
+
+def services_to_derive(cluster_id: int, changes: Changes) -> list[Service]:
+    queryset = Service.objects.filter(environment__cluster_id=cluster_id).select_related(*CARD_RELATED)
+    if not changes.all_services:
+        if not changes.services:
+            return []
+        queryset = queryset.filter(public_id__in=changes.services)
+    return list(queryset)
+
+
+def write_changes(
+    cluster_id: int, state: ClusterState, changes: Changes, *, services: list[Service] | None = None
+) -> WriteResult:
+    """Store what changed and publish it on commit.
+
+    `services` may be given already read (the resync reads them before listing the cluster, so
+    that its compare-and-set loses to any newer write by the watcher).
+    """
+    result = WriteResult()
+    warning_since = timezone.now() - timedelta(seconds=WARNING_WINDOW_SECONDS)
+    with transaction.atomic():
+        changed_environments: set[int] = set()
+        if changes.events:
+            result.events_written, warned, changed_environments = _store_events(
+                cluster_id, state, changes.events, warning_since
+            )
+            changes.services |= warned
+        if services is None:
+            services = services_to_derive(cluster_id, changes)
+        _store_statuses(services, state, result)
+        live.publish_services(result.changed)
+        if changed_environments:
+            for environment in Environment.objects.filter(pk__in=changed_environments):
+                live.publish_event_list(environment)
+        if changes.namespaces_gone:
+            _publish_removed(cluster_id, changes.namespaces_gone)
+    return result
+
+
+def _publish_removed(cluster_id: int, namespaces: set[str]) -> None:
+    """Pages open on an environment whose namespace is gone, because the environment was
+    deleted, learn it. A namespace deleted by hand under a live environment is not that."""
+    public_ids = {environment_id_of_namespace(ns) for ns in namespaces} - {None}
+    alive = set(
+        Environment.objects.filter(public_id__in=public_ids, deleting_at__isnull=True).values_list("public_id", flat=True)
+    )
+    for public_id in sorted(public_ids - alive):
+        live.publish_environment_removed(public_id)
+

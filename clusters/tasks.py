@@ -1,0 +1,119 @@
+"""Periodic tasks (Celery beat) that keep the observed side honest.
+
+`resync` lists what the watcher watches and repairs whatever a watch missed, with the same
+derivation and the same writer, and re-enqueues the reconcile of a service that has been
+`deploying` for long with no Deployment in its cluster (a lost task, a broker that was down
+when the action committed). `prune_events` drops events past the retention period.
+
+These live here rather than in `environments/tasks.py` and `services/tasks.py`, which hold the
+desired-state tasks: everything in this module only reads clusters, never writes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from functools import partial
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from clusters.client import ClusterError, client_for
+from clusters.models import Cluster
+from clusters.state import DEPLOYMENTS, EVENTS, MANAGED_BY_SELECTOR, PODS, Changes, ClusterState
+from clusters.sync import services_to_derive, write_changes
+from environments.models import ClusterEvent
+from services.models import Service
+
+logger = logging.getLogger(__name__)
+
+PRUNE_BATCH = 5000
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def resync() -> dict[str, int]:
+    """Resync every cluster that has environments; one that cannot be reached is skipped
+    (the next run, a minute later, is its retry)."""
+    totals = {"clusters": 0, "changed": 0, "requeued": 0, "unreachable": 0}
+    for cluster in Cluster.objects.filter(environments__isnull=False).distinct():
+        try:
+            changed, requeued = resync_cluster(cluster)
+        except ClusterError as exc:
+            totals["unreachable"] += 1
+            logger.warning("resync of cluster %s skipped: %s", cluster.name, exc)
+            continue
+        totals["clusters"] += 1
+        totals["changed"] += changed
+        totals["requeued"] += requeued
+    return totals
+
+
+def resync_cluster(cluster: Cluster) -> tuple[int, int]:
+    """Repair the statuses of one cluster's services; returns (changed, re-enqueued)."""
+    # Read before listing: a status the watcher writes after this read makes the
+    # compare-and-set below fail, so an older list never overwrites a newer observation.
+    services = services_to_derive(cluster.pk, Changes(all_services=True))
+    kube = client_for(cluster)
+    state = ClusterState()
+    deployments, _ = kube.list("apps/v1", "Deployment", label_selector=MANAGED_BY_SELECTOR)
+    pods, _ = kube.list("v1", "Pod", label_selector=MANAGED_BY_SELECTOR)
+    # Only Warnings: they are what a status depends on (a quota refusal), and storing them
+    # here also repairs the Events tab for what matters most.
+    warnings, _ = kube.list("v1", "Event", field_selector="type=Warning")
+    state.replace(DEPLOYMENTS, deployments)
+    state.replace(PODS, pods)
+    state.replace(EVENTS, warnings)
+    result = write_changes(cluster.pk, state, state.take_changes(), services=services)
+    requeued = _requeue_stuck(services, state)
+    if result.changed or requeued:
+        logger.info(
+            "resync of cluster %s: %d status(es) repaired, %d reconcile(s) re-enqueued",
+            cluster.name,
+            len(result.changed),
+            requeued,
+        )
+    return len(result.changed), requeued
+
+
+def _requeue_stuck(services: list[Service], state: ClusterState) -> int:
+    from services.tasks import reconcile_service
+
+    threshold = timezone.now() - timedelta(seconds=settings.SERVICE_STUCK_DEPLOY_SECONDS)
+    stuck = [
+        service
+        for service in services
+        if service.status == Service.Status.DEPLOYING
+        and service.desired_state == Service.DesiredState.RUNNING
+        and (service.status_changed_at or service.created_at) < threshold
+        and not service.environment.is_deleting
+        and state.observed(service.public_id)[0] is None
+    ]
+    for service in stuck:
+        logger.warning(
+            "service %s (%s/%s) deploying since %s with no Deployment: reconciling again",
+            service.pk,
+            service.environment.namespace,
+            service.name,
+            service.status_changed_at,
+        )
+        transaction.on_commit(partial(reconcile_service.delay, service.pk, service.generation), robust=True)
+    return len(stuck)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def prune_events() -> int:
+    """Delete events last seen before the retention period; returns how many."""
+    cutoff = timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS)
+    total = 0
+    while True:
+        # In batches: one huge DELETE holds SQLite's single write lock for too long.
+        batch = list(ClusterEvent.objects.filter(last_seen__lt=cutoff).values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not batch:
+            break
+        deleted, _ = ClusterEvent.objects.filter(pk__in=batch).delete()
+        total += deleted
+    if total:
+        logger.info("pruned %d event(s) older than %d day(s)", total, settings.EVENT_RETENTION_DAYS)
+    return total

@@ -1,0 +1,229 @@
+"""Cluster → database → browser: the long-running side of `manage.py watch_clusters`.
+
+Per cluster, four `ResourceWatcher` threads keep a `ClusterState` current:
+
+* Namespaces and Deployments and Pods labelled `app.kubernetes.io/managed-by=ale`, across all
+  namespaces: one watch each per cluster, however many environments it holds.
+* core/v1 Events of all namespaces, filtered in memory to `ale-*`. Events carry no labels, so
+  no selector narrows them on the server; the alternative, one watch per namespace, costs a
+  thread and an open connection per environment and a watch restart whenever an environment
+  appears. One cluster-wide watch stays at one connection; the events of other namespaces it
+  also receives are a few per second even on a busy cluster, and are dropped before any
+  database work.
+
+A fifth thread, the writer, wakes every `flush_interval`, takes what changed and hands it to
+`clusters.sync.write_changes` in one transaction: a burst of a hundred pod updates becomes one
+read of the affected services and at most one write per service whose card changed. Nothing is
+written until every kind has been listed once, so a half-known cluster never produces a wrong
+status; each (re)list then re-derives every service of the cluster, which is what repairs the
+database after a restart or a missed watch.
+
+`WatchManager` re-reads the clusters every `refresh_interval` and starts or stops their
+watchers; a cluster that cannot be reached only delays its own watchers (they back off).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from functools import partial
+
+from django.db import close_old_connections, connection
+
+from clusters.client import KubeClient, client_for
+from clusters.models import Cluster
+from clusters.state import (
+    DEPLOYMENTS,
+    EVENTS,
+    MANAGED_BY_SELECTOR,
+    NAMESPACES,
+    PODS,
+    Changes,
+    ClusterState,
+)
+from clusters.sync import write_changes
+from clusters.watch import ResourceWatcher, backoff_delay
+
+logger = logging.getLogger(__name__)
+
+# (kind name in ClusterState, api version, kind, label selector)
+WATCHED = (
+    (NAMESPACES, "v1", "Namespace", MANAGED_BY_SELECTOR),
+    (DEPLOYMENTS, "apps/v1", "Deployment", MANAGED_BY_SELECTOR),
+    (PODS, "v1", "Pod", MANAGED_BY_SELECTOR),
+    (EVENTS, "v1", "Event", None),
+)
+
+
+class ClusterWatcher:
+    """The watchers and the writer of one cluster."""
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        *,
+        flush_interval: float = 0.25,
+        watch_timeout: int = 60,
+        backoff_cap: float = 30.0,
+    ) -> None:
+        self.cluster = cluster
+        self.state = ClusterState()
+        self.flush_interval = flush_interval
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        # Counters for logs and tests.
+        self.flushes = 0
+        self.write_failures = 0
+        self.watchers = [
+            ResourceWatcher(
+                self._client,
+                api_version,
+                kind,
+                label_selector=selector,
+                on_sync=partial(self.state.replace, name),
+                on_event=partial(self._on_event, name),
+                timeout_seconds=watch_timeout,
+                backoff_cap=backoff_cap,
+                name=f"{cluster.name}/{kind}",
+            )
+            for name, api_version, kind, selector in WATCHED
+        ]
+
+    def __repr__(self) -> str:
+        return f"<ClusterWatcher {self.cluster.name}>"
+
+    def _client(self) -> KubeClient:
+        # Asked before every list and watch: a kubeconfig edited in the admin is picked up at
+        # the next reconnect (the manager swaps in the fresh Cluster row).
+        return client_for(self.cluster)
+
+    def _on_event(self, kind: str, event_type: str, obj: dict) -> None:
+        self.state.apply(kind, event_type, obj)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for watcher in self.watchers:
+            self.threads.append(watcher.start(self.stop_event))
+        writer = threading.Thread(target=self._write_loop, name=f"write-{self.cluster.name}", daemon=True)
+        writer.start()
+        self.threads.append(writer)
+
+    def stop(self) -> None:
+        """Ask every thread to stop; `join` waits for them."""
+        self.stop_event.set()
+
+    def join(self, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self.threads)
+
+    @property
+    def synced(self) -> bool:
+        return self.state.is_synced()
+
+    # --- the writer --------------------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        failures = 0
+        try:
+            while not self.stop_event.wait(self.flush_interval if not failures else backoff_delay(failures)):
+                try:
+                    self.flush()
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    self.write_failures += 1
+                    logger.exception("cluster %s: could not store changes (attempt %d)", self.cluster.name, failures)
+            # What arrived before the stop is still worth storing.
+            self.flush()
+        except Exception:
+            logger.exception("cluster %s: could not store the last changes", self.cluster.name)
+        finally:
+            connection.close()
+
+    def flush(self) -> Changes | None:
+        """Store what changed since the last flush; returns it (None when nothing could be)."""
+        if not self.state.is_synced():
+            return None
+        changes = self.state.take_changes()
+        if not changes:
+            return changes
+        # A long-lived thread must not hold on to a connection the database has dropped.
+        close_old_connections()
+        try:
+            result = write_changes(self.cluster.pk, self.state, changes)
+        except Exception:
+            self.state.give_back(changes)
+            raise
+        self.flushes += 1
+        if result.retry:
+            self.state.give_back(Changes(services=result.retry))
+        if result.changed or result.events_written:
+            logger.info(
+                "cluster %s: %d status change(s), %d event(s) stored",
+                self.cluster.name,
+                len(result.changed),
+                result.events_written,
+            )
+        return changes
+
+
+class WatchManager:
+    """Runs a `ClusterWatcher` for every cluster that has environments."""
+
+    def __init__(self, *, refresh_interval: float = 30.0, **watcher_options: object) -> None:
+        self.refresh_interval = refresh_interval
+        self.watcher_options = watcher_options
+        self.watchers: dict[int, ClusterWatcher] = {}
+
+    def refresh(self) -> None:
+        """Start watchers for new clusters, stop those of clusters gone or emptied."""
+        close_old_connections()
+        clusters = {cluster.pk: cluster for cluster in Cluster.objects.filter(environments__isnull=False).distinct()}
+        for pk in list(self.watchers):
+            if pk not in clusters:
+                watcher = self.watchers.pop(pk)
+                logger.info("cluster %s: no environments left, stopping its watchers", watcher.cluster.name)
+                watcher.stop()
+                watcher.join()
+        for pk, cluster in clusters.items():
+            watcher = self.watchers.get(pk)
+            if watcher is None:
+                try:
+                    # Fails fast on a configuration that cannot work (a kubeconfig that does
+                    # not parse); reachability is the watchers' business.
+                    client_for(cluster)
+                except Exception as exc:  # noqa: BLE001 - logged; retried at the next refresh
+                    logger.error("cluster %s: cannot build a client: %s", cluster.name, exc)
+                    continue
+                logger.info("cluster %s: watching", cluster.name)
+                watcher = ClusterWatcher(cluster, **self.watcher_options)  # type: ignore[arg-type]
+                self.watchers[pk] = watcher
+                watcher.start()
+            else:
+                watcher.cluster = cluster
+
+    def run(self, stop: threading.Event) -> None:
+        """Refresh until `stop` is set, then stop every watcher."""
+        try:
+            while not stop.is_set():
+                try:
+                    self.refresh()
+                except Exception:
+                    logger.exception("could not read the clusters; trying again in %.0fs", self.refresh_interval)
+                stop.wait(self.refresh_interval)
+        finally:
+            self.stop_all()
+            connection.close()
+
+    def stop_all(self, timeout: float = 5.0) -> None:
+        for watcher in self.watchers.values():
+            watcher.stop()
+        deadline = time.monotonic() + timeout
+        for watcher in self.watchers.values():
+            if not watcher.join(max(0.0, deadline - time.monotonic())):
+                logger.warning("cluster %s: watchers did not stop in time", watcher.cluster.name)
+        self.watchers.clear()
