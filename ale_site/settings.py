@@ -170,6 +170,18 @@ KUBE_POOL_SIZE = int(env("KUBE_POOL_SIZE", "16"))
 KUBE_REQUEST_TIMEOUT = (int(env("KUBE_CONNECT_TIMEOUT", "5")), int(env("KUBE_READ_TIMEOUT", "30")))
 
 EVENT_RETENTION_DAYS = int(env("EVENT_RETENTION_DAYS", "7"))
+# A service `deploying` this long with no Deployment in its cluster gets its reconcile again.
+SERVICE_STUCK_DEPLOY_SECONDS = int(env("SERVICE_STUCK_DEPLOY_SECONDS", "300"))
+
+CELERY_BEAT_SCHEDULE = {
+    "prune-events": {"task": "clusters.tasks.prune_events", "schedule": 3600.0},
+    "resync-statuses": {
+        "task": "clusters.tasks.resync",
+        "schedule": float(env("RESYNC_INTERVAL_SECONDS", "60")),
+        # A backlog of resyncs is worth one: drop those the workers could not start in time.
+        "options": {"expires": float(env("RESYNC_INTERVAL_SECONDS", "60"))},
+    },
+}
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 EMAIL_HOST = env("EMAIL_HOST", "localhost")
