@@ -16,7 +16,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from fractions import Fraction
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from aiohttp import web
 
@@ -464,6 +464,8 @@ class _Timeline:
     def __init__(self, run: ContainerRun) -> None:
         prog = _program_for(run)
         self.run, self.prog = run, prog
+        # The core may update a run in place: remember what this timeline was built from.
+        self.snapshot = (run.started_at, run.finished_at, run.exit_code)
         self.start = prog.start_ns
         self.end = _to_ns(run.finished_at) if run.finished_at is not None else None
         epi = prog.epilogue(self.end) if self.end is not None else []
@@ -706,14 +708,15 @@ class _Output:
 
 
 def _history_start(tl: _Timeline, hi: int, opts: LogOptions, now: int) -> int:
-    """First line of the already-written log to send: rotation window, then tail, then since."""
-    lo = _rotation_floor(tl, hi)
+    """First line of the already-written log to send: within the live file, the last
+    tailLines of it, none older than since."""
+    lo = 0
     if opts.tail_lines is not None:
         lo = max(lo, hi - opts.tail_lines)
     since = _since_ns(opts, now)
     if since is not None:
         lo = max(lo, tl.count_at(since - 1))
-    return min(lo, hi)
+    return min(_rotation_floor(tl, lo, hi), hi)
 
 
 def _since_ns(opts: LogOptions, now: int) -> int | None:
@@ -722,20 +725,20 @@ def _since_ns(opts: LogOptions, now: int) -> int | None:
     return opts.since_time
 
 
-def _rotation_floor(tl: _Timeline, hi: int) -> int:
-    """Oldest line still in the live log file (see HISTORY_CAP_BYTES)."""
-    if hi * (tl.max_line_bytes + 1) <= HISTORY_CAP_BYTES:
-        return 0
+def _rotation_floor(tl: _Timeline, lo: int, hi: int) -> int:
+    """First line of [lo, hi) still in the live log file (see HISTORY_CAP_BYTES)."""
+    if (hi - lo) * (tl.max_line_bytes + 1) <= HISTORY_CAP_BYTES:
+        return lo
     size, k = 0, hi
-    while k > 0:
-        b = max(0, k - 4096)
+    while k > lo:
+        b = max(lo, k - 4096)
         _, texts = tl.lines(b, k)
         for i in range(len(texts) - 1, -1, -1):
             size += len(texts[i].encode()) + 1
             if size > HISTORY_CAP_BYTES:
                 return b + i + 1
         k = b
-    return 0
+    return lo
 
 
 def _find_run(runs: list[ContainerRun], like: ContainerRun) -> ContainerRun | None:
@@ -790,13 +793,21 @@ async def serve_log(request: web.Request,
         return await _stream_all(request, [first, second], chunks)
     resp = await _start_stream(request)
     try:
-        for data in _prepend(first, chunks):
-            await resp.write(data)
+        await _send(resp, _prepend(first, chunks))
         await _follow(request, resp, runs, tl, hi, opts, out)
         await resp.write_eof()
     except ConnectionError:
         pass  # the client went away; nothing left to do for it
     return resp
+
+
+async def _send(resp: web.StreamResponse, chunks: Iterable[bytes]) -> None:
+    """Write chunks, yielding to the event loop now and then: a long history must not
+    starve the other requests while the socket keeps accepting data without blocking."""
+    for i, data in enumerate(chunks, 1):
+        await resp.write(data)
+        if i % 16 == 0:
+            await asyncio.sleep(0)
 
 
 def _prepend(first: bytes, rest: Iterator[bytes]) -> Iterator[bytes]:
@@ -815,10 +826,8 @@ async def _start_stream(request: web.Request) -> web.StreamResponse:
 async def _stream_all(request: web.Request, head: list[bytes], rest: Iterator[bytes]) -> web.StreamResponse:
     resp = await _start_stream(request)
     try:
-        for data in head:
-            await resp.write(data)
-        for data in rest:
-            await resp.write(data)
+        await _send(resp, head)
+        await _send(resp, rest)
         await resp.write_eof()
     except ConnectionError:
         pass
@@ -835,7 +844,7 @@ async def _follow(request: web.Request, resp: web.StreamResponse,
         run = _find_run(current, tl.run) if current is not None else None
         if run is None:
             return  # pod deleted or run forgotten: kubelet ends the stream too
-        if run != tl.run:
+        if (run.started_at, run.finished_at, run.exit_code) != tl.snapshot:
             tl = _Timeline(run)
             if tl.total is not None:
                 # The run just finished: its closing lines come right after what was sent.
@@ -845,8 +854,7 @@ async def _follow(request: web.Request, resp: web.StreamResponse,
         if since is not None:
             pos = max(pos, min(hi, tl.count_at(since - 1)))
         sent = pos < hi
-        for data in out.chunks(tl, pos, hi):
-            await resp.write(data)
+        await _send(resp, out.chunks(tl, pos, hi))
         pos = hi
         if tl.end is not None and now >= tl.end:
             return

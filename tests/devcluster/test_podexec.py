@@ -224,3 +224,60 @@ def test_large_output_arrives_whole(api: client.CoreV1Api) -> None:
     out, _ = finish(ws, timeout=20)
     assert out.split() == [str(i) for i in range(1, 200001)]
     assert ws.returncode == 0
+
+
+def _raw_ws(server: ExecServer, query: str, protocol: str):
+    import websocket
+    url = f"ws://127.0.0.1:{server.port}/api/v1/namespaces/{NS}/pods/web-1/exec?{query}"
+    return websocket.create_connection(url, subprotocols=[protocol], timeout=5)
+
+
+def _frames(conn) -> list[bytes]:
+    import websocket
+    frames = []
+    while True:
+        try:
+            opcode, data = conn.recv_data(control_frame=False)
+        except websocket.WebSocketConnectionClosedException:
+            break
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            break
+        frames.append(data)
+    return frames
+
+
+def test_v4_frames_as_kubelet_sends_them(server: ExecServer) -> None:
+    conn = _raw_ws(server, "command=sh&command=-c&command=echo+hi%3B+exit+2&stdout=true&stderr=true", "v4.channel.k8s.io")
+    assert conn.subprotocol == "v4.channel.k8s.io"
+    frames = _frames(conn)
+    assert frames[0] == b"\x01"  # the empty frame that tells the client the stream is up
+    assert b"".join(f[1:] for f in frames if f[:1] == b"\x01") == b"hi\n"
+    status = json.loads(frames[-1][1:])
+    assert frames[-1][:1] == b"\x03" and status["reason"] == "NonZeroExitCode"
+    assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "2"}]
+
+
+def test_v1_reports_errors_as_text_and_success_as_nothing(server: ExecServer) -> None:
+    ok = _frames(_raw_ws(server, "command=true&stdout=true", "channel.k8s.io"))
+    assert ok == [b"\x01"]
+    bad = _frames(_raw_ws(server, "command=false&stdout=true", "channel.k8s.io"))
+    assert bad[-1] == b"\x03command terminated with non-zero exit code: error executing command [false], exit code 1"
+
+
+def test_base64_protocol(server: ExecServer) -> None:
+    import base64
+    conn = _raw_ws(server, "command=cat&stdin=true&stdout=true", "v4.base64.channel.k8s.io")
+    conn.send("0" + base64.b64encode(b"over base64\n").decode())
+    opcode, first = conn.recv_data()
+    assert first == b"1"
+    opcode, echoed = conn.recv_data()
+    assert echoed[:1] == b"1" and base64.b64decode(echoed[1:]) == b"over base64\n"
+    conn.close()
+
+
+def test_stdin_eof_without_v5_close_comes_from_the_pty(api: client.CoreV1Api) -> None:
+    ws = exec_ws(api, ["sh", "-c", "read line; echo got:$line"], tty=True)
+    ws.write_stdin("abc\r")
+    assert "got:abc" in read_until(ws, "got:abc")
+    finish(ws)
+    assert ws.returncode == 0

@@ -321,3 +321,45 @@ def test_job_logs_follow_the_outcome() -> None:
     bad.finished_at = bad.started_at + duration
     last = lines_between(bad, bad.started_at, bad.finished_at + 1)[-1][1]
     assert last.startswith("error building image: error building stage: failed to execute command")
+
+
+def test_follow_ends_when_the_run_is_marked_finished(server: LogServer, api: client.CoreV1Api) -> None:
+    run = run_of("ghcr.io/acme/api:2", ago=3)
+    server.pods["stop"] = [run]
+
+    def stop() -> None:
+        run.finished_at, run.exit_code = time.time(), 0  # the core updates the run in place
+
+    threading.Timer(0.5, stop).start()
+    started = time.time()
+    lines = list(watch.Watch().stream(api.read_namespaced_pod_log, "stop", NS))
+    assert time.time() - started < 1.5
+    assert lines[-2].endswith("received SIGTERM, shutting down") and lines[-1].endswith("bye")
+    assert lines == [s for _, s in lines_between(run, run.started_at, run.finished_at + 1)]
+
+
+def test_follow_with_since_in_the_future_waits_for_new_lines(server: LogServer, api: client.CoreV1Api) -> None:
+    run = run_of("loggen", ago=5, lasts=6, env={"LOG_RATE": "20"})
+    server.pods["later"] = [run]
+    code, body = raw_get(server, "later", "follow=true&sinceSeconds=1&timestamps=true")
+    lines = body.decode().splitlines()
+    seqs = [int(SEQ.search(l).group(1)) for l in lines]
+    assert seqs == list(range(seqs[0], 120)) and 75 <= seqs[0] <= 82
+
+
+def test_history_is_bounded_like_a_rotated_log_file(server: LogServer, api: client.CoreV1Api) -> None:
+    run = run_of("loggen", ago=60, env={"LOG_RATE": "200000"})  # 12M lines so far
+    server.pods["huge"] = [run]
+    started = time.perf_counter()
+    tail = read(api, "huge", tail_lines=3).splitlines()
+    assert len(tail) == 3 and time.perf_counter() - started < 0.5  # a tail read stays cheap
+    resp = api.read_namespaced_pod_log("huge", NS, _preload_content=False)
+    size = lines = 0
+    first = None
+    for chunk in resp.stream():
+        if first is None:
+            first = int(SEQ.match(chunk.decode()).group(1))
+        size += len(chunk)
+        lines += chunk.count(b"\n")
+    assert size <= 16 * 1024 * 1024 and lines > 150_000
+    assert first > 11_000_000
