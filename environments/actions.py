@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
 from clusters.models import Cluster
 from environments.colors import next_color
 from environments.models import MAIN, Environment
+from environments.tasks import delete_environment as delete_environment_task
+from environments.tasks import reconcile_environment
 from spaces.models import Project
 
 
@@ -26,9 +31,12 @@ def create_environment(
         color = ""
     else:
         color = next_color(Environment.objects.filter(project=project).values_list("color", flat=True))
-    return Environment.objects.create(
+    environment = Environment.objects.create(
         project=project, name=name, cluster=cluster, color=color, created_by=acting_user
     )
+    # The namespace exists before the first deploy, and an empty environment is isolated too.
+    transaction.on_commit(partial(reconcile_environment.delay, environment.pk), robust=True)
+    return environment
 
 
 def rename_environment(*, acting_user: AbstractBaseUser, environment: Environment, name: str) -> Environment:
@@ -47,18 +55,25 @@ def set_default_environment(*, acting_user: AbstractBaseUser, environment: Envir
 
 @transaction.atomic
 def delete_environment(*, acting_user: AbstractBaseUser, environment: Environment) -> Project | None:
-    """Delete the environment; when it is the project's only one, delete the project too.
+    """Mark the environment as being deleted and start the task that deletes its namespace,
+    then its row. When it is the project's last environment, the project goes too.
 
-    Returns the project when it remains, None when it went with its last environment.
+    Returns the project when it remains, None when it goes with its last environment.
     """
     project = _lock(environment.project)
-    remaining = Environment.objects.filter(project=project).exclude(pk=environment.pk)
+    environment = Environment.objects.select_for_update().get(pk=environment.pk)
+    if environment.deleting_at is None:
+        environment.deleting_at = timezone.now()
+        # The colour is free at once: a new environment may take it while this one goes.
+        environment.color = ""
+        environment.save(update_fields=["deleting_at", "color"])
+    # robust: the mark is committed either way; a broker outage must not fail the request.
+    transaction.on_commit(partial(delete_environment_task.delay, environment.pk), robust=True)
+    # Environments already going do not keep the project alive.
+    remaining = Environment.objects.filter(project=project, deleting_at__isnull=True).exclude(pk=environment.pk)
     if not remaining.exists():
-        project.delete()
         return None
-    deleted_pk = environment.pk
-    environment.delete()
-    if project.default_environment_id in (None, deleted_pk):
+    if project.default_environment_id in (None, environment.pk):
         # The project must still open somewhere: `main` when it exists, else the oldest.
         project.default_environment = remaining.filter(name__iexact=MAIN).first() or remaining.first()
         project.save(update_fields=["default_environment"])

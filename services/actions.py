@@ -1,0 +1,198 @@
+"""Workflows on services. Views, the YAML importer and the tests all go through these verbs.
+
+Each verb is one transaction that writes the desired state and, once it is committed, enqueues
+`reconcile_service` for the service: the task reads whatever is current when it runs, so the
+order in which tasks arrive does not matter. The row is locked (`select_for_update`) first, so
+that two requests on one service (a stop during a deploy, two deploys) serialise on
+PostgreSQL instead of both writing the same revision number or generation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from environments.models import Environment
+from services.models import SPEC_FIELDS, Revision, Service
+
+logger = logging.getLogger(__name__)
+
+
+def _enqueue_reconcile(service: Service) -> None:
+    from services.tasks import reconcile_service
+
+    # robust: the desired state is committed either way; if the broker is down the periodic
+    # resync applies it later, and the user's request must not fail after its commit.
+    transaction.on_commit(partial(reconcile_service.delay, service.pk, service.generation), robust=True)
+
+
+def _lock(service: Service) -> Service:
+    """The service re-read under a row lock, with what rendering and the card need."""
+    locked = (
+        Service.objects.select_for_update(of=("self",))
+        .select_related("environment__project__space", "environment__cluster")
+        .get(pk=service.pk)
+    )
+    if locked.status == Service.Status.DELETING:
+        raise ValidationError("This service is being deleted.")
+    if locked.environment.is_deleting:
+        raise ValidationError("This environment is being deleted.")
+    return locked
+
+
+def _set_status(service: Service, status: str, reason: str = "") -> None:
+    service.status = status
+    service.status_reason = reason
+    service.status_changed_at = timezone.now()
+
+
+def _record_revision(service: Service, acting_user: AbstractBaseUser | None, cause: str) -> Revision:
+    number = (service.revisions.aggregate(last=Max("number"))["last"] or 0) + 1
+    return Revision.objects.create(
+        service=service, number=number, spec=service.snapshot(), created_by=acting_user, cause=cause
+    )
+
+
+def _save(service: Service) -> None:
+    service.save()
+    # `generation` was bumped in Python from the locked row: no lost update is possible.
+    logger.info(
+        "service %s (%s) generation %s: %s, %s",
+        service.pk,
+        service.name,
+        service.generation,
+        service.desired_state,
+        service.status,
+    )
+    _enqueue_reconcile(service)
+
+
+def _run(service: Service, acting_user: AbstractBaseUser | None, cause: str) -> Revision:
+    """Record a revision of the current spec and ask for it to run."""
+    service.generation += 1
+    service.desired_state = Service.DesiredState.RUNNING
+    service.deployed_by = acting_user
+    service.deployed_at = timezone.now()
+    _set_status(service, Service.Status.DEPLOYING)
+    revision = _record_revision(service, acting_user, cause)
+    _save(service)
+    return revision
+
+
+@transaction.atomic
+def deploy_service(
+    acting_user: AbstractBaseUser | None,
+    environment: Environment,
+    cleaned_data: Mapping[str, Any],
+    service: Service | None = None,
+    cause: str = "deploy",
+) -> Service:
+    """Create a service (`service=None`) or change its spec, record a revision, run it.
+
+    `cleaned_data` is a valid `ServiceForm`'s: the spec under the model's field names, and
+    the name (used only on create: a service's name never changes).
+    """
+    spec = {field: cleaned_data[field] for field in SPEC_FIELDS if field in cleaned_data}
+    if service is None:
+        environment = Environment.objects.select_for_update().get(pk=environment.pk)
+        if environment.is_deleting:
+            raise ValidationError("This environment is being deleted.")
+        # The form checked this too; the lock on the environment makes it hold.
+        if Service.objects.filter(environment=environment, name=cleaned_data["name"]).exists():
+            raise ValidationError("This environment already has a service with this name.")
+        service = Service(environment=environment, name=cleaned_data["name"], generation=0)
+        service.apply_snapshot(spec)
+        # Saved once first: the revision needs the row, `_run` bumps the generation to 1.
+        service.save()
+    else:
+        if service.environment_id != environment.pk:
+            raise ValueError("The service is not in this environment.")
+        service = _lock(service)
+        service.apply_snapshot(spec)
+    _run(service, acting_user, cause)
+    return service
+
+
+@transaction.atomic
+def redeploy_service(acting_user: AbstractBaseUser | None, service: Service) -> Service:
+    """Run the same spec again as a new revision, replacing every pod even if nothing changed."""
+    service = _lock(service)
+    service.redeployed_at = timezone.now()
+    _run(service, acting_user, "redeploy")
+    return service
+
+
+@transaction.atomic
+def rollback_service(acting_user: AbstractBaseUser | None, service: Service, revision: Revision) -> Service:
+    """Deploy an earlier revision's spec again, as a new revision caused by `rollback`."""
+    if revision.service_id != service.pk:
+        raise ValueError("The revision belongs to another service.")
+    service = _lock(service)
+    service.apply_snapshot(revision.spec)
+    _run(service, acting_user, "rollback")
+    return service
+
+
+def _start_locked(service: Service) -> None:
+    service.desired_state = Service.DesiredState.RUNNING
+    service.generation += 1
+    _set_status(service, Service.Status.DEPLOYING)
+    _save(service)
+
+
+@transaction.atomic
+def start_service(acting_user: AbstractBaseUser | None, service: Service) -> Service:
+    """Scale the service back to its replicas."""
+    service = _lock(service)
+    _start_locked(service)
+    return service
+
+
+@transaction.atomic
+def stop_service(acting_user: AbstractBaseUser | None, service: Service) -> Service:
+    """Scale the service to zero; its spec and revisions stay."""
+    service = _lock(service)
+    service.desired_state = Service.DesiredState.STOPPED
+    service.generation += 1
+    _set_status(service, Service.Status.STOPPING)
+    _save(service)
+    return service
+
+
+@transaction.atomic
+def start_all(acting_user: AbstractBaseUser | None, environment: Environment) -> int:
+    """Start every stopped service of the environment (after a clone); returns how many."""
+    stopped = (
+        Service.objects.select_for_update(of=("self",))
+        .select_related("environment__project__space", "environment__cluster")
+        .filter(environment=environment, desired_state=Service.DesiredState.STOPPED)
+        .exclude(status=Service.Status.DELETING)
+        .order_by("pk")
+    )
+    count = 0
+    for service in stopped:
+        if service.environment.is_deleting:
+            raise ValidationError("This environment is being deleted.")
+        _start_locked(service)
+        count += 1
+    return count
+
+
+@transaction.atomic
+def delete_service(acting_user: AbstractBaseUser | None, service: Service) -> Service:
+    """Mark the service as being deleted; the task removes its objects, then the row."""
+    service = _lock(service)
+    service.desired_state = Service.DesiredState.STOPPED
+    service.generation += 1
+    _set_status(service, Service.Status.DELETING)
+    _save(service)
+    return service
+
