@@ -186,6 +186,7 @@ class _Process:
         self.master: int | None = None
         self.eof = asyncio.Event()
         self.paused = False
+        self.bytes_read = 0
 
     async def start(self, workdir: pathlib.Path, env: dict[str, str]) -> None:
         """Raises OSError when the command cannot be started."""
@@ -260,6 +261,7 @@ class _Process:
             chunks.append(data)
             if len(data) < READ_SIZE:
                 break
+        self.bytes_read += sum(map(len, chunks))
         if chunks and self.readers.get(fd, STDOUT) != DROP:
             self.emit(self.readers.get(fd, STDOUT), b"".join(chunks))
 
@@ -305,12 +307,15 @@ class _Process:
         """Wait for the process to exit, then for its remaining output; returns the exit code."""
         assert self.proc is not None
         code = await self.proc.wait()
-        try:
-            await asyncio.wait_for(self.eof.wait(), DRAIN_AFTER_EXIT)
-        except asyncio.TimeoutError:
-            self.resume()
-            for fd in list(self.readers):
-                self._on_readable(fd)
+        # Keep reading while output still flows (or waits on a slow client); stop once it
+        # goes quiet without an end of file, as when a background job holds the pipe.
+        while not self.eof.is_set():
+            before = self.bytes_read
+            try:
+                await asyncio.wait_for(self.eof.wait(), DRAIN_AFTER_EXIT)
+            except asyncio.TimeoutError:
+                if self.bytes_read == before and not self.paused:
+                    break
         # The runtime reports death by signal as 128 + signal, like a shell does.
         return code if code >= 0 else 128 - code
 
@@ -484,18 +489,14 @@ async def serve_exec(request: web.Request, *, workdir: pathlib.Path,
     refused = _check_request(request, opts)
     if refused is not None:
         return refused
-    ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True, max_msg_size=0)
+    # No permessage-deflate: kubelet's websocket server never negotiates it. A short close
+    # timeout: a client that stopped answering must not hold the handler for long.
+    ws = web.WebSocketResponse(protocols=PROTOCOLS, autoping=True, max_msg_size=0, compress=False,
+                               timeout=2.0)
     await ws.prepare(request)
     protocol = ws.ws_protocol or V1
-    loop = asyncio.get_running_loop()
-    process: _Process | None = None
-    wire: _Wire | None = None
-
-    def emit(channel: int, data: bytes) -> None:
-        assert wire is not None
-        wire.emit(channel, data)
-
-    process = _Process(loop, opts, emit)
+    # The process hands its output to the wire, which pauses the process when the client lags.
+    process = _Process(asyncio.get_running_loop(), opts, lambda ch, data: wire.emit(ch, data))
     wire = _Wire(ws, protocol, process.pause, process.resume)
     pump = reader = None
     try:
@@ -504,6 +505,7 @@ async def serve_exec(request: web.Request, *, workdir: pathlib.Path,
         pod = request.match_info.get("name", "")
         child_env = _child_env(pod, {"HOME": str(workdir), **env}, opts.tty)
         try:
+            workdir.mkdir(parents=True, exist_ok=True)
             await process.start(workdir, child_env)
         except (OSError, subprocess.SubprocessError) as err:
             status, text = _internal_error(_spawn_error(opts.command[0], err))

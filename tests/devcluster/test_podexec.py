@@ -281,3 +281,21 @@ def test_stdin_eof_without_v5_close_comes_from_the_pty(api: client.CoreV1Api) ->
     assert "got:abc" in read_until(ws, "got:abc")
     finish(ws)
     assert ws.returncode == 0
+
+
+def test_output_of_a_fast_exit_reaches_a_slow_reader(api: client.CoreV1Api) -> None:
+    # 8 MB written and exited long before the client reads: the server holds the pipe back
+    # (bounded memory) and still delivers every byte before the status.
+    ws = exec_ws(api, ["sh", "-c", "head -c 8000000 /dev/zero | tr '\\0' x; exit 4"], stdin=False)
+    time.sleep(1.0)
+    out, _ = finish(ws, timeout=20)
+    assert len(out) == 8_000_000 and set(out) == {"x"}
+    assert ws.returncode == 4
+
+
+def test_background_job_holding_the_pipe_does_not_hang_the_exec(api: client.CoreV1Api) -> None:
+    started = time.time()
+    ws = exec_ws(api, ["sh", "-c", "sleep 30 & echo started"], stdin=False)
+    out, _ = finish(ws, timeout=10)
+    assert out == "started\n" and ws.returncode == 0
+    assert time.time() - started < 3
