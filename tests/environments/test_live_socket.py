@@ -1,0 +1,187 @@
+"""The environment page's websocket, through the real ASGI application and a real Redis layer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from ale_site.asgi import application
+from clusters.state import DEPLOYMENTS, EVENTS, NAMESPACES, PODS, ClusterState
+from clusters.sync import write_changes
+from environments.consumers import CLOSE_ENVIRONMENT_GONE
+from services import live
+from services.models import Service
+from tests.factories import make_environment
+
+# serialized_rollback: the seeded `local` cluster must survive the flush after each test.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+ORIGIN = (b"origin", b"http://localhost")
+
+
+@pytest.fixture(autouse=True)
+def redis_layer(settings):
+    """A real channels_redis layer under a prefix of its own, so runs never see each other."""
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [settings.REDIS_URL], "prefix": f"ale-test-{uuid.uuid4().hex[:12]}"},
+        }
+    }
+    yield
+
+
+@pytest.fixture
+async def flush_layer():
+    yield
+    layer = get_channel_layer()
+    await layer.flush()
+
+
+def session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def socket(environment, *, user=None, origin: tuple[bytes, bytes] | None = ORIGIN) -> WebsocketCommunicator:
+    headers = [(b"host", b"localhost")]
+    if origin:
+        headers.append(origin)
+    if user is not None:
+        headers.append((b"cookie", await sync_to_async(session_cookie)(user)))
+    return WebsocketCommunicator(application, f"/ws/environments/{environment.public_id}/", headers=headers)
+
+
+def make_service(environment, name: str = "web") -> Service:
+    return Service.objects.create(environment=environment, name=name, image="nginx:1.27", port=80)
+
+
+def running_deployment(service: Service) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": service.name,
+            "namespace": service.environment.namespace,
+            "generation": 1,
+            "labels": {"app.kubernetes.io/managed-by": "ale", "ale.dev/service": service.public_id},
+        },
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1},
+    }
+
+
+def watcher_sees(service: Service, deployment: dict) -> None:
+    """What the watcher's writer does when a Deployment changes."""
+    state = ClusterState()
+    for kind in (NAMESPACES, DEPLOYMENTS, PODS, EVENTS):
+        state.replace(kind, [])
+    state.take_changes()
+    state.apply(DEPLOYMENTS, "MODIFIED", deployment)
+    write_changes(service.environment.cluster_id, state, state.take_changes())
+
+
+async def test_it_sends_a_member_the_new_card_when_the_watcher_changes_the_status(member, main_env, flush_layer):
+    service = await sync_to_async(make_service)(main_env)
+    communicator = await socket(main_env, user=member)
+    connected, _ = await communicator.connect()
+    assert connected
+
+    await sync_to_async(watcher_sees)(service, running_deployment(service))
+
+    html = await communicator.receive_from(timeout=5)
+    assert html.startswith(f'<article class="card service-card" id="service-{service.public_id}"')
+    assert 'data-status="running"' in html
+    assert "1 / 1 ready" in html
+    await communicator.disconnect()
+
+
+async def test_the_owner_gets_it_too_and_other_environments_do_not(owner, project, main_env, flush_layer):
+    staging = await sync_to_async(make_environment)(project, by=owner, name="staging")
+    service = await sync_to_async(make_service)(main_env)
+    on_main, on_staging = await socket(main_env, user=owner), await socket(staging, user=owner)
+    assert (await on_main.connect())[0] and (await on_staging.connect())[0]
+
+    await sync_to_async(watcher_sees)(service, running_deployment(service))
+
+    assert f'id="service-{service.public_id}"' in await on_main.receive_from(timeout=5)
+    assert await on_staging.receive_nothing(timeout=0.5)
+    await on_main.disconnect()
+    await on_staging.disconnect()
+
+
+async def test_it_refuses_an_anonymous_visitor(main_env):
+    communicator = await socket(main_env)
+
+    connected, code = await communicator.connect()
+
+    assert not connected
+    await communicator.disconnect()
+
+
+async def test_it_refuses_an_outsider_like_a_missing_environment(outsider, main_env):
+    refused = await socket(main_env, user=outsider)
+    missing = WebsocketCommunicator(
+        application,
+        "/ws/environments/doesnotexist/",
+        headers=[(b"host", b"localhost"), ORIGIN, (b"cookie", await sync_to_async(session_cookie)(outsider))],
+    )
+
+    assert (await refused.connect()) == (await missing.connect())
+    assert (await refused.connect())[0] is False
+
+
+async def test_it_refuses_a_foreign_origin(member, main_env):
+    communicator = await socket(main_env, user=member, origin=(b"origin", b"https://evil.example.com"))
+
+    connected, _ = await communicator.connect()
+
+    assert not connected
+
+
+async def test_it_ignores_what_the_browser_sends(member, main_env, flush_layer):
+    service = await sync_to_async(make_service)(main_env)
+    before = await sync_to_async(lambda: Service.objects.filter(pk=service.pk).values().get())()
+    communicator = await socket(main_env, user=member)
+    assert (await communicator.connect())[0]
+
+    await communicator.send_to(text_data='{"HEADERS": {}, "status": "running", "action": "stop"}')
+    await communicator.send_to(text_data="not json at all <script>")
+    await communicator.send_to(bytes_data=b"\x00\xff" * 1000)
+
+    # Nothing comes back, nothing changed, and the socket still delivers updates.
+    assert await communicator.receive_nothing(timeout=0.3)
+    assert await sync_to_async(lambda: Service.objects.filter(pk=service.pk).values().get())() == before
+    await sync_to_async(watcher_sees)(service, running_deployment(service))
+    assert f'id="service-{service.public_id}"' in await communicator.receive_from(timeout=5)
+    await communicator.disconnect()
+
+
+async def test_it_tells_open_pages_the_environment_is_gone_and_closes(member, main_env, flush_layer):
+    communicator = await socket(main_env, user=member)
+    assert (await communicator.connect())[0]
+
+    await sync_to_async(live.publish_environment_removed)(main_env.public_id)
+
+    assert 'id="environment-notice"' in await communicator.receive_from(timeout=5)
+    closed = await communicator.receive_output(timeout=5)
+    assert closed == {"type": "websocket.close", "code": CLOSE_ENVIRONMENT_GONE}
+
+
+async def test_it_leaves_the_group_on_disconnect(member, main_env, flush_layer):
+    communicator = await socket(main_env, user=member)
+    assert (await communicator.connect())[0]
+    await communicator.disconnect()
+    await asyncio.sleep(0)
+
+    layer = get_channel_layer()
+    group_key = layer._group_key(live.group_name(main_env.public_id))
+    connection = layer.connection(layer.consistent_hash(group_key))
+    assert await connection.zcard(group_key) == 0
