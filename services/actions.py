@@ -21,6 +21,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from environments.models import Environment
+from services import live
 from services.models import SPEC_FIELDS, Revision, Service
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def _save(service: Service) -> None:
         service.status,
     )
     _enqueue_reconcile(service)
+    live.publish_service(service)
 
 
 def _run(service: Service, acting_user: AbstractBaseUser | None, cause: str) -> Revision:

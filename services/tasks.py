@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from clusters.client import ClusterError, client_for
 from environments.manifests import render_environment
+from services import live
 from services.manifests import MANAGED_KINDS, render_service
 from services.models import Service
 
@@ -58,10 +59,12 @@ def retry_or_give_up(task: Task, exc: ClusterError, what: str, give_up: Callable
 
 
 def _mark_failed(service: Service, reason: str) -> None:
+    values = {"status": Service.Status.FAILED, "status_reason": reason, "status_changed_at": timezone.now()}
     # Only if no newer change came meanwhile: a new deploy's "deploying" is not this failure.
-    Service.objects.filter(pk=service.pk, generation=service.generation).update(
-        status=Service.Status.FAILED, status_reason=reason, status_changed_at=timezone.now()
-    )
+    if Service.objects.filter(pk=service.pk, generation=service.generation).update(**values):
+        for name, value in values.items():
+            setattr(service, name, value)
+        live.publish_service(service)
 
 
 def _remove(kube, service: Service) -> None:
