@@ -7,6 +7,7 @@ Secrets may also be given as files: `SECRET_KEY_FILE=/run/secrets/key` is read w
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -105,6 +106,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # The test database is a file rather than memory: the integration tests' Celery worker, a
+    # process of its own, opens it too. One per test run, so that runs never share one.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env("DATABASE_TEST_NAME", str(Path(tempfile.gettempdir()) / f"ale-test-{os.getpid()}.sqlite3"))
     }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
