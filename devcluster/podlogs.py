@@ -308,7 +308,7 @@ class _Loggen(_Program):
         rate = _parse_rate(run.env.get("LOG_RATE"))
         self.body_period = Fraction(NS) / rate
         self.body_limit = _parse_count(run.env.get("LOG_COUNT"))
-        self._head = f"loggen seq="
+        self._head = "loggen seq="
         self._tail = [f" pod={run.pod} level={lvl} msg=\"{msg}\"" for lvl, msg in (
             ("info", "synthetic request handled"), ("info", "cache refreshed"),
             ("debug", "tick"), ("info", "payload accepted bytes=512"),
@@ -477,7 +477,10 @@ class _Timeline:
         self.pre_t = [t for t, _ in pre]
         self.pre_s = [s for _, s in pre]
         self.body_t0 = self.start + prog.body_start_ns
-        self.period = prog.body_period
+        # The period as an exact ratio of integers: integer arithmetic is fast and never drifts.
+        period = prog.body_period
+        self.has_body = period is not None
+        self.p_num, self.p_den = (period.numerator, period.denominator) if period is not None else (1, 1)
         self.body_total = self._body_count_le(self.cut - 1) if self.cut is not None else prog.body_limit
         floor = self.cut if self.cut is not None else 0
         self.epi_t = [max(floor, self.end - (len(epi) - i - 1) * EPILOGUE_GAP_NS) for i in range(len(epi))]
@@ -486,16 +489,15 @@ class _Timeline:
 
     def _body_count_le(self, t: int) -> int:
         """Body lines with time <= t (ignoring the cut, honouring the program's limit)."""
-        if self.period is None or t < self.body_t0:
+        if not self.has_body or t < self.body_t0:
             return 0
-        # line j is at t0 + floor(j * period); it is <= t iff j * period < t - t0 + 1
-        span = Fraction(t - self.body_t0 + 1)
-        count = -((-span) // self.period)  # ceil(span / period)
+        # line j is at t0 + floor(j * num / den); it is <= t iff j * num < (t - t0 + 1) * den
+        count = -((-(t - self.body_t0 + 1) * self.p_den) // self.p_num)
         limit = self.prog.body_limit
-        return int(count) if limit is None else min(int(count), limit)
+        return count if limit is None else min(count, limit)
 
     def body_time(self, j: int) -> int:
-        return self.body_t0 + int(j * self.period)  # type: ignore[operator]
+        return self.body_t0 + j * self.p_num // self.p_den
 
     @property
     def total(self) -> int | None:
@@ -535,8 +537,8 @@ class _Timeline:
         b0, b1 = max(lo, pre), min(hi, body_end)
         if b0 < b1:
             j0 = b0 - pre
-            t0, period = self.body_t0, self.period
-            body_times = [t0 + int(j * period) for j in range(j0, b1 - pre)]  # type: ignore[operator]
+            t0, num, den = self.body_t0, self.p_num, self.p_den
+            body_times = [t0 + j * num // den for j in range(j0, b1 - pre)]
             times += body_times
             texts += self.prog.body_lines(j0, body_times)
         e0, e1 = max(lo, body_end) - body_end, hi - body_end
