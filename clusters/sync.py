@@ -179,6 +179,7 @@ def derive_for(service: Service, state: ClusterState) -> ObservedStatus:
         deployment=deployment,
         pods=pods,
         events=warnings,
+        now=timezone.now(),
     )
 
 

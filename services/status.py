@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any, NamedTuple
 
 BUILDING = "building"
@@ -28,6 +29,10 @@ IMAGE_PULL_REASONS = frozenset({"ImagePullBackOff", "ErrImagePull", "InvalidImag
 CRASH_REASONS = frozenset({"CrashLoopBackOff"})
 # The kubelet could not even create the container: a missing secret key, a bad command path.
 START_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError", "RunContainerError"})
+
+# A container that crashed and was restarted less than this long ago is not trusted yet: while
+# it crash-loops it is briefly "running" between back-offs, and the card must not flicker.
+CRASH_SETTLE_SECONDS = 60
 
 _QUOTA_DETAIL = re.compile(r"exceeded quota:\s*[^,]+,\s*(?P<detail>.+)$", re.DOTALL)
 
@@ -49,11 +54,14 @@ def derive_status(
     deployment: Obj | None,
     pods: Iterable[Obj],
     events: Iterable[Obj] = (),
+    now: datetime | None = None,
 ) -> ObservedStatus:
     """The card's status from the Deployment, its Pods and its recent Warning events.
 
     `replicas` is what the user asked for; `desired_state` is "running" or "stopped".
     `events` are core/v1 Events about the service's Deployment, ReplicaSets and Pods.
+    `now`, when given, keeps a crash-looping service `failed` through the short moments its
+    container runs between two crashes (see `CRASH_SETTLE_SECONDS`).
     """
     pods = list(pods)
     live_pods = [pod for pod in pods if not _meta(pod).get("deletionTimestamp")]
@@ -74,6 +82,11 @@ def derive_status(
         if current_status == FAILED:
             return ObservedStatus(FAILED, current_reason, 0)
         return ObservedStatus(DEPLOYING, "Waiting for the cluster to create the deployment.", 0)
+
+    if current_status == FAILED and now is not None:
+        restarts = _recent_crash_restarts(live_pods, now)
+        if restarts is not None:
+            return ObservedStatus(FAILED, _crash_message(restarts), ready)
 
     if _rolled_out(deployment, replicas) and ready >= replicas:
         return ObservedStatus(RUNNING, "", ready)
@@ -164,11 +177,38 @@ def _pod_failure(pods: list[Obj]) -> str:
     if image_pull is not None:
         return f"Image {image_pull} could not be pulled: it does not exist or the cluster has no access to it."
     if crash_restarts is not None:
-        times = "1 time" if crash_restarts == 1 else f"{crash_restarts} times"
-        return f"The container keeps crashing (restarted {times}). Open the logs to see why."
+        return _crash_message(crash_restarts)
     if start_error is not None:
         return f"The container could not start: {start_error}"
     return ""
+
+
+def _crash_message(restarts: int) -> str:
+    times = "1 time" if restarts == 1 else f"{restarts} times"
+    return f"The container keeps crashing (restarted {times}). Open the logs to see why."
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
+def _recent_crash_restarts(pods: list[Obj], now: datetime) -> int | None:
+    """The restart count of a container running again less than `CRASH_SETTLE_SECONDS` after
+    it crashed, or None when no container is in that state."""
+    found: int | None = None
+    for pod in pods:
+        for container in _status(pod).get("containerStatuses") or []:
+            running = (container.get("state") or {}).get("running")
+            crashed = (container.get("lastState") or {}).get("terminated") or {}
+            started = _parse_time((running or {}).get("startedAt"))
+            if not running or not crashed or crashed.get("exitCode") in (0, None) or started is None:
+                continue
+            if (now - started).total_seconds() < CRASH_SETTLE_SECONDS:
+                found = max(found or 0, int(container.get("restartCount") or 0))
+    return found
 
 
 def _quota_failure(deployment: Obj, events: Iterable[Obj]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime, timezone
 
 from services.status import ObservedStatus, derive_status
 
@@ -357,6 +358,58 @@ class TestFailed:
         pod = make_pod(state=CRASH_WAITING, restarts=4, terminating=True)
 
         assert derive(deployment, [pod], replicas=1).status == "deploying"
+
+
+class TestCrashLoopBetweenCrashes:
+    """Between two back-offs a crash-looping container runs (and may be ready) for a moment."""
+
+    def running_again(self, started: str) -> dict:
+        pod = make_pod(ready=True, phase="Running", restarts=3,
+                       state={"running": {"startedAt": started}})
+        pod["status"]["containerStatuses"][0]["lastState"] = {
+            "terminated": {"exitCode": 1, "reason": "Error", "startedAt": "2025-11-26T09:12:50Z",
+                           "finishedAt": "2025-11-26T09:12:51Z"}
+        }
+        return pod
+
+    def rolled_out(self) -> dict:
+        deployment = make_deployment(replicas=1)
+        deployment["status"].update(replicas=1, updatedReplicas=1, readyReplicas=1)
+        return deployment
+
+    def test_it_stays_failed_while_the_restart_is_recent(self) -> None:
+        now = datetime(2025, 11, 26, 9, 13, 10, tzinfo=timezone.utc)
+
+        status = derive_status(
+            current_status="failed", current_reason="The container keeps crashing (restarted 2 times).",
+            desired_state="running", replicas=1, deployment=self.rolled_out(),
+            pods=[self.running_again("2025-11-26T09:13:00Z")], now=now,
+        )
+
+        assert status == ObservedStatus(
+            "failed", "The container keeps crashing (restarted 3 times). Open the logs to see why.", 1
+        )
+
+    def test_it_runs_once_the_container_stayed_up(self) -> None:
+        now = datetime(2025, 11, 26, 9, 15, 0, tzinfo=timezone.utc)
+
+        status = derive_status(
+            current_status="failed", current_reason="The container keeps crashing (restarted 2 times).",
+            desired_state="running", replicas=1, deployment=self.rolled_out(),
+            pods=[self.running_again("2025-11-26T09:13:00Z")], now=now,
+        )
+
+        assert status.status == "running"
+
+    def test_a_first_start_after_an_old_crash_does_not_fail_a_deploying_service(self) -> None:
+        now = datetime(2025, 11, 26, 9, 13, 10, tzinfo=timezone.utc)
+
+        status = derive_status(
+            current_status="deploying", current_reason="", desired_state="running", replicas=1,
+            deployment=self.rolled_out(), pods=[self.running_again("2025-11-26T09:13:00Z")], now=now,
+        )
+
+        assert status.status == "running"
 
 
 class TestStopped:
