@@ -12,7 +12,8 @@ from environments.models import Environment
 def environments_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Environment]:
     if not user.is_authenticated:
         return Environment.objects.none()
-    return Environment.objects.filter(project__space__memberships__user=user)
+    # An environment being deleted is gone for users: only its deletion task still sees it.
+    return Environment.objects.filter(project__space__memberships__user=user, deleting_at__isnull=True)
 
 
 def get_environment_for_user(user: AbstractBaseUser | AnonymousUser, public_id: str) -> Environment:

@@ -16,14 +16,17 @@ class _EnvironmentNameMixin:
         taken = Environment.objects.filter(project=self.project, name__iexact=name)
         if self.exclude_pk is not None:
             taken = taken.exclude(pk=self.exclude_pk)
-        if taken.exists():
+        existing = taken.first()
+        if existing is not None and existing.deleting_at is not None:
+            raise forms.ValidationError("An environment with this name is still being deleted; try again in a minute.")
+        if existing is not None:
             raise forms.ValidationError("This project already has an environment with this name.")
         return name
 
 
 class EnvironmentCreateForm(_EnvironmentNameMixin, forms.Form):
     name = forms.CharField(label="Environment Name", max_length=40, widget=forms.TextInput(attrs={"autocomplete": "off"}))
-    cluster = forms.ModelChoiceField(label="Cluster", queryset=Cluster.objects.all(), empty_label=None)
+    cluster = forms.ModelChoiceField(label="Cluster", queryset=Cluster.objects.only("pk", "name", "display_name"), empty_label=None)
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -16,7 +16,7 @@ from environments import actions
 from environments.access import get_environment_for_user
 from environments.forms import DeleteConfirmForm, EnvironmentCreateForm, EnvironmentRenameForm
 from environments.models import Environment
-from spaces.access import get_project_for_user, spaces_for_user
+from spaces.access import get_project_for_user, live_projects, spaces_for_user
 from spaces.actions import update_project_display_name
 from spaces.forms import ProjectDisplayNameForm
 from spaces.http import HtmxHttpRequest, wants_fragment
@@ -36,7 +36,7 @@ def _render_tab(
     """The environment page on `tab`: the whole page, or for htmx only the tab (and what changed)."""
     project = environment.project
     # One query for the selector however many environments there are; the settings tab reuses it.
-    environments = list(project.environments.all())
+    environments = list(project.environments.filter(deleting_at__isnull=True))
     context: dict[str, Any] = {
         "environment": environment,
         "project": project,
@@ -65,7 +65,7 @@ def _render_tab(
 
     context.update(
         user_spaces=spaces_for_user(request.user),
-        space_projects=project.space.projects.all(),
+        space_projects=live_projects(project.space),
         create_form=extra.get("create_form") or EnvironmentCreateForm(project=project),
     )
     return render(request, "environments/detail.html", context)
@@ -101,8 +101,8 @@ def create(request: HtmxHttpRequest, project_id: str) -> HttpResponse:
         if wants_fragment(request):
             return render(request, "environments/_create_form.html", {"project": project, "create_form": form})
         # Without JavaScript the form lives in the selector of the environment the user came from.
-        source = project.environments.filter(public_id=request.POST.get("from", "")).first()
-        source = source or project.default_environment or project.environments.first()
+        live = project.environments.filter(deleting_at__isnull=True)
+        source = live.filter(public_id=request.POST.get("from", "")).first() or live.first()
         if source is None:
             return redirect("spaces:project-detail", project_id=project.public_id)
         source.project = project
@@ -163,7 +163,7 @@ def set_default(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
 def delete(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     environment = get_environment_for_user(request.user, env_id)
     project = environment.project
-    is_last = not project.environments.exclude(pk=environment.pk).exists()
+    is_last = not project.environments.filter(deleting_at__isnull=True).exclude(pk=environment.pk).exists()
     form = _delete_form(environment, is_last, request.POST)
     if not form.is_valid():
         return _render_tab(request, environment, "settings", delete_form=form)

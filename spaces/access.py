@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
 from spaces.models import Project, Space
@@ -20,6 +20,20 @@ def projects_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Projec
     if not user.is_authenticated:
         return Project.objects.none()
     return Project.objects.filter(space__memberships__user=user)
+
+
+def live_projects(space: Space) -> QuerySet[Project]:
+    """The space's projects with `environment_count`, leaving out those being deleted.
+
+    A project whose environments are all being deleted goes when the last namespace does.
+    """
+    return (
+        space.projects.annotate(
+            environment_count=Count("environments", filter=Q(environments__deleting_at__isnull=True))
+        )
+        .filter(environment_count__gt=0)
+        .order_by("name")
+    )
 
 
 def get_space_for_user(user: AbstractBaseUser | AnonymousUser, public_id: str) -> Space:

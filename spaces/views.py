@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
-from django.db.models import Count
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -10,7 +9,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from spaces import actions
-from spaces.access import get_project_by_handle_for_user, get_project_for_user, get_space_for_user, spaces_for_user
+from spaces.access import (
+    get_project_by_handle_for_user,
+    get_project_for_user,
+    get_space_for_user,
+    live_projects,
+    spaces_for_user,
+)
 from spaces.forms import ProjectCreateForm, SignupForm
 from spaces.http import HtmxHttpRequest, wants_fragment
 from spaces.models import Space
@@ -45,10 +50,12 @@ def signup(request: HtmxHttpRequest) -> HttpResponse:
 
 
 def _space_page(request: HtmxHttpRequest, space: Space, form: ProjectCreateForm) -> HttpResponse:
-    projects = space.projects.annotate(environment_count=Count("environments")).order_by("name")
+    projects = live_projects(space)
     context = {
         "space": space,
         "projects": projects,
+        # The same queryset object: the sidebar reuses the list instead of querying again.
+        "space_projects": projects,
         "form": form,
         "user_spaces": spaces_for_user(request.user),
     }
@@ -98,7 +105,9 @@ def project_alias(request: HtmxHttpRequest, space_name: str, project_name: str) 
 def project_detail(request: HtmxHttpRequest, project_id: str) -> HttpResponse:
     """Opening a project loads its default environment."""
     project = get_project_for_user(request.user, project_id)
-    environment = project.default_environment or project.environments.first()
+    live = project.environments.filter(deleting_at__isnull=True)
+    environment = live.filter(pk=project.default_environment_id).first() or live.first()
     if environment is None:
+        # All its environments are being deleted: the project is going too.
         return redirect("spaces:detail", space_id=project.space.public_id)
     return redirect(environment_url(environment.public_id))

@@ -1,0 +1,150 @@
+"""Fixtures for browser journeys: the real ASGI server on a fresh database, and Chromium.
+
+`ale_server` is session-scoped and general on purpose: later journeys start more processes
+(a Celery worker, the devcluster) next to it and run management commands with `ale_server.manage`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+CHROMIUM = os.environ.get("ALE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class AleServer:
+    base_url: str
+    env: dict[str, str]
+    var_dir: Path
+    log_path: Path
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def url(self, path: str = "/") -> str:
+        return self.base_url.rstrip("/") + path
+
+    def manage(self, *args: str) -> str:
+        """Run `manage.py <args>` against the server's database; return its standard output."""
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _wait_until_serving(server: AleServer, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the ASGI server exited with {process.returncode}:\n{server.log()}")
+        try:
+            with urllib.request.urlopen(server.url("/login/"), timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the ASGI server did not answer within {timeout}s:\n{server.log()}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def ale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AleServer]:
+    var_dir = tmp_path_factory.mktemp("ale-var")
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{var_dir / 'ale.sqlite3'}",
+        "ALE_VAR_DIR": str(var_dir),
+        # DEBUG serves static files from the app directories, as `make run` does.
+        "DEBUG": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+    server = AleServer(base_url=f"http://127.0.0.1:{port}", env=env, var_dir=var_dir, log_path=var_dir / "daphne.log")
+    server.manage("migrate", "--noinput", "-v0")
+    with server.log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "ale_site.asgi:application"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server.processes.append(process)
+    try:
+        _wait_until_serving(server, process)
+        yield server
+    finally:
+        for started in reversed(server.processes):
+            _stop(started)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def demo_login(ale_server: AleServer) -> tuple[str, str]:
+    """The demo account `make run` prints, as (username, password)."""
+    line = ale_server.manage("seed_demo", "--url", ale_server.url("/")).strip()
+    username, password = line.rsplit(" as ", 1)[1].split(" / ")
+    return username, password
