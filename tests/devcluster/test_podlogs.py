@@ -363,3 +363,21 @@ def test_history_is_bounded_like_a_rotated_log_file(server: LogServer, api: clie
         lines += chunk.count(b"\n")
     assert size <= 16 * 1024 * 1024 and lines > 150_000
     assert first > 11_000_000
+
+
+@pytest.mark.parametrize("image,is_job", [("nginx:1.27", False), ("ghcr.io/acme/shop:1", False),
+                                          ("crash:1", False), ("loggen", False), ("kaniko", True)])
+def test_lines_are_a_pure_function_of_the_run(image: str, is_job: bool) -> None:
+    run = ContainerRun(pod="p-1", container="c", image=image, env={"LOG_RATE": "300"}, args=["serve"],
+                       started_at=1_790_000_000.25, finished_at=1_790_000_009.5, exit_code=1, is_job=is_job)
+    every = lines_between(run, run.started_at - 5, run.finished_at + 5)
+    assert every == lines_between(run, run.started_at - 5, run.finished_at + 5)
+    times = [t for t, _ in every]
+    assert times == sorted(times) and run.started_at - 1e-6 <= times[0] and times[-1] <= run.finished_at + 1e-6
+    # Any split of the time range yields the same lines.
+    mid = run.started_at + 3.3
+    assert lines_between(run, run.started_at, mid) + lines_between(run, mid, run.finished_at + 1) == every
+    # While running, the lines seen so far are those of the finished run minus its last words.
+    running = ContainerRun(**{**run.__dict__, "finished_at": None, "exit_code": None})
+    early = lines_between(running, run.started_at, run.started_at + 4.9999)
+    assert early == [line for line in every if line[0] < run.started_at + 4.9999]
