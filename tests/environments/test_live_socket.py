@@ -97,9 +97,9 @@ async def test_it_sends_a_member_the_new_card_when_the_watcher_changes_the_statu
     await sync_to_async(watcher_sees)(service, running_deployment(service))
 
     html = await communicator.receive_from(timeout=5)
-    assert html.startswith(f'<article class="card service-card" id="service-{service.public_id}"')
-    assert 'data-status="running"' in html
-    assert "1 / 1 ready" in html
+    # The card itself, whose root element carries the id the ws extension swaps by.
+    assert f'id="service-{service.public_id}"' in html.split(">", 1)[0]
+    assert ">Running<" in html
     await communicator.disconnect()
 
 
