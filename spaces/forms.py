@@ -33,7 +33,7 @@ class ProjectCreateForm(forms.Form):
         help_text="Any characters and languages. Defaults to the project name.",
     )
     cluster = forms.ModelChoiceField(
-        label="Cluster", queryset=Cluster.objects.only("pk", "name", "display_name"), empty_label=None, help_text="Where `main` runs."
+        label="Cluster", queryset=Cluster.objects.only("pk", "name", "display_name"), empty_label=None, help_text="Where its main environment runs."
     )
 
     def __init__(self, *args, space: Space, **kwargs) -> None:

@@ -58,6 +58,13 @@ def test_it_keeps_the_query_count_flat_in_the_number_of_projects(owner_client, s
         owner_client.get(_url(space))
 
 
+def test_it_lists_the_projects_in_the_sidebar_too(owner_client, space, project):
+    html = owner_client.get(_url(space)).content.decode()
+    # Once as a card, once in the sidebar.
+    assert html.count(reverse("spaces:project-detail", args=[project.public_id])) == 2
+    assert "No projects yet" not in html
+
+
 def test_it_never_shows_integer_ids(owner_client, space, project, main_env):
     html = owner_client.get(_url(space)).content.decode()
     assert f"/projects/{project.public_id}/" in html
