@@ -1,0 +1,161 @@
+"""devcluster: a Kubernetes API emulator for ale's embedded default and its tests.
+
+Embed it in a test process::
+
+    with DevCluster(pod_ready_seconds=0.2) as dc:
+        dc.write_kubeconfig(path)
+        dc.faults.throttle(retry_after=1, count=2)
+
+or run it as a program: ``python -m devcluster --port 0 --kubeconfig PATH``.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from .faults import Faults
+
+__all__ = ["DevCluster", "write_kubeconfig", "load_token"]
+
+
+def kubeconfig_text(url: str, token: str) -> str:
+    return (
+        "apiVersion: v1\n"
+        "kind: Config\n"
+        "clusters:\n"
+        "- name: devcluster\n"
+        "  cluster:\n"
+        f"    server: {url}\n"
+        "contexts:\n"
+        "- name: devcluster\n"
+        "  context:\n"
+        "    cluster: devcluster\n"
+        "    user: devcluster\n"
+        "    namespace: default\n"
+        "current-context: devcluster\n"
+        "preferences: {}\n"
+        "users:\n"
+        "- name: devcluster\n"
+        "  user:\n"
+        f"    token: {token}\n"
+    )
+
+
+def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str) -> Path:
+    """Write atomically (temp file + rename) so readers never see half a kubeconfig."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".kubeconfig-")
+    with os.fdopen(fd, "w") as f:
+        f.write(kubeconfig_text(url, token))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, target)
+    return target
+
+
+def load_token(data_dir: Path | None) -> str:
+    """The bearer token, kept in the data directory so restarts keep existing kubeconfigs valid."""
+    if data_dir is None:
+        return secrets.token_urlsafe(32)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    path.write_text(token)
+    os.chmod(path, 0o600)
+    return token
+
+
+class DevCluster:
+    """The devcluster running in a background thread with its own event loop."""
+
+    def __init__(self, *, port: int = 0, data_dir: str | os.PathLike[str] | None = None,
+                 pod_ready_seconds: float = 1.0, bookmark_seconds: float = 60.0, history_size: int = 1000,
+                 backoff_seconds: float | None = None, token: str | None = None):
+        self._port = port
+        self._data_dir = Path(data_dir) if data_dir is not None else None
+        self._options: dict[str, Any] = {"pod_ready_seconds": pod_ready_seconds, "bookmark_seconds": bookmark_seconds,
+                                         "history_size": history_size, "backoff_base": backoff_seconds}
+        self.token = token or load_token(self._data_dir)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: Any = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def faults(self) -> Faults:
+        assert self._server is not None, "DevCluster is not started"
+        return self._server.faults
+
+    @property
+    def server(self) -> Any:
+        """The DevServer (for emulator tests that need its store or controllers)."""
+        return self._server
+
+    def start(self) -> DevCluster:
+        self._thread = threading.Thread(target=self._run, name="devcluster", daemon=True)
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise RuntimeError("devcluster failed to start") from self._error
+        if not self._ready.is_set():
+            raise RuntimeError("devcluster did not start within 30 s")
+        return self
+
+    def _run(self) -> None:
+        from .server import DevServer
+
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            self._server = DevServer(token=self.token, data_dir=self._data_dir, **self._options)
+            self.port = loop.run_until_complete(self._server.start(self._port))
+        except BaseException as exc:  # surfaced to start()'s caller
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._server.stop())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run `fn(*args)` on the server's loop and return its result (store access from tests)."""
+        assert self._loop is not None
+
+        async def run() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
+
+    def write_kubeconfig(self, path: str | os.PathLike[str]) -> Path:
+        return write_kubeconfig(path, self.url, self.token)
+
+    def stop(self) -> None:
+        if self._loop is not None and self._thread is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
+        self._thread = None
+
+    def __enter__(self) -> DevCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,121 @@
+"""ResourceQuota: usage accounting and the admission check, with kube-apiserver's messages."""
+from __future__ import annotations
+
+from typing import Any
+
+from . import kinds
+from .api import forbidden
+from .kinds import Kind, Obj
+from .store import Store
+
+_COMPUTE = {"requests.cpu": ("requests", "cpu"), "cpu": ("requests", "cpu"),
+            "requests.memory": ("requests", "memory"), "memory": ("requests", "memory"),
+            "limits.cpu": ("limits", "cpu"), "limits.memory": ("limits", "memory"),
+            "requests.ephemeral-storage": ("requests", "ephemeral-storage"),
+            "limits.ephemeral-storage": ("limits", "ephemeral-storage")}
+# The resources a pod must state explicitly once a quota constrains them (a long-standing rule).
+_MUST_SPECIFY = {"requests.cpu", "cpu", "requests.memory", "memory", "limits.cpu", "limits.memory"}
+_OBJECT_COUNTS = {"services": "services", "secrets": "secrets", "configmaps": "configmaps",
+                  "resourcequotas": "resourcequotas", "persistentvolumeclaims": None, "requests.storage": None}
+
+
+def _pod_counts(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def pod_usage(pod: Obj) -> dict[str, float]:
+    """Requested amounts of one pod: max(sum of containers, any init container), per resource."""
+    spec = pod.get("spec") or {}
+    out: dict[str, float] = {"pods": 1.0, "count/pods": 1.0}
+    for rname, (section, resource) in _COMPUTE.items():
+        total = 0.0
+        for c in spec.get("containers") or []:
+            total += kinds.parse_quantity(((c.get("resources") or {}).get(section) or {}).get(resource, 0)) or 0.0
+        for c in spec.get("initContainers") or []:
+            value = kinds.parse_quantity(((c.get("resources") or {}).get(section) or {}).get(resource, 0)) or 0.0
+            total = max(total, value)
+        out[rname] = total
+    return out
+
+
+def _count_bucket(rname: str) -> str | None:
+    if rname in _OBJECT_COUNTS:
+        return _OBJECT_COUNTS[rname]
+    if rname.startswith("count/"):
+        return rname.removeprefix("count/")
+    return None
+
+
+def usage(store: Store, namespace: str, hard: dict[str, Any], *, format_like: dict[str, Any]) -> dict[str, str]:
+    totals = _raw_usage(store, namespace, hard)
+    return {r: _format(totals[r], format_like.get(r, "")) for r in hard}
+
+
+def _raw_usage(store: Store, namespace: str, hard: dict[str, Any]) -> dict[str, float]:
+    totals = {r: 0.0 for r in hard}
+    pods = [p for p in store.list("pods", namespace) if _pod_counts(p)]
+    for pod in pods:
+        for r, v in pod_usage(pod).items():
+            if r in totals:
+                totals[r] += v
+    for r in hard:
+        bucket = _count_bucket(r)
+        if bucket and bucket != "pods":
+            totals[r] = float(len(store.list(bucket, namespace)))
+    return totals
+
+
+def _format(value: float, like: Any) -> str:
+    return kinds.format_quantity(value, str(like))
+
+
+def _pretty(values: dict[str, str]) -> str:
+    return ",".join(f"{k}={values[k]}" for k in sorted(values))
+
+
+def admit(store: Store, kind: Kind, obj: Obj, old: Obj | None) -> None:
+    """Refuse a create that would exceed a quota of its namespace (403, like the quota admission plugin)."""
+    if old is not None or not kind.namespaced:
+        return
+    namespace = obj["metadata"].get("namespace", "")
+    quotas = store.list("resourcequotas", namespace)
+    if not quotas:
+        return
+    name = obj["metadata"].get("name", "")
+    if kind.kind == "Pod":
+        requested = pod_usage(obj)
+    else:
+        requested = {}
+        for r in ("services", "secrets", "configmaps", "resourcequotas", f"count/{kind.resource}"):
+            if _count_bucket(r) == kind.resource or (r == f"count/{kind.resource}"):
+                requested[r] = 1.0
+    for quota in quotas:
+        hard = (quota.get("spec") or {}).get("hard") or {}
+        qname = quota["metadata"]["name"]
+        if kind.kind == "Pod":
+            missing = _missing_constraints(obj, set(hard) & _MUST_SPECIFY)
+            if missing:
+                raise forbidden(kind, name, f"failed quota: {qname}: must specify {missing}")
+        relevant = {r: v for r, v in requested.items() if r in hard}
+        if not relevant:
+            continue
+        used = _raw_usage(store, namespace, hard)
+        exceeded = sorted(r for r, v in relevant.items()
+                          if used[r] + v > (kinds.parse_quantity(hard[r]) or 0.0) + 1e-9)
+        if exceeded:
+            req = {r: _format(relevant[r], hard[r]) for r in exceeded}
+            use = {r: _format(used[r], hard[r]) for r in exceeded}
+            lim = {r: str(hard[r]) for r in exceeded}
+            raise forbidden(kind, name, f"exceeded quota: {qname}, requested: {_pretty(req)}, used: {_pretty(use)}, "
+                                        f"limited: {_pretty(lim)}")
+
+
+def _missing_constraints(pod: Obj, required: set[str]) -> str:
+    missing: dict[str, list[str]] = {}
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        res = c.get("resources") or {}
+        for rname in required:
+            section, resource = _COMPUTE[rname]
+            if resource not in (res.get(section) or {}):
+                missing.setdefault(rname, []).append(c["name"])
+    return "; ".join(f"{r} for: {','.join(sorted(missing[r]))}" for r in sorted(missing))

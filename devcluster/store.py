@@ -1,0 +1,194 @@
+"""Object storage with one global resourceVersion counter, a bounded change history and watchers.
+
+Everything runs on the server's event loop, so no locking is needed: each mutation is atomic with
+respect to readers, exactly like a single etcd revision.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import json
+import os
+import tempfile
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name); namespace is "" for cluster-scoped objects
+
+
+@dataclass
+class Change:
+    rv: int
+    bucket: str
+    type: str  # ADDED | MODIFIED | DELETED
+    obj: Obj
+    prev: Obj | None
+
+
+@dataclass
+class Watcher:
+    bucket: str
+    accepts: Callable[[Obj], bool]
+    queue: asyncio.Queue = field(default_factory=asyncio.Queue)
+    closed: bool = False
+    abrupt: bool = False
+
+    def close(self) -> None:
+        """Ends the stream from the server side (used when faults drop watches)."""
+        self.closed = True
+        self.queue.put_nowait(None)
+
+
+class Expired(Exception):
+    def __init__(self, requested: int, oldest: int):
+        super().__init__(f"too old resource version: {requested} ({oldest})")
+        self.requested, self.oldest = requested, oldest
+
+
+class Store:
+    def __init__(self, history_size: int = 1000):
+        self.rv = 1
+        self.buckets: dict[str, dict[Key, Obj]] = {}
+        self.history: deque[Change] = deque(maxlen=history_size)
+        # Changes at or below this RV are no longer in the history.
+        self.compacted_rv = 1
+        self.watchers: set[Watcher] = set()
+        self.listeners: list[Callable[[Change], None]] = []
+        self.on_dirty: Callable[[], None] | None = None
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def get(self, bucket: str, namespace: str, name: str) -> Obj | None:
+        return self.buckets.get(bucket, {}).get((namespace, name))
+
+    def list(self, bucket: str, namespace: str | None = None) -> list[Obj]:
+        items = self.buckets.get(bucket, {})
+        keys = sorted(k for k in items if namespace is None or k[0] == namespace)
+        return [items[k] for k in keys]
+
+    def snapshot(self, bucket: str, at_rv: int) -> dict[Key, Obj]:
+        """The bucket as it was at `at_rv`, rebuilt by undoing newer changes (for consistent paging)."""
+        if at_rv < self.compacted_rv:
+            raise Expired(at_rv, self.compacted_rv)
+        items = dict(self.buckets.get(bucket, {}))
+        for change in reversed(self.history):
+            if change.rv <= at_rv:
+                break
+            if change.bucket != bucket:
+                continue
+            key = _key(change.obj)
+            if change.type == "ADDED":
+                items.pop(key, None)
+            else:
+                items[key] = change.prev if change.prev is not None else change.obj
+        return items
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def next_rv(self) -> int:
+        self.rv += 1
+        return self.rv
+
+    def put(self, bucket: str, obj: Obj) -> Obj:
+        """Create or replace; assigns the next resourceVersion and notifies watchers."""
+        key = _key(obj)
+        prev = self.buckets.setdefault(bucket, {}).get(key)
+        rv = self.next_rv()
+        obj["metadata"]["resourceVersion"] = str(rv)
+        self.buckets[bucket][key] = obj
+        self._record(Change(rv, bucket, "MODIFIED" if prev is not None else "ADDED", obj, prev))
+        return obj
+
+    def delete(self, bucket: str, namespace: str, name: str) -> Obj | None:
+        prev = self.buckets.get(bucket, {}).pop((namespace, name), None)
+        if prev is None:
+            return None
+        rv = self.next_rv()
+        # The DELETED event carries the last state with the deletion's RV, as etcd watches do.
+        gone = copy.deepcopy(prev)
+        gone["metadata"]["resourceVersion"] = str(rv)
+        self._record(Change(rv, bucket, "DELETED", gone, prev))
+        return gone
+
+    def _record(self, change: Change) -> None:
+        if len(self.history) == self.history.maxlen:
+            self.compacted_rv = self.history[0].rv
+        self.history.append(change)
+        for w in list(self.watchers):
+            if w.bucket == change.bucket and not w.closed:
+                w.queue.put_nowait(change)
+        for listener in self.listeners:
+            listener(change)
+        if self.on_dirty:
+            self.on_dirty()
+
+    # --- watch -----------------------------------------------------------------------------------
+
+    def changes_since(self, bucket: str, rv: int) -> list[Change]:
+        if rv < self.compacted_rv:
+            raise Expired(rv, self.compacted_rv)
+        return [c for c in self.history if c.rv > rv and c.bucket == bucket]
+
+    def add_watcher(self, watcher: Watcher) -> None:
+        self.watchers.add(watcher)
+
+    def remove_watcher(self, watcher: Watcher) -> None:
+        self.watchers.discard(watcher)
+
+    def drop_watchers(self) -> int:
+        dropped = list(self.watchers)
+        for w in dropped:
+            w.close()
+        self.watchers.clear()
+        return len(dropped)
+
+    # --- persistence -----------------------------------------------------------------------------
+
+    def dump(self) -> Obj:
+        return {"rv": self.rv, "buckets": {b: list(items.values()) for b, items in self.buckets.items()}}
+
+    def load(self, data: Obj) -> None:
+        self.rv = int(data.get("rv", 1))
+        self.compacted_rv = self.rv
+        self.buckets = {b: {_key(o): o for o in objs} for b, objs in data.get("buckets", {}).items()}
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.dump(), f)
+        os.replace(tmp, path)
+
+
+def _key(obj: Obj) -> Key:
+    meta = obj["metadata"]
+    return (meta.get("namespace") or "", meta["name"])
+
+
+def encode_continue(rv: int, start: str) -> str:
+    # The same token layout as kube-apiserver's etcd3 storage, so it looks familiar in logs.
+    raw = json.dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start + "\x00"}, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_continue(token: str) -> tuple[int, str]:
+    padded = token + "=" * (-len(token) % 4)
+    data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    if data.get("v") != "meta.k8s.io/v1":
+        raise ValueError("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)")
+    return int(data["rv"]), str(data["start"]).rstrip("\x00")
+
+
+def object_key(obj: Obj) -> str:
+    ns, name = _key(obj)
+    return f"{ns}/{name}" if ns else name
+
+
+def iter_after(objs: Iterable[Obj], start: str) -> Iterable[Obj]:
+    for o in objs:
+        if object_key(o) > start:
+            yield o
