@@ -60,7 +60,8 @@ def _render_tab(
         # Swapped out of band: flash messages always, the header when the name changed.
         html += render_to_string("_messages.html", {"oob": True}, request=request)
         if header_changed:
-            html += render_to_string("environments/_header.html", {**context, "oob": True}, request=request)
+            header_context = {**context, "oob": True, "create_form": EnvironmentCreateForm(project=project)}
+            html += render_to_string("environments/_header.html", header_context, request=request)
         return HttpResponse(html)
 
     context.update(

@@ -1,4 +1,4 @@
-"""Request typing and htmx helpers shared by the views of every app."""
+"""Request typing and the htmx checks shared by the views of every app."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Fixtures for browser journeys: the real ASGI server on a fresh database, and Chromium.
 
-`ale_server` is session-scoped and general on purpose: later journeys start more processes
+`ale_server` lives for the whole test run and is general on purpose: later journeys start more processes
 (a Celery worker, the devcluster) next to it and run management commands with `ale_server.manage`.
 """
 

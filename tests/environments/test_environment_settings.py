@@ -96,6 +96,8 @@ class TestRename:
         response = owner_client.post(_url("rename", staging), {"name": "qa"}, headers=htmx_headers)
         html = response.content.decode()
         assert 'id="env-header" class="env-header" hx-swap-oob="true"' in html
+        # The selector in the new header still offers a working "Create new environment" form.
+        assert 'id="env-create-form"' in html and 'name="cluster"' in html
         assert "Environment renamed." in html
         assert 'value="qa"' in html
 
