@@ -49,6 +49,15 @@ DRAIN_AFTER_EXIT = 0.3
 KILL_GRACE = 0.5
 
 
+def _pod_name(request: web.Request) -> str:
+    """The {name} of .../pods/{name}/exec, whether or not the router captured it."""
+    name = request.match_info.get("name")
+    if name:
+        return name
+    parts = [p for p in request.path.split("/") if p]
+    return parts[-2] if len(parts) >= 2 and parts[-1] == "exec" else ""
+
+
 def _query_bool(request: web.Request, key: str) -> bool:
     """apimachinery's string→bool: absent, "0" and "false" are false, anything else true."""
     values = request.query.getall(key, [])
@@ -502,7 +511,7 @@ async def serve_exec(request: web.Request, *, workdir: pathlib.Path,
     try:
         # kubelet opens the stream with an empty frame on the lowest writable channel.
         await wire.send_now(STDOUT if opts.stdout else STDERR if opts.stderr else ERROR, b"")
-        pod = request.match_info.get("name", "")
+        pod = _pod_name(request)
         child_env = _child_env(pod, {"HOME": str(workdir), **env}, opts.tty)
         try:
             workdir.mkdir(parents=True, exist_ok=True)

@@ -596,6 +596,15 @@ class LogOptions:
     since_time: int | None = None  # ns
 
 
+def _pod_name(request: web.Request) -> str:
+    """The {name} of .../pods/{name}/log, whether or not the router captured it."""
+    name = request.match_info.get("name")
+    if name:
+        return name
+    parts = [p for p in request.path.split("/") if p]
+    return parts[-2] if len(parts) >= 2 and parts[-1] == "log" else ""
+
+
 def _query_bool(query, key: str) -> bool:
     """apimachinery's string→bool: absent, "0" and "false" are false, anything else true."""
     values = query.getall(key, [])
@@ -756,8 +765,26 @@ def _client_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
+def _previous_run(runs: list[ContainerRun]) -> ContainerRun | None:
+    """kubelet's lastState.terminated: the run before the current container.
+
+    While a crashed container waits out its back-off there is no new run yet, and the
+    finished last run already is the previous one (kubectl logs --previous shows it during
+    CrashLoopBackOff). A Job's finished container is terminated for good (restartPolicy
+    Never): then it is the current container and the previous one is the run before it.
+    """
+    if not runs:
+        return None
+    last = runs[-1]
+    waiting_to_restart = last.finished_at is not None and not last.is_job
+    candidates = runs if waiting_to_restart else runs[:-1]
+    if candidates and candidates[-1].finished_at is not None:
+        return candidates[-1]
+    return None
+
+
 def _pick_run(request: web.Request, current: list[ContainerRun] | None, previous: bool) -> ContainerRun:
-    pod = request.match_info.get("name", "")
+    pod = _pod_name(request)
     container = request.query.get("container", "")
     if current:
         pod, container = current[-1].pod, current[-1].container
@@ -765,9 +792,10 @@ def _pick_run(request: web.Request, current: list[ContainerRun] | None, previous
         raise StatusError(404, "NotFound", f'pods "{pod}" not found',
                           {"name": pod, "kind": "pods"})
     if previous:
-        if len(current) < 2:
+        prior = _previous_run(current)
+        if prior is None:
             raise bad_request(f'previous terminated container "{container}" in pod "{pod}" not found')
-        return current[-2]
+        return prior
     if not current:
         raise bad_request(f'container "{container}" in pod "{pod}" is waiting to start: ContainerCreating')
     return current[-1]
@@ -777,7 +805,7 @@ async def serve_log(request: web.Request,
                     runs: Callable[[], list[ContainerRun] | None]) -> web.StreamResponse:
     """GET /api/v1/namespaces/{ns}/pods/{name}/log, as kubelet answers through kube-apiserver."""
     try:
-        opts = parse_log_options(request.query, request.match_info.get("name", ""))
+        opts = parse_log_options(request.query, _pod_name(request))
         run = _pick_run(request, runs(), opts.previous)
     except StatusError as err:
         return err.response()

@@ -299,3 +299,21 @@ def test_background_job_holding_the_pipe_does_not_hang_the_exec(api: client.Core
     out, _ = finish(ws, timeout=10)
     assert out == "started\n" and ws.returncode == 0
     assert time.time() - started < 3
+
+
+def test_exec_through_the_devcluster_server() -> None:
+    from test_podlogs import RealCluster, create_pod
+    with RealCluster() as real:
+        create_pod(real, "sh1", "ghcr.io/acme/shop:1", {"APP_MODE": "dev"})
+        out = stream(real.connect_get_namespaced_pod_exec, "sh1", NS, command=["sh", "-c", "echo $APP_MODE $HOSTNAME; pwd"],
+                     stdin=False, stdout=True, stderr=True, tty=False)
+        mode, workdir = out.splitlines()
+        assert mode == "dev sh1"
+        ws = stream(real.connect_get_namespaced_pod_exec, "sh1", NS, command=["sh"], stdin=True, stdout=True,
+                    stderr=True, tty=True, _preload_content=False)
+        ws.write_stdin("echo $TERM; exit 5\r")
+        out, _ = finish(ws)
+        assert "xterm-256color" in out and ws.returncode == 5
+        assert os.path.isdir(workdir)
+        real.delete_namespaced_pod("sh1", NS, grace_period_seconds=0)
+        assert _wait_for(lambda: not os.path.isdir(workdir)), "scratch dir outlived the pod"

@@ -188,6 +188,19 @@ def test_previous_shows_why_it_crashed(server: LogServer, api: client.CoreV1Api)
     assert "Traceback" not in current and "starting crash" in current
 
 
+def test_previous_during_crash_loop_back_off(server: LogServer, api: client.CoreV1Api) -> None:
+    # No new run yet while the container waits to restart: the crashed run is the previous one.
+    crashed = run_of("crash:1", ago=5, lasts=1, exit_code=1, pod="waiting")
+    server.pods["waiting"] = [crashed]
+    assert read(api, "waiting", previous=True).splitlines()[-1].startswith("ConnectionError:")
+    assert read(api, "waiting") == read(api, "waiting", previous=True)
+    # A Job's container that finished is terminated for good: nothing before it.
+    server.pods["done"] = [run_of("kaniko", ago=5, lasts=2, exit_code=0, pod="done", is_job=True)]
+    with pytest.raises(ApiException) as err:
+        read(api, "done", previous=True)
+    assert err.value.status == 400
+
+
 def test_previous_without_one_is_400(server: LogServer, api: client.CoreV1Api) -> None:
     server.pods["once"] = [run_of("nginx", pod="once")]
     with pytest.raises(ApiException) as err:
@@ -381,3 +394,79 @@ def test_lines_are_a_pure_function_of_the_run(image: str, is_job: bool) -> None:
     running = ContainerRun(**{**run.__dict__, "finished_at": None, "exit_code": None})
     early = lines_between(running, run.started_at, run.started_at + 4.9999)
     assert early == [line for line in every if line[0] < run.started_at + 4.9999]
+
+
+# --- through the devcluster server ------------------------------------------------------------
+
+
+class RealCluster:
+    """The devcluster server on its own loop in a thread, for the official (blocking) client."""
+
+    def __init__(self) -> None:
+        from devcluster.server import DevServer
+        self.server = DevServer(token="t0ken", pod_ready_seconds=0.05, backoff_base=0.2)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> client.CoreV1Api:
+        self.thread.start()
+        port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        cfg = client.Configuration(host=f"http://127.0.0.1:{port}")
+        cfg.api_key = {"authorization": "t0ken"}
+        cfg.api_key_prefix = {"authorization": "Bearer"}
+        self.api_client = client.ApiClient(cfg)
+        return client.CoreV1Api(self.api_client)
+
+    def __exit__(self, *exc: object) -> None:
+        self.api_client.close()
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def create_pod(api: client.CoreV1Api, name: str, image: str, env: dict[str, str] | None = None) -> None:
+    container = {"name": "app", "image": image, "env": [{"name": k, "value": v} for k, v in (env or {}).items()]}
+    api.create_namespaced_pod(NS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                                   "spec": {"containers": [container]}})
+    deadline = time.time() + 5
+    while api.read_namespaced_pod(name, NS).status.phase != "Running":
+        assert time.time() < deadline, "pod never ran"
+        time.sleep(0.02)
+
+
+def test_logs_through_the_devcluster_server() -> None:
+    with RealCluster() as real:
+        create_pod(real, "lg", "example/loggen:1", {"LOG_RATE": "1000"})
+        resp = real.read_namespaced_pod_log("lg", NS, follow=True, _preload_content=False)
+        seqs = []
+        for line in iter_resp_lines(resp):
+            seqs.append(int(SEQ.match(line).group(1)))
+            if len(seqs) == 300:
+                break
+        resp.close()
+        assert seqs == list(range(300))
+        with pytest.raises(ApiException) as err:
+            real.read_namespaced_pod_log("lg", NS, previous=True)
+        assert err.value.status == 400
+        assert status_of(err.value)["message"] == 'previous terminated container "app" in pod "lg" not found'
+        # Deleting the pod ends a follower.
+        resp = real.read_namespaced_pod_log("lg", NS, follow=True, tail_lines=1, _preload_content=False)
+        threading.Timer(0.3, lambda: real.delete_namespaced_pod("lg", NS, grace_period_seconds=0)).start()
+        started = time.time()
+        for _ in resp.stream():
+            pass
+        assert time.time() - started < 3
+
+
+def test_crash_loop_previous_logs_through_the_devcluster_server() -> None:
+    with RealCluster() as real:
+        create_pod(real, "cr", "ghcr.io/acme/crash:1", {"DATABASE_URL": "postgres://pg/app"})
+        deadline = time.time() + 8
+        while True:
+            statuses = real.read_namespaced_pod("cr", NS).status.container_statuses or []
+            if statuses and statuses[0].restart_count >= 1:
+                break
+            assert time.time() < deadline, "container never restarted"
+            time.sleep(0.05)
+        prev = real.read_namespaced_pod_log("cr", NS, previous=True).splitlines()
+        assert prev[-1] == "ConnectionError: could not connect to postgres://pg/app: connection refused"
