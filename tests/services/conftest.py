@@ -1,0 +1,7 @@
+"""Fixtures for the services tests: clusters on the devcluster, a real Celery worker."""
+
+from __future__ import annotations
+
+from tests.fixtures.celery_worker import celery_queue, celery_worker, start_celery_worker  # noqa: F401
+from tests.fixtures.clusters import fault_cluster, kube_cluster  # noqa: F401
+from tests.fixtures.devcluster import devcluster, kubeconfig_path  # noqa: F401
