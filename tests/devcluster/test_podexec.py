@@ -301,10 +301,36 @@ def test_background_job_holding_the_pipe_does_not_hang_the_exec(api: client.Core
     assert time.time() - started < 3
 
 
+class RealCluster:
+    """The devcluster server on its own loop in a thread, for the official (blocking) client."""
+
+    def __init__(self) -> None:
+        from devcluster.server import DevServer
+        self.server = DevServer(token="t0ken", pod_ready_seconds=0.05)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> client.CoreV1Api:
+        self.thread.start()
+        port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(10)
+        cfg = client.Configuration(host=f"http://127.0.0.1:{port}")
+        cfg.api_key, cfg.api_key_prefix = {"authorization": "t0ken"}, {"authorization": "Bearer"}
+        self.api_client = client.ApiClient(cfg)
+        return client.CoreV1Api(self.api_client)
+
+    def __exit__(self, *exc: object) -> None:
+        self.api_client.close()
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
 def test_exec_through_the_devcluster_server() -> None:
-    from test_podlogs import RealCluster, create_pod
     with RealCluster() as real:
-        create_pod(real, "sh1", "ghcr.io/acme/shop:1", {"APP_MODE": "dev"})
+        container = {"name": "app", "image": "ghcr.io/acme/shop:1", "env": [{"name": "APP_MODE", "value": "dev"}]}
+        real.create_namespaced_pod(NS, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sh1"},
+                                        "spec": {"containers": [container]}})
+        assert _wait_for(lambda: real.read_namespaced_pod("sh1", NS).status.phase == "Running")
         out = stream(real.connect_get_namespaced_pod_exec, "sh1", NS, command=["sh", "-c", "echo $APP_MODE $HOSTNAME; pwd"],
                      stdin=False, stdout=True, stderr=True, tty=False)
         mode, workdir = out.splitlines()
