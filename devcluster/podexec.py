@@ -47,6 +47,7 @@ PENDING_LOW = 1 << 18
 # most this long: a backgrounded grandchild may hold the pipe open forever.
 DRAIN_AFTER_EXIT = 0.3
 KILL_GRACE = 0.5
+WORKDIR_POLL = 0.5
 
 
 def _pod_name(request: web.Request) -> str:
@@ -328,6 +329,10 @@ class _Process:
         # The runtime reports death by signal as 128 + signal, like a shell does.
         return code if code >= 0 else 128 - code
 
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            _signal_group(self.proc.pid, signal.SIGKILL)
+
     async def terminate(self) -> None:
         """Hang up the whole process group, SIGKILL what survives, reap, close every fd."""
         proc = self.proc
@@ -491,6 +496,16 @@ async def _read_client(ws: web.WebSocketResponse, wire: _Wire, process: _Process
             process.close_stdin()
 
 
+async def _kill_when_pod_goes(workdir: pathlib.Path, process: _Process) -> None:
+    """The pod's scratch directory is removed when the pod is gone: like a container being
+    killed, that SIGKILLs the exec'd process (exit code 137) and so ends the session."""
+    while True:
+        await asyncio.sleep(WORKDIR_POLL)
+        if not workdir.exists():
+            process.kill()
+            return
+
+
 async def serve_exec(request: web.Request, *, workdir: pathlib.Path,
                      env: dict[str, str]) -> web.StreamResponse:
     """GET /api/v1/namespaces/{ns}/pods/{name}/exec: upgrade, run the command, stream it."""
@@ -507,7 +522,7 @@ async def serve_exec(request: web.Request, *, workdir: pathlib.Path,
     # The process hands its output to the wire, which pauses the process when the client lags.
     process = _Process(asyncio.get_running_loop(), opts, lambda ch, data: wire.emit(ch, data))
     wire = _Wire(ws, protocol, process.pause, process.resume)
-    pump = reader = None
+    pump = reader = watchdog = None
     try:
         # kubelet opens the stream with an empty frame on the lowest writable channel.
         await wire.send_now(STDOUT if opts.stdout else STDERR if opts.stderr else ERROR, b"")
@@ -523,6 +538,7 @@ async def serve_exec(request: web.Request, *, workdir: pathlib.Path,
         pump = asyncio.ensure_future(wire.pump())
         reader = asyncio.ensure_future(_read_client(ws, wire, process, protocol == V5))
         exited = asyncio.ensure_future(process.wait_output())
+        watchdog = asyncio.ensure_future(_kill_when_pod_goes(workdir, process))
         await asyncio.wait({reader, exited}, return_when=asyncio.FIRST_COMPLETED)
         if exited.done():
             await wire.finish(pump)
@@ -532,7 +548,7 @@ async def serve_exec(request: web.Request, *, workdir: pathlib.Path,
     except ConnectionError:
         pass  # the client vanished mid-write
     finally:
-        tasks = [t for t in (pump, reader) if t is not None]
+        tasks = [t for t in (pump, reader, watchdog) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -341,5 +341,11 @@ def test_exec_through_the_devcluster_server() -> None:
         out, _ = finish(ws)
         assert "xterm-256color" in out and ws.returncode == 5
         assert os.path.isdir(workdir)
+        # Deleting the pod kills what runs in it, exec sessions included.
+        ws = stream(real.connect_get_namespaced_pod_exec, "sh1", NS, command=["sh", "-c", "echo $$; sleep 100"],
+                    stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False)
+        pid = int(read_until(ws, "\n").split()[0])
         real.delete_namespaced_pod("sh1", NS, grace_period_seconds=0)
         assert _wait_for(lambda: not os.path.isdir(workdir)), "scratch dir outlived the pod"
+        finish(ws)
+        assert ws.returncode == 137 and not os.path.exists(f"/proc/{pid}")
