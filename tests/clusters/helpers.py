@@ -1,0 +1,78 @@
+"""Small factories and waits shared by the client and watcher tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from clusters.client import KubeClient
+
+T = TypeVar("T")
+
+MANAGED = {"app.kubernetes.io/managed-by": "ale"}
+
+
+def make_configmap(
+    namespace: str, name: str, data: dict[str, str] | None = None, *, managed: bool = True, **labels: str
+) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": {**(MANAGED if managed else {}), **labels}},
+        "data": data or {"key": "value"},
+    }
+
+
+def make_deployment(
+    namespace: str,
+    name: str,
+    *,
+    image: str = "ghcr.io/ale-demo/web:1.0",
+    replicas: int = 1,
+    env: dict[str, str] | None = None,
+    resources: dict[str, Any] | None = None,
+) -> dict:
+    container: dict[str, Any] = {
+        "name": "app",
+        "image": image,
+        "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+    }
+    if resources:
+        container["resources"] = resources
+    labels = {**MANAGED, "app.kubernetes.io/name": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def wait_for(probe: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.1, what: str = "condition") -> T:
+    """Call `probe` until it returns something truthy; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def running_pods(kube: KubeClient, namespace: str, name: str) -> list[dict]:
+    pods, _ = kube.list("v1", "Pod", namespace=namespace, label_selector=f"app.kubernetes.io/name={name}")
+    return [
+        p
+        for p in pods
+        if (p.get("status") or {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def wait_for_running_pod(kube: KubeClient, namespace: str, name: str, timeout: float = 20.0) -> dict:
+    return wait_for(lambda: running_pods(kube, namespace, name), timeout=timeout, what=f"a running {name} pod")[0]
