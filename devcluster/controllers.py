@@ -428,7 +428,7 @@ class Kubelet:
             self._publish(rt)
             if run.is_job:
                 duration, code = job_outcome(run)
-            elif "crash" in image:
+            elif _crashes(image, run.args):
                 duration, code = max(self.ready_seconds, 0.3), 1
             else:
                 await rt.stopping.wait()
@@ -505,6 +505,11 @@ class Kubelet:
         tasks = [rt.task for rt in self.pods.values() if rt.task]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _crashes(image: str, args: list[str]) -> bool:
+    """Images named like `crash`, or commands that say so, exit 1 shortly after starting."""
+    return "crash" in image or any("crash" in a for a in args)
 
 
 def _go_duration(seconds: int) -> str:
@@ -688,23 +693,25 @@ class ControllerManager:
         if not ns["metadata"].get("deletionTimestamp"):
             self._ensure_namespace_defaults(name)
             return
-        remaining = 0
         for bucket in list(self.store.buckets):
             if bucket == "namespaces":
                 continue
+            kind = kinds.kind_for_bucket(bucket)
             for obj in self.store.list(bucket, name):
-                remaining += 1
-                if bucket != "pods":
-                    self.store.delete(bucket, name, obj["metadata"]["name"])
-                elif not obj["metadata"].get("deletionTimestamp"):
+                if obj["metadata"].get("deletionTimestamp"):
+                    continue  # finalizers or a graceful pod stop hold it; the namespace waits
+                try:
                     # Pods stop gracefully (Killing events, runs end) before the namespace can go.
-                    self.api.delete(POD, name, obj["metadata"]["name"], grace_seconds=1)
-        if remaining == 0 or not any(self.store.list(b, name) for b in self.store.buckets if b != "namespaces"):
+                    self.api.delete(kind, name, obj["metadata"]["name"], propagation="Background",
+                                    grace_seconds=1 if bucket == "pods" else None)
+                except ApiError:
+                    pass
+        if not any(self.store.list(b, name) for b in list(self.store.buckets) if b != "namespaces"):
+            ns = self.store.get("namespaces", "", name) or ns
             if ns["spec"].get("finalizers"):
                 new = copy.deepcopy(ns)
                 new["spec"]["finalizers"] = []
-                new["status"]["conditions"] = []
-                ns = self.store.put("namespaces", new)
+                self.store.put("namespaces", new)
             self.store.delete("namespaces", "", name)
 
     def _ensure_namespace_defaults(self, name: str) -> None:

@@ -131,6 +131,8 @@ class DevServer:
         if self.store.get("namespaces", "", "default") is None:
             self.api.create(kinds.find_kind("v1", "namespaces"), "", {"metadata": {"name": "default"}},  # type: ignore[arg-type]
                             manager="kube-apiserver")
+        # Like a fresh watch cache, history starts now: older resourceVersions are "too old".
+        self.store.compacted_rv = self.store.rv
         self.controllers.start()
         for pod in self.store.list("pods"):
             # Pods survive a restart like a rebooted node: their containers start again.

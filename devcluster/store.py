@@ -29,7 +29,7 @@ class Change:
     prev: Obj | None
 
 
-@dataclass
+@dataclass(eq=False)
 class Watcher:
     bucket: str
     accepts: Callable[[Obj], bool]

@@ -1,0 +1,2 @@
+"""Contract tests: every Kubernetes operation ale uses, through the official client only."""
+from tests.fixtures.devcluster import devcluster, devcluster_api, kube_api, kubeconfig_path, namespace  # noqa: F401

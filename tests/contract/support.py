@@ -1,0 +1,44 @@
+"""Polling helpers for contract tests: they run against real clusters too, so never sleep fixed times."""
+from __future__ import annotations
+
+import time
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T | None], *, timeout: float = 30.0, interval: float = 0.1,
+             message: str = "condition") -> T:
+    """Call `probe` until it returns something truthy; return that, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
+
+
+def stable_resource_version(read: Callable[[], object], *, quiet: float = 0.6, timeout: float = 30.0) -> str:
+    """Wait until controllers stop writing to an object; return its resourceVersion."""
+    deadline = time.monotonic() + timeout
+    rv = read().metadata.resource_version  # type: ignore[attr-defined]
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = read().metadata.resource_version  # type: ignore[attr-defined]
+        if now == rv:
+            return rv
+        rv = now
+    raise AssertionError("object never settled")
+
+
+def deployment_manifest(name: str, image: str = "nginx:1.27", replicas: int = 1, **container: object) -> dict:
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "ale"}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+                 "template": {"metadata": {"labels": labels},
+                              "spec": {"containers": [{"name": "app", "image": image, **container}]}}},
+    }
