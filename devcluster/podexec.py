@@ -498,7 +498,7 @@ async def _read_client(ws: web.WebSocketResponse, wire: _Wire, process: _Process
 
 async def _kill_when_pod_goes(workdir: pathlib.Path, process: _Process) -> None:
     """The pod's scratch directory is removed when the pod is gone: like a container being
-    killed, that SIGKILLs the exec'd process (exit code 137) and so ends the session."""
+    killed, that SIGKILLs the exec'd process (exit code 137) and so ends the exec stream."""
     while True:
         await asyncio.sleep(WORKDIR_POLL)
         if not workdir.exists():

@@ -182,6 +182,15 @@ def _children() -> set[int]:
     return kids
 
 
+def _running(pid: int) -> bool:
+    """Exists and is not a zombie."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def _wait_for(predicate, timeout: float = 5.0) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -201,8 +210,10 @@ def test_client_disconnect_leaves_nothing_behind(api: client.CoreV1Api, tty: boo
     pids = [int(p) for p in read_until(ws, "\n").split()[:2]]
     assert len(pids) == 2 and all(os.path.exists(f"/proc/{p}") for p in pids)
     ws.close()
-    assert _wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids)), \
-        "the command or its background job survived the client"
+    shell, job = pids
+    # The shell is our child and must be reaped; the orphaned job is init's to reap.
+    assert _wait_for(lambda: not os.path.exists(f"/proc/{shell}")), "the command survived the client"
+    assert _wait_for(lambda: not _running(job)), "its background job survived the client"
     assert _wait_for(lambda: _children() <= kids_before), "child process (or zombie) left behind"
     assert _wait_for(lambda: len(os.listdir("/proc/self/fd")) <= fds_before), "fd leaked"
 
@@ -341,7 +352,7 @@ def test_exec_through_the_devcluster_server() -> None:
         out, _ = finish(ws)
         assert "xterm-256color" in out and ws.returncode == 5
         assert os.path.isdir(workdir)
-        # Deleting the pod kills what runs in it, exec sessions included.
+        # Deleting the pod kills what runs in it, exec streams included.
         ws = stream(real.connect_get_namespaced_pod_exec, "sh1", NS, command=["sh", "-c", "echo $$; sleep 100"],
                     stdin=False, stdout=True, stderr=True, tty=False, _preload_content=False)
         pid = int(read_until(ws, "\n").split()[0])
