@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 
 from environments.actions import delete_environment
 from services import actions
@@ -182,3 +183,30 @@ def test_it_numbers_revisions_per_service(main_env, owner):
     actions.redeploy_service(owner, a)
     assert list(Revision.objects.filter(service=a).values_list("number", flat=True)) == [2, 1]
     assert list(Revision.objects.filter(service=b).values_list("number", flat=True)) == [1]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_it_serialises_concurrent_changes_to_one_service(main_env, owner, celery_queue):
+    service = actions.deploy_service(owner, main_env, spec(main_env))
+    errors: list[BaseException] = []
+
+    def redeploy_five_times() -> None:
+        try:
+            for _ in range(5):
+                actions.redeploy_service(owner, Service.objects.get(pk=service.pk))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    # The threads commit for real: their tasks go to the test's own queue, dropped after it.
+    threads = [threading.Thread(target=redeploy_five_times) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    service.refresh_from_db()
+    # Every change saw the one before it: no lost generation, no duplicate revision number.
+    assert service.generation == 16
+    assert sorted(service.revisions.values_list("number", flat=True)) == list(range(1, 17))
