@@ -1,0 +1,137 @@
+"""Emulator behaviour that the contract suite cannot pin down portably: history limits, logs and exec wiring."""
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+from kubernetes import client, watch
+from kubernetes.client.rest import ApiException
+from kubernetes.stream import stream
+
+from devcluster import DevCluster
+from tests.contract.support import wait_for
+
+
+@pytest.fixture
+def ns(devcluster_api):
+    name = f"emu-{secrets.token_hex(3)}"
+    client.CoreV1Api(devcluster_api).create_namespace({"metadata": {"name": name}})
+    yield name
+    client.CoreV1Api(devcluster_api).delete_namespace(name)
+
+
+def _pod(name: str, *containers: dict) -> dict:
+    return {"metadata": {"name": name}, "spec": {"containers": list(containers)}}
+
+
+def _running(core, ns: str, name: str):
+    pod = core.read_namespaced_pod(name, ns)
+    return pod if pod.status.phase == "Running" and all(
+        s.state.running for s in pod.status.container_statuses or [None]) else None
+
+
+def test_it_expires_watches_older_than_its_history(tmp_path):
+    from kubernetes import config
+
+    with DevCluster(pod_ready_seconds=0.2, history_size=20) as dc:
+        api = config.new_client_from_config(config_file=str(dc.write_kubeconfig(tmp_path / "kc")))
+        core = client.CoreV1Api(api)
+        start = core.list_namespaced_config_map("default").metadata.resource_version
+        for i in range(30):
+            core.create_namespaced_config_map("default", {"metadata": {"name": f"c{i}"}})
+        with pytest.raises(ApiException) as info:
+            for _ in watch.Watch().stream(core.list_namespaced_config_map, "default", resource_version=start,
+                                          timeout_seconds=2):
+                pass
+        assert info.value.status == 410
+        assert info.value.reason.startswith(f"Expired: too old resource version: {start} (")
+        page = core.list_namespaced_config_map("default", limit=5)
+        for i in range(30):
+            core.delete_namespaced_config_map(f"c{i}", "default")
+        with pytest.raises(ApiException) as info:
+            core.list_namespaced_config_map("default", limit=5, _continue=page.metadata.var_continue)
+        assert info.value.status == 410
+        api.close()
+
+
+def test_it_serves_logs_of_a_running_container(devcluster_api, ns):
+    core = client.CoreV1Api(devcluster_api)
+    core.create_namespaced_pod(ns, _pod("web", {"name": "app", "image": "nginx:1.27"}))
+    wait_for(lambda: _running(core, ns, "web"), timeout=20)
+    text = wait_for(lambda: core.read_namespaced_pod_log("web", ns), timeout=10, message="log output")
+    assert isinstance(text, str) and text
+
+
+def test_it_asks_for_a_container_name_when_a_pod_has_several(devcluster_api, ns):
+    core = client.CoreV1Api(devcluster_api)
+    core.create_namespaced_pod(ns, _pod("two", {"name": "app", "image": "nginx:1.27"},
+                                        {"name": "sidecar", "image": "busybox:1.36"}))
+    with pytest.raises(ApiException) as info:
+        core.read_namespaced_pod_log("two", ns)
+    assert info.value.status == 400
+    assert json.loads(info.value.body)["message"] == \
+        "a container name must be specified for pod two, choose one of: [app sidecar]"
+    with pytest.raises(ApiException) as info:
+        core.read_namespaced_pod_log("two", ns, container="nope")
+    assert json.loads(info.value.body)["message"] == "container nope is not valid for pod two"
+    with pytest.raises(ApiException) as info:
+        core.read_namespaced_pod_log("missing", ns)
+    assert info.value.status == 404
+
+
+def test_it_refuses_logs_of_a_container_that_never_started(devcluster_api, ns):
+    core = client.CoreV1Api(devcluster_api)
+    core.create_namespaced_pod(ns, _pod("pull", {"name": "app", "image": "example.invalid/does-not-exist:1"}))
+    wait_for(lambda: (core.read_namespaced_pod("pull", ns).status.container_statuses or [None])[0] is not None and
+             core.read_namespaced_pod("pull", ns).status.container_statuses[0].state.waiting.reason ==
+             "ImagePullBackOff", timeout=20)
+    with pytest.raises(ApiException) as info:
+        core.read_namespaced_pod_log("pull", ns)
+    assert info.value.status == 400
+    assert json.loads(info.value.body)["message"] == \
+        'container "app" in pod "pull" is waiting to start: trying and failing to pull image'
+
+
+def test_it_keeps_the_previous_run_of_a_crashing_container(devcluster_api, ns):
+    core = client.CoreV1Api(devcluster_api)
+    core.create_namespaced_pod(ns, _pod("crashy", {"name": "app", "image": "example.test/crash:1"}))
+    wait_for(lambda: (core.read_namespaced_pod("crashy", ns).status.container_statuses or [None])[0] is not None
+             and core.read_namespaced_pod("crashy", ns).status.container_statuses[0].restart_count >= 1, timeout=20)
+    previous = core.read_namespaced_pod_log("crashy", ns, previous=True)
+    assert isinstance(previous, str)
+
+
+def test_it_execs_only_into_running_containers(devcluster_api, ns):
+    core = client.CoreV1Api(devcluster_api)
+    core.create_namespaced_pod(ns, _pod("shell", {"name": "app", "image": "busybox:1.36"}))
+    wait_for(lambda: _running(core, ns, "shell"), timeout=20)
+    out = stream(core.connect_get_namespaced_pod_exec, "shell", ns, command=["sh", "-c", "echo hi > f; cat f"],
+                 stderr=True, stdin=False, stdout=True, tty=False)
+    assert out.strip() == "hi"
+    core.create_namespaced_pod(ns, _pod("stuck", {"name": "app", "image": "example.invalid/does-not-exist:1"}))
+    wait_for(lambda: core.read_namespaced_pod("stuck", ns).status.container_statuses, timeout=20)
+    with pytest.raises(Exception) as info:
+        stream(core.connect_get_namespaced_pod_exec, "stuck", ns, command=["true"], stderr=True, stdin=False,
+               stdout=True, tty=False)
+    assert "400" in str(info.value) or "container not found" in str(info.value)
+
+
+def test_it_returns_deleted_pods_and_terminates_them_gracefully(devcluster_api, ns):
+    core = client.CoreV1Api(devcluster_api)
+    core.create_namespaced_pod(ns, _pod("bye", {"name": "app", "image": "nginx:1.27"}))
+    wait_for(lambda: _running(core, ns, "bye"), timeout=20)
+    answer = core.delete_namespaced_pod("bye", ns)
+    assert answer.metadata.deletion_timestamp and answer.metadata.deletion_grace_period_seconds == 30
+    wait_for(lambda: not core.list_namespaced_pod(ns, field_selector="metadata.name=bye").items, timeout=20)
+    killing = core.list_namespaced_event(ns, field_selector="involvedObject.name=bye,reason=Killing").items
+    assert killing and killing[0].message == "Stopping container app"
+
+
+def test_it_counts_repeated_events(devcluster_api, ns):
+    core = client.CoreV1Api(devcluster_api)
+    core.create_namespaced_pod(ns, _pod("again", {"name": "app", "image": "example.test/crash:1"}))
+    back_off = wait_for(lambda: [e for e in core.list_namespaced_event(
+        ns, field_selector="involvedObject.name=again,reason=Started").items if e.count >= 2], timeout=30,
+                        message="a Started event counted twice")
+    assert back_off[0].last_timestamp >= back_off[0].first_timestamp
