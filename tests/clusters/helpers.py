@@ -76,3 +76,10 @@ def running_pods(kube: KubeClient, namespace: str, name: str) -> list[dict]:
 
 def wait_for_running_pod(kube: KubeClient, namespace: str, name: str, timeout: float = 20.0) -> dict:
     return wait_for(lambda: running_pods(kube, namespace, name), timeout=timeout, what=f"a running {name} pod")[0]
+
+
+def compact(devcluster) -> None:
+    """Make every resourceVersion handed out so far too old to watch from, as an etcd
+    compaction does. A real cluster cannot be asked for this; the emulator's store can."""
+    store = devcluster.server.store
+    devcluster.call(lambda: setattr(store, "compacted_rv", store.rv))

@@ -1,0 +1,1 @@
+from tests.fixtures.devcluster import devcluster, kube_api, kubeconfig_path, namespace  # noqa: F401
