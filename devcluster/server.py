@@ -121,9 +121,9 @@ class DevServer:
         self._load()
         app = web.Application(middlewares=[self._log_mw, self._auth_mw, self._fault_mw], client_max_size=64 << 20)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port, shutdown_timeout=0.5)
+        site = web.TCPSite(self.runner, "127.0.0.1", port)
         await site.start()
         server = site._server
         assert server is not None

@@ -58,7 +58,7 @@ def test_it_sends_bookmarks_when_asked(kube_api, namespace):
     listed = core.list_namespaced_config_map(namespace)
     w = watch.Watch()
     events = list(w.stream(core.list_namespaced_config_map, namespace, allow_watch_bookmarks=True,
-                           resource_version=listed.metadata.resource_version, timeout_seconds=5))
+                           resource_version=listed.metadata.resource_version, timeout_seconds=4))
     bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
     assert bookmarks
     assert int(bookmarks[-1]["raw_object"]["metadata"]["resourceVersion"]) >= int(listed.metadata.resource_version)
