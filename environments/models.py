@@ -31,6 +31,16 @@ class Environment(models.Model):
     # deletion task has seen its namespace disappear from the cluster.
     deleting_at = models.DateTimeField(null=True, blank=True)
 
+    class TerminalAccess(models.TextChoices):
+        ALL_MEMBERS = "all_members", "All members"
+        OWNERS_ONLY = "owners_only", "Owners only"
+
+    # Who may open a shell in this environment's containers: a production environment is often
+    # limited to the space's owners while everyone reads its logs.
+    terminal_access = models.CharField(
+        max_length=20, choices=TerminalAccess.choices, default=TerminalAccess.ALL_MEMBERS
+    )
+
     class Meta:
         ordering = ["created_at", "pk"]
         constraints = [

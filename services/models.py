@@ -250,3 +250,36 @@ class Revision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.service} #{self.number}"
+
+
+class TerminalSession(models.Model):
+    """One terminal opened in a container of a service: who, where, from when to when.
+
+    The audit record of shells; a row is written when the shell starts and closed when either
+    side ends it, so an open row with no `closed_at` is a session still running (or a server
+    that died under it).
+    """
+
+    class CloseReason(models.TextChoices):
+        EXITED = "exited", "The shell exited"
+        CLIENT = "client", "The browser closed it"
+        IDLE = "idle", "Idle for too long"
+        ERROR = "error", "The connection to the cluster failed"
+        SERVER = "server", "The server shut down"
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="terminal_sessions")
+    # Kept when the user is deleted: the record is about what happened, not about who still exists.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    username = models.CharField(max_length=150, blank=True)
+    pod = models.CharField(max_length=253)
+    container = models.CharField(max_length=253, blank=True)
+    opened_at = models.DateTimeField(auto_now_add=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    close_reason = models.CharField(max_length=10, choices=CloseReason.choices, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-opened_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.username or self.user_id} in {self.pod}/{self.container}"
