@@ -179,6 +179,12 @@ EVENT_RETENTION_DAYS = int(env("EVENT_RETENTION_DAYS", "7"))
 # A service `deploying` this long with no Deployment in its cluster gets its reconcile again.
 SERVICE_STUCK_DEPLOY_SECONDS = int(env("SERVICE_STUCK_DEPLOY_SECONDS", "300"))
 
+# Logs and terminal in the browser. A terminal with no keystroke for TERMINAL_IDLE_TIMEOUT
+# seconds is closed; both sockets exchange a ping every STREAM_KEEPALIVE_SECONDS so that proxies
+# with idle timeouts keep them open and a dead peer is noticed.
+TERMINAL_IDLE_TIMEOUT = int(env("TERMINAL_IDLE_TIMEOUT", "1800"))
+STREAM_KEEPALIVE_SECONDS = int(env("STREAM_KEEPALIVE_SECONDS", "25"))
+
 CELERY_BEAT_SCHEDULE = {
     "prune-events": {"task": "clusters.tasks.prune_events", "schedule": 3600.0},
     "resync-statuses": {
