@@ -407,6 +407,16 @@ _clients: dict[Any, tuple[str, KubeClient]] = {}
 _clients_lock = threading.Lock()
 
 
+def _forget_after_fork() -> None:
+    # A forked Celery worker must not share the parent's sockets, nor a lock held at fork time.
+    global _clients_lock
+    _clients_lock = threading.Lock()
+    _clients.clear()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def client_for(cluster: Cluster) -> KubeClient:
     """The shared client for `cluster`, rebuilt when its configuration (or the devcluster's
     kubeconfig file) changes. Raises `ClusterError` when the configuration is unusable."""
@@ -459,6 +469,7 @@ class _RawStream:
         self._what = what
         self._lock = threading.Lock()
         self._closed = False
+        self._stopped = False  # closed by close(), not by the end of the response
         self._reading = False
         self._released = False
 
@@ -472,61 +483,49 @@ class _RawStream:
             if self._closed:
                 return b""
             self._reading = True
+        error: BaseException | None = None
         try:
             data = self._response.read1(_CHUNK)
         except (*_TRANSPORT_ERRORS, ValueError, AttributeError) as exc:
             # ValueError/AttributeError: the file was closed under the read by close().
-            if self._closed:
-                return b""
-            self._finish()
-            if isinstance(exc, _TRANSPORT_ERRORS):
-                raise _transport_error(self._cluster, exc, what=self._what) from exc
-            raise
-        finally:
-            with self._lock:
-                self._reading = False
-                release_now = self._closed
-        if release_now:
-            self._release()
-            return b""
-        if not data:
-            self._finish()
-        return data
-
-    def _finish(self) -> None:
+            data, error = b"", exc
         with self._lock:
-            self._closed = True
+            self._reading = False
+            closed_meanwhile = self._closed
+            if not data or error is not None:
+                self._closed = True
+        if data and not closed_meanwhile:
+            return data
         self._release()
+        if error is not None and not closed_meanwhile:
+            if isinstance(error, _TRANSPORT_ERRORS):
+                raise _transport_error(self._cluster, error, what=self._what) from error
+            raise error
+        return b""
 
     def _release(self) -> None:
         with self._lock:
-            if self._released or self._reading:
+            if self._released:
                 return
             self._released = True
-        response = self._response
         try:
-            response.close()
+            self._response.close()
         finally:
-            response.release_conn()
+            self._response.release_conn()
 
     def close(self) -> None:
         """Stop the stream from any thread; idempotent."""
         with self._lock:
-            if self._closed:
-                reading = self._reading
-                already = True
-            else:
-                self._closed = True
-                reading = self._reading
-                already = False
-        if reading:
-            try:
-                self._response.shutdown()
-            except (ValueError, RuntimeError, OSError):
-                pass
-            return  # the reader releases the connection when its read returns
-        if not already or not self._released:
-            self._release()
+            self._closed = self._stopped = True
+            if self._reading:
+                # Under the lock, so the reader cannot have released the connection (which
+                # another request may then reuse) before the shutdown reaches its socket.
+                try:
+                    self._response.shutdown()
+                except (ValueError, RuntimeError, OSError):
+                    pass
+                return  # the reader releases the connection as its read returns
+        self._release()
 
     def __enter__(self):
         return self
@@ -577,7 +576,7 @@ class WatchStream(_RawStream):
                 continue
             data = self._read_some()
             if not data:
-                if self._buffer.strip() and not self._closed:
+                if self._buffer.strip() and not self._stopped:
                     line, self._buffer = self._buffer, b""
                     return self._event(line)
                 raise StopIteration

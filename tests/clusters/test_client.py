@@ -6,6 +6,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psutil
@@ -364,6 +365,22 @@ def test_it_watches_added_modified_deleted_and_bookmarks(kube, namespace):
     assert int(bookmarks[-1]["metadata"]["resourceVersion"]) >= int(events[2][1]["metadata"]["resourceVersion"])
 
 
+def test_it_reports_a_watch_cut_by_the_server(devcluster, faulty, faulty_namespace):
+    _, version = faulty.list("v1", "ConfigMap", namespace=faulty_namespace)
+    ended = faulty.watch("v1", "ConfigMap", namespace=faulty_namespace, resource_version=version, timeout_seconds=30)
+    time.sleep(0.2)
+    devcluster.faults.drop_watches(abrupt=False)
+    assert [t for t, _ in ended if t != "BOOKMARK"] == []  # an ended response is the end of the watch
+
+    cut = faulty.watch("v1", "ConfigMap", namespace=faulty_namespace, resource_version=version, timeout_seconds=30)
+    time.sleep(0.2)
+    devcluster.faults.drop_watches(abrupt=True)
+    with pytest.raises(ClusterError) as caught:
+        list(cut)
+
+    assert caught.value.retryable and caught.value.status is None
+
+
 def test_it_ends_a_watch_at_its_timeout(kube, namespace):
     _, version = kube.list("v1", "ConfigMap", namespace=namespace)
     started = time.monotonic()
@@ -417,6 +434,40 @@ def test_it_builds_a_client_from_a_stored_kubeconfig(kubeconfig_path):
         assert kube.get("v1", "Namespace", "default")["metadata"]["name"] == "default"
     finally:
         forget_clients()
+
+
+def test_it_waits_for_a_devcluster_that_has_not_written_its_kubeconfig(settings, tmp_path):
+    settings.DEVCLUSTER_KUBECONFIG = tmp_path / "not-yet" / "kubeconfig"
+
+    with pytest.raises(ClusterError) as caught:
+        client_for(Cluster(name="local", connection="devcluster"))
+
+    assert caught.value.retryable and caught.value.reason == "Unreachable"
+    assert caught.value.user_message == "The cluster 'local' cannot be reached."
+
+
+def test_it_explains_an_in_cluster_connection_outside_a_cluster(monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+    with pytest.raises(ClusterError) as caught:
+        client_for(Cluster(name="home", connection="in_cluster"))
+
+    assert not caught.value.retryable and caught.value.reason == "InvalidConfiguration"
+    assert "service account" in caught.value.user_message
+
+
+def test_it_serves_many_threads_with_one_small_pool(kubeconfig_path, namespace):
+    kube = KubeClient.from_kubeconfig(Path(kubeconfig_path).read_text(), name="local", pool_size=4)
+
+    def work(i: int) -> str:
+        kube.apply([make_configmap(namespace, f"cm-{i}", {"i": str(i)})])
+        return kube.get("v1", "ConfigMap", f"cm-{i}", namespace)["data"]["i"]
+
+    with ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(work, range(96)))
+
+    assert results == [str(i) for i in range(96)]
+    assert len(kube.list("v1", "ConfigMap", namespace=namespace, label_selector="app.kubernetes.io/managed-by=ale")[0]) == 96
 
 
 def test_it_refuses_an_unusable_kubeconfig():
