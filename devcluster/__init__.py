@@ -11,6 +11,7 @@ or run it as a program: ``python -m devcluster --port 0 --kubeconfig PATH``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import tempfile
@@ -23,13 +24,15 @@ from .faults import Faults
 __all__ = ["DevCluster", "write_kubeconfig", "load_token"]
 
 
-def kubeconfig_text(url: str, token: str) -> str:
+def kubeconfig_text(url: str, token: str, ca_pem: bytes | None = None) -> str:
+    ca = f"    certificate-authority-data: {base64.b64encode(ca_pem).decode()}\n" if ca_pem else ""
     return (
         "apiVersion: v1\n"
         "kind: Config\n"
         "clusters:\n"
         "- name: devcluster\n"
         "  cluster:\n"
+        f"{ca}"
         f"    server: {url}\n"
         "contexts:\n"
         "- name: devcluster\n"
@@ -46,13 +49,13 @@ def kubeconfig_text(url: str, token: str) -> str:
     )
 
 
-def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str) -> Path:
+def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str, ca_pem: bytes | None = None) -> Path:
     """Write atomically (temp file + rename) so readers never see half a kubeconfig."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".kubeconfig-")
     with os.fdopen(fd, "w") as f:
-        f.write(kubeconfig_text(url, token))
+        f.write(kubeconfig_text(url, token, ca_pem))
     os.chmod(tmp, 0o600)
     os.replace(tmp, target)
     return target
@@ -77,11 +80,12 @@ class DevCluster:
 
     def __init__(self, *, port: int = 0, data_dir: str | os.PathLike[str] | None = None,
                  pod_ready_seconds: float = 1.0, bookmark_seconds: float = 60.0, history_size: int = 1000,
-                 backoff_seconds: float | None = None, token: str | None = None):
+                 backoff_seconds: float | None = None, token: str | None = None, tls: bool = False):
         self._port = port
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._options: dict[str, Any] = {"pod_ready_seconds": pod_ready_seconds, "bookmark_seconds": bookmark_seconds,
-                                         "history_size": history_size, "backoff_base": backoff_seconds}
+                                         "history_size": history_size, "backoff_base": backoff_seconds,
+                                         "tls": tls}
         self.token = token or load_token(self._data_dir)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -92,7 +96,8 @@ class DevCluster:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self._options["tls"] else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def faults(self) -> Faults:
@@ -146,7 +151,7 @@ class DevCluster:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
     def write_kubeconfig(self, path: str | os.PathLike[str]) -> Path:
-        return write_kubeconfig(path, self.url, self.token)
+        return write_kubeconfig(path, self.url, self.token, self._server.ca_pem if self._server else None)
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None and self._thread.is_alive():

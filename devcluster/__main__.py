@@ -1,4 +1,4 @@
-"""python -m devcluster --port PORT --kubeconfig PATH [--data DIR] [--pod-ready-seconds S] [--log-level LEVEL]"""
+"""python -m devcluster --port PORT --kubeconfig PATH [--data DIR] [--pod-ready-seconds S] [--tls] [--log-level LEVEL]"""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pod-ready-seconds", type=float, default=1.0,
                         help="how long pods take from creation to Running")
     parser.add_argument("--bookmark-seconds", type=float, default=60.0, help="interval of watch bookmarks")
+    parser.add_argument("--tls", action="store_true",
+                        help="serve https with a self-signed certificate (kubectl sends tokens only over TLS)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -28,10 +30,10 @@ async def serve(args: argparse.Namespace) -> None:
 
     token = load_token(args.data)
     server = DevServer(token=token, data_dir=args.data, pod_ready_seconds=args.pod_ready_seconds,
-                       bookmark_seconds=args.bookmark_seconds)
+                       bookmark_seconds=args.bookmark_seconds, tls=args.tls)
     port = await server.start(args.port)
-    url = f"http://127.0.0.1:{port}"
-    write_kubeconfig(args.kubeconfig, url, token)
+    url = f"{'https' if args.tls else 'http'}://127.0.0.1:{port}"
+    write_kubeconfig(args.kubeconfig, url, token, server.ca_pem)
     print(f"devcluster listening on {url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1054,8 +1054,9 @@ class ControllerManager:
                                                              old_status.get("updatedReplicas", 0),
                                                              old_status.get("readyReplicas", 0),
                                                              old_status.get("availableReplicas", 0))
-            if previous and previous.get("reason") == "ReplicaSetUpdated" and not changed:
-                progressing["lastUpdateTime"] = previous.get("lastUpdateTime", progressing["lastUpdateTime"])
+            # Progress (any count moving) restarts the progress deadline clock.
+            if changed:
+                progressing["lastUpdateTime"] = kinds.now_iso()
             deadline = d["spec"].get("progressDeadlineSeconds", 600)
             since = kinds.parse_iso(progressing["lastUpdateTime"])
             if deadline is not None and time.time() - since > deadline:

@@ -94,7 +94,7 @@ def parse_route(path: str) -> Route | None:
 class DevServer:
     def __init__(self, *, token: str, data_dir: Path | None = None, pod_ready_seconds: float = 1.0,
                  bookmark_seconds: float = 60.0, history_size: int = 1000, backoff_base: float | None = None,
-                 save_delay: float = 1.0):
+                 save_delay: float = 1.0, tls: bool = False):
         self.token = token
         self.data_dir = data_dir
         self.store = Store(history_size)
@@ -113,6 +113,10 @@ class DevServer:
         self._save_handle: asyncio.TimerHandle | None = None
         self._scratch_root = Path(tempfile.mkdtemp(prefix="devcluster-pods-")) if data_dir is None \
             else data_dir / "pods"
+        self.tls = tls
+        self._tls_dir = (data_dir or Path(tempfile.mkdtemp(prefix="devcluster-tls-"))) if tls else None
+        # The PEM a kubeconfig must trust when serving TLS (None for plain http).
+        self.ca_pem: bytes | None = None
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -123,7 +127,14 @@ class DevServer:
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self.runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", port)
+        ssl_context = None
+        if self._tls_dir is not None:
+            from .tls import ensure_certificate, server_context
+
+            cert, key = ensure_certificate(self._tls_dir)
+            ssl_context = server_context(cert, key)
+            self.ca_pem = cert.read_bytes()
+        site = web.TCPSite(self.runner, "127.0.0.1", port, ssl_context=ssl_context)
         await site.start()
         server = site._server
         assert server is not None
@@ -150,6 +161,8 @@ class DevServer:
         self._save()
         if self.data_dir is None:
             shutil.rmtree(self._scratch_root, ignore_errors=True)
+            if self._tls_dir is not None:
+                shutil.rmtree(self._tls_dir, ignore_errors=True)
 
     def _load(self) -> None:
         if self.data_dir is None:

@@ -86,3 +86,16 @@ def test_it_keeps_state_and_token_across_restarts_with_data(tmp_path):
         api.close()
     finally:
         stop_process(proc)
+
+
+def test_it_serves_https_with_a_certificate_the_kubeconfig_trusts(tmp_path):
+    proc, kubeconfig = start_devcluster_process(tmp_path, "--tls")
+    try:
+        server, _ = _server_and_token(kubeconfig)
+        assert server.startswith("https://127.0.0.1:")
+        assert yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["certificate-authority-data"]
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        assert "default" in [ns.metadata.name for ns in client.CoreV1Api(api).list_namespace().items]
+        api.close()
+    finally:
+        stop_process(proc)
