@@ -21,6 +21,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("spaces.urls")),
     path("", include("environments.urls")),
+    path("", include("services.urls")),
 ]
 
 if settings.DEBUG:

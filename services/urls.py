@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from services import views
+
+app_name = "services"
+
+urlpatterns = [
+    path("environments/<str:env_id>/services/new/", views.deploy, name="deploy"),
+    path("environments/<str:env_id>/start-all/", views.start_all, name="start-all"),
+    path("services/<str:service_id>/", views.detail, name="detail"),
+    path("services/<str:service_id>/edit/", views.edit, name="edit"),
+    path("services/<str:service_id>/start/", views.start, name="start"),
+    path("services/<str:service_id>/stop/", views.stop, name="stop"),
+    path("services/<str:service_id>/redeploy/", views.redeploy, name="redeploy"),
+    path("services/<str:service_id>/delete/", views.delete, name="delete"),
+    path("services/<str:service_id>/revisions/<int:number>/rollback/", views.rollback, name="rollback"),
+    # Log view and Terminal (services/stream_views.py) add their routes here.
+]
