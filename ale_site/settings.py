@@ -175,6 +175,21 @@ DEVCLUSTER_KUBECONFIG = Path(env("DEVCLUSTER_KUBECONFIG", str(VAR_DIR / "devclus
 KUBE_POOL_SIZE = int(env("KUBE_POOL_SIZE", "16"))
 KUBE_REQUEST_TIMEOUT = (int(env("KUBE_CONNECT_TIMEOUT", "5")), int(env("KUBE_READ_TIMEOUT", "30")))
 
+# Fernet keys (comma-separated, newest first) that encrypt environment variables at rest: the
+# first encrypts, all decrypt, so a new key is prepended and `manage.py rotate_secrets`
+# re-encrypts every row with it before the old one is dropped.
+ALE_SECRET_KEYS = env_list("ALE_SECRET_KEYS", "")
+if not ALE_SECRET_KEYS:
+    if not DEBUG:
+        raise RuntimeError("ALE_SECRET_KEYS (or ALE_SECRET_KEYS_FILE) must be set when DEBUG is off.")
+    # Development only: a key derived from SECRET_KEY, so that `make run` works with no setup.
+    # Production refuses to start without real keys (above): rows encrypted with this key are
+    # only as secret as the development SECRET_KEY.
+    import base64
+    import hashlib
+
+    ALE_SECRET_KEYS = [base64.urlsafe_b64encode(hashlib.sha256(f"ale-secrets:{SECRET_KEY}".encode()).digest()).decode()]
+
 EVENT_RETENTION_DAYS = int(env("EVENT_RETENTION_DAYS", "7"))
 # A service `deploying` this long with no Deployment in its cluster gets its reconcile again.
 SERVICE_STUCK_DEPLOY_SECONDS = int(env("SERVICE_STUCK_DEPLOY_SECONDS", "300"))

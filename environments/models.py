@@ -40,6 +40,10 @@ class Environment(models.Model):
     terminal_access = models.CharField(
         max_length=20, choices=TerminalAccess.choices, default=TerminalAccess.ALL_MEMBERS
     )
+    # Firewall: when on, TCP services also get an address outside the cluster and a policy
+    # admits outside traffic to them, from anywhere or only from `external_allow_cidrs`.
+    allow_external_tcp = models.BooleanField(default=False)
+    external_allow_cidrs = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["created_at", "pk"]
@@ -66,6 +70,55 @@ class Environment(models.Model):
     @property
     def is_default(self) -> bool:
         return self.project.default_environment_id == self.pk
+
+
+class EnvironmentVariable(models.Model):
+    """A variable or secret shared by every service of an environment (the Secret `ale-env`).
+
+    The value is only ever stored encrypted (`environments.secrets`), plain variables too: one
+    code path, and nothing readable in a database dump. Secrets are write-only in the UI.
+    """
+
+    environment = models.ForeignKey(Environment, on_delete=models.CASCADE, related_name="variables")
+    key = models.CharField(
+        max_length=253,
+        validators=[
+            RegexValidator(
+                r"^[A-Za-z_][A-Za-z0-9_]*$",
+                "Use letters, digits and underscores, not starting with a digit.",
+            )
+        ],
+    )
+    is_secret = models.BooleanField(default=True)
+    value_encrypted = models.TextField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [models.UniqueConstraint(fields=["environment", "key"], name="variable_key_unique_in_environment")]
+
+    def __str__(self) -> str:
+        # Never the value: this string ends up in logs and the admin.
+        return self.key
+
+    @property
+    def value(self) -> str:
+        from environments.secrets import decrypt
+
+        return decrypt(self.value_encrypted)
+
+    @value.setter
+    def value(self, plaintext: str) -> None:
+        from environments.secrets import encrypt
+
+        self.value_encrypted = encrypt(plaintext)
 
 
 class ClusterEventQuerySet(models.QuerySet["ClusterEvent"]):

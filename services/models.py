@@ -128,6 +128,10 @@ class Service(models.Model):
     status_reason = models.TextField(blank=True)
     ready_replicas = models.PositiveIntegerField(default=0)
     status_changed_at = models.DateTimeField(null=True, blank=True)
+    # The port the cluster gave the `<name>-external` Service while the environment's firewall
+    # admits external TCP; written by the environment's reconcile from the applied object, so
+    # that a page shows the address without asking the cluster.
+    external_node_port = models.PositiveIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -213,6 +217,16 @@ class Service(models.Model):
             return f"https://{self.custom_domains[0]}"
         generated = self.generated_host
         return f"http://{generated}" if generated else ""
+
+    @property
+    def external_address(self) -> str:
+        """`host:port` reachable from outside the cluster; empty unless the firewall is open."""
+        cluster = self.environment.cluster
+        if self.is_web or not self.environment.allow_external_tcp or not self.external_node_port:
+            return ""
+        if not cluster.external_host:
+            return ""
+        return f"{cluster.external_host}:{self.external_node_port}"
 
     def snapshot(self) -> dict[str, Any]:
         """The spec as a plain dict: what a Revision stores and `apply_snapshot` restores."""
