@@ -148,11 +148,9 @@ def _lookup(api_version: str, kind: str) -> _Kind:
 
 
 def _collection_path(info: _Kind, namespace: str | None) -> str:
+    """A namespaced kind without a namespace means all namespaces (for list and watch)."""
     if info.namespaced and namespace:
         return f"{info.prefix}/namespaces/{quote(namespace, safe='')}/{info.plural}"
-    if info.namespaced and namespace is None:
-        # All namespaces: only valid for list and watch.
-        return f"{info.prefix}/{info.plural}"
     return f"{info.prefix}/{info.plural}"
 
 
@@ -527,7 +525,7 @@ class _RawStream:
                 return  # the reader releases the connection as its read returns
         self._release()
 
-    def __enter__(self):
+    def __enter__(self) -> _RawStream:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -45,7 +45,7 @@ class Recorder:
 
 
 @pytest.fixture
-def watched(kubeconfig_path):
+def watched():
     """Start watchers for a test; they are stopped (and must stop) when it ends."""
     stop = threading.Event()
     threads: list[threading.Thread] = []
