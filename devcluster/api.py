@@ -262,16 +262,13 @@ class Api:
 
     def _check_type(self, kind: Kind, obj: Obj) -> None:
         body_kind, body_version = obj.get("kind"), obj.get("apiVersion")
-        if body_kind and body_kind != kind.kind:
-            raise bad_request(f"the API version in the data ({body_version}) does not match the expected API version "
-                              f"({kind.api_version})" if body_version and body_version != kind.api_version else
-                              f"the kind in the data ({body_kind}) does not match the expected kind ({kind.kind})")
-        if body_version and body_version != kind.api_version and kind.bucket != "events":
+        # Events arrive in either API's shape and are stored in the core/v1 one.
+        if kind.bucket != "events" and body_version and body_version != kind.api_version:
             raise bad_request(f"the API version in the data ({body_version}) does not match the expected API version "
                               f"({kind.api_version})")
-        obj["kind"], obj["apiVersion"] = kind.kind, kind.api_version
-        if kind.bucket == "events":
-            obj["kind"], obj["apiVersion"] = "Event", "v1"
+        if body_kind and body_kind != kind.kind:
+            raise bad_request(f"the kind in the data ({body_kind}) does not match the expected kind ({kind.kind})")
+        obj["kind"], obj["apiVersion"] = (kind.kind, kind.api_version) if kind.bucket != "events" else ("Event", "v1")
 
     # --- update ----------------------------------------------------------------------------------
 
@@ -458,7 +455,7 @@ class Api:
         config = kinds.from_wire(kind, copy.deepcopy(config))
         cfg_meta = config.get("metadata") or {}
         if not config.get("kind") or not config.get("apiVersion"):
-            raise bad_request(f'invalid object type: /, Kind=')
+            raise bad_request("invalid object type: /, Kind=")
         if config.get("apiVersion") != kind.api_version and kind.bucket != "events":
             raise bad_request(f"the API version in the data ({config.get('apiVersion')}) does not match the expected "
                               f"API version ({kind.api_version})")

@@ -11,7 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any
 
 Obj = dict[str, Any]
 
@@ -451,8 +451,9 @@ def validate_container(path: str, c: Any, names: set[str]) -> list[Cause]:
                                       "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"))
     limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
     for rname, q in requests.items():
-        if rname in limits and _quantity_ok(q) and _quantity_ok(limits[rname]):
-            if parse_quantity(q) > parse_quantity(limits[rname]):  # type: ignore[operator]
+        requested, limit = parse_quantity(q), parse_quantity(limits.get(rname))
+        if requested is not None and limit is not None:
+            if requested > limit:
                 causes.append(invalid(f"{path}.resources.requests", q,
                                       f"must be less than or equal to {rname} limit of {limits[rname]}"))
     return causes

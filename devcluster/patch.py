@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import AbstractSet, Any
 
 Obj = dict[str, Any]
 Path = tuple[str, ...]  # elements "f:name", "k:{...}", "v:...", "i:N" as in fieldsV1
@@ -282,7 +282,7 @@ def _names(path: Path) -> tuple[str, ...]:
     return tuple(e[2:] for e in path if e.startswith("f:"))
 
 
-def _tracked_roots(obj: Obj, reset: set[str]) -> Obj:
+def _tracked_roots(obj: Obj, reset: AbstractSet[str]) -> Obj:
     out = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind") and k not in reset}
     if isinstance(out.get("metadata"), dict):
         out["metadata"] = {k: v for k, v in out["metadata"].items() if k not in _UNTRACKED_META}
@@ -291,7 +291,7 @@ def _tracked_roots(obj: Obj, reset: set[str]) -> Obj:
     return out
 
 
-def field_set(obj: Obj, reset: set[str] = frozenset()) -> set[Path]:  # type: ignore[assignment]
+def field_set(obj: Obj, reset: AbstractSet[str] = frozenset()) -> set[Path]:
     """Leaves and list items of an applied configuration, as fieldsV1 paths."""
     out: set[Path] = set()
     _walk(_tracked_roots(obj, set(reset)), (), out)
@@ -387,7 +387,7 @@ def _remove_at(obj: Obj, path: Path) -> None:
             break
 
 
-def changed_fields(old: Obj | None, new: Obj, reset: set[str] = frozenset()) -> set[Path]:  # type: ignore[assignment]
+def changed_fields(old: Obj | None, new: Obj, reset: AbstractSet[str] = frozenset()) -> set[Path]:
     """Fields an update set or changed, including maps and list items it created."""
     new_set = field_set(new, reset)
     out: set[Path] = set()
@@ -559,7 +559,7 @@ def _covered(path: Path, owned: set[Path]) -> bool:
 
 
 def apply(live: Obj | None, config: Obj, *, manager: str, api_version: str, force: bool, now: str,
-          reset: set[str] = frozenset(), subresource: str = "") -> Obj:  # type: ignore[assignment]
+          reset: AbstractSet[str] = frozenset(), subresource: str = "") -> Obj:
     """Server-side apply: returns the merged object with updated managedFields, or raises ApplyConflict."""
     entries = read_entries(live)
     applied = field_set(config, set(reset))
@@ -601,7 +601,7 @@ def apply(live: Obj | None, config: Obj, *, manager: str, api_version: str, forc
 
 
 def record_update(old: Obj | None, new: Obj, *, manager: str, api_version: str, now: str,
-                  reset: set[str] = frozenset(), subresource: str = "") -> None:  # type: ignore[assignment]
+                  reset: AbstractSet[str] = frozenset(), subresource: str = "") -> None:
     """Update managedFields of `new` for a non-apply write: the writer takes what it changed."""
     entries = read_entries(old)
     changed = changed_fields(old, new, set(reset))

@@ -80,7 +80,7 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
     while i < len(tokens):
         if tokens[i] == "!":
             if i + 1 >= len(tokens):
-                raise SelectorError(f"found '', expected: identifier after '!'")
+                raise SelectorError("found '', expected: identifier after '!'")
             _check_key(tokens[i + 1])
             reqs.append(Requirement(tokens[i + 1], "!"))
             i += 2

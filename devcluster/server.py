@@ -20,9 +20,9 @@ from aiohttp import web
 
 from . import kinds
 from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
-from .controllers import ControllerManager, POD
+from .controllers import NAMESPACE, POD, ControllerManager
 from .faults import Faults
-from .kinds import GROUP_VERSIONS, KINDS, Kind, Obj
+from .kinds import GROUP_VERSIONS, Kind, Obj
 from .podexec import serve_exec
 from .podlogs import serve_log
 from .quota import admit
@@ -140,8 +140,7 @@ class DevServer:
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if self.store.get("namespaces", "", "default") is None:
-            self.api.create(kinds.find_kind("v1", "namespaces"), "", {"metadata": {"name": "default"}},  # type: ignore[arg-type]
-                            manager="kube-apiserver")
+            self.api.create(NAMESPACE, "", {"metadata": {"name": "default"}}, manager="kube-apiserver")
         # Like a fresh watch cache, history starts now: older resourceVersions are "too old".
         self.store.compacted_rv = self.store.rv
         self.controllers.start()

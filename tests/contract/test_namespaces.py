@@ -34,7 +34,7 @@ def test_it_creates_namespaces_and_lists_them_by_label(kube_api):
 
 
 def test_it_deletes_a_namespace_with_everything_in_it(kube_api):
-    core, apps = client.CoreV1Api(kube_api), client.AppsV1Api(kube_api)
+    core = client.CoreV1Api(kube_api)
     name = f"ale-test-{secrets.token_hex(4)}"
     core.create_namespace({"metadata": {"name": name}})
     core.create_namespaced_config_map(name, {"metadata": {"name": "settings"}, "data": {"a": "1"}})
