@@ -316,7 +316,8 @@ class Api:
             allocate(kind, new, old)
         if subresource == "binding":
             subresource = ""
-        if kind.kind in GENERATION_KINDS and not subresource:
+        # Scaling goes through the main object's strategy, so it counts as a spec change.
+        if kind.kind in GENERATION_KINDS and subresource in ("", "scale"):
             spec_changed = old.get("spec") != new.get("spec")
             if kind.kind == "Deployment":
                 spec_changed |= old["metadata"].get("annotations") != meta.get("annotations")

@@ -135,3 +135,21 @@ def test_it_shows_crash_loop_back_off_for_a_container_that_keeps_failing(kube_ap
                         message="BackOff event")
     assert back_off[0].type == "Warning"
     assert back_off[0].message.startswith("Back-off restarting failed container app in pod ")
+
+
+def test_it_bumps_the_generation_when_scaling_through_the_subresource(kube_api, namespace):
+    apps = client.AppsV1Api(kube_api)
+    apps.patch_namespaced_deployment("web", namespace, deployment_manifest("web", replicas=0), **APPLY)
+    scaled = apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 0}},
+                                                    field_manager="ale-scale")
+    assert scaled.spec.replicas == 0
+    before = apps.read_namespaced_deployment("web", namespace).metadata.generation
+    apps.patch_namespaced_deployment_scale("web", namespace, {"spec": {"replicas": 1}}, field_manager="ale-scale")
+    after = apps.read_namespaced_deployment("web", namespace)
+    assert after.metadata.generation == before + 1
+    entry = next(e for e in after.metadata.managed_fields if e.manager == "ale-scale")
+    assert entry.operation == "Update" and entry.subresource == "scale"
+    assert entry.fields_v1 == {"f:spec": {"f:replicas": {}}}
+    forced = apps.patch_namespaced_deployment("web", namespace, deployment_manifest("web", replicas=0), **APPLY)
+    assert forced.spec.replicas == 0
+    assert not any(e.manager == "ale-scale" for e in forced.metadata.managed_fields)

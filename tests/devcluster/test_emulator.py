@@ -135,3 +135,23 @@ def test_it_counts_repeated_events(devcluster_api, ns):
         ns, field_selector="involvedObject.name=again,reason=Started").items if e.count >= 2], timeout=30,
                         message="a Started event counted twice")
     assert back_off[0].last_timestamp >= back_off[0].first_timestamp
+
+
+def test_it_gives_load_balancers_and_ingresses_an_address(devcluster_api, ns):
+    core, net = client.CoreV1Api(devcluster_api), client.NetworkingV1Api(devcluster_api)
+    svc = core.create_namespaced_service(ns, {"metadata": {"name": "tcp"}, "spec": {
+        "type": "LoadBalancer", "selector": {"app": "db"}, "ports": [{"name": "pg", "port": 5432}]}})
+    assert svc.spec.cluster_ip.startswith("10.") and 30000 <= svc.spec.ports[0].node_port <= 32767
+    lb = wait_for(lambda: core.read_namespaced_service_status("tcp", ns).status.load_balancer.ingress, timeout=10)
+    assert lb[0].ip == "127.0.0.1"
+    replaced = core.read_namespaced_service("tcp", ns)
+    replaced.spec.cluster_ip = None
+    replaced.spec.cluster_ips = None
+    replaced.spec.ports[0].node_port = None
+    kept = core.replace_namespaced_service("tcp", ns, replaced)
+    assert kept.spec.cluster_ip == svc.spec.cluster_ip and kept.spec.ports[0].node_port == svc.spec.ports[0].node_port
+    net.create_namespaced_ingress(ns, {"metadata": {"name": "web"}, "spec": {"rules": [{"host": "a.example.test",
+        "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                            "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}})
+    ing = wait_for(lambda: net.read_namespaced_ingress("web", ns).status.load_balancer.ingress, timeout=10)
+    assert ing[0].ip == "127.0.0.1"
