@@ -1,0 +1,598 @@
+"""The log viewer's and the terminal's websockets: a Kubernetes stream bridged to a browser.
+
+Both check access at the handshake with the same helpers as the pages (an outsider, an
+anonymous visitor and, for the terminal, a member where only owners may open one, are refused
+before `accept`). The browser names a pod and a container of the service, nothing else: the
+namespace, the label selector and the shell come from the server.
+
+Wire protocol (JSON text frames unless said otherwise):
+
+logs, server → browser
+  {"t":"hello","pods":[…],"pod":"<name>|*","container":…,"previous":bool,"keepalive":s}
+  {"t":"lines","pod":…,"lines":[[timestamp, text], …],"seq":N}   N: bytes sent so far
+  {"t":"status","pod":…,"state":"streaming|reconnecting|ended|error|waiting","message":…}
+  {"t":"ping"}
+logs, browser → server
+  {"t":"ack","seq":N}   everything up to N is in the viewer's buffer
+  {"t":"ping"} / {"t":"pong"}
+
+terminal, server → browser: output as binary frames; {"t":"status",…}, {"t":"exit","code":…},
+  {"t":"closed","reason":"idle",…}, {"t":"error",…}, {"t":"ping"}, {"t":"pong"}
+terminal, browser → server: {"t":"in","d":"…"} (or a binary frame), {"t":"resize","cols":…,
+  "rows":…}, {"t":"ack","seq":N}, {"t":"ping"}, {"t":"pong"}
+
+Flow control is by acknowledged watermarks, as in VS Code's terminal: once more than HIGH bytes
+are unacknowledged the consumer stops taking from its pipe, the reader thread blocks, and the
+cluster's TCP connection backs up; below LOW it resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.http import Http404
+from django.utils import timezone
+
+from clusters.client import ClusterError, KubeClient, client_for
+from services.models import Service, TerminalSession
+from services.streams import (
+    DEFAULT_TAIL,
+    MAX_PODS,
+    MAX_TAIL,
+    ExecBridge,
+    Exited,
+    Lines,
+    LogOptions,
+    LogReader,
+    Opened,
+    Output,
+    Pipe,
+    PodInfo,
+    Status,
+    get_service_for_user,
+    join_threads,
+    list_service_pods,
+    may_open_terminal,
+)
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Close codes (4000-4999 are the application's).
+CLOSE_NORMAL = 1000
+CLOSE_TOO_BIG = 1009
+CLOSE_NO_POD = 4404
+CLOSE_IDLE = 4408
+CLOSE_FAILED = 4502
+
+# Messages from the browser are acks, pings, keystrokes and pastes: anything bigger is not ours.
+MAX_CONTROL_MESSAGE = 4 * 1024
+MAX_INPUT_MESSAGE = 256 * 1024
+
+LOG_HIGH_WATERMARK = 4 * 1024 * 1024
+LOG_LOW_WATERMARK = 1024 * 1024
+LOG_PIPE_CAPACITY = 32  # chunks of at most 64 KiB: the most a socket holds between cluster and browser
+LOG_FRAME_SECONDS = 0.02
+LOG_FRAME_BYTES = 512 * 1024
+POD_WAIT_SECONDS = 2.0
+ALL_PODS_RELIST_SECONDS = 10.0
+
+TERMINAL_HIGH_WATERMARK = 100_000
+TERMINAL_LOW_WATERMARK = 5_000
+TERMINAL_PIPE_CAPACITY = 16
+TERMINAL_FRAME_BYTES = 256 * 1024
+
+
+def _dumps(message: dict[str, Any]) -> str:
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"))
+
+
+async def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call (a pod list, building a client) in a short-lived thread of its own.
+
+    Not `sync_to_async` (its one shared thread serialises every database call of the process)
+    and not the default executor (its threads outlive the call, and a socket must leave none).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(setter: Callable[[Any], None], value: Any) -> None:
+        if not future.done():
+            setter(value)
+
+    def run() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine, raised there
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, future.set_exception, exc)
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, future.set_result, result)
+
+    threading.Thread(target=run, name=f"ale-call-{getattr(function, '__name__', 'call')}", daemon=True).start()
+    return await future
+
+
+def _query(scope: dict[str, Any]) -> dict[str, str]:
+    raw = scope.get("query_string", b"").decode("latin-1")
+    return {key: values[0] for key, values in parse_qs(raw).items() if values}
+
+
+def _int(value: Any, default: int, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return default
+    return max(low, min(high, number))
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in {"1", "true", "yes", "on"}
+
+
+def _parse(text_data: str | None, limit: int) -> dict[str, Any] | None | bool:
+    """The browser's message as a dict; None to ignore it; False when it is too big to accept."""
+    if text_data is None:
+        return None
+    if len(text_data) > limit:
+        return False
+    try:
+        message = json.loads(text_data)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) and isinstance(message.get("t"), str) else None
+
+
+class _StreamConsumer(AsyncWebsocketConsumer):
+    """What both sockets share: the service from the handshake, background tasks, keepalive,
+    acknowledged watermarks."""
+
+    high_watermark = LOG_HIGH_WATERMARK
+    low_watermark = LOG_LOW_WATERMARK
+
+    service: Service
+    pipe: Pipe | None = None
+
+    async def _service_or_refuse(self) -> Service | None:
+        public_id = self.scope["url_route"]["kwargs"]["public_id"]
+        try:
+            return await database_sync_to_async(get_service_for_user)(self.scope["user"], public_id)
+        except Http404:
+            # Before accept: the handshake fails (HTTP 403) and says nothing about existence.
+            await self.close()
+            return None
+
+    def _start(self, *coroutines: Any) -> None:
+        self._tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
+        self._sent = 0
+        self._acked = 0
+        self._window = asyncio.Event()
+        self._window.set()
+        self._closing = False
+
+    async def _stop_tasks(self) -> None:
+        current = asyncio.current_task()
+        tasks = [task for task in getattr(self, "_tasks", []) if task is not current]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _end(self, code: int) -> None:
+        """Close from the server side, once."""
+        if not self._closing:
+            self._closing = True
+            await self.close(code=code)
+
+    async def _keepalive(self) -> None:
+        # Proxies drop sockets that stay silent; a ping the browser answers keeps them open, and
+        # the browser reconnects when pings stop coming.
+        interval = max(1, int(settings.STREAM_KEEPALIVE_SECONDS))
+        while True:
+            await asyncio.sleep(interval)
+            await self.send(text_data='{"t":"ping"}')
+
+    async def _wait_window(self) -> None:
+        if self._sent - self._acked > self.high_watermark:
+            self._window.clear()
+            await self._window.wait()
+
+    def _ack(self, seq: Any) -> None:
+        if isinstance(seq, int) and not isinstance(seq, bool):
+            self._acked = max(self._acked, min(seq, self._sent))
+            if self._sent - self._acked <= self.low_watermark:
+                self._window.set()
+
+    async def _client(self) -> KubeClient:
+        return await in_thread(client_for, self.service.environment.cluster)
+
+    async def _pods(self, kube: KubeClient) -> list[PodInfo]:
+        return await in_thread(list_service_pods, kube, self.service)
+
+
+class LogConsumer(_StreamConsumer):
+    """Follow the logs of one pod, or of every pod of the service with each line labelled."""
+
+    readers: dict[str, LogReader]
+
+    async def connect(self) -> None:
+        service = await self._service_or_refuse()
+        if service is None:
+            return
+        self.service = service
+        query = _query(self.scope)
+        self.wanted_pod = query.get("pod", "")
+        self.wanted_container = query.get("container", "")
+        tail = query.get("tail", "")
+        self.options = LogOptions(
+            container=None,
+            tail=None if tail == "all" else _int(tail or DEFAULT_TAIL, DEFAULT_TAIL, 0, MAX_TAIL),
+            previous=_flag(query.get("previous")),
+            since=query.get("since", "")[:40],
+        )
+        self.readers = {}
+        await self.accept()
+        self.pipe = Pipe(asyncio.get_running_loop(), LOG_PIPE_CAPACITY)
+        self._start(self._run(), self._keepalive())
+
+    async def disconnect(self, code: int) -> None:
+        await self._stop_tasks()
+        if self.pipe is not None:
+            self.pipe.close()
+        for reader in getattr(self, "readers", {}).values():
+            reader.stop()
+        await join_threads([reader.thread for reader in getattr(self, "readers", {}).values()])
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        message = _parse(text_data, MAX_CONTROL_MESSAGE)
+        if message is False or (bytes_data is not None and len(bytes_data) > MAX_CONTROL_MESSAGE):
+            await self._end(CLOSE_TOO_BIG)
+            return
+        if not message:
+            return
+        if message["t"] == "ack":
+            self._ack(message.get("seq"))
+        elif message["t"] == "ping":
+            await self.send(text_data='{"t":"pong"}')
+
+    # -- the stream
+
+    async def _status(self, pod: str, state: str, message: str = "") -> None:
+        await self.send(text_data=_dumps({"t": "status", "pod": pod, "state": state, "message": message}))
+
+    async def _run(self) -> None:
+        try:
+            kube = await self._client()
+            pods = await self._wait_for_pods(kube)
+        except ClusterError as exc:
+            await self._status("", "error", exc.user_message)
+            await self._end(CLOSE_FAILED)
+            return
+        chosen = self._choose(pods)
+        if chosen is None:
+            await self._status("", "error", "That pod is not one of this service's pods any more.")
+            await self._end(CLOSE_NO_POD)
+            return
+        container = self._container(chosen[0]) if chosen else ""
+        await self.send(
+            text_data=_dumps(
+                {
+                    "t": "hello",
+                    "pods": [pod.as_json() for pod in pods],
+                    "pod": "*" if self.wanted_pod == "*" else (chosen[0].name if chosen else ""),
+                    "container": container,
+                    "previous": self.options.previous,
+                    "tail": self.options.tail,
+                    "keepalive": settings.STREAM_KEEPALIVE_SECONDS,
+                    "max_pods": MAX_PODS,
+                }
+            )
+        )
+        for pod in chosen:
+            self._read(kube, pod)
+        tasks = [asyncio.create_task(self._pump())]
+        if self.wanted_pod == "*":
+            tasks.append(asyncio.create_task(self._follow_new_pods(kube)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _wait_for_pods(self, kube: KubeClient) -> list[PodInfo]:
+        """The service's pods; while it has none yet (starting, or stopped), say so and look again."""
+        told = False
+        while True:
+            pods = await self._pods(kube)
+            if pods:
+                return pods
+            if not told:
+                await self._status("", "waiting", "The service has no pods yet; waiting for one to start…")
+                told = True
+            await asyncio.sleep(POD_WAIT_SECONDS)
+
+    def _choose(self, pods: list[PodInfo]) -> list[PodInfo] | None:
+        """The pods to read: every pod (at most MAX_PODS), the one asked for, or by default the
+        newest running one. None when the pod asked for is not the service's."""
+        if self.wanted_pod == "*":
+            return pods[-MAX_PODS:]
+        if self.wanted_pod:
+            match = [pod for pod in pods if pod.name == self.wanted_pod]
+            return match or None
+        running = [pod for pod in pods if pod.phase == "Running"]
+        return [(running or pods)[-1]]
+
+    def _container(self, pod: PodInfo) -> str:
+        if self.wanted_container in pod.containers:
+            return self.wanted_container
+        return pod.containers[0] if pod.containers else ""
+
+    def _read(self, kube: KubeClient, pod: PodInfo) -> None:
+        assert self.pipe is not None
+        options = LogOptions(
+            container=self._container(pod) or None,
+            tail=self.options.tail,
+            previous=self.options.previous,
+            since=self.options.since,
+        )
+        reader = LogReader(kube, self.service.namespace, pod.name, options, self.pipe)
+        self.readers[pod.name] = reader
+        reader.start()
+
+    async def _follow_new_pods(self, kube: KubeClient) -> None:
+        """All-pods mode: a pod that appears later (a scale-up, a new rollout) joins the view."""
+        while True:
+            await asyncio.sleep(ALL_PODS_RELIST_SECONDS)
+            try:
+                pods = await self._pods(kube)
+            except ClusterError:
+                continue
+            for pod in pods:
+                if pod.name not in self.readers and len(self.readers) < MAX_PODS and pod.phase != "Pending":
+                    await self._status(pod.name, "streaming", "A new pod joined.")
+                    self._read(kube, pod)
+
+    async def _pump(self) -> None:
+        """Batch what the readers hand over into at most one frame per LOG_FRAME_SECONDS."""
+        assert self.pipe is not None
+        loop = asyncio.get_running_loop()
+        last_send = 0.0
+        while True:
+            await self._wait_window()
+            first = await self.pipe.get()
+            wait = LOG_FRAME_SECONDS - (loop.time() - last_send)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            items, size = [first], getattr(first, "size", 0)
+            while size < LOG_FRAME_BYTES:
+                try:
+                    item = self.pipe.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                items.append(item)
+                size += getattr(item, "size", 0)
+            await self._send_items(items)
+            last_send = loop.time()
+
+    async def _send_items(self, items: list[Lines | Status]) -> None:
+        batch: Lines | None = None
+        for item in [*items, None]:
+            if isinstance(item, Lines) and batch is not None and item.pod == batch.pod:
+                batch.lines.extend(item.lines)
+                batch.size += item.size
+                continue
+            if batch is not None:
+                self._sent += batch.size
+                await self.send(text_data=_dumps({"t": "lines", "pod": batch.pod, "lines": batch.lines, "seq": self._sent}))
+                batch = None
+            if isinstance(item, Lines):
+                batch = Lines(item.pod, list(item.lines), item.size)
+            elif isinstance(item, Status):
+                await self._status(item.pod, item.state, item.message)
+
+
+class TerminalConsumer(_StreamConsumer):
+    """A shell in one container of one of the service's running pods."""
+
+    high_watermark = TERMINAL_HIGH_WATERMARK
+    low_watermark = TERMINAL_LOW_WATERMARK
+
+    bridge: ExecBridge | None = None
+    record: TerminalSession | None = None
+    close_reason = ""
+    exit_code: int | None = None
+
+    async def connect(self) -> None:
+        service = await self._service_or_refuse()
+        if service is None:
+            return
+        user = self.scope["user"]
+        if not await database_sync_to_async(may_open_terminal)(user, service.environment):
+            await self.close()
+            return
+        self.service = service
+        query = _query(self.scope)
+        self.wanted_pod = query.get("pod", "")
+        self.wanted_container = query.get("container", "")
+        self.size = (_int(query.get("cols"), 80, 2, 1000), _int(query.get("rows"), 24, 2, 500))
+        self.last_input = time.monotonic()
+        await self.accept()
+        self.pipe = Pipe(asyncio.get_running_loop(), TERMINAL_PIPE_CAPACITY)
+        self._start(self._run(), self._keepalive(), self._idle())
+
+    async def disconnect(self, code: int) -> None:
+        await self._stop_tasks()
+        if self.pipe is not None:
+            self.pipe.close()
+        if self.bridge is not None:
+            self.bridge.stop()
+            await join_threads(self.bridge.threads)
+        await self._record_close(self.close_reason or TerminalSession.CloseReason.CLIENT)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if bytes_data is not None:
+            if len(bytes_data) > MAX_INPUT_MESSAGE:
+                await self._end(CLOSE_TOO_BIG)
+            else:
+                self._input(bytes_data)
+            return
+        message = _parse(text_data, MAX_INPUT_MESSAGE)
+        if message is False:
+            await self._end(CLOSE_TOO_BIG)
+            return
+        if not message:
+            return
+        kind = message["t"]
+        if kind == "in" and isinstance(message.get("d"), str):
+            self._input(message["d"])
+        elif kind == "resize":
+            cols, rows = message.get("cols"), message.get("rows")
+            if isinstance(cols, int) and isinstance(rows, int) and 2 <= cols <= 1000 and 2 <= rows <= 500:
+                self.size = (cols, rows)
+                if self.bridge is not None:
+                    self.bridge.resize(cols, rows)
+        elif kind == "ack":
+            self._ack(message.get("seq"))
+        elif kind == "ping":
+            await self.send(text_data='{"t":"pong"}')
+
+    def _input(self, data: str | bytes) -> None:
+        if self.bridge is not None and data:
+            self.last_input = time.monotonic()
+            self.bridge.write(data)
+
+    # -- the session
+
+    async def _run(self) -> None:
+        try:
+            kube = await self._client()
+            pods = await self._pods(kube)
+        except ClusterError as exc:
+            await self._fail(exc.user_message)
+            return
+        running = [pod for pod in pods if pod.phase == "Running"]
+        pod = next((p for p in running if p.name == self.wanted_pod), None) if self.wanted_pod else None
+        if pod is None and self.wanted_pod:
+            await self._fail("That pod is not running (or not one of this service's pods).", CLOSE_NO_POD)
+            return
+        pod = pod or (running[-1] if running else None)
+        if pod is None:
+            await self._fail("The service has no running pod to open a terminal in.", CLOSE_NO_POD)
+            return
+        container = self.wanted_container if self.wanted_container in pod.containers else pod.containers[0]
+        await self.send(
+            text_data=_dumps(
+                {
+                    "t": "status",
+                    "state": "connecting",
+                    "pods": [p.as_json() for p in running],
+                    "pod": pod.name,
+                    "container": container,
+                    "keepalive": settings.STREAM_KEEPALIVE_SECONDS,
+                    "idle_timeout": settings.TERMINAL_IDLE_TIMEOUT,
+                }
+            )
+        )
+        assert self.pipe is not None
+        cols, rows = self.size
+        self.bridge = ExecBridge(kube, self.service.namespace, pod.name, container, self.pipe, cols=cols, rows=rows)
+        self.bridge.start()
+        await self._pump(pod.name, container)
+
+    async def _pump(self, pod: str, container: str) -> None:
+        assert self.pipe is not None
+        while True:
+            await self._wait_window()
+            item = await self.pipe.get()
+            if not isinstance(item, Output):
+                if await self._handle(item, pod, container):
+                    return
+                continue
+            # Whatever else is already waiting goes in the same frame: no added delay for a
+            # keystroke's echo, few frames for a flood.
+            chunks, size, other = [item.data], len(item.data), None
+            while size < TERMINAL_FRAME_BYTES:
+                try:
+                    more = self.pipe.get_nowait()
+                except asyncio.QueueEmpty:
+                    break
+                if not isinstance(more, Output):
+                    other = more
+                    break
+                chunks.append(more.data)
+                size += len(more.data)
+            await self._send_output(chunks)
+            if other is not None and await self._handle(other, pod, container):
+                return
+
+    async def _send_output(self, chunks: list[bytes]) -> None:
+        data = b"".join(chunks)
+        if data:
+            self._sent += len(data)
+            await self.send(bytes_data=data)
+
+    async def _handle(self, item: Any, pod: str, container: str) -> bool:
+        """Act on a control item from the session's thread; True once the session is over."""
+        if isinstance(item, Opened):
+            self.record = await database_sync_to_async(TerminalSession.objects.create)(
+                service=self.service,
+                user=self.scope["user"],
+                username=self.scope["user"].get_username(),
+                pod=pod,
+                container=container,
+            )
+            await self.send(text_data=_dumps({"t": "status", "state": "open", "pod": pod, "container": container}))
+        elif isinstance(item, Exited):
+            if item.failed:
+                await self._fail(item.message or "The terminal session failed.")
+                return True
+            self.close_reason, self.exit_code = TerminalSession.CloseReason.EXITED, item.code
+            await self.send(text_data=_dumps({"t": "exit", "code": item.code, "message": item.message}))
+            await self._record_close(self.close_reason)
+            await self._end(CLOSE_NORMAL)
+            return True
+        return False
+
+    async def _fail(self, message: str, code: int = CLOSE_FAILED) -> None:
+        self.close_reason = TerminalSession.CloseReason.ERROR
+        await self.send(text_data=_dumps({"t": "error", "message": message}))
+        await self._record_close(self.close_reason)
+        await self._end(code)
+
+    async def _idle(self) -> None:
+        limit = max(1, int(settings.TERMINAL_IDLE_TIMEOUT))
+        step = min(30.0, max(0.2, limit / 10))
+        while True:
+            await asyncio.sleep(step)
+            idle = time.monotonic() - self.last_input
+            if idle >= limit:
+                self.close_reason = TerminalSession.CloseReason.IDLE
+                minutes = limit / 60
+                text = f"{minutes:g} minutes" if minutes >= 1 else f"{limit} seconds"
+                await self.send(
+                    text_data=_dumps({"t": "closed", "reason": "idle", "message": f"Closed after {text} without input."})
+                )
+                await self._record_close(self.close_reason)
+                await self._end(CLOSE_IDLE)
+                return
+
+    async def _record_close(self, reason: str) -> None:
+        record, self.record = self.record, None
+        if record is None:
+            return
+        await database_sync_to_async(
+            TerminalSession.objects.filter(pk=record.pk, closed_at__isnull=True).update
+        )(closed_at=timezone.now(), close_reason=reason, exit_code=self.exit_code)

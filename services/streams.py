@@ -1,0 +1,559 @@
+"""The bridge between blocking Kubernetes streams and the event loop of the socket consumers.
+
+Each Kubernetes stream (a pod log, an exec session) is read by a thread of its own, never by the
+event loop and never by the one shared thread of `sync_to_async`: a followed log blocks for
+hours, and one stuck read there would stall every database call of the process. The thread
+hands what it read to the loop through a `Pipe`, whose capacity is bounded: when the consumer
+stops taking items (its browser is behind on acknowledgements) the thread blocks in `put`,
+stops reading the socket to the cluster, and TCP pushes back to the cluster — memory stays
+bounded and nothing is lost.
+
+Closing is always from the loop side: `Pipe.close()` wakes a blocked `put`, the stream's own
+`close()` wakes a blocked read, and `join_threads` waits for the threads to be gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.http import Http404
+
+from clusters.client import ClusterError, ExecSession, KubeClient, LogStream
+from environments.access import environments_for_user
+from environments.models import Environment
+from services.ansi import MAX_LINE_CHARS, sanitize, strip_all
+from services.models import Service
+from spaces.models import Membership
+
+logger = logging.getLogger(__name__)
+
+# All-pods mode reads at most this many pods at once: one thread and one connection each.
+MAX_PODS = 20
+DEFAULT_TAIL = 500
+MAX_TAIL = 100_000
+# A reader whose log ended (the container stopped, and is perhaps restarting) looks again after
+# this long, then backs off up to the cap while nothing new comes.
+REOPEN_SECONDS = 1.0
+REOPEN_MAX_SECONDS = 10.0
+# A line with no newline is cut at this many bytes (see `ansi.MAX_LINE_CHARS`).
+MAX_LINE_BYTES = MAX_LINE_CHARS * 4
+JOIN_SECONDS = 3.0
+
+# The shell of a terminal: bash when the image has it, sh otherwise. Chosen in the container by
+# sh itself, so one exec does it; the browser never sends a command. TERM is set because exec
+# sessions get none from the runtime, and full-screen programs need it.
+SHELL_COMMAND = [
+    "/bin/sh",
+    "-c",
+    "TERM=xterm-256color; export TERM; if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi",
+]
+
+
+# --- access ------------------------------------------------------------------------------------------
+
+
+def get_service_for_user(user: AbstractBaseUser | AnonymousUser, public_id: str) -> Service:
+    """The service with its environment, project, space and cluster, if the user may see it."""
+    try:
+        return Service.objects.select_related("environment__project__space", "environment__cluster").get(
+            public_id=public_id, environment__in=environments_for_user(user)
+        )
+    except Service.DoesNotExist:
+        raise Http404("No such service.") from None
+
+
+def is_space_owner(user: AbstractBaseUser | AnonymousUser, environment: Environment) -> bool:
+    if not user.is_authenticated:
+        return False
+    return Membership.objects.filter(
+        space_id=environment.project.space_id, user=user, role=Membership.Role.OWNER
+    ).exists()
+
+
+def may_open_terminal(user: AbstractBaseUser | AnonymousUser, environment: Environment) -> bool:
+    """The environment's terminal setting: all members, or the space's owners only."""
+    if environment.terminal_access == Environment.TerminalAccess.OWNERS_ONLY:
+        return is_space_owner(user, environment)
+    return user.is_authenticated
+
+
+# --- pods ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    name: str
+    phase: str
+    containers: tuple[str, ...]
+    restarts: dict[str, int] = field(default_factory=dict)
+    running: frozenset[str] = frozenset()
+    created: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "phase": self.phase,
+            "containers": list(self.containers),
+            "restarts": dict(self.restarts),
+            "running": sorted(self.running),
+        }
+
+
+def _pod_info(pod: dict) -> PodInfo:
+    metadata, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    return PodInfo(
+        name=metadata.get("name", ""),
+        phase=status.get("phase", "Unknown"),
+        containers=tuple(c.get("name", "") for c in spec.get("containers") or []),
+        restarts={s.get("name", ""): int(s.get("restartCount") or 0) for s in statuses},
+        running=frozenset(s.get("name", "") for s in statuses if "running" in (s.get("state") or {})),
+        created=metadata.get("creationTimestamp") or "",
+    )
+
+
+def list_service_pods(kube: KubeClient, service: Service) -> list[PodInfo]:
+    """The service's pods, oldest first: only these may be read or entered.
+
+    Selected by the service's public id label, in the service's own namespace: the browser
+    names a pod, never a namespace or a selector, and a name outside this list is refused.
+    """
+    items, _ = kube.list("v1", "Pod", namespace=service.namespace, label_selector=f"ale.dev/service={service.public_id}")
+    pods = [_pod_info(item) for item in items if not (item.get("metadata") or {}).get("deletionTimestamp")]
+    return sorted(pods, key=lambda pod: (pod.created, pod.name))
+
+
+def short_pod_name(pod: str) -> str:
+    """The label of a pod's lines in all-pods mode: its random suffix (`web-7d9c-x2x8q` → `x2x8q`)."""
+    return pod.rsplit("-", 1)[-1] if "-" in pod else pod
+
+
+# --- timestamps -------------------------------------------------------------------------------------
+
+
+def timestamp_key(ts: str) -> str:
+    """A timestamp made comparable as a string: Kubernetes trims trailing zeros of the fraction
+    (RFC3339Nano), so `…:00.5Z` and `…:00.25Z` sort wrong until padded to nine digits."""
+    base, _, rest = ts.partition(".")
+    if not rest:
+        return base.rstrip("Z") + ".000000000Z"
+    return f"{base}.{rest.rstrip('Z')[:9].ljust(9, '0')}Z"
+
+
+def seconds_since(ts: str, *, now: float | None = None) -> int:
+    """Whole seconds from `ts` to now, rounded up, plus a margin for the cluster's clock being
+    behind ours; the lines before `ts` that this lets through are dropped by timestamp."""
+    try:
+        moment = datetime.strptime(timestamp_key(ts)[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return 0
+    elapsed = (now if now is not None else time.time()) - moment.timestamp()
+    return max(1, math.ceil(elapsed) + 5)
+
+
+def is_timestamp(ts: str) -> bool:
+    return len(ts) >= 20 and ts[4] == "-" and ts[10] == "T" and ts.endswith("Z")
+
+
+class LineSplitter:
+    """Bytes of a timestamped log in, `(timestamp, text)` lines out, across chunk boundaries."""
+
+    def __init__(self, *, keep_colours: bool = True) -> None:
+        self._rest = b""
+        self._clean: Callable[[str], str] = sanitize if keep_colours else strip_all
+
+    def feed(self, chunk: bytes) -> tuple[list[tuple[str, str]], int]:
+        """The complete lines in `chunk` (and before it), and their size in bytes."""
+        data = self._rest + chunk if self._rest else chunk
+        pieces = data.split(b"\n")
+        self._rest = pieces.pop()
+        if len(self._rest) > MAX_LINE_BYTES:
+            # No newline in sight: let the line out in pieces rather than buffer it whole.
+            pieces.append(self._rest)
+            self._rest = b""
+        return self._lines(pieces), len(data) - len(self._rest)
+
+    def flush(self) -> list[tuple[str, str]]:
+        rest, self._rest = self._rest, b""
+        return self._lines([rest]) if rest else []
+
+    def _lines(self, pieces: Iterable[bytes]) -> list[tuple[str, str]]:
+        clean = self._clean
+        lines = []
+        for raw in pieces:
+            text = raw.decode("utf-8", "replace")
+            ts, sep, body = text.partition(" ")
+            if not sep or not is_timestamp(ts):
+                ts, body = "", text
+            lines.append((ts, clean(body)))
+        return lines
+
+
+# --- the pipe --------------------------------------------------------------------------------------
+
+
+class Pipe:
+    """Items from threads to one event loop, with a bound on what may wait in between.
+
+    `put` (from a thread) takes a credit for a data item and blocks while none is left; `get`
+    (on the loop) gives the credit back once the consumer takes the item. Control items (a
+    status, the end) pass without a credit so that they never wait behind data.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+        self._credits = threading.Semaphore(capacity)
+        self._closed = threading.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def put(self, item: Any, *, bounded: bool = True) -> bool:
+        """From a thread; False once the pipe is closed (the reader should stop)."""
+        if bounded:
+            while not self._credits.acquire(timeout=0.25):
+                if self._closed.is_set():
+                    return False
+        if self._closed.is_set():
+            return False
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, (bounded, item))
+        except RuntimeError:  # the loop is closed: the server is shutting down
+            return False
+        return True
+
+    def _take(self, entry: tuple[bool, Any]) -> Any:
+        bounded, item = entry
+        if bounded:
+            self._credits.release()
+        return item
+
+    async def get(self) -> Any:
+        return self._take(await self._queue.get())
+
+    def get_nowait(self) -> Any:
+        """Raises `asyncio.QueueEmpty` when nothing is waiting."""
+        return self._take(self._queue.get_nowait())
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def wait_closed(self, timeout: float) -> bool:
+        """From a thread: sleep up to `timeout`, waking early when the pipe closes."""
+        return self._closed.wait(timeout)
+
+
+async def join_threads(threads: Iterable[threading.Thread], timeout: float = JOIN_SECONDS) -> list[threading.Thread]:
+    """Wait (without blocking the loop) for the threads to end; returns those still alive."""
+    deadline = time.monotonic() + timeout
+    alive = [thread for thread in threads if thread.is_alive()]
+    while alive and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        alive = [thread for thread in alive if thread.is_alive()]
+    for thread in alive:
+        logger.warning("stream thread %s did not stop within %.1f s", thread.name, timeout)
+    return alive
+
+
+# --- log readers -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogOptions:
+    container: str | None
+    tail: int | None = DEFAULT_TAIL
+    previous: bool = False
+    since: str = ""  # the last timestamp the browser has: resume after it, without duplicates
+    follow: bool = True
+
+
+@dataclass
+class Lines:
+    pod: str
+    lines: list[tuple[str, str]]
+    size: int
+
+
+@dataclass
+class Status:
+    pod: str
+    state: str  # streaming, reconnecting, ended, error
+    message: str = ""
+
+
+class LogReader:
+    """One pod's log, read by its own thread into a pipe, reopened after a restart or a break."""
+
+    def __init__(self, kube: KubeClient, namespace: str, pod: str, options: LogOptions, pipe: Pipe) -> None:
+        self.kube, self.namespace, self.pod, self.options, self.pipe = kube, namespace, pod, options, pipe
+        self._lock = threading.Lock()
+        self._stream: LogStream | None = None
+        self._stopped = False
+        self._last = timestamp_key(options.since) if options.since else ""
+        self.thread = threading.Thread(target=self._run, name=f"ale-log-{pod}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        """From any thread: end the read in progress and the reader with it."""
+        with self._lock:
+            self._stopped = True
+            stream = self._stream
+        if stream is not None:
+            stream.close()
+
+    def _open(self, first: bool) -> LogStream:
+        options = self.options
+        if self._last:
+            tail, since = None, seconds_since(self._last)
+        else:
+            tail, since = (options.tail if first else None), None
+        return self.kube.open_log_stream(
+            self.namespace,
+            self.pod,
+            container=options.container,
+            follow=options.follow and not options.previous,
+            tail_lines=tail,
+            since_seconds=since,
+            # Always asked for: the browser shows or hides them, and a reopened stream drops the
+            # lines it already sent by their timestamp.
+            timestamps=True,
+            previous=options.previous,
+        )
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception:  # a bug here must end this reader, not leave the browser waiting
+            logger.exception("log reader for %s/%s failed", self.namespace, self.pod)
+            self.pipe.put(Status(self.pod, "error", "Reading the log failed."), bounded=False)
+
+    def _loop(self) -> None:
+        first, wait, failures = True, REOPEN_SECONDS, 0
+        while not self._stopped:
+            try:
+                stream = self._open(first)
+            except ClusterError as exc:
+                if self._stopped:
+                    return
+                if not exc.retryable:
+                    self.pipe.put(Status(self.pod, "ended" if exc.status == 404 else "error", exc.user_message), bounded=False)
+                    return
+                failures += 1
+                self.pipe.put(Status(self.pod, "reconnecting", exc.user_message), bounded=False)
+                if self.pipe.wait_closed(min(REOPEN_MAX_SECONDS, REOPEN_SECONDS * 2**failures)):
+                    return
+                continue
+            with self._lock:
+                self._stream = stream
+                stopped = self._stopped
+            if stopped:
+                stream.close()
+                return
+            if failures:
+                self.pipe.put(Status(self.pod, "streaming", "Reconnected."), bounded=False)
+                failures = 0
+            first = False
+            got = self._read(stream)
+            with self._lock:
+                self._stream = None
+            stream.close()
+            if got is None:  # the pipe closed or the connection broke
+                if self._stopped or self.pipe.closed:
+                    return
+                failures += 1
+                self.pipe.put(Status(self.pod, "reconnecting", "The log stream broke; reconnecting…"), bounded=False)
+                if self.pipe.wait_closed(min(REOPEN_MAX_SECONDS, REOPEN_SECONDS * 2**failures)):
+                    return
+                continue
+            if not (self.options.follow and not self.options.previous):
+                self.pipe.put(Status(self.pod, "ended", ""), bounded=False)
+                return
+            # A followed log ends when its container stops: look again (a restart brings a new
+            # one), less and less often while nothing new appears.
+            wait = REOPEN_SECONDS if got else min(REOPEN_MAX_SECONDS, wait * 2)
+            if self.pipe.wait_closed(wait):
+                return
+
+    def _read(self, stream: LogStream) -> int | None:
+        """Pass the stream's lines on; the number passed, or None when it broke or we stopped."""
+        splitter = LineSplitter()
+        sent = 0
+        last = self._last
+        try:
+            for chunk in stream.iter_chunks():
+                lines, size = splitter.feed(chunk)
+                if last and lines and timestamp_key(lines[0][0]) <= last:
+                    # Resumed: skip what the browser already has (same timestamp or older).
+                    lines = [line for line in lines if timestamp_key(line[0]) > last]
+                if lines:
+                    if not self.pipe.put(Lines(self.pod, lines, size)):
+                        return None
+                    sent += len(lines)
+                    last = timestamp_key(lines[-1][0]) if lines[-1][0] else last
+                    self._last = last
+            tail = splitter.flush()
+            if tail and not (last and tail[0][0] and timestamp_key(tail[0][0]) <= last):
+                if not self.pipe.put(Lines(self.pod, tail, sum(len(text) for _, text in tail))):
+                    return None
+                sent += len(tail)
+                if tail[-1][0]:
+                    self._last = timestamp_key(tail[-1][0])
+        except ClusterError:
+            return None
+        return sent if not self._stopped else None
+
+
+# --- exec sessions -------------------------------------------------------------------------------
+
+
+@dataclass
+class Output:
+    data: bytes
+
+
+@dataclass
+class Opened:
+    pod: str
+    container: str
+
+
+@dataclass
+class Exited:
+    code: int | None
+    message: str = ""
+    failed: bool = False
+
+
+class ExecBridge:
+    """A shell in a container: a thread opens and reads the session, another writes to it.
+
+    Writes have a thread of their own so that neither a slow send to the cluster nor the close
+    handshake (up to a second) ever runs on the event loop.
+    """
+
+    READ_TIMEOUT = 0.5
+
+    def __init__(
+        self, kube: KubeClient, namespace: str, pod: str, container: str, pipe: Pipe, *, cols: int, rows: int
+    ) -> None:
+        self.kube, self.namespace, self.pod, self.container, self.pipe = kube, namespace, pod, container, pipe
+        self._size = (cols, rows)
+        self._session: ExecSession | None = None
+        self._ready = threading.Event()
+        self._writes: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._stopped = threading.Event()
+        self.reader = threading.Thread(target=self._read, name=f"ale-exec-read-{pod}", daemon=True)
+        self.writer = threading.Thread(target=self._write, name=f"ale-exec-write-{pod}", daemon=True)
+
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return [self.reader, self.writer]
+
+    def start(self) -> None:
+        self.reader.start()
+        self.writer.start()
+
+    def write(self, data: str | bytes) -> None:
+        self._writes.put(("stdin", data))
+
+    def resize(self, cols: int, rows: int) -> None:
+        self._writes.put(("resize", (cols, rows)))
+
+    def stop(self) -> None:
+        """From the loop: close the session (in the writer thread) and end both threads."""
+        self._stopped.set()
+        self._writes.put(None)
+
+    def _read(self) -> None:
+        try:
+            self._read_session()
+        except Exception:
+            logger.exception("exec reader for %s/%s failed", self.namespace, self.pod)
+            self.pipe.put(Exited(None, "The terminal failed.", failed=True), bounded=False)
+        finally:
+            self._ready.set()
+            self._stopped.set()
+            self._writes.put(None)
+
+    def _read_session(self) -> None:
+        try:
+            session = self.kube.open_exec(self.namespace, self.pod, container=self.container, command=SHELL_COMMAND)
+        except ClusterError as exc:
+            self.pipe.put(Exited(None, exc.user_message, failed=True), bounded=False)
+            return
+        self._session = session
+        self._ready.set()
+        if self._stopped.is_set():
+            return
+        cols, rows = self._size
+        try:
+            session.resize(cols, rows)
+        except ClusterError:
+            pass
+        self.pipe.put(Opened(self.pod, self.container), bounded=False)
+        while not self._stopped.is_set():
+            try:
+                chunks = session.read(timeout=self.READ_TIMEOUT)
+            except ClusterError as exc:
+                if not self._stopped.is_set():
+                    self.pipe.put(Exited(None, exc.user_message, failed=True), bounded=False)
+                return
+            for _, data in chunks:
+                if not self.pipe.put(Output(data)):
+                    return
+            if not chunks and not session.is_open():
+                if not self._stopped.is_set():
+                    code = session.returncode
+                    message = "" if code is not None else self._error_message(session)
+                    self.pipe.put(Exited(code, message), bounded=False)
+                return
+
+    @staticmethod
+    def _error_message(session: ExecSession) -> str:
+        """Why a session ended without an exit status: the runtime's message on the error channel
+        (the official client cannot parse a Status that is not an exit, e.g. a command that does
+        not exist in the image, and gives no return code for it)."""
+        # `ExecSession.read` hands out stdout and stderr only; the error channel (3) stays in the
+        # official client's buffer, where this reads it.
+        raw = session._ws._channels.get(3, b"")
+        try:
+            status = json.loads(raw)
+            return str(status.get("message") or "")[:500]
+        except (ValueError, TypeError, AttributeError):
+            return ""
+
+    def _write(self) -> None:
+        self._ready.wait()
+        while True:
+            op = self._writes.get()
+            session = self._session
+            if op is None or session is None:
+                break
+            kind, value = op
+            try:
+                if kind == "stdin":
+                    session.write_stdin(value)
+                else:
+                    session.resize(*value)
+            except ClusterError:
+                break
+        if self._session is not None:
+            self._session.close()

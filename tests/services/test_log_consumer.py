@@ -1,0 +1,274 @@
+"""The log socket against real pod logs on the devcluster, through the real ASGI application."""
+
+from __future__ import annotations
+
+import json
+import re
+from urllib.parse import urlparse
+
+import pytest
+from asgiref.sync import sync_to_async
+
+from clusters.client import client_for
+from services.streams import short_pod_name
+from spaces.actions import create_project
+from tests.services.stream_helpers import (
+    connections_to,
+    delete_namespace,
+    pods_of,
+    receive_json,
+    run_service,
+    settles,
+    socket,
+    stream_threads,
+    until,
+    wait_for,
+)
+
+# serialized_rollback: the seeded `local` cluster must survive the flush after each test; a
+# transactional database because the consumer reads it from other threads.
+pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+
+SEQ = re.compile(r"loggen seq=(\d+)")
+
+
+@pytest.fixture
+def env(kube_cluster, space, owner):
+    project = create_project(acting_user=owner, space=space, name="logs", display_name="", cluster=kube_cluster)
+    environment = project.environments.get()
+    yield environment
+    delete_namespace(environment)
+
+
+def logs_path(service, **query: str) -> str:
+    qs = "&".join(f"{key}={value}" for key, value in query.items())
+    return f"/ws/services/{service.public_id}/logs/" + (f"?{qs}" if qs else "")
+
+
+def seqs(message: dict) -> list[int]:
+    return [int(m.group(1)) for _, text in message["lines"] if (m := SEQ.search(text))]
+
+
+async def collect_lines(communicator, count: int, *, timeout: float = 10, ack: bool = True) -> list[dict]:
+    """Line messages until `count` lines arrived, acknowledging as the browser does."""
+    got: list[dict] = []
+    total = 0
+    while total < count:
+        message, _ = await until(communicator, lambda m: m["t"] == "lines", timeout)
+        got.append(message)
+        total += len(message["lines"])
+        if ack:
+            await communicator.send_to(text_data=json.dumps({"t": "ack", "seq": message["seq"]}))
+    return got
+
+
+async def test_it_follows_a_pod_and_new_lines_keep_arriving(env, member):
+    service = await sync_to_async(run_service)(env, env={"LOG_RATE": "50"})
+    communicator = await socket(logs_path(service), user=member)
+    assert (await communicator.connect())[0]
+    hello = await receive_json(communicator)
+    assert hello["t"] == "hello" and hello["pod"] == hello["pods"][0]["name"] and hello["container"] == "app"
+
+    first = await collect_lines(communicator, 5)
+    latest = max(seq for message in first for seq in seqs(message))
+    later = await collect_lines(communicator, 10)
+    assert max(seq for message in later for seq in seqs(message)) > latest
+    # Every line carries the cluster's timestamp, whether or not the viewer shows it.
+    assert all(re.match(r"\d{4}-\d\d-\d\dT", ts) for message in later for ts, _ in message["lines"])
+    await communicator.disconnect()
+
+
+async def test_it_tails_the_last_lines_asked_for(env, member):
+    service = await sync_to_async(run_service)(env, env={"LOG_RATE": "2000", "LOG_COUNT": "300"})
+    communicator = await socket(logs_path(service), user=member)
+    assert (await communicator.connect())[0]
+    await receive_json(communicator)
+    await settles(lambda: True, 0.3)  # the 300 lines take 0.15 s to be written
+    await communicator.disconnect()
+
+    communicator = await socket(logs_path(service, tail="50"), user=member)
+    assert (await communicator.connect())[0]
+    await receive_json(communicator)
+    messages = await collect_lines(communicator, 50)
+    assert [seq for message in messages for seq in seqs(message)] == list(range(250, 300))
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+
+
+async def test_it_shows_the_previous_container_of_a_crashing_pod(env, member):
+    service = await sync_to_async(run_service)(env, image="crash-app:1")
+    await sync_to_async(wait_for)(
+        lambda: any(
+            s.get("restartCount", 0) >= 1 for p in pods_of(service) for s in p["status"].get("containerStatuses") or []
+        ),
+        what="a restart",
+    )
+    communicator = await socket(logs_path(service, previous="1"), user=member)
+    assert (await communicator.connect())[0]
+    hello = await receive_json(communicator)
+    assert hello["previous"] is True
+    # The page offers the previous container when the one it shows has restarted.
+    assert hello["pods"][0]["restarts"]["app"] >= 1
+    message, _ = await until(communicator, lambda m: m["t"] == "lines")
+    lines = [text for _, text in message["lines"]]
+    ended, _ = await until(communicator, lambda m: m["t"] == "status" and m["state"] == "ended")
+    while not any("ConnectionError: could not connect" in text for text in lines):
+        message, _ = await until(communicator, lambda m: m["t"] == "lines")
+        lines += [text for _, text in message["lines"]]
+    assert any("starting" in text for text in lines)
+    await communicator.disconnect()
+
+
+async def test_it_reads_the_container_asked_for(env, member):
+    sidecar = {"name": "shipper", "image": "loggen:2", "env": [{"name": "LOG_RATE", "value": "20"}]}
+    service = await sync_to_async(run_service)(env, image="nginx:1.27", sidecars=[sidecar])
+
+    communicator = await socket(logs_path(service, container="shipper"), user=member)
+    assert (await communicator.connect())[0]
+    hello = await receive_json(communicator)
+    assert hello["container"] == "shipper" and hello["pods"][0]["containers"] == ["app", "shipper"]
+    message, _ = await until(communicator, lambda m: m["t"] == "lines")
+    assert all("loggen seq=" in text for _, text in message["lines"])
+    await communicator.disconnect()
+
+    communicator = await socket(logs_path(service), user=member)
+    assert (await communicator.connect())[0]
+    assert (await receive_json(communicator))["container"] == "app"
+    message, _ = await until(communicator, lambda m: m["t"] == "lines")
+    assert "docker-entrypoint" in message["lines"][0][1]
+    assert not any("loggen" in text for _, text in message["lines"])
+    await communicator.disconnect()
+
+
+async def test_all_pods_mode_labels_every_line_with_its_pod(env, member):
+    service = await sync_to_async(run_service)(env, env={"LOG_RATE": "20"}, replicas=2)
+    communicator = await socket(logs_path(service, pod="*"), user=member)
+    assert (await communicator.connect())[0]
+    hello = await receive_json(communicator)
+    names = {pod["name"] for pod in hello["pods"]}
+    assert hello["pod"] == "*" and len(names) == 2
+
+    seen: set[str] = set()
+    while seen != names:
+        message, _ = await until(communicator, lambda m: m["t"] == "lines")
+        assert message["pod"] in names
+        # loggen prints its own pod name: each batch holds the lines of the pod it is labelled with.
+        assert all(f"pod={message['pod']}" in text for _, text in message["lines"])
+        seen.add(message["pod"])
+    assert len({short_pod_name(name) for name in names}) == 2
+    await communicator.disconnect()
+
+
+async def test_it_resumes_after_a_timestamp_without_repeating_lines(env, member):
+    service = await sync_to_async(run_service)(env, env={"LOG_RATE": "100"})
+    communicator = await socket(logs_path(service, tail="20"), user=member)
+    assert (await communicator.connect())[0]
+    await receive_json(communicator)
+    first = await collect_lines(communicator, 20)
+    last_ts, last_text = first[-1]["lines"][-1]
+    await communicator.disconnect()
+
+    # What the page does after a network blip: reconnect asking for what follows its last line.
+    communicator = await socket(logs_path(service, tail="20", since=last_ts), user=member)
+    assert (await communicator.connect())[0]
+    await receive_json(communicator)
+    message, _ = await until(communicator, lambda m: m["t"] == "lines")
+    assert seqs(message)[0] == int(SEQ.search(last_text).group(1)) + 1
+    await communicator.disconnect()
+
+
+async def test_it_stops_reading_while_the_browser_is_behind_and_loses_nothing(env, member):
+    service = await sync_to_async(run_service)(env, env={"LOG_RATE": "100000", "LOG_COUNT": "60000"})
+    communicator = await socket(logs_path(service, tail="all"), user=member)
+    assert (await communicator.connect())[0]
+    await receive_json(communicator)
+
+    # No acknowledgement: the server sends up to its high watermark, then nothing.
+    unacked: list[dict] = []
+    while await communicator.receive_nothing(timeout=0.5) is False:
+        message = await receive_json(communicator)
+        if message["t"] == "lines":
+            unacked.append(message)
+    sent = unacked[-1]["seq"]
+    assert 4 * 1024 * 1024 <= sent < 5 * 1024 * 1024
+    received = [seq for message in unacked for seq in seqs(message)]
+    assert len(received) < 60000
+
+    # Acknowledged, it resumes where it stopped and every line arrives, once and in order.
+    await communicator.send_to(text_data=json.dumps({"t": "ack", "seq": sent}))
+    rest = await collect_lines(communicator, 60000 - len(received), timeout=20)
+    received += [seq for message in rest for seq in seqs(message)]
+    assert received == list(range(60000))
+    await communicator.disconnect()
+
+
+async def test_closing_the_socket_closes_the_stream_and_leaves_nothing_behind(env, member, kube_cluster):
+    service = await sync_to_async(run_service)(env, env={"LOG_RATE": "50"}, replicas=2)
+    port = urlparse((await sync_to_async(client_for)(kube_cluster)).configuration.host).port
+    # Warm up the shared client's pool, so that only the stream's connections are counted.
+    communicator = await socket(logs_path(service, pod="*", tail="1"), user=member)
+    assert (await communicator.connect())[0]
+    await collect_lines(communicator, 2)
+    await communicator.disconnect()
+    assert await settles(lambda: not stream_threads())
+    threads_before, connections_before = len(stream_threads()), connections_to(port)
+
+    communicator = await socket(logs_path(service, pod="*"), user=member)
+    assert (await communicator.connect())[0]
+    await collect_lines(communicator, 10)
+    assert len([t for t in stream_threads() if t.name.startswith("ale-log-")]) == 2
+    assert connections_to(port) >= connections_before + 2
+    await communicator.disconnect()
+
+    assert await settles(lambda: len(stream_threads()) == threads_before)
+    assert await settles(lambda: connections_to(port) <= connections_before)
+
+
+async def test_it_refuses_an_anonymous_visitor(env):
+    service = await sync_to_async(run_service)(env)
+    communicator = await socket(logs_path(service))
+    connected, _ = await communicator.connect()
+    assert not connected
+
+
+async def test_it_refuses_an_outsider_as_if_the_service_did_not_exist(env, outsider):
+    service = await sync_to_async(run_service)(env)
+    communicator = await socket(logs_path(service), user=outsider)
+    assert not (await communicator.connect())[0]
+    communicator = await socket("/ws/services/nosuchservice/logs/", user=outsider)
+    assert not (await communicator.connect())[0]
+
+
+async def test_it_refuses_a_foreign_origin(env, member):
+    service = await sync_to_async(run_service)(env)
+    communicator = await socket(logs_path(service), user=member, origin=(b"origin", b"https://evil.example"))
+    assert not (await communicator.connect())[0]
+
+
+async def test_it_reads_only_pods_of_the_service(env, member):
+    service = await sync_to_async(run_service)(env)
+    other = await sync_to_async(run_service)(env, name="other")
+    other_pod = (await sync_to_async(pods_of)(other))[0]
+    communicator = await socket(logs_path(service, pod=other_pod["metadata"]["name"]), user=member)
+    assert (await communicator.connect())[0]
+    message = await receive_json(communicator)
+    assert message["t"] == "status" and message["state"] == "error"
+    assert (await communicator.receive_output(timeout=5))["type"] == "websocket.close"
+
+
+async def test_it_ignores_garbage_and_closes_on_a_huge_message(env, member):
+    service = await sync_to_async(run_service)(env, env={"LOG_RATE": "20"})
+    communicator = await socket(logs_path(service), user=member)
+    assert (await communicator.connect())[0]
+    await receive_json(communicator)
+    for garbage in ("not json", "[1,2]", '{"t":"shutdown"}', '{"t":"ack","seq":"all"}', '{"t":"ack","seq":1e99}'):
+        await communicator.send_to(text_data=garbage)
+    await communicator.send_to(text_data='{"t":"ping"}')
+    pong, _ = await until(communicator, lambda m: m["t"] == "pong")
+    assert pong == {"t": "pong"}
+    await communicator.send_to(text_data="x" * 100_000)
+    while True:
+        output = await communicator.receive_output(timeout=5)
+        if output["type"] == "websocket.close":
+            break
+    assert output["code"] == 1009
