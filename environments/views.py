@@ -15,7 +15,8 @@ from django_htmx.http import HttpResponseClientRedirect
 from environments import actions
 from environments.access import get_environment_for_user
 from environments.forms import DeleteConfirmForm, EnvironmentCreateForm, EnvironmentRenameForm
-from environments.models import Environment
+from environments.models import ClusterEvent, Environment
+from services.access import cards_for_environment
 from spaces.access import get_project_for_user, live_projects, spaces_for_user
 from spaces.actions import update_project_display_name
 from spaces.forms import ProjectDisplayNameForm
@@ -35,17 +36,23 @@ def _render_tab(
 ) -> HttpResponse:
     """The environment page on `tab`: the whole page, or for htmx only the tab (and what changed)."""
     project = environment.project
-    # One query for the selector however many environments there are; the settings tab reuses it.
-    environments = list(project.environments.filter(deleting_at__isnull=True))
+    # One query for the selector however many environments there are; the settings tab reuses
+    # the live ones. Environments being deleted stay in the selector, greyed, until they are gone.
+    selector_environments = list(project.environments.all())
+    environments = [option for option in selector_environments if not option.is_deleting]
     context: dict[str, Any] = {
         "environment": environment,
         "project": project,
         "space": project.space,
-        "environments": environments,
+        "environments": selector_environments,
         "tab": tab,
         "event_retention_days": django_settings.EVENT_RETENTION_DAYS,
     }
-    if tab == "settings":
+    if tab == "information":
+        context["services"] = cards_for_environment(environment)
+    elif tab == "events":
+        context["events"] = ClusterEvent.objects.recent(environment)
+    elif tab == "settings":
         is_last = len(environments) == 1
         context.update(
             is_last=is_last,
@@ -171,11 +178,13 @@ def delete(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
 
     name = environment.name
     remaining = actions.delete_environment(acting_user=request.user, environment=environment)
+    # The namespace goes in the background (a Celery task): say so, and the selector shows the
+    # environment greyed until the task has removed it.
     if remaining is None:
-        messages.success(request, f"Project {project.name} deleted.")
+        messages.success(request, f"Deleting project {project.name}… its namespace is being removed.")
         url = reverse("spaces:detail", args=[project.space.public_id])
     else:
-        messages.success(request, f"Environment {name} deleted.")
+        messages.success(request, f"Deleting {name}… its namespace is being removed.")
         url = reverse("spaces:project-detail", args=[remaining.public_id])
     if wants_fragment(request):
         return HttpResponseClientRedirect(url)

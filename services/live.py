@@ -59,6 +59,16 @@ def publish_services(services: Iterable[Service]) -> None:
         transaction.on_commit(lambda: send_now(messages))
 
 
+def publish_service_removed(environment_public_id: str, service_public_id: str) -> None:
+    """Take a deleted service's card off the pages open on its environment, on commit.
+
+    The element asks for an out-of-band `delete` swap of the card with its id.
+    """
+    html = format_html('<div id="service-{}" hx-swap-oob="delete"></div>', service_public_id)
+    message = {"type": CARD_UPDATE, "html": str(html)}
+    transaction.on_commit(lambda: send_now([(group_name(environment_public_id), message)]))
+
+
 def render_event_list(environment: Environment) -> str:
     from environments.models import ClusterEvent
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
+from django.db import transaction
 from django.utils import timezone
 
 from clusters.client import ClusterError, client_for
@@ -111,7 +112,9 @@ def reconcile_service(self: Task, service_id: int, generation: int | None = None
         retry_or_give_up(self, exc, what, lambda reason: _mark_failed(service, prefix + reason))
         return "failed"
     if deleting:
-        Service.objects.filter(pk=service.pk, status=Service.Status.DELETING).delete()
+        with transaction.atomic():
+            if Service.objects.filter(pk=service.pk, status=Service.Status.DELETING).delete()[0]:
+                live.publish_service_removed(service.environment.public_id, service.public_id)
         logger.info("%s: deleted", what)
         return "deleted"
     return "applied"

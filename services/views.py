@@ -8,6 +8,7 @@ actions write the desired state and a Celery task applies it.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django.contrib import messages
@@ -83,7 +84,9 @@ def _form_response(
 ) -> HttpResponse:
     context = {"environment": environment, "form": form, "service": service}
     if wants_fragment(request):
-        return render(request, "services/_deploy_modal.html", context, status=status)
+        # 200 even with errors: htmx swaps no 4xx response by default, and the form with its
+        # errors is what must show.
+        return render(request, "services/_deploy_modal.html", context)
     return render(request, "services/deploy.html", _page_context(request, environment, **context), status=status)
 
 
@@ -243,6 +246,7 @@ def detail(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
         service=service,
         revisions=revisions,
         current_number=revisions[0].number if revisions else None,
+        cpu=Decimal(service.cpu_millicores) / 1000,
     )
     return render(request, "services/detail.html", context)
 

@@ -157,13 +157,14 @@ class TestDelete:
     def test_it_deletes_the_environment_and_opens_the_project(self, member_client, project, staging, main_env):
         response = member_client.post(_url("delete", staging), {"confirm_name": "staging"})
         assert response.url == reverse("spaces:project-detail", args=[project.public_id])
-        # The row stays while its namespace goes, but users no longer see it anywhere.
+        # The row stays while its namespace goes: the selector shows it greyed, not as a link.
         staging.refresh_from_db()
         assert staging.is_deleting
         assert member_client.get(response.url).url == _url("detail", main_env)
         page = member_client.get(_url("detail", main_env)).content.decode()
-        assert "Environment staging deleted." in page
+        assert "Deleting staging… its namespace is being removed." in page
         assert _url("detail", staging) not in page
+        assert 'env-option-deleting' in page and "Deleting…" in page
         assert member_client.get(_url("detail", staging)).status_code == 404
 
     def test_it_moves_the_default_when_the_default_goes(self, owner_client, owner, project, staging, main_env):
@@ -186,7 +187,7 @@ class TestDelete:
         assert main_env.is_deleting
         # The rows go when the namespace has gone; until then the project is gone for users.
         space_page = owner_client.get(response.url).content.decode()
-        assert "Project shop deleted." in space_page
+        assert "Deleting project shop… its namespace is being removed." in space_page
         assert "@team/shop" not in space_page
         assert "No projects yet" in space_page
         assert owner_client.get(reverse("spaces:project-detail", args=[project.public_id])).url == response.url
