@@ -78,3 +78,153 @@ def delete_environment(*, acting_user: AbstractBaseUser, environment: Environmen
         project.default_environment = remaining.filter(name__iexact=MAIN).first() or remaining.first()
         project.save(update_fields=["default_environment"])
     return project
+
+
+# --- variables and secrets (Settings → Secret Management) -----------------------------------------
+
+
+def _enqueue_environment(environment: Environment) -> None:
+    transaction.on_commit(partial(reconcile_environment.delay, environment.pk), robust=True)
+
+
+@transaction.atomic
+def set_variables(
+    *, acting_user: AbstractBaseUser, environment: Environment, values: dict[str, str], is_secret: bool
+) -> tuple[list[str], list[str]]:
+    """Create or replace variables (one from the form, many from a `.env` file); returns the
+    keys (created, replaced). A key keeps being a secret once it is one: replacing it from a
+    form for plain variables must not reveal it in the list."""
+    from environments.models import EnvironmentVariable
+    from environments.secrets import encrypt
+
+    Environment.objects.select_for_update(of=("self",)).filter(pk=environment.pk).first()
+    existing = {v.key: v for v in EnvironmentVariable.objects.filter(environment=environment, key__in=list(values))}
+    created, replaced, changed_rows = [], [], []
+    new_rows = []
+    for key, value in values.items():
+        row = existing.get(key)
+        if row is None:
+            new_rows.append(
+                EnvironmentVariable(
+                    environment=environment,
+                    key=key,
+                    is_secret=is_secret,
+                    value_encrypted=encrypt(value),
+                    created_by=acting_user,
+                    updated_by=acting_user,
+                )
+            )
+            created.append(key)
+        else:
+            row.value_encrypted = encrypt(value)
+            row.is_secret = row.is_secret or is_secret
+            row.updated_by = acting_user
+            row.updated_at = timezone.now()
+            changed_rows.append(row)
+            replaced.append(key)
+    EnvironmentVariable.objects.bulk_create(new_rows)
+    if changed_rows:
+        EnvironmentVariable.objects.bulk_update(changed_rows, ["value_encrypted", "is_secret", "updated_by", "updated_at"])
+    if values:
+        _enqueue_environment(environment)
+    return created, replaced
+
+
+@transaction.atomic
+def delete_variable(*, acting_user: AbstractBaseUser, environment: Environment, key: str) -> bool:
+    from environments.models import EnvironmentVariable
+
+    deleted, _ = EnvironmentVariable.objects.filter(environment=environment, key=key).delete()
+    if deleted:
+        _enqueue_environment(environment)
+    return bool(deleted)
+
+
+def restart_services_using_variables(*, acting_user: AbstractBaseUser, environment: Environment) -> int:
+    """Redeploy the running services so that they read the environment's variables again.
+
+    Every service reads them (`envFrom`), so every running one restarts; stopped services read
+    the new values when they start. Returns how many were restarted."""
+    from services.actions import redeploy_service
+    from services.models import Service
+
+    running = (
+        Service.objects.filter(environment=environment, desired_state=Service.DesiredState.RUNNING)
+        .exclude(status=Service.Status.DELETING)
+        .order_by("name")
+    )
+    count = 0
+    for service in running:
+        redeploy_service(acting_user, service)
+        count += 1
+    return count
+
+
+# --- firewall ------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def set_firewall(
+    *, acting_user: AbstractBaseUser, environment: Environment, allow: bool, cidrs: list[str], confirmed: bool
+) -> Environment:
+    """Open or close external TCP access. Opening needs the user's explicit confirmation that
+    it admits every IP address (or the listed ranges)."""
+    from django.core.exceptions import ValidationError
+
+    from environments.migration import validate_cidrs
+
+    environment = Environment.objects.select_for_update(of=("self",)).select_related("cluster", "project__space").get(pk=environment.pk)
+    if environment.is_deleting:
+        raise ValidationError("This environment is being deleted.")
+    try:
+        cidrs = validate_cidrs(cidrs)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
+    if allow and not environment.allow_external_tcp and not confirmed:
+        raise ValidationError(
+            "Allowing external TCP connections opens this environment's TCP services to all IP addresses: "
+            "confirm that you understand."
+        )
+    environment.allow_external_tcp = allow
+    environment.external_allow_cidrs = cidrs
+    environment.save(update_fields=["allow_external_tcp", "external_allow_cidrs"])
+    _enqueue_environment(environment)
+    return environment
+
+
+# --- cloning -------------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def clone_environment(
+    *, acting_user: AbstractBaseUser, source: Environment, name: str, cluster: Cluster
+) -> Environment:
+    """A new environment of the source's project with a copy of every service, stopped.
+
+    Variables and secrets are not copied: the new environment lists the keys its services
+    refer to until they are set. The copy is a bulk write in this transaction (a few queries
+    whatever the number of services), so it is done when the page reloads.
+    """
+    from environments.migration import PlannedService, enqueue_reconcile, write_services
+    from services import live
+    from services.models import Service
+
+    environment = create_environment(acting_user=acting_user, project=source.project, name=name, cluster=cluster)
+    services = Service.objects.filter(environment=source).exclude(status=Service.Status.DELETING).order_by("name")
+    planned = [PlannedService(s.name, "create", s.snapshot(), Service.DesiredState.STOPPED) for s in services]
+    written = write_services(acting_user, environment, planned, cause="clone")
+    if written:
+        live.publish_services(written)
+        enqueue_reconcile(environment, written)
+    return environment
+
+
+def missing_secret_keys(environment: Environment) -> list[str]:
+    """Keys the environment's services refer to (`${{ secrets.KEY }}`) that are not set."""
+    from environments.migration import referenced_secret_keys
+    from environments.models import EnvironmentVariable
+    from services.models import Service
+
+    services = list(Service.objects.filter(environment=environment).exclude(status=Service.Status.DELETING).only("env_vars"))
+    have = set(EnvironmentVariable.objects.filter(environment=environment).values_list("key", flat=True))
+    return [key for key in referenced_secret_keys(services) if key not in have]

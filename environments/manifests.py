@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import base64
+import hashlib
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from environments.models import Environment
+    from services.models import Service
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "ale"}
 ISOLATION_POLICY = "ale-isolation"
@@ -49,3 +52,91 @@ def render_environment(environment: Environment) -> list[dict]:
             },
         },
     ]
+
+
+ENV_SECRET = "ale-env"
+EXTERNAL_POLICY = "ale-external-tcp"
+EXTERNAL_LABEL = "ale.dev/external"
+_DNS_LABEL_MAX = 63
+
+
+def render_env_secret(environment: Environment, variables: dict[str, str]) -> dict[str, Any]:
+    """The Secret `ale-env`: every variable of the environment, read by each service through
+    `envFrom` and by `${{ secrets.NAME }}` references. `data` (base64), not `stringData`, so
+    that server-side apply owns exactly these keys and a removed variable goes away."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": ENV_SECRET, "namespace": environment.namespace, "labels": environment_labels(environment)},
+        "type": "Opaque",
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in sorted(variables.items())},
+    }
+
+
+def external_service_name(service: Service) -> str:
+    """`<name>-external`, kept one DNS label: a long name is cut and given a hash of itself."""
+    name = f"{service.name}-external"
+    if len(name) <= _DNS_LABEL_MAX:
+        return name
+    digest = hashlib.sha256(service.name.encode()).hexdigest()[:8]
+    keep = _DNS_LABEL_MAX - len("-external") - len(digest) - 1
+    return f"{service.name[:keep].rstrip('-')}-{digest}-external"
+
+
+def render_external_access(environment: Environment, tcp_services: list[Service]) -> list[dict[str, Any]]:
+    """What the firewall's "Allow external TCP connections" adds: a NetworkPolicy admitting
+    outside traffic to the TCP services' pods on their ports (from anywhere, or from the
+    allow-list as `ipBlock`s), and per TCP service a Service of the cluster's external type
+    (NodePort or LoadBalancer, with `loadBalancerSourceRanges` for the allow-list).
+
+    Empty when the firewall is closed or there is no TCP service: the reconcile then deletes
+    whatever an earlier state created.
+    """
+    if not environment.allow_external_tcp or not tcp_services:
+        return []
+    labels = environment_labels(environment)
+    namespace = environment.namespace
+    cidrs = list(environment.external_allow_cidrs)
+    rule: dict[str, Any] = {
+        "ports": [{"protocol": "TCP", "port": port} for port in sorted({s.port for s in tcp_services})]
+    }
+    if cidrs:
+        rule["from"] = [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
+    manifests: list[dict[str, Any]] = [
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": EXTERNAL_POLICY, "namespace": namespace, "labels": labels},
+            "spec": {
+                "podSelector": {
+                    "matchExpressions": [
+                        {"key": "ale.dev/service", "operator": "In", "values": sorted(s.public_id for s in tcp_services)}
+                    ]
+                },
+                "policyTypes": ["Ingress"],
+                "ingress": [rule],
+            },
+        }
+    ]
+    service_type = environment.cluster.external_service_type
+    for service in sorted(tcp_services, key=lambda s: s.name):
+        spec: dict[str, Any] = {
+            "type": service_type,
+            "selector": {"ale.dev/service": service.public_id},
+            "ports": [{"name": "tcp", "port": service.port, "targetPort": service.port, "protocol": "TCP"}],
+        }
+        if service_type == "LoadBalancer" and cidrs:
+            spec["loadBalancerSourceRanges"] = cidrs
+        manifests.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": external_service_name(service),
+                    "namespace": namespace,
+                    "labels": {**service.labels, EXTERNAL_LABEL: "true"},
+                },
+                "spec": spec,
+            }
+        )
+    return manifests

@@ -8,8 +8,14 @@ from celery import Task, shared_task
 from django.db import transaction
 
 from clusters.client import ClusterError, client_for
-from environments.manifests import render_environment
-from environments.models import Environment
+from environments.manifests import (
+    EXTERNAL_LABEL,
+    EXTERNAL_POLICY,
+    render_env_secret,
+    render_environment,
+    render_external_access,
+)
+from environments.models import Environment, EnvironmentVariable
 from services.tasks import MAX_RETRIES, retry_or_give_up
 from spaces.models import Project
 
@@ -26,9 +32,58 @@ def _environment(environment_id: int) -> Environment | None:
     return Environment.objects.select_related("project__space", "cluster").filter(pk=environment_id).first()
 
 
+def _apply_environment(kube, environment: Environment) -> None:
+    """Namespace, isolation, the `ale-env` Secret and the firewall's external access; the
+    node ports the cluster gives are recorded on the services for their Copy Address."""
+    from services.models import Service
+
+    variables = {v.key: v.value for v in EnvironmentVariable.objects.filter(environment=environment)}
+    kube.apply([*render_environment(environment), render_env_secret(environment, variables)])
+    tcp = []
+    if environment.allow_external_tcp:
+        tcp = list(
+            Service.objects.filter(environment=environment, kind=Service.Kind.TCP)
+            .exclude(status=Service.Status.DELETING)
+            .select_related("environment__project__space", "environment__cluster")
+        )
+    external = render_external_access(environment, tcp)
+    applied = kube.apply(external)
+    ports: dict[str, int] = {}
+    for obj in applied:
+        if obj.get("kind") != "Service":
+            continue
+        spec = obj.get("spec") or {}
+        port = (spec.get("ports") or [{}])[0]
+        # NodePort: the node's port; LoadBalancer: the balancer listens on the service's port.
+        value = port.get("nodePort") if spec.get("type") == "NodePort" else port.get("port")
+        public_id = ((obj.get("metadata") or {}).get("labels") or {}).get("ale.dev/service")
+        if public_id and value:
+            ports[public_id] = int(value)
+    for service in tcp:
+        if service.external_node_port != ports.get(service.public_id):
+            Service.objects.filter(pk=service.pk).update(external_node_port=ports.get(service.public_id))
+    if not tcp:
+        Service.objects.filter(environment=environment, external_node_port__isnull=False).update(external_node_port=None)
+    # What an earlier state created and this one does not ask for.
+    wanted = {m["metadata"]["name"] for m in external if m["kind"] == "Service"}
+    existing, _ = kube.list(
+        "v1", "Service", namespace=environment.namespace, label_selector=f"{EXTERNAL_LABEL}=true"
+    )
+    for obj in existing:
+        name = obj["metadata"]["name"]
+        if name not in wanted:
+            kube.delete("v1", "Service", name, environment.namespace)
+    if not external:
+        kube.delete("networking.k8s.io/v1", "NetworkPolicy", EXTERNAL_POLICY, environment.namespace)
+
+
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def reconcile_environment(self: Task, environment_id: int) -> str:
-    """Apply the environment's Namespace and isolation policy."""
+def reconcile_environment(self: Task, environment_id: int, service_ids: list[int] | None = None) -> str:
+    """Apply the environment's Namespace, isolation policy, variables Secret and firewall.
+
+    `service_ids` (a YAML apply, a clone): services whose reconcile this one starts, so that
+    writing hundreds of services enqueues one task on commit instead of hundreds.
+    """
     environment = _environment(environment_id)
     if environment is None:
         return "gone"
@@ -36,8 +91,14 @@ def reconcile_environment(self: Task, environment_id: int) -> str:
     logger.info("%s: attempt %d", what, self.request.retries + 1)
     if environment.is_deleting:
         return "deleting"
+    if service_ids and self.request.retries == 0:
+        from services.tasks import reconcile_service
+
+        # Each service's reconcile applies the namespace too, so they need not wait for this one.
+        for service_id in service_ids:
+            reconcile_service.delay(service_id)
     try:
-        client_for(environment.cluster).apply(render_environment(environment))
+        _apply_environment(client_for(environment.cluster), environment)
     except ClusterError as exc:
         # The environment has no status of its own: its services' reconciles apply the same
         # namespace first and show the failure on their cards.

@@ -33,6 +33,12 @@ def _enqueue_reconcile(service: Service) -> None:
     # robust: the desired state is committed either way; if the broker is down the periodic
     # resync applies it later, and the user's request must not fail after its commit.
     transaction.on_commit(partial(reconcile_service.delay, service.pk, service.generation), robust=True)
+    if service.environment.allow_external_tcp and not service.is_web:
+        from environments.tasks import reconcile_environment
+
+        # The firewall is open: the environment's reconcile gives a TCP service its external
+        # Service and records the port for Copy Address (and drops those of deleted ones).
+        transaction.on_commit(partial(reconcile_environment.delay, service.environment_id), robust=True)
 
 
 def _lock(service: Service) -> Service:

@@ -79,6 +79,9 @@ def _container(service: Service) -> dict[str, Any]:
         "image": service.image,
         "ports": [{"name": _port_name(service), "containerPort": service.port, "protocol": "TCP"}],
         "env": _env(service),
+        # Every variable of the environment (Settings → Secret Management); optional, so that an
+        # environment without any still starts its services. `env` above wins on a shared key.
+        "envFrom": [{"secretRef": {"name": ENV_SECRET, "optional": True}}],
         # Requests equal limits: the service gets exactly what the space is charged for.
         "resources": {"requests": dict(quantities), "limits": dict(quantities)},
         **_probes(service),
