@@ -36,16 +36,15 @@ CLOSE_MODAL_TRIGGER = "ale:modal-close"
 # --- responses ---------------------------------------------------------------------------------
 
 
-def _page_context(request: HtmxHttpRequest, environment: Environment, **extra: Any) -> dict[str, Any]:
-    """What base.html's sidebar and the environment header need on a full page."""
-    project = environment.project
+def _page_context(request: HtmxHttpRequest, context: dict[str, Any]) -> dict[str, Any]:
+    """`context` (which holds the environment) with what base.html's sidebar needs."""
+    project = context["environment"].project
     return {
-        "environment": environment,
         "project": project,
         "space": project.space,
         "user_spaces": spaces_for_user(request.user),
         "space_projects": live_projects(project.space),
-        **extra,
+        **context,
     }
 
 
@@ -87,7 +86,7 @@ def _form_response(
         # 200 even with errors: htmx swaps no 4xx response by default, and the form with its
         # errors is what must show.
         return render(request, "services/_deploy_modal.html", context)
-    return render(request, "services/deploy.html", _page_context(request, environment, **context), status=status)
+    return render(request, "services/deploy.html", _page_context(request, context), status=status)
 
 
 # --- deploy and edit ---------------------------------------------------------------------------
@@ -191,7 +190,7 @@ def delete(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
         context = {"service": service, "environment": service.environment}
         if wants_fragment(request):
             return render(request, "services/_delete_modal.html", context)
-        return render(request, "services/delete.html", _page_context(request, service.environment, **context))
+        return render(request, "services/delete.html", _page_context(request, context))
     try:
         service = actions.delete_service(request.user, service)
     except ValidationError as error:
@@ -242,11 +241,13 @@ def detail(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
     revisions = list(service.revisions.select_related("created_by").order_by("-number"))
     context = _page_context(
         request,
-        service.environment,
-        service=service,
-        revisions=revisions,
-        current_number=revisions[0].number if revisions else None,
-        cpu=Decimal(service.cpu_millicores) / 1000,
+        {
+            "environment": service.environment,
+            "service": service,
+            "revisions": revisions,
+            "current_number": revisions[0].number if revisions else None,
+            "cpu": Decimal(service.cpu_millicores) / 1000,
+        },
     )
     return render(request, "services/detail.html", context)
 
