@@ -52,11 +52,14 @@ JOIN_SECONDS = 3.0
 
 # The shell of a terminal: bash when the image has it, sh otherwise. Chosen in the container by
 # sh itself, so one exec does it; the browser never sends a command. TERM is set because exec
-# sessions get none from the runtime, and full-screen programs need it.
+# sessions get none from the runtime, and full-screen programs need it. The INT trap keeps a
+# Ctrl-C typed in the first milliseconds from killing the chooser (it is non-interactive); a
+# caught signal goes back to its default at `exec`, so the shell gets Ctrl-C as usual.
 SHELL_COMMAND = [
     "/bin/sh",
     "-c",
-    "TERM=xterm-256color; export TERM; if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi",
+    "trap : INT; TERM=xterm-256color; export TERM; "
+    "if command -v bash >/dev/null 2>&1; then exec bash; else exec sh; fi",
 ]
 
 
