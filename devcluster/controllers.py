@@ -533,6 +533,7 @@ class ControllerManager:
         self.tasks: list[asyncio.Task] = []
         self.resync_seconds = resync_seconds
         self.job_retry_at: dict[str, float] = {}
+        self.event_ttl = 3600.0
         self.store.listeners.append(self.observe)
 
     # --- plumbing --------------------------------------------------------------------------------
@@ -576,6 +577,7 @@ class ControllerManager:
             self._resync_all()
 
     def _resync_all(self) -> None:
+        self._expire_events()
         for d in self.store.list("deployments.apps"):
             self.enqueue("deployment", d["metadata"]["namespace"], d["metadata"]["name"])
         for j in self.store.list("jobs.batch"):
@@ -588,6 +590,14 @@ class ControllerManager:
                 if "foregroundDeletion" in (obj["metadata"].get("finalizers") or []):
                     self.enqueue("foreground", bucket, json.dumps([obj["metadata"].get("namespace", ""),
                                                                    obj["metadata"]["name"]]))
+
+    def _expire_events(self) -> None:
+        """Events live an hour, like kube-apiserver's default --event-ttl."""
+        cutoff = time.time() - self.event_ttl
+        for ev in self.store.list("events"):
+            stamp = ev.get("lastTimestamp") or ev.get("eventTime") or ev["metadata"].get("creationTimestamp")
+            if stamp and kinds.parse_iso(stamp) < cutoff:
+                self.store.delete("events", ev["metadata"]["namespace"], ev["metadata"]["name"])
 
     def observe(self, change: Change) -> None:
         obj, bucket = change.obj, change.bucket
@@ -612,6 +622,8 @@ class ControllerManager:
             self.enqueue("deployment", ns, name)
         elif bucket == "jobs.batch":
             self.enqueue("job", ns, name)
+            if change.type == "DELETED":
+                self.job_retry_at.pop(meta["uid"], None)
         elif bucket == "namespaces":
             self.enqueue("namespace", "", name)
         elif bucket == "services":

@@ -20,7 +20,7 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float = 30.0, interval: 
     raise AssertionError(f"timed out after {timeout}s waiting for {message}; last value: {last!r}")
 
 
-def stable_resource_version(read: Callable[[], object], *, quiet: float = 0.6, timeout: float = 30.0) -> str:
+def stable_resource_version(read: Callable[[], object], *, quiet: float = 0.4, timeout: float = 30.0) -> str:
     """Wait until controllers stop writing to an object; return its resourceVersion."""
     deadline = time.monotonic() + timeout
     rv = read().metadata.resource_version  # type: ignore[attr-defined]
