@@ -25,12 +25,38 @@ class _EnvironmentNameMixin:
 
 
 class EnvironmentCreateForm(_EnvironmentNameMixin, forms.Form):
+    EMPTY, CLONE = "empty", "clone"
+
+    mode = forms.ChoiceField(
+        label="How",
+        choices=[(EMPTY, "Create as Empty Environment"), (CLONE, "Add by Cloning")],
+        initial=EMPTY,
+        required=False,
+        widget=forms.RadioSelect,
+    )
+    source = forms.ModelChoiceField(
+        label="Source environment",
+        queryset=Environment.objects.none(),
+        to_field_name="public_id",
+        required=False,
+        empty_label="Choose an environment",
+        help_text="Its services are copied, stopped; variables and secrets are not.",
+    )
     name = forms.CharField(label="Environment Name", max_length=40, widget=forms.TextInput(attrs={"autocomplete": "off"}))
     cluster = forms.ModelChoiceField(label="Cluster", queryset=Cluster.objects.only("pk", "name", "display_name"), empty_label=None)
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.project = project
+        self.fields["source"].queryset = Environment.objects.filter(project=project, deleting_at__isnull=True)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("mode") == self.CLONE and not data.get("source"):
+            self.add_error("source", "Choose the environment to clone.")
+        if data.get("mode") != self.CLONE:
+            data["source"] = None
+        return data
 
 
 class EnvironmentRenameForm(_EnvironmentNameMixin, forms.Form):
@@ -58,3 +84,72 @@ class DeleteConfirmForm(forms.Form):
         if value != self.expected:
             raise forms.ValidationError(f"Type {self.expected} exactly to confirm.")
         return value
+
+
+class VariableForm(forms.Form):
+    """One environment variable or secret, added or replaced (a secret's value is never shown)."""
+
+    key = forms.RegexField(
+        label="Key",
+        max_length=253,
+        regex=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        error_messages={"invalid": "Use letters, digits and underscores, not starting with a digit."},
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "placeholder": "DATABASE_URL"}),
+    )
+    value = forms.CharField(
+        label="Value",
+        required=False,
+        max_length=64 * 1024,
+        strip=False,
+        # A browser must not offer to remember a secret, nor show it back after an error.
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}, render_value=False),
+    )
+    is_secret = forms.BooleanField(
+        label="Secret (write-only: masked once saved)", required=False, initial=True
+    )
+
+
+class FirewallForm(forms.Form):
+    allow_external_tcp = forms.BooleanField(label="Allow external TCP connections", required=False)
+    allow_cidrs = forms.CharField(
+        label="Only from these IP ranges (optional)",
+        required=False,
+        max_length=8000,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false", "placeholder": "203.0.113.0/24, 2001:db8::/32"}),
+        help_text="CIDRs separated by commas, spaces or new lines. Empty: all IP addresses.",
+    )
+    confirm = forms.BooleanField(
+        label="I understand that this opens the environment's TCP services to all IP addresses (or the ranges above).",
+        required=False,
+    )
+
+    def __init__(self, *args, environment: Environment, **kwargs) -> None:
+        kwargs.setdefault(
+            "initial",
+            {
+                "allow_external_tcp": environment.allow_external_tcp,
+                "allow_cidrs": "\n".join(environment.external_allow_cidrs),
+            },
+        )
+        super().__init__(*args, **kwargs)
+        self.environment = environment
+
+    def clean_allow_cidrs(self) -> list[str]:
+        import re
+
+        from environments.migration import validate_cidrs
+
+        items = [item for item in re.split(r"[\s,]+", self.cleaned_data["allow_cidrs"].strip()) if item]
+        try:
+            return validate_cidrs(items)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean(self):
+        data = super().clean()
+        if data.get("allow_external_tcp") and not self.environment.allow_external_tcp and not data.get("confirm"):
+            self.add_error(
+                "confirm",
+                "Allowing external TCP connections opens this environment to all IP addresses: tick the box to confirm.",
+            )
+        return data

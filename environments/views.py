@@ -60,6 +60,9 @@ def _render_tab(
             project_form=ProjectDisplayNameForm(initial={"display_name": project.display_name}),
             delete_form=_delete_form(environment, is_last),
         )
+        from environments.travel_views import settings_context
+
+        context.update(settings_context(request, environment))
     context.update(extra)
 
     if wants_fragment(request):
@@ -107,7 +110,10 @@ def create(request: HtmxHttpRequest, project_id: str) -> HttpResponse:
     form = EnvironmentCreateForm(request.POST, project=project)
     if not form.is_valid():
         if wants_fragment(request):
-            return render(request, "environments/_create_form.html", {"project": project, "create_form": form})
+            live = list(project.environments.filter(deleting_at__isnull=True))
+            return render(
+                request, "environments/_create_form.html", {"project": project, "create_form": form, "environments": live}
+            )
         # Without JavaScript the form lives in the selector of the environment the user came from.
         live = project.environments.filter(deleting_at__isnull=True)
         source = live.filter(public_id=request.POST.get("from", "")).first() or live.first()
@@ -116,9 +122,20 @@ def create(request: HtmxHttpRequest, project_id: str) -> HttpResponse:
         source.project = project
         return _render_tab(request, source, "information", create_form=form, selector_open=True)
 
-    environment = actions.create_environment(
-        acting_user=request.user, project=project, name=form.cleaned_data["name"], cluster=form.cleaned_data["cluster"]
-    )
+    source = form.cleaned_data.get("source")
+    if source is not None:
+        environment = actions.clone_environment(
+            acting_user=request.user, source=source, name=form.cleaned_data["name"], cluster=form.cleaned_data["cluster"]
+        )
+        count = environment.services.count()
+        messages.success(
+            request,
+            f"{environment.name} created as a clone of {source.name}: {count} service{'s' if count != 1 else ''}, stopped.",
+        )
+    else:
+        environment = actions.create_environment(
+            acting_user=request.user, project=project, name=form.cleaned_data["name"], cluster=form.cleaned_data["cluster"]
+        )
     url = reverse("environments:detail", args=[environment.public_id])
     if wants_fragment(request):
         return HttpResponseClientRedirect(url)
