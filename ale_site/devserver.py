@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -41,7 +42,15 @@ def has_command(name: str, env: dict[str, str]) -> bool:
     return name in listing.stdout.split()
 
 
+def interrupt(signum, frame) -> None:
+    # A closed terminal or `kill` stops everything just as Ctrl-C does: the children run in
+    # their own sessions, so nothing else would stop them.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
