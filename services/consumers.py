@@ -45,6 +45,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from clusters.client import ClusterError, KubeClient, client_for
+from services.access import get_service_for_user
 from services.models import Service, TerminalSession
 from services.streams import (
     DEFAULT_TAIL,
@@ -60,7 +61,6 @@ from services.streams import (
     Pipe,
     PodInfo,
     Status,
-    get_service_for_user,
     join_threads,
     list_service_pods,
     may_open_terminal,

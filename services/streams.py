@@ -27,10 +27,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.http import Http404
 
 from clusters.client import ClusterError, ExecSession, KubeClient, LogStream
-from environments.access import environments_for_user
 from environments.models import Environment
 from services.ansi import MAX_LINE_CHARS, sanitize, strip_all
 from services.models import Service
@@ -64,16 +62,6 @@ SHELL_COMMAND = [
 
 
 # --- access ------------------------------------------------------------------------------------------
-
-
-def get_service_for_user(user: AbstractBaseUser | AnonymousUser, public_id: str) -> Service:
-    """The service with its environment, project, space and cluster, if the user may see it."""
-    try:
-        return Service.objects.select_related("environment__project__space", "environment__cluster").get(
-            public_id=public_id, environment__in=environments_for_user(user)
-        )
-    except Service.DoesNotExist:
-        raise Http404("No such service.") from None
 
 
 def is_space_owner(user: AbstractBaseUser | AnonymousUser, environment: Environment) -> bool:
@@ -284,6 +272,7 @@ class LogOptions:
     previous: bool = False
     since: str = ""  # the last timestamp the browser has: resume after it, without duplicates
     follow: bool = True
+    colours: bool = True  # SGR kept for the viewer; a download is plain text
 
 
 @dataclass
@@ -397,7 +386,7 @@ class LogReader:
 
     def _read(self, stream: LogStream) -> int | None:
         """Pass the stream's lines on; the number passed, or None when it broke or we stopped."""
-        splitter = LineSplitter()
+        splitter = LineSplitter(keep_colours=self.options.colours)
         sent = 0
         last = self._last
         try:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from services import views
+from services import stream_views, views
 
 app_name = "services"
 
@@ -16,5 +16,9 @@ urlpatterns = [
     path("services/<str:service_id>/redeploy/", views.redeploy, name="redeploy"),
     path("services/<str:service_id>/delete/", views.delete, name="delete"),
     path("services/<str:service_id>/revisions/<int:number>/rollback/", views.rollback, name="rollback"),
-    # Log view and Terminal (services/stream_views.py) add their routes here.
+    # Log view and Terminal.
+    path("services/<str:service_id>/logs/", stream_views.logs, name="logs"),
+    path("services/<str:service_id>/logs/download/", stream_views.download_logs, name="logs-download"),
+    path("services/<str:service_id>/terminal/", stream_views.terminal, name="terminal"),
+    path("environments/<str:env_id>/terminal-access/", stream_views.terminal_access, name="terminal-access"),
 ]

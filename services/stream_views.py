@@ -1,0 +1,208 @@
+"""The Log view and Terminal pages, the log download, and the environment's terminal setting.
+
+The pages make no Kubernetes call: pods and containers arrive over their websockets. The
+download is the one plain HTTP endpoint that reads the cluster, streamed from a reader thread so
+that a large log never sits in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_POST
+
+from clusters.client import ClusterError, KubeClient, client_for
+from environments.access import get_environment_for_user
+from environments.models import Environment
+from services.access import get_service_for_user
+from services.consumers import in_thread
+from services.models import Service
+from services.streams import (
+    DEFAULT_TAIL,
+    MAX_PODS,
+    MAX_TAIL,
+    Lines,
+    LogOptions,
+    LogReader,
+    Pipe,
+    PodInfo,
+    Status,
+    is_space_owner,
+    list_service_pods,
+    may_open_terminal,
+    short_pod_name,
+)
+from spaces.access import live_projects, spaces_for_user
+from spaces.http import HtmxHttpRequest
+
+DOWNLOAD_PIPE_CAPACITY = 8
+
+
+def _page_context(request: HttpRequest, service: Service, **extra: Any) -> dict[str, Any]:
+    environment = service.environment
+    project = environment.project
+    return {
+        "service": service,
+        "environment": environment,
+        "project": project,
+        "space": project.space,
+        "user_spaces": spaces_for_user(request.user),
+        "space_projects": live_projects(project.space),
+        "env_color": environment.color or "var(--main-env-color)",
+        **extra,
+    }
+
+
+@require_GET
+@login_required
+def logs(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
+    service = get_service_for_user(request.user, service_id)
+    context = _page_context(
+        request,
+        service,
+        default_tail=DEFAULT_TAIL,
+        max_tail=MAX_TAIL,
+        max_pods=MAX_PODS,
+        can_open_terminal=may_open_terminal(request.user, service.environment),
+    )
+    return render(request, "services/logs.html", context)
+
+
+@require_GET
+@login_required
+def terminal(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
+    service = get_service_for_user(request.user, service_id)
+    allowed = may_open_terminal(request.user, service.environment)
+    context = _page_context(request, service, allowed=allowed)
+    # A member who may see the service but not open a shell in it learns why, with a 403.
+    return render(request, "services/terminal.html", context, status=200 if allowed else 403)
+
+
+# --- download ------------------------------------------------------------------------------------
+
+
+def _download_options(request: HttpRequest) -> dict[str, Any]:
+    tail = request.GET.get("tail", "")
+    try:
+        tail_lines: int | None = None if tail == "all" else max(0, min(MAX_TAIL, int(tail or DEFAULT_TAIL)))
+    except ValueError:
+        tail_lines = DEFAULT_TAIL
+    flag = lambda name: request.GET.get(name, "").lower() in {"1", "true", "on", "yes"}  # noqa: E731
+    return {
+        "pod": request.GET.get("pod", ""),
+        "container": request.GET.get("container", ""),
+        "tail": tail_lines,
+        "previous": flag("previous"),
+        "timestamps": flag("timestamps"),
+    }
+
+
+def _chosen_pods(pods: list[PodInfo], wanted: str) -> list[PodInfo]:
+    if wanted == "*":
+        return pods[-MAX_PODS:]
+    if wanted:
+        match = [pod for pod in pods if pod.name == wanted]
+        if not match:
+            raise Http404("No such pod.")
+        return match
+    running = [pod for pod in pods if pod.phase == "Running"]
+    return [(running or pods)[-1]] if pods else []
+
+
+async def _pod_log_lines(
+    kube: KubeClient, namespace: str, pod: PodInfo, options: dict[str, Any], label: str
+) -> AsyncIterator[bytes]:
+    """One pod's log as text lines, read by a thread and handed over a bounded pipe."""
+    container = options["container"] if options["container"] in pod.containers else (pod.containers or ("",))[0]
+    pipe = Pipe(asyncio.get_running_loop(), DOWNLOAD_PIPE_CAPACITY)
+    reader = LogReader(
+        kube,
+        namespace,
+        pod.name,
+        LogOptions(container=container or None, tail=options["tail"], previous=options["previous"], follow=False, colours=False),
+        pipe,
+    )
+    reader.start()
+    try:
+        while True:
+            item = await pipe.get()
+            if isinstance(item, Lines):
+                stamp = options["timestamps"]
+                yield "".join(
+                    f"{label}{ts + ' ' if stamp and ts else ''}{text}\n" for ts, text in item.lines
+                ).encode("utf-8")
+            elif isinstance(item, Status) and item.state in ("ended", "error"):
+                if item.state == "error":
+                    yield f"{label}[ale: the log could not be read: {item.message}]\n".encode()
+                return
+    finally:
+        pipe.close()
+        reader.stop()
+
+
+def _filename(service: Service, pod: str) -> str:
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    which = "all-pods" if pod == "*" else (pod or "latest")
+    return re.sub(r"[^A-Za-z0-9._-]", "_", f"{service.name}-{which}-{stamp}.log")
+
+
+@require_GET
+@login_required
+async def download_logs(request: HttpRequest, service_id: str) -> HttpResponse:
+    """The log as a text file, with the viewer's options (pod or all pods, container, tail,
+    previous, timestamps); colours and control sequences removed."""
+    user = await request.auser()
+    service = await sync_to_async(get_service_for_user)(user, service_id)
+    options = _download_options(request)
+    try:
+        kube = await in_thread(client_for, service.environment.cluster)
+        pods = _chosen_pods(await in_thread(list_service_pods, kube, service), options["pod"])
+    except ClusterError as exc:
+        return HttpResponse(exc.user_message, status=502, content_type="text/plain; charset=utf-8")
+    labelled = options["pod"] == "*"
+
+    async def body() -> AsyncIterator[bytes]:
+        for pod in pods:
+            label = f"[{short_pod_name(pod.name)}] " if labelled else ""
+            async for chunk in _pod_log_lines(kube, service.namespace, pod, options, label):
+                yield chunk
+
+    response = StreamingHttpResponse(body(), content_type="text/plain; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{_filename(service, options["pod"])}"'
+    response["Cache-Control"] = "no-store"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+# --- the environment's terminal setting ---------------------------------------------------------------
+
+
+class TerminalAccessForm(forms.Form):
+    terminal_access = forms.ChoiceField(choices=Environment.TerminalAccess.choices)
+
+
+@require_POST
+@login_required
+def terminal_access(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
+    environment = get_environment_for_user(request.user, env_id)
+    if not is_space_owner(request.user, environment):
+        return HttpResponse("Only the space's owners may change who can open a terminal.", status=403)
+    form = TerminalAccessForm(request.POST)
+    if form.is_valid():
+        environment.terminal_access = form.cleaned_data["terminal_access"]
+        environment.save(update_fields=["terminal_access"])
+        messages.success(request, f"Terminal access: {environment.get_terminal_access_display().lower()}.")
+    else:
+        messages.error(request, "Choose who may open a terminal.")
+    return redirect(reverse("environments:settings", args=[environment.public_id]))
