@@ -23,6 +23,8 @@ from django.utils import timezone
 from environments.models import Environment
 from services import live
 from services.models import SPEC_FIELDS, Revision, Service
+from spaces import audit
+from spaces.resources import check_services
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +127,15 @@ def deploy_service(
             raise ValueError("The service is not in this environment.")
         service = _lock(service)
         service.apply_snapshot(spec)
-    _run(service, acting_user, cause)
+    # Before anything is written: a refusal leaves the service as it was (the new one's row
+    # goes with the rolled-back transaction).
+    check_services([service])
+    revision = _run(service, acting_user, cause)
+    audit.record(
+        acting_user, service.environment.project.space_id, audit.Action.SERVICE_DEPLOY,
+        f"Deployed {service.name} (revision {revision.number})", service=service,
+        details={"revision": revision.number, "cause": cause},
+    )
     return service
 
 
@@ -133,8 +143,14 @@ def deploy_service(
 def redeploy_service(acting_user: AbstractBaseUser | None, service: Service) -> Service:
     """Run the same spec again as a new revision, replacing every pod even if nothing changed."""
     service = _lock(service)
+    check_services([service])
     service.redeployed_at = timezone.now()
-    _run(service, acting_user, "redeploy")
+    revision = _run(service, acting_user, "redeploy")
+    audit.record(
+        acting_user, service.environment.project.space_id, audit.Action.SERVICE_REDEPLOY,
+        f"Redeployed {service.name} (revision {revision.number})", service=service,
+        details={"revision": revision.number},
+    )
     return service
 
 
@@ -145,7 +161,13 @@ def rollback_service(acting_user: AbstractBaseUser | None, service: Service, rev
         raise ValueError("The revision belongs to another service.")
     service = _lock(service)
     service.apply_snapshot(revision.spec)
-    _run(service, acting_user, "rollback")
+    check_services([service])
+    new = _run(service, acting_user, "rollback")
+    audit.record(
+        acting_user, service.environment.project.space_id, audit.Action.SERVICE_ROLLBACK,
+        f"Rolled {service.name} back to revision {revision.number}", service=service,
+        details={"to_revision": revision.number, "revision": new.number},
+    )
     return service
 
 
@@ -160,7 +182,12 @@ def _start_locked(service: Service) -> None:
 def start_service(acting_user: AbstractBaseUser | None, service: Service) -> Service:
     """Scale the service back to its replicas."""
     service = _lock(service)
+    check_services([service])
     _start_locked(service)
+    audit.record(
+        acting_user, service.environment.project.space_id, audit.Action.SERVICE_START,
+        f"Started {service.name}", service=service,
+    )
     return service
 
 
@@ -172,6 +199,10 @@ def stop_service(acting_user: AbstractBaseUser | None, service: Service) -> Serv
     service.generation += 1
     _set_status(service, Service.Status.STOPPING)
     _save(service)
+    audit.record(
+        acting_user, service.environment.project.space_id, audit.Action.SERVICE_STOP,
+        f"Stopped {service.name}", service=service,
+    )
     return service
 
 
@@ -185,12 +216,21 @@ def start_all(acting_user: AbstractBaseUser | None, environment: Environment) ->
         .exclude(status=Service.Status.DELETING)
         .order_by("pk")
     )
+    stopped = list(stopped)
+    # All of them together, before any starts: either every one fits or none starts.
+    check_services(stopped)
     count = 0
     for service in stopped:
         if service.environment.is_deleting:
             raise ValidationError("This environment is being deleted.")
         _start_locked(service)
         count += 1
+    if count:
+        audit.record(
+            acting_user, environment.project.space_id, audit.Action.SERVICE_START_ALL,
+            f"Started all {count} stopped service{'s' if count != 1 else ''} of {environment.name}",
+            environment=environment, details={"services": [s.name for s in stopped]},
+        )
     return count
 
 
@@ -202,5 +242,9 @@ def delete_service(acting_user: AbstractBaseUser | None, service: Service) -> Se
     service.generation += 1
     _set_status(service, Service.Status.DELETING)
     _save(service)
+    audit.record(
+        acting_user, service.environment.project.space_id, audit.Action.SERVICE_DELETE,
+        f"Deleted {service.name}", service=service,
+    )
     return service
 
