@@ -1,0 +1,179 @@
+"""Browser journeys: follow a service's logs (search, download, hostile lines), open a terminal."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.fixtures.devcluster import start_devcluster_process, stop_process
+
+pytestmark = pytest.mark.e2e
+
+HOSTILE = "<script>window.pwned=1</script>\x1b[2J\x1b]0;pwned-title\x07\x1b]52;c;cHduZWQ=\x07\x1b[31mred\x1b[0m"
+
+SETUP = """
+import json, time
+from clusters.client import client_for
+from clusters.models import Cluster
+from environments.manifests import render_environment
+from services.manifests import render_service
+from services.models import Service
+from spaces.actions import create_project
+from spaces.models import Space
+from tests.factories import PASSWORD, make_user
+
+user = make_user("streamer")
+space = Space.objects.get(owner=user, is_default=True)
+project = create_project(acting_user=user, space=space, name="streams", display_name="Streams", cluster=Cluster.objects.get(name="local"))
+env = project.environments.get()
+kube = client_for(env.cluster)
+services = {}
+for name, image, variables in (("app", "loggen:1", {"LOG_RATE": "20"}), ("busy", "busybox:1", {"EVIL": %r})):
+    service = Service.objects.create(environment=env, name=name, image=image, port=8080,
+                                     env_vars=[{"name": k, "value": v} for k, v in variables.items()])
+    kube.apply(render_environment(env) + render_service(service))
+    services[name] = service.public_id
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    pods, _ = kube.list("v1", "Pod", namespace=env.namespace)
+    if len(pods) == 2 and all(p["status"].get("phase") == "Running" for p in pods):
+        break
+    time.sleep(0.1)
+print(json.dumps({"username": "streamer", "password": PASSWORD, "env": env.public_id, **services}))
+""" % HOSTILE
+
+
+@pytest.fixture(scope="module")
+def streams_world(ale_server) -> Iterator[dict[str, str]]:
+    """A devcluster where the server's `local` cluster looks for it, and a user with two
+    running services."""
+    workdir = Path(ale_server.var_dir) / "devcluster"
+    started = None
+    if not (workdir / "kubeconfig").exists():
+        workdir.mkdir(parents=True, exist_ok=True)
+        started, _ = start_devcluster_process(workdir)
+        ale_server.processes.append(started)
+    try:
+        yield json.loads(ale_server.manage("shell", "-c", SETUP).strip().splitlines()[-1])
+    finally:
+        if started is not None:
+            stop_process(started)
+            ale_server.processes.remove(started)
+
+
+def sign_in(page: Page, ale_server, world: dict[str, str]) -> None:
+    page.goto(ale_server.url("/login/"))
+    page.get_by_label("Username").fill(world["username"])
+    page.get_by_label("Password").fill(world["password"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Projects")).to_be_visible()
+
+
+def highest_seq(page: Page) -> int:
+    texts = page.locator(".log-row .log-text").all_text_contents()
+    return max((int(m.group(1)) for t in texts if (m := re.search(r"seq=(\d+)", t))), default=-1)
+
+
+def test_logs_arrive_live_and_can_be_searched_and_downloaded(page: Page, ale_server, streams_world):
+    sign_in(page, ale_server, streams_world)
+    page.goto(ale_server.url(f"/environments/{streams_world['env']}/"))
+    page.locator(f"#service-{streams_world['app']}").get_by_role("link", name="Log view").click()
+    expect(page).to_have_url(re.compile(rf"/services/{streams_world['app']}/logs/$"))
+
+    rows = page.locator(".log-row")
+    expect(rows.first).to_contain_text("loggen seq=")
+    expect(page.locator("[data-role=status]")).to_have_text("Streaming.")
+    seen = highest_seq(page)
+    page.wait_for_function(
+        "seen => [...document.querySelectorAll('.log-row')].some(r => /seq=(\\d+)/.test(r.textContent) && +r.textContent.match(/seq=(\\d+)/)[1] > seen)",
+        arg=seen,
+    )
+    expect(page.locator("select[name=container]")).to_have_value("app")
+
+    # Search: hits are counted and highlighted; next moves to another one.
+    page.get_by_label("Search the logs").fill("cache refreshed")
+    counter = page.locator("[data-role=matches]")
+    expect(counter).to_have_text(re.compile(r"^(\d+) / \1$"))
+    expect(page.locator(".log-row mark.is-current")).to_have_text("cache refreshed")
+    total = int(counter.text_content().split(" / ")[1])
+    page.get_by_role("button", name="Previous match").click()
+    if total > 1:
+        expect(counter).to_have_text(re.compile(rf"^{total - 1} / \d+$"))
+
+    # Timestamps on: the download carries the same options.
+    page.get_by_label("Timestamps").check()
+    expect(page.locator(".log-ts").first).to_have_text(re.compile(r"^\d{4}-\d\d-\d\dT"))
+    with page.expect_download() as info:
+        page.locator("[data-role=download]").click()
+    download = info.value
+    assert re.fullmatch(r"app-latest-\d{8}-\d{6}\.log", download.suggested_filename)
+    lines = Path(download.path()).read_text().splitlines()
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\dT\S+Z loggen seq=\d+", line) for line in lines)
+
+
+def test_a_hostile_log_line_renders_inert(page: Page, ale_server, streams_world):
+    sign_in(page, ale_server, streams_world)
+    page.goto(ale_server.url(f"/services/{streams_world['busy']}/logs/"))
+    title = page.title()
+    row = page.locator(".log-row", has_text="config EVIL=")
+    expect(row).to_contain_text("config EVIL=<script>window.pwned=1</script>red")
+    # Red stays red; the markup stayed text, the title and the screen were not touched.
+    expect(row.locator(".ansi-fg-c1", has_text="red")).to_be_visible()
+    assert page.locator(".log-view script").count() == 0
+    assert page.evaluate("window.pwned") is None
+    assert page.title() == title
+    assert "\x1b" not in row.text_content() and "pwned-title" not in row.text_content()
+
+
+def test_a_terminal_runs_commands_and_follows_the_window_size(page: Page, ale_server, streams_world):
+    sign_in(page, ale_server, streams_world)
+    page.goto(ale_server.url(f"/environments/{streams_world['env']}/"))
+    page.locator(f"#service-{streams_world['app']}").get_by_role("link", name="Terminal").click()
+    expect(page).to_have_url(re.compile(rf"/services/{streams_world['app']}/terminal/$"))
+    expect(page.locator("[data-role=status]")).to_contain_text("Connected to")
+    # The frame wears the environment's colour (main's grey) and name.
+    expect(page.locator(".terminal-frame")).to_have_css("border-top-color", "rgb(154, 163, 175)")
+    expect(page.locator(".terminal-frame-label")).to_contain_text("main")
+
+    screen = page.locator(".xterm-rows")
+    page.locator(".terminal-host").click()
+    page.keyboard.type("echo hello-$((40+2))")
+    page.keyboard.press("Enter")
+    expect(screen).to_contain_text("hello-42")
+
+    page.keyboard.type("stty size")
+    page.keyboard.press("Enter")
+    expect(screen).to_contain_text(re.compile(r"\n?\d+ \d+"))
+    before = page.evaluate("document.querySelector('.xterm-rows').textContent")
+    first = re.findall(r"(?<![\d-])(\d{2,3}) (\d{2,3})(?!\d)", before)[-1]
+
+    page.set_viewport_size({"width": 900, "height": 600})
+    page.keyboard.type("clear; stty size")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "first => { const m = [...document.querySelector('.xterm-rows').textContent.matchAll(/(?<![\\d-])(\\d{2,3}) (\\d{2,3})(?!\\d)/g)]; "
+        "return m.length && m[m.length - 1][0] !== first; }",
+        arg=" ".join(first),
+    )
+    after = re.findall(
+        r"(?<![\d-])(\d{2,3}) (\d{2,3})(?!\d)", page.evaluate("document.querySelector('.xterm-rows').textContent")
+    )[-1]
+    assert int(after[0]) < int(first[0]) and int(after[1]) < int(first[1])
+
+    # Ctrl-C reaches the program; the shell survives it.
+    page.keyboard.type("sleep 30")
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(300)
+    page.keyboard.press("Control+C")
+    page.keyboard.type("echo back-$((1+1))")
+    page.keyboard.press("Enter")
+    expect(screen).to_contain_text("back-2", timeout=3000)
+
+    page.keyboard.type("exit 0")
+    page.keyboard.press("Enter")
+    expect(page.locator("[data-role=status]")).to_contain_text("The shell exited (status 0)")
