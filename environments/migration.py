@@ -46,7 +46,9 @@ API_VERSION = "ale/v1"
 KIND = "Environment"
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 20
-MAX_NODES = 100_000
+# About 550 bytes of composed node each: the limit keeps a parse under ~30 MiB, well above
+# what 500 fully specified services need (about 80 nodes each).
+MAX_NODES = 50_000
 MAX_SERVICES = 500
 MAX_ERRORS = 50
 
@@ -151,7 +153,8 @@ def load(text: str) -> tuple[Any, dict[Path, int]]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{_at(mark)}: " if mark else ""
-        raise DocumentError([f"{where}this is not valid YAML ({exc.problem or exc.context})."]) from None
+        detail = ", ".join(part for part in (exc.context, exc.problem) if part)
+        raise DocumentError([f"{where}this is not valid YAML ({detail})."]) from None
     except yaml.YAMLError as exc:
         raise DocumentError([f"This is not valid YAML ({exc})."]) from None
     finally:
@@ -821,12 +824,37 @@ def apply_document(
             "This file allows external TCP connections, which opens the environment to all IP addresses: "
             "confirm it to apply."
         )
+    from spaces import audit
+    from spaces.resources import check_allocation, spec_from_fields
+
+    # The whole file against the allocation before anything is written: all of it, or nothing.
+    check_allocation(
+        environment.project.space_id,
+        [
+            (item.service.pk if item.service else None,
+             spec_from_fields(item.name, item.spec, running=item.state == Service.DesiredState.RUNNING))
+            for item in the_plan.services
+            if item.action in ("create", "change")
+        ],
+    )
     written = write_services(acting_user, environment, the_plan.services, cause="yaml")
     firewall_changed = False
     if the_plan.firewall_change is not None:
         environment.allow_external_tcp, environment.external_allow_cidrs = the_plan.firewall_change
         environment.save(update_fields=["allow_external_tcp", "external_allow_cidrs"])
         firewall_changed = True
+    if written or firewall_changed:
+        audit.record(
+            acting_user, environment.project.space_id, audit.Action.YAML_APPLY,
+            f"Applied a YAML file to {environment.name}: {len(the_plan.created)} created, "
+            f"{len(the_plan.changed)} changed",
+            environment=environment,
+            details={
+                "created": [p.name for p in the_plan.created],
+                "changed": [p.name for p in the_plan.changed],
+                "firewall_changed": firewall_changed,
+            },
+        )
     if written or firewall_changed:
         live.publish_services(written)
         enqueue_reconcile(environment, written)
