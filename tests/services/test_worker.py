@@ -102,8 +102,10 @@ def test_it_finishes_a_task_whose_worker_was_killed(start_celery_worker, fault_c
     # The first worker's apply hangs on the cluster; the worker dies while it waits.
     devcluster.faults.latency(20, count=1, path="/deployments/", method="PATCH")
     service = deploy(env, owner, replicas="1")
-    wait_for(lambda: f"reconcile_service {service.pk} " in first.log(), what="the first worker taking the task")
+    # A rule with a count leaves the list when a request takes it: the apply is in flight.
+    wait_for(lambda: not devcluster.faults.rules(), what="the first worker's apply reaching the cluster")
     delivered_at = time.monotonic()
+    assert f"reconcile_service {service.pk} " in first.log()
     first.kill()
     assert kube.get("apps/v1", "Deployment", "web", env.namespace) is None
 
