@@ -34,6 +34,12 @@ def create_environment(
     environment = Environment.objects.create(
         project=project, name=name, cluster=cluster, color=color, created_by=acting_user
     )
+    from spaces import audit
+
+    audit.record(
+        acting_user, project.space_id, audit.Action.ENVIRONMENT_CREATE,
+        f"Created environment {name} on {cluster.name}", project=project, environment=environment,
+    )
     # The namespace exists before the first deploy, and an empty environment is isolated too.
     transaction.on_commit(partial(reconcile_environment.delay, environment.pk), robust=True)
     return environment
@@ -69,6 +75,12 @@ def delete_environment(*, acting_user: AbstractBaseUser, environment: Environmen
         environment.save(update_fields=["deleting_at", "color"])
     # robust: the mark is committed either way; a broker outage must not fail the request.
     transaction.on_commit(partial(delete_environment_task.delay, environment.pk), robust=True)
+    from spaces import audit
+
+    audit.record(
+        acting_user, project.space_id, audit.Action.ENVIRONMENT_DELETE, f"Deleted environment {environment.name}",
+        project=project, environment=environment,
+    )
     # Environments already going do not keep the project alive.
     remaining = Environment.objects.filter(project=project, deleting_at__isnull=True).exclude(pk=environment.pk)
     if not remaining.exists():
@@ -127,6 +139,14 @@ def set_variables(
         EnvironmentVariable.objects.bulk_update(changed_rows, ["value_encrypted", "is_secret", "updated_by", "updated_at"])
     if values:
         _enqueue_environment(environment)
+        from spaces import audit
+
+        # Keys only: the log never holds a value, secret or not.
+        audit.record(
+            acting_user, environment.project.space_id, audit.Action.SECRETS_CHANGE,
+            f"Set {len(values)} {'secret' if is_secret else 'variable'}{'s' if len(values) != 1 else ''} in {environment.name}",
+            environment=environment, details={"created": created, "replaced": replaced, "secret": is_secret},
+        )
     return created, replaced
 
 
@@ -137,6 +157,12 @@ def delete_variable(*, acting_user: AbstractBaseUser, environment: Environment, 
     deleted, _ = EnvironmentVariable.objects.filter(environment=environment, key=key).delete()
     if deleted:
         _enqueue_environment(environment)
+        from spaces import audit
+
+        audit.record(
+            acting_user, environment.project.space_id, audit.Action.SECRETS_CHANGE,
+            f"Deleted {key} from {environment.name}", environment=environment, details={"deleted": [key]},
+        )
     return bool(deleted)
 
 
@@ -189,6 +215,13 @@ def set_firewall(
     environment.external_allow_cidrs = cidrs
     environment.save(update_fields=["allow_external_tcp", "external_allow_cidrs"])
     _enqueue_environment(environment)
+    from spaces import audit
+
+    audit.record(
+        acting_user, environment.project.space_id, audit.Action.FIREWALL_CHANGE,
+        f"{'Allowed' if allow else 'Closed'} external TCP connections to {environment.name}",
+        environment=environment, details={"allow_external_tcp": allow, "allowed_cidrs": cidrs},
+    )
     return environment
 
 
@@ -209,10 +242,31 @@ def clone_environment(
     from services import live
     from services.models import Service
 
-    environment = create_environment(acting_user=acting_user, project=source.project, name=name, cluster=cluster)
+    from spaces import audit
+    from spaces.resources import check_allocation, spec_from_fields
+
     services = Service.objects.filter(environment=source).exclude(status=Service.Status.DELETING).order_by("name")
-    planned = [PlannedService(s.name, "create", s.snapshot(), Service.DesiredState.STOPPED) for s in services]
+    # A custom domain serves one service per cluster: on the same cluster the clone goes without.
+    taken = {
+        host
+        for domains in Service.objects.filter(environment__cluster=cluster).exclude(custom_domains=[]).values_list("custom_domains", flat=True)
+        for host in domains
+    }
+    planned = []
+    for service in services:
+        spec = service.snapshot()
+        spec["custom_domains"] = [host for host in spec["custom_domains"] if host not in taken]
+        planned.append(PlannedService(service.name, "create", spec, Service.DesiredState.STOPPED))
+    # Clones are stopped, so only the per-service maximums can refuse them; checked before the
+    # environment exists, so a refusal leaves nothing behind.
+    check_allocation(source.project.space_id, [(None, spec_from_fields(p.name, p.spec, running=False)) for p in planned])
+    environment = create_environment(acting_user=acting_user, project=source.project, name=name, cluster=cluster)
     written = write_services(acting_user, environment, planned, cause="clone")
+    audit.record(
+        acting_user, source.project.space_id, audit.Action.ENVIRONMENT_CLONE,
+        f"Cloned {source.name} as {environment.name} ({len(written)} service{'s' if len(written) != 1 else ''}, stopped)",
+        environment=environment, details={"source": source.public_id, "services": [s.name for s in written]},
+    )
     if written:
         live.publish_services(written)
         enqueue_reconcile(environment, written)
