@@ -29,6 +29,10 @@ from services.models import Service
 from spaces.access import live_projects, spaces_for_user
 from spaces.http import HtmxHttpRequest, wants_fragment
 
+# The modal sits in pages that have forms of their own (the selector's "Create new
+# environment" has a `name` too): its own id prefix keeps every label on its field.
+FORM_IDS = "deploy-%s"
+
 # Sent with a successful modal submit: static/js/services.js closes the open dialog on it.
 CLOSE_MODAL_TRIGGER = "ale:modal-close"
 
@@ -98,9 +102,9 @@ def deploy(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     """The deploy modal: a new service in the environment."""
     environment = get_environment_for_user(request.user, env_id)
     if request.method == "GET":
-        return _form_response(request, environment, ServiceForm(environment=environment), None)
+        return _form_response(request, environment, ServiceForm(environment=environment, auto_id=FORM_IDS), None)
 
-    form = ServiceForm(request.POST, environment=environment)
+    form = ServiceForm(request.POST, environment=environment, auto_id=FORM_IDS)
     if not form.is_valid():
         return _form_response(request, environment, form, None, status=422)
     try:
@@ -126,9 +130,9 @@ def edit(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
     service = get_service_for_user(request.user, service_id)
     environment = service.environment
     if request.method == "GET":
-        return _form_response(request, environment, ServiceForm(environment=environment, service=service), service)
+        return _form_response(request, environment, ServiceForm(environment=environment, service=service, auto_id=FORM_IDS), service)
 
-    form = ServiceForm(request.POST, environment=environment, service=service)
+    form = ServiceForm(request.POST, environment=environment, service=service, auto_id=FORM_IDS)
     if not form.is_valid():
         return _form_response(request, environment, form, service, status=422)
     try:

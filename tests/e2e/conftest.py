@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import uuid
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -92,10 +93,16 @@ def _stop(process: subprocess.Popen) -> None:
 def ale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AleServer]:
     var_dir = tmp_path_factory.mktemp("ale-var")
     port = free_port()
+    run_id = uuid.uuid4().hex[:10]
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{var_dir / 'ale.sqlite3'}",
         "ALE_VAR_DIR": str(var_dir),
+        # Processes `ale_stack` starts next to the server share these; a unique queue and
+        # channel prefix keep parallel runs on one Redis from taking each other's messages.
+        "CELERY_QUEUE": f"ale-e2e-{run_id}",
+        "CHANNELS_PREFIX": f"ale-e2e-{run_id}",
+        "DEVCLUSTER_KUBECONFIG": str(var_dir / "devcluster" / "kubeconfig"),
         # DEBUG serves static files from the app directories, as `make run` does.
         "DEBUG": "true",
         "PYTHONUNBUFFERED": "1",
@@ -117,6 +124,52 @@ def ale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AleServer]:
     finally:
         for started in reversed(server.processes):
             _stop(started)
+
+
+@pytest.fixture(scope="session")
+def ale_stack(ale_server: AleServer) -> Iterator[AleServer]:
+    """`ale_server` with what makes deploys real: the devcluster (pods ready in 0.3 s), a Celery
+    worker and the cluster watcher, all on the server's database, queue and channel prefix."""
+    from ale_site.localstack import Stack, start_devcluster, wait_until
+
+    stack = Stack()
+    logs = ale_server.var_dir
+    try:
+        start_devcluster(
+            stack,
+            Path(ale_server.env["DEVCLUSTER_KUBECONFIG"]),
+            log=logs / "devcluster.log",
+            pod_ready_seconds=0.3,
+        )
+        worker_log = logs / "worker.log"
+        with worker_log.open("wb") as output:
+            stack.spawn(
+                "worker",
+                [
+                    sys.executable, "-m", "celery", "-A", "ale_site", "worker",
+                    "--pool", "threads", "-c", "4", "-Q", ale_server.env["CELERY_QUEUE"],
+                    "-n", f"e2e-{ale_server.env['CELERY_QUEUE']}@%h",
+                    "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
+                ],
+                cwd=ROOT, env=ale_server.env, stdout=output, stderr=subprocess.STDOUT,
+            )
+        with (logs / "watcher.log").open("wb") as output:
+            stack.spawn(
+                # The run starts with no environment, so no cluster to watch: look again soon.
+                "watcher", [sys.executable, "manage.py", "watch_clusters", "--refresh-interval", "0.5"],
+                cwd=ROOT, env=ale_server.env, stdout=output, stderr=subprocess.STDOUT,
+            )
+
+        def worker_ready() -> bool:
+            failed = stack.failed()
+            if failed:
+                raise RuntimeError(f"{failed[0]} exited with {failed[1]}; logs in {logs}")
+            return b" ready." in worker_log.read_bytes()
+
+        wait_until(worker_ready, 30, "The Celery worker")
+        yield ale_server
+    finally:
+        stack.stop()
 
 
 @pytest.fixture(scope="session")
