@@ -219,10 +219,19 @@ def start_all(acting_user: AbstractBaseUser | None, environment: Environment) ->
         .exclude(status=Service.Status.DELETING)
         .order_by("pk")
     )
+    stopped = list(stopped)
+    # All of them together, before any starts: either every one fits or none starts.
+    check_services(stopped)
     count = 0
     for service in stopped:
         _start_locked(service)
         count += 1
+    if count:
+        audit.record(
+            acting_user, environment.project.space_id, audit.Action.SERVICE_START_ALL,
+            f"Started all {count} stopped service{'s' if count != 1 else ''} of {environment.name}",
+            environment=environment, details={"services": [s.name for s in stopped]},
+        )
     return count
 
 
