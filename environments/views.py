@@ -5,6 +5,7 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -108,6 +109,18 @@ def settings(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
 def create(request: HtmxHttpRequest, project_id: str) -> HttpResponse:
     project = get_project_for_user(request.user, project_id)
     form = EnvironmentCreateForm(request.POST, project=project)
+    cloned = None
+    if form.is_valid() and form.cleaned_data.get("source") is not None:
+        try:
+            cloned = actions.clone_environment(
+                acting_user=request.user,
+                source=form.cleaned_data["source"],
+                name=form.cleaned_data["name"],
+                cluster=form.cleaned_data["cluster"],
+            )
+        except ValidationError as error:
+            # Refused by the space's allocation: the form says why, and nothing was created.
+            form.add_error(None, error)
     if not form.is_valid():
         if wants_fragment(request):
             live = list(project.environments.filter(deleting_at__isnull=True))
@@ -123,10 +136,8 @@ def create(request: HtmxHttpRequest, project_id: str) -> HttpResponse:
         return _render_tab(request, source, "information", create_form=form, selector_open=True)
 
     source = form.cleaned_data.get("source")
-    if source is not None:
-        environment = actions.clone_environment(
-            acting_user=request.user, source=source, name=form.cleaned_data["name"], cluster=form.cleaned_data["cluster"]
-        )
+    if source is not None and cloned is not None:
+        environment = cloned
         count = environment.services.count()
         messages.success(
             request,

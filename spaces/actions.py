@@ -11,6 +11,7 @@ from django.db import transaction
 from clusters.models import Cluster
 from environments.actions import create_environment
 from environments.models import MAIN
+from spaces import audit
 from spaces.models import Membership, Project, Space
 
 
@@ -57,6 +58,7 @@ def create_project(
     main = create_environment(acting_user=acting_user, project=project, name=MAIN, cluster=cluster)
     project.default_environment = main
     project.save(update_fields=["default_environment"])
+    audit.record(acting_user, space, audit.Action.PROJECT_CREATE, f"Created project {name}", project=project)
     return project
 
 

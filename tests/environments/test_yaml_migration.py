@@ -233,6 +233,12 @@ def test_it_changes_a_service_with_a_new_revision(staging, owner, django_capture
 def test_it_applies_200_services_in_a_bounded_number_of_queries(staging, owner, django_assert_max_num_queries, django_capture_on_commit_callbacks):
     services = "".join(f"    - {{name: s{i:03}, kind: web, image: 'nginx:1.27', port: 80}}\n" for i in range(200))
     data = f"apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n{services}".encode()
+    # 200 running services are far beyond the default profile: operations would allocate more.
+    from spaces.models import ResourceAllocation
+
+    ResourceAllocation.objects.create(
+        space=staging.project.space, on_demand_cpu_millicores=100_000, on_demand_memory_mib=100_000, max_running_services=200
+    )
     with django_capture_on_commit_callbacks(execute=False), django_assert_max_num_queries(30):
         result = migration.import_file(owner, staging, data)
     assert len(result.created) == 200
