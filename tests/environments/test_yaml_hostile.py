@@ -22,7 +22,7 @@ EXPECTED: dict[str, list[str]] = {
     "python_object.yaml": ["line 7", "tag:yaml.org,2002:python/object/apply:os.system is not allowed"],
     "python_name.yaml": ["line 3", "python/name:os.system is not allowed"],
     "custom_tag.yaml": ["line 4", "the tag !include is not allowed"],
-    "deep_nesting.yaml": ["nested more than 20 levels deep"],
+    "deep_nesting.yaml": ["line 22, column 39: the file is nested more than 20 levels deep."],
     "binary.yaml": ["binary data"],
     "latin1.yaml": ["line 4: this is not UTF-8 text"],
     "wrong_types.yaml": [
@@ -64,6 +64,7 @@ def _generated() -> dict[str, tuple[bytes, list[str]]]:
         "501_services": (many.encode(), ["spec.services (line 5): 501 services; an environment holds at most 500."]),
         "too_many_nodes": (wide.encode(), ["more than 50000 values"]),
         "empty": (b"", ["The file is empty."]),
+        "5000_flow_levels": (b"apiVersion: ale/v1\nspec: " + b"[" * 5000 + b"]" * 5000 + b"\n", ["line 2, column", "nesting depth"]),
     }
 
 
