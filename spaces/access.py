@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
-from spaces.models import Project, Space
+from spaces.models import Membership, Project, Space
 
 
 def spaces_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Space]:
@@ -58,3 +59,21 @@ def get_project_by_handle_for_user(
         return projects_for_user(user).select_related("space").get(space__name=space_name, name=project_name)
     except Project.DoesNotExist:
         raise Http404("No such project.") from None
+
+
+def is_owner(user: AbstractBaseUser | AnonymousUser, space: Space) -> bool:
+    if not user.is_authenticated:
+        return False
+    return Membership.objects.filter(space=space, user=user, role=Membership.Role.OWNER).exists()
+
+
+def get_space_for_owner(user: AbstractBaseUser | AnonymousUser, public_id: str) -> Space:
+    """The space, for its owners only.
+
+    An outsider gets 404, as everywhere. A member gets 403: they know the space exists (it is
+    in their sidebar), so hiding it would only be confusing; what they lack is the right.
+    """
+    space = get_space_for_user(user, public_id)
+    if not is_owner(user, space):
+        raise PermissionDenied("Only the space's owners can do this.")
+    return space

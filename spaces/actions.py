@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from clusters.models import Cluster
@@ -66,3 +68,113 @@ def update_project_display_name(*, acting_user: AbstractBaseUser, project: Proje
     project.display_name = display_name
     project.save(update_fields=["display_name"])
     return project
+
+
+# --- space settings ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def rename_space(*, acting_user: AbstractBaseUser, space: Space, name: str) -> Space:
+    space = Space.objects.select_for_update().get(pk=space.pk)
+    old = space.name
+    space.name = name
+    space.full_clean(validate_unique=True, validate_constraints=False)
+    space.save(update_fields=["name"])
+    audit.record(acting_user, space, audit.Action.SPACE_RENAME, f"Renamed the space from {old} to {name}",
+                 details={"from": old, "to": name})
+    return space
+
+
+@transaction.atomic
+def delete_space(*, acting_user: AbstractBaseUser, space: Space) -> None:
+    """Delete a space that is not anyone's default, with everything in it.
+
+    Its members lose it at once (their memberships and its invitations go now); each of its
+    environments is deleted like a user deleting it (the namespace first, then the rows), and
+    `spaces.tasks.delete_space` removes the space's row once its last project is gone.
+    """
+    from environments.actions import delete_environment
+    from environments.models import Environment
+    from spaces.tasks import delete_space as delete_space_task
+
+    space = Space.objects.select_for_update().get(pk=space.pk)
+    if space.is_default:
+        raise ValidationError("A user's default space cannot be deleted.")
+    environments = Environment.objects.filter(project__space=space, deleting_at__isnull=True).select_related("project")
+    for environment in environments:
+        delete_environment(acting_user=acting_user, environment=environment)
+    space.memberships.all().delete()
+    space.invitations.all().delete()
+    transaction.on_commit(partial(delete_space_task.delay, space.pk), robust=True)
+
+
+# --- the team ------------------------------------------------------------------------------------
+
+
+def _locked_memberships(space: Space) -> dict[int, Membership]:
+    """Every membership of the space, locked, by user id: the owner count is read under the
+    same locks that the change takes, so two owners cannot demote each other at once."""
+    Space.objects.select_for_update().filter(pk=space.pk).first()
+    return {m.user_id: m for m in Membership.objects.select_for_update().filter(space=space).select_related("user")}
+
+
+def _owner_count(memberships: dict[int, Membership]) -> int:
+    return sum(1 for m in memberships.values() if m.role == Membership.Role.OWNER)
+
+
+@transaction.atomic
+def add_member(
+    *, acting_user: AbstractBaseUser | None, space: Space, user: AbstractBaseUser, role: str, via: str = "direct"
+) -> Membership:
+    memberships = _locked_memberships(space)
+    if user.pk in memberships:
+        raise ValidationError(f"{user.get_username()} is already in this space.")
+    membership = Membership.objects.create(space=space, user=user, role=role)
+    audit.record(
+        acting_user, space, audit.Action.MEMBER_ADD, f"Added {user.get_username()} as {membership.get_role_display().lower()}",
+        details={"user": user.get_username(), "role": role, "via": via},
+    )
+    return membership
+
+
+@transaction.atomic
+def change_role(*, acting_user: AbstractBaseUser, space: Space, user: AbstractBaseUser, role: str) -> Membership:
+    memberships = _locked_memberships(space)
+    membership = memberships.get(user.pk)
+    if membership is None:
+        raise ValidationError(f"{user.get_username()} is not in this space.")
+    if role not in Membership.Role.values:
+        raise ValidationError("Choose owner or member.")
+    if membership.role == role:
+        return membership
+    if membership.role == Membership.Role.OWNER and _owner_count(memberships) == 1:
+        raise ValidationError("A space needs an owner: make someone else owner first.")
+    old = membership.role
+    membership.role = role
+    membership.save(update_fields=["role"])
+    audit.record(
+        acting_user, space, audit.Action.MEMBER_ROLE, f"Made {user.get_username()} {membership.get_role_display().lower()}",
+        details={"user": user.get_username(), "from": old, "to": role},
+    )
+    return membership
+
+
+@transaction.atomic
+def remove_member(*, acting_user: AbstractBaseUser, space: Space, user: AbstractBaseUser) -> None:
+    """Take a user out of the space (an owner removing them, or they leaving)."""
+    memberships = _locked_memberships(space)
+    membership = memberships.get(user.pk)
+    if membership is None:
+        raise ValidationError(f"{user.get_username()} is not in this space.")
+    if membership.role == Membership.Role.OWNER and _owner_count(memberships) == 1:
+        raise ValidationError("The last owner cannot leave: make someone else owner first.")
+    if space.is_default and space.owner_id == user.pk:
+        # The default space is its user's for as long as the user exists.
+        raise ValidationError("Nobody leaves their own default space.")
+    membership.delete()
+    leaving = acting_user.pk == user.pk
+    audit.record(
+        acting_user, space, audit.Action.MEMBER_REMOVE,
+        f"{user.get_username()} left the space" if leaving else f"Removed {user.get_username()}",
+        details={"user": user.get_username(), "left": leaving},
+    )

@@ -4,7 +4,7 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm, UserCreationForm
 
 from clusters.models import Cluster
-from spaces.models import Project, Space, validate_project_name
+from spaces.models import Membership, Project, Space, validate_project_name, validate_space_name
 
 
 class SignupForm(UserCreationForm):
@@ -52,3 +52,53 @@ class ProjectDisplayNameForm(forms.Form):
     display_name = forms.CharField(
         label="Display Name", max_length=100, help_text="Any characters and languages."
     )
+
+
+class SpaceRenameForm(forms.Form):
+    name = forms.CharField(
+        label="Space name",
+        max_length=20,
+        validators=[validate_space_name],
+        help_text="4–20 characters: lowercase letters, digits, hyphens and dots.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "pattern": "[a-z0-9.\\-]{4,20}", "spellcheck": "false"}),
+    )
+
+    def __init__(self, *args, space: Space, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.space = space
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if Space.objects.filter(name=name).exclude(pk=self.space.pk).exists():
+            raise forms.ValidationError("Another space has this name.")
+        return name
+
+
+class SpaceDeleteForm(forms.Form):
+    """Deleting a space takes typing its name: everything in it goes, namespaces included."""
+
+    confirm = forms.CharField(label="Type the space's name to confirm", max_length=20)
+
+    def __init__(self, *args, space: Space, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.space = space
+
+    def clean_confirm(self) -> str:
+        value = self.cleaned_data["confirm"].strip()
+        if value != self.space.name:
+            raise forms.ValidationError(f"Type {self.space.name} to confirm.")
+        return value
+
+
+class InviteForm(forms.Form):
+    who = forms.CharField(
+        label="E-mail or username",
+        max_length=254,
+        help_text="Someone with an account joins at once; anyone else gets a link to sign up.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
+    role = forms.ChoiceField(label="Role", choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+
+class RoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Membership.Role.choices)

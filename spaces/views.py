@@ -13,6 +13,7 @@ from spaces.access import (
     get_project_by_handle_for_user,
     get_project_for_user,
     get_space_for_user,
+    is_owner,
     live_projects,
     spaces_for_user,
 )
@@ -58,6 +59,7 @@ def _space_page(request: HtmxHttpRequest, space: Space, form: ProjectCreateForm)
         "space_projects": projects,
         "form": form,
         "user_spaces": spaces_for_user(request.user),
+        "is_space_owner": is_owner(request.user, space),
     }
     return render(request, "spaces/detail.html", context)
 
