@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from environments.models import Environment
     from services.models import Service
+    from spaces.allocation import Limits
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "ale"}
 ISOLATION_POLICY = "ale-isolation"
@@ -140,3 +141,41 @@ def render_external_access(environment: Environment, tcp_services: list[Service]
             }
         )
     return manifests
+
+
+QUOTA = "ale-quota"
+
+
+def render_resource_quota(environment: Environment, limits: Limits) -> dict[str, Any]:
+    """The ResourceQuota `ale-quota`: the cluster's own line under what ale checks.
+
+    Every namespace of a space gets the space's *totals*. A quota is per namespace and cannot
+    see the space's other namespaces, so the most it can honestly say is "this namespace never
+    holds more than the whole space": ale's check before every deploy keeps the sum of all of
+    them within the allocation, and the quota stops whatever goes around ale (a `kubectl
+    scale`, a bug) from exceeding it in any one place. Nor can a quota tell spot from on-demand
+    pods (scopes select priority classes, not node selectors), so each resource is the sum of
+    both. Disk is a service's emptyDir, which the pod declares as ephemeral storage.
+
+    A rolling update adds up to a quarter of the replicas before old pods go (`maxSurge`); a
+    namespace holding the whole space's allocation to the last millicore has no room for them,
+    so its rollout waits (the Deployment reports the quota's refusal) until something stops.
+    """
+    cpu = limits.on_demand_cpu_millicores + limits.spot_cpu_millicores
+    memory = limits.on_demand_memory_mib + limits.spot_memory_mib
+    disk = limits.on_demand_disk_mib + limits.spot_disk_mib
+    hard = {
+        "requests.cpu": f"{cpu}m",
+        "limits.cpu": f"{cpu}m",
+        "requests.memory": f"{memory}Mi",
+        "limits.memory": f"{memory}Mi",
+        "requests.ephemeral-storage": f"{disk}Mi",
+        "limits.ephemeral-storage": f"{disk}Mi",
+        "pods": str(limits.max_running_services * limits.max_replicas_per_service),
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": QUOTA, "namespace": environment.namespace, "labels": environment_labels(environment)},
+        "spec": {"hard": hard},
+    }

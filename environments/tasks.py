@@ -14,6 +14,7 @@ from environments.manifests import (
     render_env_secret,
     render_environment,
     render_external_access,
+    render_resource_quota,
 )
 from environments.models import Environment, EnvironmentVariable
 from services.tasks import MAX_RETRIES, retry_or_give_up
@@ -37,8 +38,11 @@ def _apply_environment(kube, environment: Environment) -> None:
     node ports the cluster gives are recorded on the services for their Copy Address."""
     from services.models import Service
 
+    from spaces.resources import limits_for_space
+
     variables = {v.key: v.value for v in EnvironmentVariable.objects.filter(environment=environment)}
-    kube.apply([*render_environment(environment), render_env_secret(environment, variables)])
+    quota = render_resource_quota(environment, limits_for_space(environment.project.space))
+    kube.apply([*render_environment(environment), quota, render_env_secret(environment, variables)])
     tcp = []
     if environment.allow_external_tcp:
         tcp = list(

@@ -74,6 +74,10 @@ def _probes(service: Service) -> dict[str, Any]:
 
 def _container(service: Service) -> dict[str, Any]:
     quantities = {"cpu": f"{service.cpu_millicores}m", "memory": f"{service.memory_mib}Mi"}
+    if _has_disk(service):
+        # The disk (an emptyDir) as the pod's ephemeral storage: what the namespace's
+        # ResourceQuota counts as the space's disk.
+        quantities["ephemeral-storage"] = f"{service.disk_mib}Mi"
     container: dict[str, Any] = {
         "name": service.name,
         "image": service.image,

@@ -114,3 +114,27 @@ def _csv_safe(text: str) -> str:
     # A cell starting with = + - @ is a formula to a spreadsheet (CSV injection): a user-chosen
     # name in a summary must stay text.
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def record_terminal_session(sender: type, instance: Any, created: bool, **kwargs: Any) -> None:
+    """A terminal session opened (`services.TerminalSession` written): its audit entry.
+
+    Connected to the model's `post_save` (see `SpacesConfig.ready`) rather than called from the
+    terminal's socket, so that every way a session row is written is recorded the same way.
+    """
+    if not created:
+        return
+    service = instance.service
+    environment = service.environment
+    user = instance.user
+    entry = record(
+        user,
+        environment.project.space_id,
+        Action.TERMINAL_OPEN,
+        f"Opened a terminal in {service.name} ({instance.pod}/{instance.container})",
+        service=service,
+        details={"pod": instance.pod, "container": instance.container, "session": instance.pk},
+    )
+    if user is None and instance.username:
+        # The session keeps its username when the account goes; so does the entry.
+        AuditEntry.objects.filter(pk=entry.pk).update(actor_name=instance.username)
