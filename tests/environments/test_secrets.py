@@ -212,3 +212,37 @@ def test_it_applies_the_env_secret_to_the_cluster_and_drops_deleted_keys(kube_cl
     actions.delete_variable(acting_user=owner, environment=environment, key="MODE")
     reconcile_environment.apply(args=[environment.pk]).get()
     assert set(kube.get("v1", "Secret", "ale-env", environment.namespace)["data"]) == {"DB_PASSWORD"}
+
+
+def test_it_refuses_to_start_in_production_without_secret_keys(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALE_SECRET_KEYS")}
+    env.update(DEBUG="false", SECRET_KEY="production-like", DJANGO_SETTINGS_MODULE="ale_site.settings")
+    code = "import django; django.setup()"
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "ALE_SECRET_KEYS (or ALE_SECRET_KEYS_FILE) must be set when DEBUG is off." in result.stderr
+    keys = tmp_path / "keys"
+    keys.write_text(Fernet.generate_key().decode())
+    env["ALE_SECRET_KEYS_FILE"] = str(keys)
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, timeout=60).returncode == 0
+
+
+def test_it_renders_the_settings_tab_in_the_same_queries_for_3_or_30_variables(member_client, main_env, owner, django_assert_num_queries):
+    url = reverse("environments:settings", args=[main_env.public_id])
+    actions.set_variables(acting_user=owner, environment=main_env, values={f"K{i}": "v" for i in range(3)}, is_secret=False)
+    make_service(main_env, owner, name="db", kind="tcp", image="postgres:16", port="5432")
+    member_client.get(url)
+    from django.db import connection as conn
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(conn) as few:
+        member_client.get(url)
+    actions.set_variables(acting_user=owner, environment=main_env, values={f"K{i}": "v" for i in range(30)}, is_secret=True)
+    for i in range(5):
+        make_service(main_env, owner, name=f"db{i}", kind="tcp", image="postgres:16", port="5432")
+    with django_assert_num_queries(len(few)):
+        member_client.get(url)
