@@ -169,7 +169,7 @@ def _per_service(limits: Limits, spec: ServiceSpec) -> Excess | None:
                 needed,
                 allowed,
                 allowed,
-                f"{label[0].upper()}{label[1:]} per service{who}: this needs {format_amount(resource, needed)}, "
+                f"{label if resource == CPU else label.capitalize()} per service{who}: this needs {format_amount(resource, needed)}, "
                 f"at most {format_amount(resource, allowed)} is allowed per replica",
             )
     if spec.replicas > limits.max_replicas_per_service:
@@ -225,8 +225,7 @@ def first_excess(limits: Limits, current: Usage, proposed: Iterable[ServiceSpec]
                 adding.running_services,
                 left,
                 allowed,
-                f"Running services: this needs {adding.running_services}, {left} of {allowed} "
-                f"{'is' if left == 1 else 'are'} left",
+                f"Running services: this needs {adding.running_services}, {left} of {allowed} is left",
             )
     return None
 

@@ -1,0 +1,297 @@
+"""The allocation is checked before anything reaches the cluster: a refused change writes
+nothing and says which limit, what it needs and what is left; the namespace's ResourceQuota
+draws the same line in the cluster."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+
+from environments import migration
+from environments.actions import clone_environment
+from environments.manifests import render_resource_quota
+from services import actions
+from services.models import Revision, Service
+from spaces.models import ResourceAllocation
+from spaces.resources import AllocationExceeded, limits_for_space, usage_for_space
+from tests.factories import local_cluster, make_environment, make_project
+from tests.spaces.helpers import allocate, deploy, form_data
+
+from tests.fixtures.celery_worker import celery_queue  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+HX = {"HTTP_HX_REQUEST": "true"}
+
+
+def test_it_refuses_a_deploy_over_the_total_and_writes_nothing(space, main_env, owner):
+    allocate(space, service_max_memory_mib=1024)
+    deploy(main_env, owner, name="one", cpu="0.5", memory="512Mi")
+    with pytest.raises(AllocationExceeded) as info:
+        deploy(main_env, owner, name="two", cpu="0.5", memory="768Mi")
+    assert info.value.messages == ["On-demand memory: this needs 0.75 GiB, 0.5 GiB of 1 GiB is left"]
+    assert list(Service.objects.values_list("name", flat=True)) == ["one"]
+    assert Revision.objects.count() == 1
+
+
+def test_it_refuses_spot_when_spot_is_full_and_on_demand_is_not(space, main_env, owner):
+    allocate(space, spot_memory_mib=512)
+    deploy(main_env, owner, name="one", memory="512Mi", capacity="spot")
+    deploy(main_env, owner, name="two", memory="512Mi")  # on-demand: its own total
+    with pytest.raises(AllocationExceeded, match=r"^\['Spot memory: this needs 0.5 GiB, 0 GiB of 0.5 GiB is left'\]$"):
+        deploy(main_env, owner, name="three", memory="512Mi", capacity="spot")
+
+
+def test_it_refuses_scaling_past_the_total_and_keeps_the_running_spec(space, main_env, owner):
+    allocate(space, max_replicas_per_service=4)
+    service = deploy(main_env, owner, cpu="0.5", memory="256Mi")
+    with pytest.raises(AllocationExceeded, match="On-demand vCPU: this needs 1.5 vCPU, 1.0 vCPU of 1.0 vCPU is left"):
+        deploy(main_env, owner, service=service, cpu="0.5", memory="256Mi", replicas=3, **{"name": "api"})
+    service.refresh_from_db()
+    assert (service.replicas, service.generation, service.revisions.count()) == (1, 1, 1)
+
+
+def test_it_counts_a_service_once_when_its_own_spec_changes(space, main_env, owner):
+    allocate(space)
+    service = deploy(main_env, owner, cpu="0.5", memory="512Mi")
+    # 0.5 → 1.0 vCPU fits a 1 vCPU total only because the old 0.5 is replaced, not added.
+    deploy(main_env, owner, service=service, cpu="0.5", memory="512Mi", replicas=2)
+    service.refresh_from_db()
+    assert service.replicas == 2
+
+
+def test_it_applies_the_per_service_maximums_and_replicas(space, main_env, owner):
+    allocate(space)
+    with pytest.raises(AllocationExceeded, match=r"vCPU per service \(api\): this needs 0.75 vCPU, at most 0.5 vCPU"):
+        deploy(main_env, owner, cpu="0.75")
+    with pytest.raises(AllocationExceeded, match="Replicas per service \\(api\\): this needs 3, at most 2 are allowed"):
+        deploy(main_env, owner, cpu="0.1", memory="64Mi", replicas=3)
+    assert not Service.objects.exists()
+
+
+def test_it_counts_the_disk_of_tcp_services_only(space, main_env, owner):
+    allocate(space, on_demand_disk_mib=1024)
+    deploy(main_env, owner, name="web")
+    deploy(main_env, owner, name="db", kind="tcp", port=5432, disk="1Gi")
+    with pytest.raises(AllocationExceeded, match="On-demand disk: this needs 0.5 GiB, 0 GiB of 1 GiB is left"):
+        deploy(main_env, owner, name="db2", kind="tcp", port=5432, disk="512Mi")
+
+
+def test_it_limits_running_services_and_frees_a_slot_on_stop(space, main_env, owner):
+    allocate(space, max_running_services=2)
+    one = deploy(main_env, owner, name="one", cpu="0.1", memory="64Mi")
+    deploy(main_env, owner, name="two", cpu="0.1", memory="64Mi")
+    with pytest.raises(AllocationExceeded, match="Running services: this needs 1, 0 of 2 is left"):
+        deploy(main_env, owner, name="three", cpu="0.1", memory="64Mi")
+    actions.stop_service(owner, one)
+    deploy(main_env, owner, name="three", cpu="0.1", memory="64Mi")
+    with pytest.raises(AllocationExceeded, match="Running services"):
+        actions.start_service(owner, Service.objects.get(name="one"))
+    assert Service.objects.get(name="one").desired_state == Service.DesiredState.STOPPED
+
+
+def test_it_counts_every_environment_of_the_space_and_no_other_space(space, project, main_env, owner, member):
+    allocate(space, max_running_services=1)
+    other_env = make_environment(project, by=owner, name="staging")
+    deploy(main_env, owner, name="one", cpu="0.1", memory="64Mi")
+    with pytest.raises(AllocationExceeded):
+        deploy(other_env, owner, name="two", cpu="0.1", memory="64Mi")
+    # The member's own default space has an allocation of its own.
+    elsewhere = make_project(member.memberships.get(space__is_default=True).space, by=member, name="mine")
+    deploy(elsewhere.environments.get(), member, name="two", cpu="0.1", memory="64Mi")
+
+
+def test_it_frees_what_a_deleted_environment_held(space, project, main_env, owner):
+    from environments.actions import delete_environment
+
+    allocate(space, max_running_services=1)
+    staging = make_environment(project, by=owner, name="staging")
+    deploy(staging, owner, name="one", cpu="0.1", memory="64Mi")
+    delete_environment(acting_user=owner, environment=staging)
+    deploy(main_env, owner, name="two", cpu="0.1", memory="64Mi")
+
+
+def test_it_starts_all_or_none(space, main_env, owner):
+    allocate(space)
+    services = [deploy(main_env, owner, name=f"s{i}", cpu="0.4", memory="128Mi") for i in range(2)]
+    for service in services:
+        actions.stop_service(owner, service)
+    deploy(main_env, owner, name="big", cpu="0.4", memory="128Mi")
+    with pytest.raises(AllocationExceeded, match="On-demand vCPU: this needs 0.8 vCPU, 0.6 vCPU of 1.0 vCPU is left"):
+        actions.start_all(owner, main_env)
+    assert set(Service.objects.filter(name__in=["s0", "s1"]).values_list("desired_state", flat=True)) == {"stopped"}
+
+
+def test_it_checks_a_rollback_to_a_bigger_revision(space, main_env, owner):
+    allocate(space)
+    service = deploy(main_env, owner, cpu="0.5", memory="512Mi")
+    deploy(main_env, owner, service=service, cpu="0.1", memory="64Mi")
+    deploy(main_env, owner, name="other", cpu="0.5", memory="128Mi")
+    deploy(main_env, owner, name="third", cpu="0.1", memory="64Mi")
+    with pytest.raises(AllocationExceeded, match="On-demand vCPU: this needs 0.5 vCPU, 0.4 vCPU of 1.0 vCPU is left"):
+        actions.rollback_service(owner, service, service.revisions.get(number=1))
+    service.refresh_from_db()
+    assert (service.cpu_millicores, service.revisions.count()) == (100, 2)
+
+
+def test_it_refuses_a_yaml_file_over_the_allocation_and_applies_nothing(space, main_env, owner):
+    allocate(space)
+    text = (
+        "apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n"
+        + "".join(f"    - {{name: s{i}, kind: web, image: 'nginx:1.27', port: 80, resources: {{cpu: 0.4, memory: 256Mi}}}}\n" for i in range(3))
+    )
+    with pytest.raises(AllocationExceeded, match="On-demand vCPU: this needs 1.2 vCPU, 1.0 vCPU of 1.0 vCPU is left"):
+        migration.import_file(owner, main_env, text.encode())
+    assert not Service.objects.exists()
+
+
+def test_it_refuses_a_clone_whose_services_exceed_the_per_service_maximum(space, project, main_env, owner):
+    service = deploy(main_env, owner, cpu="1")
+    allocate(space)
+    with pytest.raises(AllocationExceeded, match=r"vCPU per service \(api\): this needs 1.0 vCPU"):
+        clone_environment(acting_user=owner, source=main_env, name="copy", cluster=local_cluster())
+    assert not project.environments.filter(name="copy").exists()
+    # Clones are stopped: over the totals is fine, they only count once started.
+    ResourceAllocation.objects.filter(space=space).update(service_max_cpu_millicores=1000, on_demand_cpu_millicores=1000)
+    clone = clone_environment(acting_user=owner, source=main_env, name="copy", cluster=local_cluster())
+    assert clone.services.get().desired_state == Service.DesiredState.STOPPED
+    assert service.environment_id == main_env.pk
+
+
+# --- views: the refusal is a message, and nothing changes ------------------------------------------
+
+
+def test_it_shows_the_refusal_in_the_deploy_modal(space, main_env, member_client):
+    allocate(space, on_demand_memory_mib=256)
+    response = member_client.post(
+        reverse("services:deploy", args=[main_env.public_id]), form_data(memory="512Mi"), **HX
+    )
+    assert response.status_code == 200
+    assert "On-demand memory: this needs 0.5 GiB, 256 MiB of 256 MiB is left" in response.content.decode()
+    assert not Service.objects.exists()
+
+
+def test_it_shows_the_refusal_of_a_start_on_the_card(space, main_env, owner, member_client):
+    allocate(space, max_running_services=1)
+    stopped = deploy(main_env, owner, name="one", cpu="0.1", memory="64Mi")
+    actions.stop_service(owner, stopped)
+    deploy(main_env, owner, name="two", cpu="0.1", memory="64Mi")
+    response = member_client.post(reverse("services:start", args=[stopped.public_id]), **HX)
+    assert "Running services: this needs 1, 0 of 1 is left" in response.content.decode()
+    stopped.refresh_from_db()
+    assert stopped.desired_state == Service.DesiredState.STOPPED
+
+
+def test_it_shows_the_refusal_of_start_all(space, main_env, owner, member_client):
+    allocate(space, max_running_services=1)
+    for name in ("one", "two"):
+        actions.stop_service(owner, deploy(main_env, owner, name=name, cpu="0.1", memory="64Mi"))
+    response = member_client.post(reverse("services:start-all", args=[main_env.public_id]), follow=True)
+    assert "Running services: this needs 2, 1 of 1 is left" in response.content.decode()
+    assert not Service.objects.filter(desired_state=Service.DesiredState.RUNNING).exists()
+
+
+def test_it_shows_the_refusal_of_a_clone_in_the_create_form(space, project, main_env, owner, member_client):
+    deploy(main_env, owner, cpu="1")
+    allocate(space)
+    response = member_client.post(
+        reverse("environments:create", args=[project.public_id]),
+        {"mode": "clone", "source": main_env.public_id, "name": "copy", "cluster": local_cluster().pk},
+        **HX,
+    )
+    assert "vCPU per service (api): this needs 1.0 vCPU" in response.content.decode()
+    assert not project.environments.filter(name="copy").exists()
+
+
+# --- concurrency: two deploys that fit alone but not together --------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_lets_only_one_of_two_concurrent_deploys_through(celery_queue):
+    from tests.factories import make_space, make_user
+
+    owner = make_user("racer")
+    space = make_space(owner=owner, name="race")
+    project = make_project(space, by=owner, name="race")
+    # Two environments: the deploys lock different environment rows, so only the space's
+    # row makes them take turns.
+    environments = {"a": project.environments.get(), "b": make_environment(project, by=owner, name="staging")}
+    allocate(space, on_demand_cpu_millicores=500)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def deploy_one(name: str) -> None:
+        try:
+            barrier.wait(5)
+            deploy(environments[name], owner, name=name, cpu="0.4", memory="64Mi")
+            outcomes.append("deployed")
+        except AllocationExceeded as exc:
+            outcomes.append(exc.messages[0])
+        except BaseException as exc:  # surfaced by the assertion below
+            outcomes.append(repr(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=deploy_one, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == ["On-demand vCPU: this needs 0.4 vCPU, 0.1 vCPU of 0.5 vCPU is left", "deployed"]
+    assert Service.objects.filter(environment__project=project).count() == 1
+
+
+# --- the ResourceQuota -----------------------------------------------------------------------------
+
+
+def test_it_renders_the_quota_with_the_spaces_totals(space, main_env):
+    allocate(space)
+    quota = render_resource_quota(main_env, limits_for_space(space))
+    assert quota["metadata"]["name"] == "ale-quota"
+    assert quota["metadata"]["namespace"] == main_env.namespace
+    assert quota["metadata"]["labels"]["ale.dev/space"] == space.public_id
+    assert quota["spec"]["hard"] == {
+        "requests.cpu": "2000m",
+        "limits.cpu": "2000m",
+        "requests.memory": "2048Mi",
+        "limits.memory": "2048Mi",
+        "requests.ephemeral-storage": "4096Mi",
+        "limits.ephemeral-storage": "4096Mi",
+        "pods": "8",
+    }
+
+
+def test_it_declares_a_tcp_services_disk_as_ephemeral_storage(space, main_env, owner):
+    from services.manifests import render_deployment
+
+    db = deploy(main_env, owner, name="db", kind="tcp", port=5432, disk="1Gi")
+    container = render_deployment(db)["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["ephemeral-storage"] == "1024Mi"
+    web = deploy(main_env, owner, name="web")
+    assert "ephemeral-storage" not in render_deployment(web)["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+
+
+def test_it_uses_the_default_profile_without_an_allocation(space):
+    limits = limits_for_space(space)
+    assert (limits.on_demand_cpu_millicores, limits.max_running_services, limits.max_replicas_per_service) == (8000, 20, 10)
+
+
+def test_it_lets_an_allocation_override_its_profile_field_by_field(space):
+    allocate(space, spot_memory_mib=4096)
+    limits = limits_for_space(space)
+    assert (limits.spot_memory_mib, limits.on_demand_memory_mib) == (4096, 1024)
+
+
+def test_it_sums_usage_in_one_query(space, project, main_env, owner, django_assert_num_queries):
+    staging = make_environment(project, by=owner, name="staging")
+    for env in (main_env, staging):
+        deploy(env, owner, name="web", cpu="0.25", memory="256Mi", replicas=2)
+        deploy(env, owner, name="db", kind="tcp", port=5432, disk="1Gi", capacity="spot")
+    with django_assert_num_queries(1):
+        usage = usage_for_space(space)
+    assert usage.used("on_demand", "cpu") == 1000
+    assert usage.used("spot", "disk") == 2048
+    assert (usage.running_services, usage.replicas) == (4, 6)
