@@ -24,6 +24,15 @@ class _EnvironmentNameMixin:
         return name
 
 
+class _OptionRequiredSelect(forms.Select):
+    """A select without an empty option always submits a value, so `required` adds nothing;
+    Django's check for it reads the first choice, which for a model field is a second query
+    of the clusters on every page with the selector."""
+
+    def use_required_attribute(self, initial: object) -> bool:
+        return False
+
+
 class EnvironmentCreateForm(_EnvironmentNameMixin, forms.Form):
     EMPTY, CLONE = "empty", "clone"
 
@@ -43,7 +52,12 @@ class EnvironmentCreateForm(_EnvironmentNameMixin, forms.Form):
         help_text="Its services are copied, stopped; variables and secrets are not.",
     )
     name = forms.CharField(label="Environment Name", max_length=40, widget=forms.TextInput(attrs={"autocomplete": "off"}))
-    cluster = forms.ModelChoiceField(label="Cluster", queryset=Cluster.objects.only("pk", "name", "display_name"), empty_label=None)
+    cluster = forms.ModelChoiceField(
+        label="Cluster",
+        queryset=Cluster.objects.only("pk", "name", "display_name"),
+        empty_label=None,
+        widget=_OptionRequiredSelect,
+    )
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
         super().__init__(*args, **kwargs)
