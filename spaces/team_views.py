@@ -347,10 +347,9 @@ def usage(request: HtmxHttpRequest, space_id: str) -> HttpResponse:
     `spaces/_usage.html`), so no page pays for it in its own queries."""
     space = get_space_for_user(request.user, space_id)
     context = {
-        "space": space,
         "groups": meters(limits_for_space(space), usage_for_space(space)),
         "is_space_owner": is_owner(request.user, space),
     }
     if wants_fragment(request):
-        return render(request, "spaces/_usage.html", context)
+        return render(request, "spaces/_usage.html", {"space": space, **context})
     return _page(request, "spaces/usage.html", space, **context)
