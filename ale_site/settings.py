@@ -151,7 +151,12 @@ REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env("CHANNELS_PREFIX", "ale")},
+        "CONFIG": {
+            # channels_redis blocks on BZPOPMIN for 5 s per receive; redis-py's default socket
+            # timeout is also 5 s, so without a longer one idle sockets time out and reconnect.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            "prefix": env("CHANNELS_PREFIX", "ale"),
+        },
     }
 }
 
