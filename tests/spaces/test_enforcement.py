@@ -209,7 +209,7 @@ def test_it_shows_the_refusal_of_a_clone_in_the_create_form(space, project, main
 # --- concurrency: two deploys that fit alone but not together --------------------------------------
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_it_lets_only_one_of_two_concurrent_deploys_through(celery_queue):
     from tests.factories import make_space, make_user
 

@@ -231,7 +231,7 @@ class TestRemoveAndLeave:
         assert owner_client.get(url("leave", space)).status_code == 405
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_two_owners_demoting_each_other_at_once_leave_one_owner():
     """Each sees two owners; the row locks make the second see one, and refuse."""
     import threading
