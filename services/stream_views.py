@@ -42,6 +42,7 @@ from services.streams import (
     list_service_pods,
     may_open_terminal,
     short_pod_name,
+    split_stamp,
 )
 from spaces.access import live_projects, spaces_for_user
 from spaces.http import HtmxHttpRequest
@@ -138,10 +139,11 @@ async def _pod_log_lines(
         while True:
             item = await pipe.get()
             if isinstance(item, Lines):
-                stamp = options["timestamps"]
-                yield "".join(
-                    f"{label}{ts + ' ' if stamp and ts else ''}{text}\n" for ts, text in item.lines
-                ).encode("utf-8")
+                if options["timestamps"]:
+                    text = "".join(f"{label}{line}\n" for line in item.lines)
+                else:
+                    text = "".join(f"{label}{split_stamp(line)[1]}\n" for line in item.lines)
+                yield text.encode("utf-8")
             elif isinstance(item, Status) and item.state in ("ended", "error"):
                 if item.state == "error":
                     yield f"{label}[ale: the log could not be read: {item.message}]\n".encode()

@@ -30,7 +30,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from clusters.client import ClusterError, ExecSession, KubeClient, LogStream
 from environments.models import Environment
-from services.ansi import MAX_LINE_CHARS, sanitize, strip_all
+from services.ansi import MAX_LINE_CHARS, block_is_clean, sanitize, strip_all
 from services.models import Service
 from spaces.models import Membership
 
@@ -157,38 +157,60 @@ def is_timestamp(ts: str) -> bool:
     return len(ts) >= 20 and ts[4] == "-" and ts[10] == "T" and ts.endswith("Z")
 
 
+def split_stamp(line: str) -> tuple[str, str]:
+    """`"<timestamp> <text>"` → (timestamp, text); ("", line) when it has no timestamp."""
+    ts, sep, text = line.partition(" ")
+    return (ts, text) if sep and is_timestamp(ts) else ("", line)
+
+
 class LineSplitter:
-    """Bytes of a timestamped log in, `(timestamp, text)` lines out, across chunk boundaries."""
+    """Bytes of a timestamped log in, sanitised `"<timestamp> <text>"` lines out, across chunk
+    boundaries.
+
+    A whole chunk is decoded, checked and split at once: a log is mostly clean text, and the
+    per-line work of Python would be most of the cost of streaming it (a burst of 100,000
+    lines). Only the lines of a chunk that holds something to remove are cleaned one by one.
+    """
 
     def __init__(self, *, keep_colours: bool = True) -> None:
         self._rest = b""
         self._clean: Callable[[str], str] = sanitize if keep_colours else strip_all
 
-    def feed(self, chunk: bytes) -> tuple[list[tuple[str, str]], int]:
+    def feed(self, chunk: bytes) -> tuple[list[str], int]:
         """The complete lines in `chunk` (and before it), and their size in bytes."""
         data = self._rest + chunk if self._rest else chunk
-        pieces = data.split(b"\n")
-        self._rest = pieces.pop()
-        if len(self._rest) > MAX_LINE_BYTES:
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            if len(data) <= MAX_LINE_BYTES:
+                self._rest = data
+                return [], 0
             # No newline in sight: let the line out in pieces rather than buffer it whole.
-            pieces.append(self._rest)
             self._rest = b""
-        return self._lines(pieces), len(data) - len(self._rest)
+            return self._lines(data.decode("utf-8", "replace")), len(data)
+        self._rest = data[cut + 1 :]
+        # A newline byte never occurs inside a UTF-8 sequence: the cut splits no character.
+        lines = self._lines(data[:cut].decode("utf-8", "replace"))
+        size = cut + 1
+        if len(self._rest) > MAX_LINE_BYTES:
+            lines += self._lines(self._rest.decode("utf-8", "replace"))
+            size += len(self._rest)
+            self._rest = b""
+        return lines, size
 
-    def flush(self) -> list[tuple[str, str]]:
+    def flush(self) -> list[str]:
         rest, self._rest = self._rest, b""
-        return self._lines([rest]) if rest else []
+        return self._lines(rest.decode("utf-8", "replace")) if rest else []
 
-    def _lines(self, pieces: Iterable[bytes]) -> list[tuple[str, str]]:
-        clean = self._clean
-        lines = []
-        for raw in pieces:
-            text = raw.decode("utf-8", "replace")
-            ts, sep, body = text.partition(" ")
-            if not sep or not is_timestamp(ts):
-                ts, body = "", text
-            lines.append((ts, clean(body)))
-        return lines
+    def _lines(self, text: str) -> list[str]:
+        lines = text.split("\n")
+        # A timestamp and its space come before the text: a clean line fits in this.
+        if block_is_clean(text) and max(map(len, lines)) <= MAX_LINE_CHARS + 40:
+            return lines
+        return [self._clean_line(line) for line in lines]
+
+    def _clean_line(self, line: str) -> str:
+        ts, text = split_stamp(line)
+        return f"{ts} {self._clean(text)}" if ts else self._clean(line)
 
 
 # --- the pipe --------------------------------------------------------------------------------------
@@ -278,7 +300,7 @@ class LogOptions:
 @dataclass
 class Lines:
     pod: str
-    lines: list[tuple[str, str]]
+    lines: list[str]  # "<timestamp> <text>"
     size: int
 
 
@@ -392,22 +414,24 @@ class LogReader:
         try:
             for chunk in stream.iter_chunks():
                 lines, size = splitter.feed(chunk)
-                if last and lines and timestamp_key(lines[0][0]) <= last:
+                if last and lines and timestamp_key(split_stamp(lines[0])[0]) <= last:
                     # Resumed: skip what the browser already has (same timestamp or older).
-                    lines = [line for line in lines if timestamp_key(line[0]) > last]
+                    lines = [line for line in lines if timestamp_key(split_stamp(line)[0]) > last]
                 if lines:
                     if not self.pipe.put(Lines(self.pod, lines, size)):
                         return None
                     sent += len(lines)
-                    last = timestamp_key(lines[-1][0]) if lines[-1][0] else last
+                    stamp = split_stamp(lines[-1])[0]
+                    last = timestamp_key(stamp) if stamp else last
                     self._last = last
             tail = splitter.flush()
-            if tail and not (last and tail[0][0] and timestamp_key(tail[0][0]) <= last):
-                if not self.pipe.put(Lines(self.pod, tail, sum(len(text) for _, text in tail))):
+            if tail and not (last and timestamp_key(split_stamp(tail[0])[0]) <= last):
+                if not self.pipe.put(Lines(self.pod, tail, sum(map(len, tail)))):
                     return None
                 sent += len(tail)
-                if tail[-1][0]:
-                    self._last = timestamp_key(tail[-1][0])
+                stamp = split_stamp(tail[-1])[0]
+                if stamp:
+                    self._last = timestamp_key(stamp)
         except ClusterError:
             return None
         return sent if not self._stopped else None

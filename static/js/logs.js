@@ -197,8 +197,12 @@
   function append(pod, batch) {
     var lower = search.query;
     for (var i = 0; i < batch.length; i++) {
-      var ts = String(batch[i][0] || "");
-      var text = String(batch[i][1] || "");
+      // "<timestamp> <text>": Kubernetes' RFC 3339 prefix, always asked for by the server.
+      var raw = String(batch[i]);
+      var sp = raw.indexOf(" ");
+      var stamped = sp >= 20 && raw.charAt(4) === "-" && raw.charAt(10) === "T" && raw.charAt(sp - 1) === "Z";
+      var ts = stamped ? raw.slice(0, sp) : "";
+      var text = stamped ? raw.slice(sp + 1) : raw;
       var plain = window.AleAnsi.plain(text);
       lines.push({ pod: pod, ts: ts, text: text, plain: plain });
       if (lower && plain.toLowerCase().indexOf(lower) >= 0) search.hits.push(dropped + lines.length - 1);

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from services.ansi import MAX_LINE_CHARS, sanitize, strip_all
-from services.streams import LineSplitter, timestamp_key
+from services.streams import LineSplitter, split_stamp, timestamp_key
 
 ESC = "\x1b"
 # After sanitising, the only escape sequences allowed are SGR.
@@ -89,14 +89,30 @@ def test_an_endless_line_is_cut():
     assert ESC not in sanitize(f"{ESC}[" + "1;" * 1000 + "m")
 
 
-def test_the_splitter_cuts_lines_across_chunks_and_reads_timestamps():
+def test_the_splitter_cuts_lines_across_chunks_and_cleans_only_after_the_timestamp():
     splitter = LineSplitter()
     lines, size = splitter.feed(b"2024-05-01T10:00:00.000000001Z first\n2024-05-01T10:00:00.5Z sec")
-    assert lines == [("2024-05-01T10:00:00.000000001Z", "first")] and size == 37
-    lines, _ = splitter.feed(b"ond \x1b]0;t\x07line\nno timestamp here\n")
-    assert lines == [("2024-05-01T10:00:00.5Z", "second line"), ("", "no timestamp here")]
-    assert splitter.feed(b"\xff\xfe broken utf-8\n")[0] == [("", "\ufffd\ufffd broken utf-8")]
+    assert lines == ["2024-05-01T10:00:00.000000001Z first"] and size == 37
+    lines, _ = splitter.feed(b"ond \x1b]0;t\x07line\nno timestamp here\n2024-05-01T10:00:01Z 10%\r100%\n")
+    assert lines == ["2024-05-01T10:00:00.5Z second line", "no timestamp here", "2024-05-01T10:00:01Z 100%"]
+    assert split_stamp(lines[0]) == ("2024-05-01T10:00:00.5Z", "second line")
+    assert split_stamp(lines[1]) == ("", "no timestamp here")
+    assert splitter.feed(b"\xff\xfe broken utf-8\n")[0] == ["\ufffd\ufffd broken utf-8"]
+    # A multi-byte character cut between two chunks comes out whole.
+    assert splitter.feed("2024-05-01T10:00:02Z caf\u00e9".encode()[:-1])[0] == []
+    assert splitter.feed(b"\xa9!\n")[0] == ["2024-05-01T10:00:02Z caf\u00e9!"]
     assert splitter.flush() == []
+
+
+def test_a_plain_text_splitter_drops_colours_too():
+    splitter = LineSplitter(keep_colours=False)
+    assert splitter.feed(b"2024-05-01T10:00:00Z \x1b[32mok\x1b[0m\n")[0] == ["2024-05-01T10:00:00Z ok"]
+
+
+def test_a_line_without_an_end_comes_out_in_pieces():
+    splitter = LineSplitter()
+    lines, size = splitter.feed(b"x" * (MAX_LINE_CHARS * 4 + 10))
+    assert size == MAX_LINE_CHARS * 4 + 10 and len(lines) == 1 and lines[0].endswith("[line cut]")
 
 
 def test_timestamps_compare_whatever_their_precision():

@@ -1,0 +1,142 @@
+"""Log streaming: ale's socket against the official client alone, on the same pod log.
+
+    python bench/logs.py [--lines 100000] [--rounds 3]
+
+A `loggen` pod prints a burst of --lines lines. The official client reads that log (follow,
+all lines) and so does a websocket client through ale (tail=all, acknowledging as the viewer
+does), alternately, --rounds times each; the median rates are compared. A second loggen pod
+prints 1000 lines/s: the socket follows it for 3 s and the latency of each line is its arrival
+time minus its Kubernetes timestamp. Prints one JSON line:
+
+{"lines", "direct_lines_per_s", "socket_lines_per_s", "ratio", "lost", "p50_latency_ms"}
+
+Numbers only: it never fails on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import time
+from datetime import datetime, timezone
+
+from streams_harness import emit, percentile, start
+
+SEQ = re.compile(rb"loggen seq=(\d+)")
+
+
+def direct_rate(world, pod: str, lines: int) -> float:
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=str(world.kubeconfig)))
+    started = time.perf_counter()
+    response = api.read_namespaced_pod_log(pod, world.namespace, follow=True, timestamps=True, _preload_content=False)
+    count = 0
+    for chunk in response.stream(64 * 1024):
+        count += chunk.count(b"\n")
+        if count >= lines:
+            break
+    elapsed = time.perf_counter() - started
+    response.release_conn()
+    response.close()
+    return lines / elapsed
+
+
+async def socket_rate(world, service: str, lines: int) -> tuple[float, int]:
+    import aiohttp
+
+    # Cheap on this side, as the direct reader is: a batch is checked by its first and last
+    # sequence numbers and its length (contiguous, in order), not line by line.
+    received, expected = 0, 0
+    async with aiohttp.ClientSession(headers=world.headers()) as session:
+        started = time.perf_counter()
+        async with session.ws_connect(f"{world.ws_base}/ws/services/{service}/logs/?tail=all", max_msg_size=0) as ws:
+            async for frame in ws:
+                message = json.loads(frame.data)
+                if message["t"] != "lines":
+                    continue
+                await ws.send_str(json.dumps({"t": "ack", "seq": message["seq"]}))
+                batch = message["lines"]
+                first, last = SEQ.search(batch[0].encode()), SEQ.search(batch[-1].encode())
+                if first and last and int(first.group(1)) == expected and int(last.group(1)) == expected + len(batch) - 1:
+                    received += len(batch)
+                expected = int(last.group(1)) + 1 if last else expected
+                if expected >= lines:
+                    break
+        elapsed = time.perf_counter() - started
+    return received / elapsed, lines - received
+
+
+def _ts(stamp: str) -> float:
+    base, _, frac = stamp.rstrip("Z").partition(".")
+    moment = datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=timezone.utc).timestamp()
+    return moment + float("0." + (frac or "0"))
+
+
+async def latencies(world, service: str, seconds: float) -> list[float]:
+    import aiohttp
+
+    found: list[float] = []
+    async with aiohttp.ClientSession(headers=world.headers()) as session:
+        async with session.ws_connect(f"{world.ws_base}/ws/services/{service}/logs/?tail=0") as ws:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                try:
+                    frame = await ws.receive(timeout=max(0.01, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    break
+                arrived = time.time()
+                message = json.loads(frame.data)
+                if message["t"] == "lines":
+                    found += [(arrived - _ts(line.split(" ", 1)[0])) * 1000 for line in message["lines"]]
+                    await ws.send_str(json.dumps({"t": "ack", "seq": message["seq"]}))
+    return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lines", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    options = parser.parse_args()
+
+    world = start(
+        {
+            "burst": ("loggen:1", {"LOG_RATE": "200000", "LOG_COUNT": str(options.lines)}, 1),
+            "steady": ("loggen:1", {"LOG_RATE": "1000"}, 1),
+        }
+    )
+    try:
+        from clusters.client import KubeClient
+
+        kube = KubeClient.from_kubeconfig(world.kubeconfig.read_text())
+        pods, _ = kube.list("v1", "Pod", namespace=world.namespace, label_selector=f"ale.dev/service={world.services['burst']}")
+        pod = pods[0]["metadata"]["name"]
+        time.sleep(options.lines / 200_000 + 0.5)  # the whole burst is in the log
+
+        direct, via_socket, lost = [], [], 0
+        for _ in range(options.rounds):
+            direct.append(direct_rate(world, pod, options.lines))
+            rate, missing = asyncio.run(socket_rate(world, world.services["burst"], options.lines))
+            via_socket.append(rate)
+            lost = max(lost, missing)
+        lags = asyncio.run(latencies(world, world.services["steady"], 3.0))
+        a, b = statistics.median(direct), statistics.median(via_socket)
+        emit(
+            {
+                "lines": options.lines,
+                "direct_lines_per_s": a,
+                "socket_lines_per_s": b,
+                "ratio": b / a,
+                "lost": lost,
+                "p50_latency_ms": percentile(lags, 50),
+            }
+        )
+    finally:
+        world.close()
+
+
+if __name__ == "__main__":
+    main()
