@@ -246,3 +246,13 @@ def test_it_renders_the_settings_tab_in_the_same_queries_for_3_or_30_variables(m
         make_service(main_env, owner, name=f"db{i}", kind="tcp", image="postgres:16", port="5432")
     with django_assert_num_queries(len(few)):
         member_client.get(url)
+
+
+def test_it_offers_to_replace_a_secret_without_showing_it_and_to_edit_a_variable(member_client, main_env, owner):
+    set_secret(main_env, owner)
+    set_secret(main_env, owner, "MODE", "production", is_secret=False)
+    body = member_client.get(reverse("environments:settings", args=[main_env.public_id])).content.decode()
+    assert '<summary class="button button-small">Replace</summary>' in body
+    assert 'id="value-DB_PASSWORD" type="password" name="value" autocomplete="new-password"' in body
+    assert 'id="value-MODE" type="text" name="value" value="production"' in body
+    assert PLAINTEXT not in body

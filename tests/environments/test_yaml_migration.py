@@ -306,3 +306,13 @@ def test_it_shows_the_preview_as_a_page_without_javascript(owner_client, main_en
     assert response.status_code == 200
     body = response.content.decode()
     assert '<section class="card yaml-preview"' in body and "data-yaml-apply" in body
+
+
+def test_it_applies_without_javascript_and_redirects_to_the_cards(owner_client, staging):
+    text = "apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n    - {name: api, kind: web, image: 'nginx:1.27', port: 80}\n"
+    body = owner_client.post(reverse("environments:yaml-preview", args=[staging.public_id]), {"file": upload("e.yaml", text)}).content.decode()
+    fields = {name: re.search(rf'name="{name}" value="([^"]+)"', body).group(1) for name in ("yaml", "token")}
+    response = owner_client.post(reverse("environments:yaml-apply", args=[staging.public_id]), fields, follow=True)
+    assert response.redirect_chain == [(reverse("environments:detail", args=[staging.public_id]), 302)]
+    assert "YAML applied: 1 created, 0 changed, 0 unchanged." in response.content.decode()
+    assert Service.objects.filter(environment=staging, name="api").exists()
