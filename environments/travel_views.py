@@ -367,3 +367,13 @@ def settings_context(request: HtmxHttpRequest, environment: Environment) -> dict
         "running_count": sum(1 for s in services if s.desired_state == Service.DesiredState.RUNNING),
         "offer_restart": request.GET.get("restart") == "1",
     }
+
+
+def missing_secrets_for_cards(environment: Environment, services: list[Any]) -> list[str]:
+    """Secret keys the Information tab's services refer to and the environment lacks (after a
+    clone, say). No query unless a service refers to a secret at all."""
+    referenced = {v["secret"] for s in services if s.status != "deleting" for v in s.env_vars if "secret" in v}
+    if not referenced:
+        return []
+    have = set(EnvironmentVariable.objects.filter(environment=environment, key__in=referenced).values_list("key", flat=True))
+    return sorted(referenced - have)

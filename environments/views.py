@@ -51,6 +51,9 @@ def _render_tab(
     }
     if tab == "information":
         context["services"] = cards_for_environment(environment)
+        from environments.travel_views import missing_secrets_for_cards
+
+        context["missing_secrets"] = missing_secrets_for_cards(environment, context["services"])
     elif tab == "events":
         context["events"] = ClusterEvent.objects.recent(environment)
     elif tab == "settings":

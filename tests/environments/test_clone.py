@@ -103,3 +103,13 @@ def test_it_offers_both_ways_in_the_selector(member_client, main_env):
     assert "Create as Empty Environment" in body and "Add by Cloning" in body
     assert f'<option value="{main_env.public_id}">main</option>' in body
     assert "Download YAML" in body
+
+
+def test_it_lists_the_missing_secrets_on_the_information_tab_too(owner_client, main_env, owner, django_assert_max_num_queries):
+    make_shop(main_env, owner)
+    clone(owner_client, main_env)
+    qa = Environment.objects.get(name="qa")
+    body = owner_client.get(reverse("environments:detail", args=[qa.public_id])).content.decode()
+    assert "These secrets are referenced but not set: <code>DATABASE_URL</code>, <code>DB_PASSWORD</code>." in body
+    actions.set_variables(acting_user=owner, environment=qa, values={"DATABASE_URL": "a", "DB_PASSWORD": "b"}, is_secret=True)
+    assert "referenced but not set" not in owner_client.get(reverse("environments:detail", args=[qa.public_id])).content.decode()
