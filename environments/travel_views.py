@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -190,6 +191,8 @@ def _saved(request: HtmxHttpRequest, environment: Environment, message: str, *, 
     return redirect(f"{url}?restart=1" if offer_restart else url)
 
 
+# Values stay out of Django's error reports, should this view ever fail.
+@sensitive_post_parameters("value", "text")
 @require_POST
 @login_required
 def variable_set(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
@@ -240,6 +243,8 @@ def _dotenv_text(request: HtmxHttpRequest) -> str:
     return decode_upload(text.encode())
 
 
+# Values stay out of Django's error reports, should this view ever fail.
+@sensitive_post_parameters("value", "text")
 @require_POST
 @login_required
 def dotenv_preview(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
@@ -279,6 +284,8 @@ def dotenv_preview(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     )
 
 
+# Values stay out of Django's error reports, should this view ever fail.
+@sensitive_post_parameters("value", "text")
 @require_POST
 @login_required
 def dotenv_apply(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
