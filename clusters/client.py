@@ -852,6 +852,27 @@ class KubeClient:
                 return None
             raise
 
+    def create(self, manifest: dict) -> dict:
+        """Create the object; an existing one is a 409 `ClusterError` (AlreadyExists), which
+        callers racing for the same name (the watcher's Lease) read as "someone was first"."""
+        info = _lookup(manifest.get("apiVersion", ""), manifest.get("kind", ""))
+        metadata = manifest.get("metadata") or {}
+        return self._request(
+            "POST", _collection_path(info, metadata.get("namespace")), body=manifest, content_type="application/json"
+        )
+
+    def replace(self, manifest: dict) -> dict:
+        """Replace the object (PUT). With `metadata.resourceVersion` set, a write by anyone
+        else since that version is a 409 `ClusterError`: a compare-and-swap."""
+        info = _lookup(manifest.get("apiVersion", ""), manifest.get("kind", ""))
+        metadata = manifest.get("metadata") or {}
+        return self._request(
+            "PUT",
+            _object_path(info, metadata.get("name", ""), metadata.get("namespace")),
+            body=manifest,
+            content_type="application/json",
+        )
+
     def list(
         self,
         api_version: str,

@@ -1,0 +1,171 @@
+"""The watcher's leader election: Lease-based electors against the devcluster, for real."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from clusters.client import KubeClient, client_for
+from clusters.leader import LEASE_API_VERSION, LeaderElector
+from clusters.models import Cluster
+
+LEASE_SECONDS = 2
+
+
+@pytest.fixture
+def kube(kubeconfig_path, settings) -> KubeClient:
+    settings.DEVCLUSTER_KUBECONFIG = kubeconfig_path
+    return client_for(Cluster(name="local", connection="devcluster"))
+
+
+def make_elector(kube: KubeClient, namespace: str, identity: str) -> LeaderElector:
+    return LeaderElector(
+        kube, name="ale-watcher", namespace=namespace, identity=identity,
+        lease_seconds=LEASE_SECONDS, renew_deadline=1.2, retry_period=0.2,
+    )
+
+
+class Candidate:
+    """An elector running in a thread, whose work records when it acts."""
+
+    def __init__(self, elector: LeaderElector) -> None:
+        self.elector = elector
+        self.stop = threading.Event()
+        self.acting = threading.Event()
+        self.started_at: float | None = None
+        self.terms = 0
+        self.thread = threading.Thread(target=elector.run, args=(self.stop, self.work), daemon=True)
+
+    def work(self, lost: threading.Event) -> None:
+        self.terms += 1
+        self.started_at = time.monotonic()
+        self.acting.set()
+        lost.wait()
+        self.acting.clear()
+
+    def start(self) -> Candidate:
+        self.thread.start()
+        return self
+
+    def halt(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def candidates() -> Iterator[list[Candidate]]:
+    started: list[Candidate] = []
+    yield started
+    for candidate in started:
+        candidate.stop.set()
+    for candidate in started:
+        candidate.thread.join(10)
+
+
+def wait_until(condition, timeout: float, message: str) -> float:
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s: {message}")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_it_lets_only_one_of_two_act(kube, namespace, candidates):
+    first = Candidate(make_elector(kube, namespace, "watcher-a")).start()
+    second = Candidate(make_elector(kube, namespace, "watcher-b")).start()
+    candidates += [first, second]
+    wait_until(lambda: first.acting.is_set() or second.acting.is_set(), 5, "a leader")
+    # Several renewals later, still exactly one acts and the Lease names it.
+    for _ in range(15):
+        assert first.acting.is_set() != second.acting.is_set()
+        time.sleep(0.1)
+    leader = first if first.acting.is_set() else second
+    lease = kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)
+    assert lease["spec"]["holderIdentity"] == leader.elector.identity
+    assert lease["spec"]["leaseDurationSeconds"] == LEASE_SECONDS
+    assert leader.terms == 1
+
+
+def test_it_hands_over_within_the_lease_when_the_leader_dies(kube, namespace, candidates):
+    first = Candidate(make_elector(kube, namespace, "watcher-a")).start()
+    candidates.append(first)
+    wait_until(first.acting.is_set, 5, "the first leader")
+    second = Candidate(make_elector(kube, namespace, "watcher-b")).start()
+    candidates.append(second)
+    time.sleep(0.5)
+    assert not second.acting.is_set()
+
+    # A crash: the leader stops renewing without releasing (its process is gone).
+    first.elector.release = lambda: None  # type: ignore[method-assign]
+    first.elector.try_acquire_or_renew = lambda: False  # type: ignore[method-assign]
+    took = wait_until(second.acting.is_set, LEASE_SECONDS + 1.5, "the second to take over")
+    # The old leader stopped acting first (renew deadline < lease), so they never overlapped.
+    assert not first.acting.is_set()
+    assert took >= 1.0
+    lease = kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)
+    assert lease["spec"]["holderIdentity"] == "watcher-b"
+    assert lease["spec"]["leaseTransitions"] == 1
+
+
+def test_it_releases_on_a_clean_stop_so_the_next_takes_over_at_once(kube, namespace, candidates):
+    first = Candidate(make_elector(kube, namespace, "watcher-a")).start()
+    candidates.append(first)
+    wait_until(first.acting.is_set, 5, "the first leader")
+    second = Candidate(make_elector(kube, namespace, "watcher-b")).start()
+    candidates.append(second)
+    time.sleep(0.3)
+    first.halt()
+    assert not first.acting.is_set()
+    took = wait_until(second.acting.is_set, 1.0, "the second to take over a released lease")
+    assert took < LEASE_SECONDS
+
+
+def test_it_does_not_take_a_lease_that_is_being_renewed(kube, namespace):
+    holder = make_elector(kube, namespace, "watcher-a")
+    other = make_elector(kube, namespace, "watcher-b")
+    assert holder.try_acquire_or_renew()
+    deadline = time.monotonic() + LEASE_SECONDS * 1.5
+    while time.monotonic() < deadline:
+        assert holder.try_acquire_or_renew()
+        assert not other.try_acquire_or_renew()
+        time.sleep(0.2)
+    assert other.observed_holder == "watcher-a"
+
+
+def test_it_loses_a_write_race_on_resource_version(kube, namespace):
+    first = make_elector(kube, namespace, "watcher-a")
+    assert first.try_acquire_or_renew()
+    first.release()
+    stale = kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)
+    # Someone renews between our read and our write: the compare-and-swap refuses ours.
+    assert first.try_acquire_or_renew()
+    second = make_elector(kube, namespace, "watcher-b")
+    second._client = lambda: _StaleReads(kube, stale)  # type: ignore[method-assign]
+    assert not second.try_acquire_or_renew()
+    assert kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"]["holderIdentity"] == "watcher-a"
+
+
+class _StaleReads:
+    """A client whose reads return an old copy of the Lease, writes going through."""
+
+    def __init__(self, kube: KubeClient, stale: dict) -> None:
+        self.kube, self.stale = kube, stale
+
+    def get(self, *args: object, **kwargs: object) -> dict:
+        return self.stale
+
+    def create(self, manifest: dict) -> dict:
+        return self.kube.create(manifest)
+
+    def replace(self, manifest: dict) -> dict:
+        return self.kube.replace(manifest)
+
+
+def test_it_refuses_timings_where_two_could_act():
+    with pytest.raises(ValueError):
+        LeaderElector(lambda: None, name="x", namespace="y", lease_seconds=2, renew_deadline=3, retry_period=0.2)
