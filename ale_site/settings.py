@@ -64,6 +64,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the kubelet's probes carry the pod IP as Host and come over plain HTTP (see health.py).
+    "ale_site.health.HealthCheckMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -195,6 +197,15 @@ if not ALE_SECRET_KEYS:
 
     ALE_SECRET_KEYS = [base64.urlsafe_b64encode(hashlib.sha256(f"ale-secrets:{SECRET_KEY}".encode()).digest()).decode()]
 
+# The watcher's leader election (`watch_clusters --leader-elect`): a Lease in the namespace ale
+# runs in (POD_NAMESPACE, from the downward API), held by one watcher at a time.
+WATCHER_LEASE_NAME = env("WATCHER_LEASE_NAME", "ale-watcher")
+WATCHER_LEASE_NAMESPACE = env("WATCHER_LEASE_NAMESPACE", env("POD_NAMESPACE", "default"))
+WATCHER_LEASE_SECONDS = int(env("WATCHER_LEASE_SECONDS", "15"))
+# The Cluster (by name) holding the Lease; empty means ale's own cluster through the pod's
+# service account.
+WATCHER_LEASE_CLUSTER = env("WATCHER_LEASE_CLUSTER", "")
+
 EVENT_RETENTION_DAYS = int(env("EVENT_RETENTION_DAYS", "7"))
 # A service `deploying` this long with no Deployment in its cluster gets its reconcile again.
 SERVICE_STUCK_DEPLOY_SECONDS = int(env("SERVICE_STUCK_DEPLOY_SECONDS", "300"))
@@ -230,7 +241,9 @@ if not DEBUG:
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = int(env("SECURE_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
-    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    # The directive alone enrolls nothing (that takes a submission to hstspreload.org); it is
+    # on so that `check --deploy` is clean, and SECURE_HSTS_PRELOAD=false drops it.
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
     SECURE_CONTENT_TYPE_NOSNIFF = True
 
 LOGGING = {

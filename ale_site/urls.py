@@ -6,10 +6,13 @@ from django.contrib.auth import views as auth_views
 from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
+from ale_site import health
 from spaces import views as spaces_views
 from spaces.forms import LoginForm
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("", spaces_views.home, name="home"),
     path("signup/", spaces_views.signup, name="signup"),
     path(
