@@ -709,9 +709,15 @@ class Plan:
         return len(self.created) + len(self.changed) + (1 if self.firewall_change else 0)
 
 
-def plan(environment: Environment, document: ParsedDocument) -> Plan:
-    """What applying the document would do to the environment, field by field."""
-    existing = {s.name: s for s in Service.objects.filter(environment=environment)}
+def plan(environment: Environment, document: ParsedDocument, *, lock: bool = False) -> Plan:
+    """What applying the document would do to the environment, field by field.
+
+    `lock` (when applying): the services' rows are locked as the service verbs lock them, so
+    that a deploy or stop running meanwhile waits instead of losing its generation to ours."""
+    services = Service.objects.filter(environment=environment)
+    if lock:
+        services = services.select_for_update(of=("self",)).order_by("pk")
+    existing = {s.name: s for s in services}
     planned: list[PlannedService] = []
     blocked: list[str] = []
     for parsed in document.services:
@@ -859,7 +865,7 @@ def apply_document(
     )
     if environment.is_deleting:
         raise ValidationError("This environment is being deleted.")
-    the_plan = plan(environment, document)
+    the_plan = plan(environment, document, lock=True)
     if the_plan.blocked:
         raise ValidationError(the_plan.blocked)
     if the_plan.opens_firewall and not confirm_firewall:

@@ -15,6 +15,7 @@ from environments import migration
 from environments.models import EnvironmentVariable
 from services.models import Revision, Service
 from tests.environments.travel import enqueued, make_service, make_shop
+from tests.fixtures.celery_worker import celery_queue  # noqa: F401
 from tests.factories import make_environment
 
 pytestmark = pytest.mark.django_db
@@ -316,3 +317,48 @@ def test_it_applies_without_javascript_and_redirects_to_the_cards(owner_client, 
     assert response.redirect_chain == [(reverse("environments:detail", args=[staging.public_id]), 302)]
     assert "YAML applied: 1 created, 0 changed, 0 unchanged." in response.content.decode()
     assert Service.objects.filter(environment=staging, name="api").exists()
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_it_serialises_applies_with_the_service_verbs(main_env, owner, celery_queue):
+    import threading
+
+    from django.db import connection
+
+    from services import actions as service_actions
+
+    service = make_service(main_env, owner, name="api", image="nginx:1.26", port="80")
+    images = [f"nginx:1.{minor}" for minor in range(27, 32)]
+    errors: list[BaseException] = []
+
+    def apply_files() -> None:
+        try:
+            for image in images:
+                text = f"apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n    - {{name: api, kind: web, image: '{image}', port: 80}}\n"
+                migration.import_file(owner, main_env, text.encode())
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def redeploy() -> None:
+        try:
+            for _ in range(5):
+                service_actions.redeploy_service(owner, Service.objects.get(pk=service.pk))
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    # The threads commit for real: their tasks go to the test's own queue, dropped after it.
+    threads = [threading.Thread(target=apply_files), threading.Thread(target=redeploy)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    service.refresh_from_db()
+    # 1 deploy + 5 files + 5 redeploys, none lost, revision numbers without duplicates.
+    assert service.generation == 11
+    assert sorted(service.revisions.values_list("number", flat=True)) == list(range(1, 12))
+    assert service.image == "nginx:1.31"
