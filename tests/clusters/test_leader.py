@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from clusters.client import KubeClient, client_for
 from clusters.leader import LEASE_API_VERSION, LeaderElector
 from clusters.models import Cluster
+from tests.factories import make_project, make_space
+from tests.fixtures.celery_worker import BASE_DIR, database_url
 
 LEASE_SECONDS = 2
 
@@ -169,3 +175,89 @@ class _StaleReads:
 def test_it_refuses_timings_where_two_could_act():
     with pytest.raises(ValueError):
         LeaderElector(lambda: None, name="x", namespace="y", lease_seconds=2, renew_deadline=3, retry_period=0.2)
+
+
+# --- two `watch_clusters --leader-elect` processes --------------------------------------------
+
+
+class WatcherProcess:
+    """`manage.py watch_clusters --leader-elect` in a process of its own, on the test database."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "manage.py", "watch_clusters", "--leader-elect", "--lease-cluster", "local",
+                 "--refresh-interval", "0.5"],
+                cwd=BASE_DIR, env={**env, "POD_NAME": name}, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
+    def acting(self) -> bool:
+        # The WatchManager's first line once it runs: only a leader gets that far.
+        return "cluster local: watching" in self.log()
+
+    def end(self, sig: int) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+        self.process.wait(15)
+
+
+@pytest.fixture
+def watcher_env(transactional_db, kubeconfig_path, namespace, owner, monkeypatch) -> dict[str, str]:
+    from environments.tasks import reconcile_environment
+
+    # The environment only needs to exist for the watcher; no worker is there to reconcile it.
+    monkeypatch.setattr(reconcile_environment, "delay", lambda *args, **kwargs: None)
+    make_project(make_space(owner=owner, name="leaders"), by=owner, name="leaders")
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "DEVCLUSTER_KUBECONFIG": kubeconfig_path,
+        "WATCHER_LEASE_NAMESPACE": namespace,
+        "WATCHER_LEASE_NAME": "ale-watcher",
+        "WATCHER_LEASE_SECONDS": str(LEASE_SECONDS),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture
+def watchers(watcher_env, tmp_path) -> Iterator[Callable[[str], WatcherProcess]]:
+    started: list[WatcherProcess] = []
+
+    def start(name: str) -> WatcherProcess:
+        started.append(WatcherProcess(name, watcher_env, tmp_path))
+        return started[-1]
+
+    yield start
+    for proc in started:
+        proc.end(signal.SIGKILL)
+
+
+def test_it_runs_one_acting_watch_clusters_of_two_and_fails_over(kube, namespace, watchers):
+    first = watchers("watcher-a")
+    wait_until(lambda: first.acting, 20, f"the first watcher to watch:\n{first.log()}")
+    second = watchers("watcher-b")
+    wait_until(lambda: "Waiting for the lease" in second.log(), 20, f"the second to start:\n{second.log()}")
+    time.sleep(LEASE_SECONDS + 0.5)
+    assert not second.acting, second.log()
+    holder = kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"]["holderIdentity"]
+    assert holder.startswith("watcher-a_")
+
+    # The leader's process dies without a word: the second takes over once the lease runs out.
+    first.end(signal.SIGKILL)
+    killed = time.monotonic()
+    wait_until(lambda: second.acting, LEASE_SECONDS + 3, f"the second to take over:\n{second.log()}")
+    assert time.monotonic() - killed <= LEASE_SECONDS + 3
+    holder = kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"]["holderIdentity"]
+    assert holder.startswith("watcher-b_")
+
+    # A clean stop releases the lease.
+    second.end(signal.SIGTERM)
+    assert second.process.returncode == 0, second.log()
+    assert not kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"].get("holderIdentity")
