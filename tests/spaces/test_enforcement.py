@@ -21,6 +21,7 @@ from tests.factories import local_cluster, make_environment, make_project
 from tests.spaces.helpers import allocate, deploy, form_data
 
 from tests.fixtures.celery_worker import celery_queue  # noqa: F401
+from tests.fixtures.devcluster import devcluster  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -295,3 +296,72 @@ def test_it_sums_usage_in_one_query(space, project, main_env, owner, django_asse
     assert usage.used("on_demand", "cpu") == 1000
     assert usage.used("spot", "disk") == 2048
     assert (usage.running_services, usage.replicas) == (4, 6)
+
+
+def test_the_devcluster_refuses_a_pod_beyond_the_quota_the_environment_carries(space, project, owner, devcluster):
+    """The environment's reconcile applies `ale-quota`; the cluster then holds the same line
+    for whatever goes around ale."""
+    from clusters.client import ClusterError, client_for
+    from clusters.models import Cluster
+    from devcluster import kubeconfig_text
+    from environments.actions import create_environment
+    from environments.tasks import reconcile_environment
+
+    cluster = Cluster.objects.create(
+        name="quota", display_name="Quota", connection=Cluster.Connection.KUBECONFIG,
+        kubeconfig=kubeconfig_text(devcluster.url, devcluster.token), ingress_domain="localtest.me",
+    )
+    allocate(space)
+    environment = create_environment(acting_user=owner, project=project, name="quota", cluster=cluster)
+    assert reconcile_environment.apply(args=[environment.pk]).result == "applied"
+    kube = client_for(cluster)
+    quota = kube.get("v1", "ResourceQuota", "ale-quota", environment.namespace)
+    assert quota["spec"]["hard"]["limits.memory"] == "2048Mi"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "around-ale", "namespace": environment.namespace},
+        "spec": {"containers": [{
+            "name": "app", "image": "nginx:1.27",
+            "resources": {"requests": {"cpu": "100m", "memory": "3Gi"}, "limits": {"cpu": "100m", "memory": "3Gi"}},
+        }]},
+    }
+    with pytest.raises(ClusterError) as info:
+        kube.apply([pod])
+    assert info.value.status == 403
+    assert "exceeded quota: ale-quota" in str(info.value)
+
+
+# --- operations set the allocation in the admin ------------------------------------------------------
+
+
+@pytest.fixture
+def admin_client(client, db):
+    from django.contrib.auth import get_user_model
+
+    admin = get_user_model().objects.create_superuser("ops", "ops@example.com", "x")
+    client.force_login(admin)
+    return client
+
+
+@pytest.mark.parametrize("model", ["resourceprofile", "resourceallocation", "invitation", "auditentry", "space"])
+def test_the_admin_lists_and_opens_the_models(admin_client, space, model):
+    assert admin_client.get(reverse(f"admin:spaces_{model}_changelist")).status_code == 200
+    if model in ("resourceprofile", "resourceallocation"):
+        assert admin_client.get(reverse(f"admin:spaces_{model}_add")).status_code == 200
+    assert admin_client.get(reverse("admin:spaces_space_change", args=[space.pk])).status_code == 200
+
+
+def test_saving_an_allocation_in_the_admin_reapplies_the_quotas(admin_client, space, project, main_env, owner, django_capture_on_commit_callbacks):
+    from spaces.models import ResourceProfile
+
+    staging = make_environment(project, by=owner, name="staging")
+    developer = ResourceProfile.objects.get(name="developer")
+    data = {"space": space.pk, "profile": developer.pk, "max_running_services": "3"}
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = admin_client.post(reverse("admin:spaces_resourceallocation_add"), data)
+    assert response.status_code == 302
+    reconciled = sorted(cb.args[0] for cb in callbacks if hasattr(cb, "func") and cb.func.__self__.name == "environments.tasks.reconcile_environment")
+    assert reconciled == sorted([main_env.pk, staging.pk])
+    limits = limits_for_space(space)
+    assert (limits.max_running_services, limits.on_demand_cpu_millicores) == (3, 2000)
