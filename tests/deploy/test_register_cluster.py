@@ -1,0 +1,63 @@
+"""`manage.py register_cluster`: "this cluster" for the migration Job, and kubeconfig clusters."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from clusters.client import ClusterError, client_for
+from clusters.models import Cluster
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+users: [{name: u, user: {token: abc}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+"""
+
+
+@pytest.mark.django_db
+def test_it_registers_this_cluster_with_the_service_account():
+    call_command("register_cluster", "--in-cluster", "--name", "this", "--ingress-domain", "apps.example.com")
+    cluster = Cluster.objects.get(name="this")
+    assert cluster.connection == Cluster.Connection.IN_CLUSTER
+    assert cluster.ingress_domain == "apps.example.com"
+    assert cluster.kubeconfig == ""
+    # Outside a pod the service account is missing, and the client says so plainly.
+    with pytest.raises(ClusterError) as error:
+        client_for(cluster)
+    assert not error.value.retryable
+    assert "not running inside it" in error.value.user_message
+
+
+@pytest.mark.django_db
+def test_it_is_idempotent_and_keeps_what_is_not_given():
+    call_command("register_cluster", "--in-cluster", "--name", "this", "--ingress-domain", "apps.example.com",
+                 "--external-host", "lb.example.com")
+    call_command("register_cluster", "--in-cluster", "--name", "this", "--display-name", "This cluster")
+    cluster = Cluster.objects.get(name="this")
+    assert Cluster.objects.filter(name="this").count() == 1
+    assert cluster.display_name == "This cluster"
+    assert cluster.ingress_domain == "apps.example.com"
+    assert cluster.external_host == "lb.example.com"
+
+
+@pytest.mark.django_db
+def test_it_registers_a_kubeconfig(tmp_path):
+    path = tmp_path / "kubeconfig"
+    path.write_text(KUBECONFIG)
+    call_command("register_cluster", "--name", "prod", "--kubeconfig", str(path), "--context", "x")
+    cluster = Cluster.objects.get(name="prod")
+    assert cluster.connection == Cluster.Connection.KUBECONFIG
+    assert cluster.kubeconfig == KUBECONFIG
+    assert client_for(cluster).configuration.host == "https://127.0.0.1:6443"
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_bad_name_and_a_missing_file(tmp_path):
+    with pytest.raises(CommandError):
+        call_command("register_cluster", "--in-cluster", "--name", "not a slug")
+    with pytest.raises(CommandError):
+        call_command("register_cluster", "--name", "prod", "--kubeconfig", str(tmp_path / "missing"))
+    assert not Cluster.objects.filter(name__in=["not a slug", "prod"]).exists()
