@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from spaces import actions, invitations
 from spaces.access import get_space_for_owner, get_space_for_user, is_owner, live_projects, spaces_for_user
-from spaces.allocation import meters
+from spaces.allocation import format_cpu, format_mib, meters
 from spaces.audit import filtered_entries
 from spaces.forms import InviteForm, RoleForm, SignupForm, SpaceDeleteForm, SpaceRenameForm
 from spaces.http import HtmxHttpRequest, wants_fragment
@@ -65,7 +65,11 @@ def _settings_page(
             getattr(allocation, name) is not None for name in limits.field_names()
         ),
         groups=meters(limits, usage_for_space(space)),
-        limits=limits,
+        per_service=(
+            f"at most {format_cpu(limits.service_max_cpu_millicores)}, {format_mib(limits.service_max_memory_mib)} "
+            f"memory and {format_mib(limits.service_max_disk_mib)} disk per replica; "
+            f"at most {limits.max_replicas_per_service} replicas"
+        ),
         is_space_owner=True,
     )
     response.status_code = status
