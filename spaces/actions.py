@@ -97,7 +97,10 @@ def delete_space(*, acting_user: AbstractBaseUser, space: Space) -> None:
     from environments.models import Environment
     from spaces.tasks import delete_space as delete_space_task
 
-    space = Space.objects.select_for_update().get(pk=space.pk)
+    # Not locked: the deploy check locks an environment and then the space, so locking the
+    # space before its environments here could deadlock with a deploy. Environments are locked
+    # one by one by `delete_environment`, as when a user deletes them.
+    space = Space.objects.get(pk=space.pk)
     if space.is_default:
         raise ValidationError("A user's default space cannot be deleted.")
     environments = Environment.objects.filter(project__space=space, deleting_at__isnull=True).select_related("project")
