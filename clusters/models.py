@@ -40,6 +40,30 @@ class Cluster(models.Model):
     )
     spot_node_selector = models.JSONField(default=_default_node_selector, blank=True)
     spot_tolerations = models.JSONField(default=_default_tolerations, blank=True)
+    # Builds from Git: operations choose the builder, where images are pushed and with what
+    # credentials, and how much a build may use; the cluster pulls the built image from there.
+    builder_image = models.CharField(
+        max_length=500,
+        default="gcr.io/kaniko-project/executor:v1.23.2",
+        help_text="The image builder run as a Job for each build (kaniko's executor).",
+    )
+    registry = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Where built images are pushed, e.g. registry.example.com/ale; "
+        "images are <registry>/<environment id>/<service>:<tag>. Blank: no builds on this cluster.",
+    )
+    registry_secret = models.CharField(
+        max_length=253,
+        blank=True,
+        help_text="Name of a kubernetes.io/dockerconfigjson Secret in each environment's namespace "
+        "with push credentials for the registry; blank for none.",
+    )
+    build_cpu_millicores = models.PositiveIntegerField(default=1000)
+    build_memory_mib = models.PositiveIntegerField(default=2048)
+    build_deadline_seconds = models.PositiveIntegerField(
+        default=1800, help_text="A build running longer than this is stopped and fails."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
