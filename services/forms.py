@@ -221,6 +221,20 @@ class ServiceForm(forms.Form):
     branch = forms.CharField(label="Branch", required=False, max_length=200)
     repository_path = forms.CharField(label="Path in the repository", required=False, max_length=500)
     dockerfile = forms.CharField(label="Dockerfile", required=False, max_length=500, initial="Dockerfile")
+    build_args = forms.CharField(
+        label="Build arguments",
+        required=False,
+        max_length=16 * 1024,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
+        help_text="One KEY=value per line, passed to the Dockerfile's ARG instructions.",
+    )
+    git_token_secret = forms.CharField(
+        label="Token secret",
+        required=False,
+        max_length=253,
+        help_text="For a private repository: the name of the environment secret holding an access token.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+    )
     port = forms.IntegerField(
         label="Port",
         min_value=1,
@@ -302,13 +316,18 @@ class ServiceForm(forms.Form):
             raise forms.ValidationError("This environment already has a service with this name.")
         return name
 
-    def clean_source(self) -> str:
-        source = self.cleaned_data["source"]
-        if source == Service.Source.GIT:
-            raise forms.ValidationError(
-                "Deploying from a Git repository is not available yet: give a container image."
-            )
-        return source
+    def clean_build_args(self) -> list[dict[str, str]]:
+        args = parse_env_vars(self.cleaned_data["build_args"])
+        if any("secret" in arg for arg in args):
+            # A build argument ends up in the image's history, readable by anyone who pulls it.
+            raise forms.ValidationError("Build arguments are stored in the image: do not pass secrets through them.")
+        return args
+
+    def clean_git_token_secret(self) -> str:
+        value = self.cleaned_data["git_token_secret"].strip()
+        if value and not ENV_KEY_RE.match(value):
+            raise forms.ValidationError("Give the name of an environment secret, like GIT_TOKEN.")
+        return value
 
     def clean_image(self) -> str:
         value = self.cleaned_data["image"]
@@ -404,6 +423,19 @@ class ServiceForm(forms.Form):
         data = super().clean()
         if data.get("source") == Service.Source.IMAGE and "image" in data and not data["image"]:
             self.add_error("image", "Give the container image to run.")
+        if data.get("source") == Service.Source.GIT:
+            if "repository_url" in data and not data["repository_url"]:
+                self.add_error("repository_url", "Give the repository's URL, like https://github.com/acme/shop.git.")
+            if "branch" in data and not data["branch"]:
+                self.add_error("branch", "Give the branch to build, like main.")
+            if not self.environment.cluster.registry:
+                self.add_error(
+                    "source",
+                    f"The cluster {self.environment.cluster.label} has no image registry for builds: "
+                    "ask operations to set one, or give a container image.",
+                )
+            # The image of a Git service is the one its last build pushed, never what was typed.
+            data["image"] = self.service.image if self.service is not None and self.service.is_git else ""
         kind = data.get("kind")
         if kind == Service.Kind.WEB and data.get("disk"):
             self.add_error("disk", "Only TCP services (databases and the like) get a disk; a web service has none.")
@@ -435,6 +467,8 @@ def form_data_from_spec(spec: dict[str, Any], *, name: str = "") -> dict[str, An
         "branch": spec.get("branch", ""),
         "repository_path": spec.get("repository_path", ""),
         "dockerfile": spec.get("dockerfile", "Dockerfile"),
+        "build_args": format_env_vars(spec.get("build_args") or []),
+        "git_token_secret": spec.get("git_token_secret", ""),
         "port": spec.get("port", ""),
         "command": shlex.join(spec.get("command") or []),
         "args": shlex.join(spec.get("args") or []),

@@ -29,6 +29,8 @@ SPEC_FIELDS = (
     "branch",
     "repository_path",
     "dockerfile",
+    "build_args",
+    "git_token_secret",
     "port",
     "command",
     "args",
@@ -97,6 +99,10 @@ class Service(models.Model):
     branch = models.CharField(max_length=200, blank=True)
     repository_path = models.CharField(max_length=500, blank=True)
     dockerfile = models.CharField(max_length=500, blank=True, default="Dockerfile")
+    # [{"name": "KEY", "value": "literal"}]: the builder's --build-arg list.
+    build_args = models.JSONField(default=_empty_list, blank=True)
+    # The environment secret holding a token for a private repository (key of Secret ale-env).
+    git_token_secret = models.CharField(max_length=253, blank=True)
     port = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(65535)])
     command = models.JSONField(default=_empty_list, blank=True)
     args = models.JSONField(default=_empty_list, blank=True)
@@ -169,6 +175,23 @@ class Service(models.Model):
             "app.kubernetes.io/name": self.name,
             "ale.dev/service": self.public_id,
         }
+
+    @property
+    def is_git(self) -> bool:
+        return self.source == self.Source.GIT
+
+    @property
+    def repository_web_url(self) -> str:
+        """The repository as a browser shows it: `<repo>/tree/<branch>/<path>` for GitHub-
+        and GitLab-style https URLs (both answer that path), else the URL as given."""
+        url = self.repository_url.strip()
+        if not url.startswith(("https://", "http://")):
+            return url
+        base = url[:-4] if url.endswith(".git") else url.rstrip("/")
+        if not self.branch:
+            return base
+        path = self.repository_path.strip("/")
+        return f"{base}/tree/{self.branch}" + (f"/{path}" if path else "")
 
     @property
     def private_address(self) -> str:
@@ -297,3 +320,60 @@ class TerminalSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username or self.user_id} in {self.pod}/{self.container}"
+
+
+class Build(models.Model):
+    """One image build of a Git service: a Job in the environment's namespace.
+
+    The Job's pod log is the build log. Only the last `KEEP` builds of a service are kept,
+    their Jobs with them, so that their logs stay readable in the log viewer.
+    """
+
+    KEEP = 10
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        BUILDING = "building", "Building"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE = (Status.QUEUED, Status.BUILDING)
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="builds")
+    public_id = models.CharField(max_length=12, unique=True, default=new_public_id, editable=False)
+    number = models.PositiveIntegerField()
+    repository_url = models.CharField(max_length=500)
+    branch = models.CharField(max_length=200)
+    # The commit the builder reported, when it did; ale cannot resolve a branch head itself
+    # (no `git ls-remote` from the web or worker processes), so this may stay empty and the
+    # page then says which branch was built, at what time.
+    commit = models.CharField(max_length=40, blank=True)
+    image = models.CharField(max_length=500)
+    job_name = models.CharField(max_length=63)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    # The last lines of the build log when it failed, or why it was cancelled.
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["service", "number"], name="build_number_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.service} build #{self.number}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE
+
+    @property
+    def duration_seconds(self) -> int | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return max(0, int((self.finished_at - self.started_at).total_seconds()))

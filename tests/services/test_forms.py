@@ -57,6 +57,8 @@ def test_it_accepts_a_minimal_web_service(main_env):
         "branch": "",
         "repository_path": "",
         "dockerfile": "Dockerfile",
+        "build_args": [],
+        "git_token_secret": "",
         "port": 8080,
         "command": [],
         "args": [],
@@ -134,9 +136,36 @@ def test_it_requires_an_image_for_an_image_source(main_env):
     assert errors_for(main_env, image="  ")["image"] == ["Give the container image to run."]
 
 
-def test_it_refuses_a_git_source_until_images_can_be_built(main_env):
+def test_it_accepts_a_git_source_and_drops_a_typed_image(main_env):
+    data = cleaned(
+        main_env, source="git", image="nginx:1.27", repository_url="https://github.com/acme/shop.git",
+        branch="main", build_args="PYTHON=3.12\nMODE=prod", git_token_secret="GIT_TOKEN",
+    )
+    assert data["source"] == "git"
+    # The image of a Git service is what its builds push, never what was typed.
+    assert data["image"] == ""
+    assert data["build_args"] == [{"name": "PYTHON", "value": "3.12"}, {"name": "MODE", "value": "prod"}]
+    assert data["git_token_secret"] == "GIT_TOKEN"
+
+
+def test_it_requires_a_repository_and_branch_for_a_git_source(main_env):
+    errors = errors_for(main_env, source="git", repository_url="", branch="")
+    assert "repository_url" in errors and "branch" in errors
+
+
+def test_it_refuses_secrets_as_build_arguments(main_env):
+    errors = errors_for(
+        main_env, source="git", repository_url="https://github.com/acme/shop.git", branch="main",
+        build_args="TOKEN=${{ secrets.TOKEN }}",
+    )
+    assert "do not pass secrets" in errors["build_args"][0]
+
+
+def test_it_refuses_a_git_source_on_a_cluster_without_registry(main_env):
+    main_env.cluster.registry = ""
+    main_env.cluster.save(update_fields=["registry"])
     errors = errors_for(main_env, source="git", repository_url="https://github.com/acme/shop.git", branch="main")
-    assert "not available yet" in errors["source"][0]
+    assert "no image registry" in errors["source"][0]
 
 
 def test_it_keeps_valid_git_fields_given_with_an_image(main_env):
