@@ -17,7 +17,9 @@ def _rgb(hex_color: str) -> str:
     return f"rgb({red}, {green}, {blue})"
 
 
-def test_it_walks_from_sign_in_to_deleting_an_environment(page: Page, ale_server, demo_login):
+def test_it_walks_from_sign_in_to_deleting_an_environment(page: Page, ale_stack, demo_login):
+    # The stack (worker, watcher, devcluster) carries out the deletion of the namespace.
+    ale_server = ale_stack
     username, password = demo_login
 
     # Sign in.
@@ -102,9 +104,17 @@ def test_it_walks_from_sign_in_to_deleting_an_environment(page: Page, ale_server
     page.get_by_label("Type staging to confirm").fill("staging")
     page.get_by_role("button", name="Delete environment").click()
     expect(page).to_have_url(main_url)
-    expect(page.get_by_text("Environment staging deleted.")).to_be_visible()
+    expect(page.get_by_text("Deleting staging… its namespace is being removed.")).to_be_visible()
+    # The selector shows it going until the worker has removed its namespace, then not at all.
+    for _ in range(40):
+        if page.locator(".env-option-deleting").count() == 0:
+            break
+        expect(page.locator(".env-option-deleting")).to_contain_text("Deleting…")
+        page.wait_for_timeout(500)
+        page.reload()
     selector.locator("summary").first.click()
     expect(page.locator("a.env-option")).to_have_count(1)
+    expect(page.locator(".env-option-deleting")).to_have_count(0)
     page.keyboard.press("Escape")
 
     # main is now the only one: its settings offer to delete the whole project.
