@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["MAX_LINE_CHARS", "block_is_clean", "sanitize", "strip_all"]
+__all__ = ["MAX_LINE_CHARS", "ascii_block_is_clean", "block_is_clean", "sanitize", "strip_all"]
 
 # A line longer than this is cut: a container that prints megabytes without a newline must not
 # become one unbounded JSON frame and one unbounded DOM node.
@@ -46,6 +46,16 @@ def block_is_clean(text: str) -> bool:
     """True when `text` (lines joined by newlines) has nothing to remove: no escape sequence,
     colours included, and no control character. One scan in C for a whole chunk of a log."""
     return _BLOCK_NEEDS_WORK.search(text) is None
+
+
+# What a clean ASCII block holds: printable characters, tabs and the newlines between lines.
+_ASCII_CLEAN = bytes(range(0x20, 0x7F)) + b"\t\n"
+
+
+def ascii_block_is_clean(data: bytes) -> bool:
+    """`block_is_clean` on raw bytes, before decoding: True when they are ASCII with nothing to
+    remove. Two passes in C (the usual case of a log), no regex; False says "look closer"."""
+    return data.isascii() and not data.translate(None, _ASCII_CLEAN)
 
 
 def _keep_sgr(match: re.Match[str]) -> str:

@@ -170,6 +170,15 @@ class _StreamConsumer(AsyncWebsocketConsumer):
     service: Service
     pipe: Pipe | None = None
 
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes stale database connections before every message it dispatches: a hop
+        # to its one shared sync thread. What arrives once a socket is open (acks, pings,
+        # keystrokes) touches no database, and a flood brings thousands of them.
+        if message.get("type") == "websocket.receive":
+            await self.websocket_receive(message)
+        else:
+            await super().dispatch(message)
+
     async def _service_or_refuse(self) -> Service | None:
         public_id = self.scope["url_route"]["kwargs"]["public_id"]
         try:
@@ -352,6 +361,7 @@ class LogConsumer(_StreamConsumer):
             tail=self.options.tail,
             previous=self.options.previous,
             since=self.options.since,
+            encoded=True,
         )
         reader = LogReader(kube, self.service.namespace, pod.name, options, self.pipe)
         self.readers[pod.name] = reader
@@ -402,18 +412,23 @@ class LogConsumer(_StreamConsumer):
         return size
 
     async def _send_items(self, items: list[Lines | Status]) -> None:
-        batch: Lines | None = None
+        """One frame per run of a pod's lines, built from the JSON strings the readers made:
+        the loop only joins them."""
+        pod: str | None = None
+        payloads: list[str] = []
         for item in [*items, None]:
-            if isinstance(item, Lines) and batch is not None and item.pod == batch.pod:
-                batch.lines.extend(item.lines)
-                batch.size += item.size
+            if isinstance(item, Lines) and item.pod == pod:
+                payloads.append(item.payload)
+                self._sent += item.size
                 continue
-            if batch is not None:
-                self._sent += batch.size
-                await self.send(text_data=_dumps({"t": "lines", "pod": batch.pod, "lines": batch.lines, "seq": self._sent}))
-                batch = None
+            if pod is not None:
+                await self.send(
+                    text_data=f'{{"t":"lines","pod":{_dumps(pod)},"lines":[{",".join(payloads)}],"seq":{self._sent}}}'
+                )
+                pod, payloads = None, []
             if isinstance(item, Lines):
-                batch = Lines(item.pod, list(item.lines), item.size)
+                pod, payloads = item.pod, [item.payload]
+                self._sent += item.size
             elif isinstance(item, Status):
                 await self._status(item.pod, item.state, item.message)
 

@@ -21,6 +21,7 @@ import math
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,7 +31,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 from clusters.client import ClusterError, ExecSession, KubeClient, LogStream
 from environments.models import Environment
-from services.ansi import MAX_LINE_CHARS, block_is_clean, sanitize, strip_all
+from services.ansi import MAX_LINE_CHARS, ascii_block_is_clean, block_is_clean, sanitize, strip_all
 from services.models import Service
 from spaces.models import Membership
 
@@ -163,6 +164,11 @@ def split_stamp(line: str) -> tuple[str, str]:
     return (ts, text) if sep and is_timestamp(ts) else ("", line)
 
 
+def json_strings(lines: list[str]) -> str:
+    """Lines as the comma-separated JSON strings of an array's inside (no brackets)."""
+    return json.dumps(lines)[1:-1] if lines else ""
+
+
 class LineSplitter:
     """Bytes of a timestamped log in, sanitised `"<timestamp> <text>"` lines out, across chunk
     boundaries.
@@ -170,6 +176,9 @@ class LineSplitter:
     A whole chunk is decoded, checked and split at once: a log is mostly clean text, and the
     per-line work of Python would be most of the cost of streaming it (a burst of 100,000
     lines). Only the lines of a chunk that holds something to remove are cleaned one by one.
+
+    `blocks` hands out the complete lines of a chunk as one block of bytes; `lines` makes them
+    a list, `encode` the JSON strings of a frame directly (the socket needs nothing else).
     """
 
     def __init__(self, *, keep_colours: bool = True) -> None:
@@ -178,6 +187,15 @@ class LineSplitter:
 
     def feed(self, chunk: bytes) -> tuple[list[str], int]:
         """The complete lines in `chunk` (and before it), and their size in bytes."""
+        blocks, size = self.blocks(chunk)
+        lines: list[str] = []
+        for block in blocks:
+            lines += self.lines(block)
+        return lines, size
+
+    def blocks(self, chunk: bytes) -> tuple[list[bytes], int]:
+        """The complete lines in `chunk` (and before it) as blocks of bytes without their last
+        newline, and their size in bytes."""
         data = self._rest + chunk if self._rest else chunk
         cut = data.rfind(b"\n")
         if cut < 0:
@@ -186,20 +204,52 @@ class LineSplitter:
                 return [], 0
             # No newline in sight: let the line out in pieces rather than buffer it whole.
             self._rest = b""
-            return self._lines(data.decode("utf-8", "replace")), len(data)
+            return [data], len(data)
         self._rest = data[cut + 1 :]
         # A newline byte never occurs inside a UTF-8 sequence: the cut splits no character.
-        lines = self._lines(data[:cut].decode("utf-8", "replace"))
+        blocks = [data[:cut]]
         size = cut + 1
         if len(self._rest) > MAX_LINE_BYTES:
-            lines += self._lines(self._rest.decode("utf-8", "replace"))
+            blocks.append(self._rest)
             size += len(self._rest)
             self._rest = b""
-        return lines, size
+        return blocks, size
 
     def flush(self) -> list[str]:
         rest, self._rest = self._rest, b""
         return self._lines(rest.decode("utf-8", "replace")) if rest else []
+
+    def lines(self, block: bytes) -> list[str]:
+        return self._lines(block.decode("utf-8", "replace"))
+
+    def encode(self, block: bytes) -> tuple[str, int, str]:
+        """The lines of `block` as JSON strings (see `json_strings`), their number, and the
+        timestamp of the last one ("" when it has none).
+
+        The usual block (clean ASCII lines of a sane length) is escaped and joined by a few
+        replaces over the whole block, never line by line.
+        """
+        parts = block.split(b"\n")
+        if max(map(len, parts)) <= MAX_LINE_CHARS + 40:
+            if ascii_block_is_clean(block):
+                text = block.decode("ascii")
+            else:
+                text = block.decode("utf-8", "replace")
+                if not block_is_clean(text):
+                    text = ""
+            if text:
+                # Clean: no control character but tabs and the newlines between lines, so
+                # these are all that JSON needs escaped.
+                if "\\" in text:
+                    text = text.replace("\\", "\\\\")
+                if '"' in text:
+                    text = text.replace('"', '\\"')
+                if "\t" in text:
+                    text = text.replace("\t", "\\t")
+                stamp = parts[-1][:40].partition(b" ")[0].decode("ascii", "replace")
+                return '"' + text.replace("\n", '","') + '"', len(parts), stamp if is_timestamp(stamp) else ""
+        lines = self.lines(block)
+        return json_strings(lines), len(lines), split_stamp(lines[-1])[0]
 
     def _lines(self, text: str) -> list[str]:
         lines = text.split("\n")
@@ -222,11 +272,18 @@ class Pipe:
     `put` (from a thread) takes a credit for a data item and blocks while none is left; `get`
     (on the loop) gives the credit back once the consumer takes the item. Control items (a
     status, the end) pass without a credit so that they never wait behind data.
+
+    The loop is woken once per batch, not once per item: a `put` while a wake-up is already on
+    its way only adds to the queue (every wake-up is a write to the loop's self-pipe and a turn
+    of the loop; a flood, or hundreds of followed logs, would otherwise cost one per chunk).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+        self._items: deque[tuple[bool, Any]] = deque()
+        self._ready = asyncio.Event()
+        self._lock = threading.Lock()
+        self._waking = False
         self._credits = threading.Semaphore(capacity)
         self._closed = threading.Event()
 
@@ -242,11 +299,21 @@ class Pipe:
                     return False
         if self._closed.is_set():
             return False
+        with self._lock:
+            self._items.append((bounded, item))
+            if self._waking:
+                return True
+            self._waking = True
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, (bounded, item))
+            self._loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the loop is closed: the server is shutting down
             return False
         return True
+
+    def _wake(self) -> None:
+        with self._lock:
+            self._waking = False
+        self._ready.set()
 
     def _take(self, entry: tuple[bool, Any]) -> Any:
         bounded, item = entry
@@ -255,14 +322,23 @@ class Pipe:
         return item
 
     async def get(self) -> Any:
-        return self._take(await self._queue.get())
+        while not self._items:
+            self._ready.clear()
+            if self._items:
+                break
+            await self._ready.wait()
+        return self._take(self._items.popleft())
 
     def get_nowait(self) -> Any:
         """Raises `asyncio.QueueEmpty` when nothing is waiting."""
-        return self._take(self._queue.get_nowait())
+        try:
+            entry = self._items.popleft()
+        except IndexError:
+            raise asyncio.QueueEmpty from None
+        return self._take(entry)
 
     def empty(self) -> bool:
-        return self._queue.empty()
+        return not self._items
 
     def close(self) -> None:
         self._closed.set()
@@ -295,13 +371,16 @@ class LogOptions:
     since: str = ""  # the last timestamp the browser has: resume after it, without duplicates
     follow: bool = True
     colours: bool = True  # SGR kept for the viewer; a download is plain text
+    encoded: bool = False  # lines handed over as JSON strings (`Lines.payload`), for the socket
 
 
 @dataclass
 class Lines:
     pod: str
-    lines: list[str]  # "<timestamp> <text>"
+    lines: list[str]  # "<timestamp> <text>"; empty when encoded
     size: int
+    payload: str = ""  # when encoded: the lines as JSON strings (see `json_strings`)
+    count: int = 0  # when encoded: the number of lines in `payload`
 
 
 @dataclass
@@ -409,24 +488,38 @@ class LogReader:
     def _read(self, stream: LogStream) -> int | None:
         """Pass the stream's lines on; the number passed, or None when it broke or we stopped."""
         splitter = LineSplitter(keep_colours=self.options.colours)
+        encoded = self.options.encoded
         sent = 0
         last = self._last
         try:
             for chunk in stream.iter_chunks():
-                lines, size = splitter.feed(chunk)
-                if last and lines and timestamp_key(split_stamp(lines[0])[0]) <= last:
-                    # Resumed: skip what the browser already has (same timestamp or older).
-                    lines = [line for line in lines if timestamp_key(split_stamp(line)[0]) > last]
-                if lines:
-                    if not self.pipe.put(Lines(self.pod, lines, size)):
+                blocks, size = splitter.blocks(chunk)
+                for block in blocks:
+                    if encoded and not (last and self._first_key(block) <= last):
+                        payload, count, stamp = splitter.encode(block)
+                        item = Lines(self.pod, [], size, payload, count)
+                    else:
+                        lines = splitter.lines(block)
+                        if last and timestamp_key(split_stamp(lines[0])[0]) <= last:
+                            # Resumed: skip what the browser already has (same timestamp or older).
+                            lines = [line for line in lines if timestamp_key(split_stamp(line)[0]) > last]
+                        if not lines:
+                            size = 0
+                            continue
+                        count, stamp = len(lines), split_stamp(lines[-1])[0]
+                        item = Lines(self.pod, [], size, json_strings(lines), count) if encoded else Lines(self.pod, lines, size)
+                    # The size of the chunk goes with its first block (the second is rare).
+                    size = 0
+                    if not self.pipe.put(item):
                         return None
-                    sent += len(lines)
-                    stamp = split_stamp(lines[-1])[0]
-                    last = timestamp_key(stamp) if stamp else last
-                    self._last = last
+                    sent += count
+                    if stamp:
+                        last = self._last = timestamp_key(stamp)
             tail = splitter.flush()
             if tail and not (last and timestamp_key(split_stamp(tail[0])[0]) <= last):
-                if not self.pipe.put(Lines(self.pod, tail, sum(map(len, tail)))):
+                size = sum(map(len, tail))
+                item = Lines(self.pod, [], size, json_strings(tail), len(tail)) if encoded else Lines(self.pod, tail, size)
+                if not self.pipe.put(item):
                     return None
                 sent += len(tail)
                 stamp = split_stamp(tail[-1])[0]
@@ -435,6 +528,11 @@ class LogReader:
         except ClusterError:
             return None
         return sent if not self._stopped else None
+
+    @staticmethod
+    def _first_key(block: bytes) -> str:
+        stamp = block[:40].partition(b" ")[0].decode("ascii", "replace")
+        return timestamp_key(stamp) if is_timestamp(stamp) else ""
 
 
 # --- exec sessions -------------------------------------------------------------------------------

@@ -277,3 +277,24 @@ async def test_it_ignores_garbage_and_closes_on_a_huge_message(env, member):
         if output["type"] == "websocket.close":
             break
     assert output["code"] == 1009
+
+
+@pytest.mark.parametrize(
+    "block",
+    [
+        b'2024-05-01T10:00:00Z plain "quoted" back\\slash\ttab\n2024-05-01T10:00:01Z next',
+        "2024-05-01T10:00:00Z caf\u00e9 \u2028 ok\n\n2024-05-01T10:00:01Z last".encode(),
+        b"2024-05-01T10:00:00Z \x1b[31mred\x1b[0m \x1b]0;title\x07\n2024-05-01T10:00:01Z 10%\r100%",
+        b"2024-05-01T10:00:00Z \xff\xfe broken \xe2\x80\xae bidi",
+        b"2024-05-01T10:00:00Z " + b"x" * 20000,
+        b"",
+    ],
+)
+def test_the_encoded_lines_of_a_block_are_the_json_of_its_sanitised_lines(block):
+    from services.streams import LineSplitter
+
+    splitter = LineSplitter()
+    payload, count, stamp = splitter.encode(block)
+    lines = splitter.lines(block)
+    assert json.loads(f"[{payload}]") == lines and count == len(lines)
+    assert stamp == split_stamp(lines[-1])[0]
