@@ -70,7 +70,7 @@ class TestDelete:
     def test_it_deletes_the_space_with_its_environments_through_their_deletion(
         self, owner_client, space, project, main_env, owner, django_capture_on_commit_callbacks
     ):
-        staging = make_environment(project, by=owner, name="staging")
+        make_environment(project, by=owner, name="staging")  # a second namespace to delete
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             response = owner_client.post(url("delete", space), {"confirm": "team"})
         assert response.status_code == 302
