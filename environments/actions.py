@@ -279,6 +279,6 @@ def missing_secret_keys(environment: Environment) -> list[str]:
     from environments.models import EnvironmentVariable
     from services.models import Service
 
-    services = list(Service.objects.filter(environment=environment).exclude(status=Service.Status.DELETING).only("env_vars"))
+    services = list(Service.objects.filter(environment=environment).exclude(status=Service.Status.DELETING).only("env_vars", "git_token_secret"))
     have = set(EnvironmentVariable.objects.filter(environment=environment).values_list("key", flat=True))
     return [key for key in referenced_secret_keys(services) if key not in have]

@@ -245,7 +245,8 @@ SERVICE_KEYS = (
     "resources", "healthCheckPath", "customDomains", "state",
 )  # fmt: skip
 RESOURCE_KEYS = ("capacity", "cpu", "memory", "disk", "replicas")
-REPOSITORY_KEYS = ("url", "branch", "path", "dockerfile")
+REPOSITORY_KEYS = ("url", "branch", "path", "dockerfile", "buildArgs", "tokenSecret")
+_REPOSITORY_TEXT_KEYS = ("url", "branch", "path", "dockerfile", "tokenSecret")
 # ServiceForm field → where it sits in a service of the file.
 FORM_FIELD_PATHS: dict[str, tuple[str, ...]] = {
     "name": ("name",),
@@ -256,6 +257,8 @@ FORM_FIELD_PATHS: dict[str, tuple[str, ...]] = {
     "branch": ("repository", "branch"),
     "repository_path": ("repository", "path"),
     "dockerfile": ("repository", "dockerfile"),
+    "build_args": ("repository", "buildArgs"),
+    "git_token_secret": ("repository", "tokenSecret"),
     "port": ("port",),
     "command": ("command",),
     "args": ("args",),
@@ -409,12 +412,25 @@ def _service_form_data(errors: _Errors, item: dict, path: Path) -> tuple[dict[st
     repository = _optional(errors, item, "repository", (dict,), "a mapping", path, None)
     source = Service.Source.IMAGE
     repo_fields: dict[str, str] = {}
+    build_args: list[dict[str, str]] = []
     if repository is not None:
         source = Service.Source.GIT
-        errors.unknown(repository, REPOSITORY_KEYS, path + ("repository",))
-        for key in REPOSITORY_KEYS:
-            value = _optional(errors, repository, key, (str,), "text", path + ("repository",), "")
+        rpath = path + ("repository",)
+        errors.unknown(repository, REPOSITORY_KEYS, rpath)
+        for key in _REPOSITORY_TEXT_KEYS:
+            value = _optional(errors, repository, key, (str,), "text", rpath, "")
             repo_fields[key] = value or ""
+        raw_args = _optional(errors, repository, "buildArgs", (list,), "a list of {name, value}", rpath, []) or []
+        for i, entry in enumerate(raw_args):
+            where = rpath + ("buildArgs", i)
+            if not _expect(errors, entry, (dict,), "{name, value}", where):
+                continue
+            errors.unknown(entry, ("name", "value"), where)
+            key, value = entry.get("name"), entry.get("value", "")
+            if not isinstance(key, str) or not isinstance(value, str) or "\n" in value:
+                errors.add(where, "a build argument is a name and a one-line text value.")
+                continue
+            build_args.append({"name": key, "value": value})
     if len(errors.messages) != before:
         return None
     data = form_data_from_spec(
@@ -426,6 +442,8 @@ def _service_form_data(errors: _Errors, item: dict, path: Path) -> tuple[dict[st
             "branch": repo_fields.get("branch", ""),
             "repository_path": repo_fields.get("path", ""),
             "dockerfile": repo_fields.get("dockerfile") or "Dockerfile",
+            "build_args": build_args,
+            "git_token_secret": repo_fields.get("tokenSecret", ""),
             "port": port,
             "command": command,
             "args": args,
@@ -571,12 +589,17 @@ def service_document(name: str, spec: dict[str, Any], state: str) -> dict[str, A
     """One service as the file writes it: fixed key order, empty things left out."""
     item: dict[str, Any] = {"name": name, "kind": spec["kind"]}
     if spec["source"] == Service.Source.GIT:
-        item["repository"] = {
+        repository: dict[str, Any] = {
             "url": spec["repository_url"],
             "branch": spec["branch"],
             "path": spec["repository_path"],
             "dockerfile": spec["dockerfile"],
         }
+        if spec.get("build_args"):
+            repository["buildArgs"] = [{"name": a["name"], "value": a.get("value", "")} for a in spec["build_args"]]
+        if spec.get("git_token_secret"):
+            repository["tokenSecret"] = spec["git_token_secret"]
+        item["repository"] = repository
     else:
         item["image"] = spec["image"]
     item["port"] = spec["port"]
@@ -602,8 +625,16 @@ def service_document(name: str, spec: dict[str, Any], state: str) -> dict[str, A
     return item
 
 
+def spec_secret_keys(spec: dict[str, Any]) -> set[str]:
+    """Environment secrets a spec needs: its `${{ secrets.KEY }}` variables and a Git token."""
+    keys = {v["secret"] for v in spec.get("env_vars") or [] if "secret" in v}
+    if spec.get("git_token_secret"):
+        keys.add(spec["git_token_secret"])
+    return keys
+
+
 def referenced_secret_keys(services: list[Service]) -> list[str]:
-    return sorted({v["secret"] for s in services for v in s.env_vars if "secret" in v})
+    return sorted({key for s in services for key in spec_secret_keys({"env_vars": s.env_vars, "git_token_secret": s.git_token_secret})})
 
 
 def export_document(environment: Environment) -> dict[str, Any]:
@@ -728,6 +759,9 @@ def plan(environment: Environment, document: ParsedDocument, *, lock: bool = Fal
         if service.status == Service.Status.DELETING:
             blocked.append(f"{parsed.name} is being deleted; apply the file again once it is gone.")
             continue
+        if parsed.spec["source"] == Service.Source.GIT and service.source == Service.Source.GIT:
+            # The image of a Git service is what its last build pushed; a file cannot say it.
+            parsed.spec["image"] = service.image
         old = _flatten(service_document(service.name, service.snapshot(), service.desired_state))
         new = _flatten(service_document(parsed.name, parsed.spec, parsed.state))
         changes = [
@@ -741,7 +775,7 @@ def plan(environment: Environment, document: ParsedDocument, *, lock: bool = Fal
     in_file = {p.name for p in document.services}
     untouched = sorted(name for name, s in existing.items() if name not in in_file and s.status != Service.Status.DELETING)
     have = set(EnvironmentVariable.objects.filter(environment=environment).values_list("key", flat=True))
-    wanted = set(document.secret_keys) | {v["secret"] for p in document.services for v in p.spec["env_vars"] if "secret" in v}
+    wanted = set(document.secret_keys).union(*(spec_secret_keys(p.spec) for p in document.services))
     firewall_change = None
     opens = False
     if document.firewall is not None:

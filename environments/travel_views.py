@@ -36,6 +36,7 @@ from environments.migration import (
     export_yaml,
     parse_document,
     plan,
+    referenced_secret_keys,
 )
 from environments.models import Environment, EnvironmentVariable
 from spaces.http import HtmxHttpRequest, wants_fragment
@@ -353,11 +354,11 @@ def settings_context(request: HtmxHttpRequest, environment: Environment) -> dict
     variables = list(EnvironmentVariable.objects.filter(environment=environment))
     services = list(
         Service.objects.filter(environment=environment).exclude(status=Service.Status.DELETING).only(
-            "name", "kind", "port", "env_vars", "external_node_port", "desired_state", "environment_id"
+            "name", "kind", "port", "env_vars", "git_token_secret", "external_node_port", "desired_state", "environment_id"
         )
     )
     have = {v.key for v in variables}
-    referenced = sorted({v["secret"] for s in services for v in s.env_vars if "secret" in v})
+    referenced = referenced_secret_keys(services)
     tcp_services = [s for s in services if s.kind == Service.Kind.TCP]
     for service in tcp_services:
         # Already loaded: `external_address` reads the environment and its cluster.
@@ -379,7 +380,7 @@ def settings_context(request: HtmxHttpRequest, environment: Environment) -> dict
 def missing_secrets_for_cards(environment: Environment, services: list[Any]) -> list[str]:
     """Secret keys the Information tab's services refer to and the environment lacks (after a
     clone, say). No query unless a service refers to a secret at all."""
-    referenced = {v["secret"] for s in services if s.status != "deleting" for v in s.env_vars if "secret" in v}
+    referenced = set(referenced_secret_keys([s for s in services if s.status != "deleting"]))
     if not referenced:
         return []
     have = set(EnvironmentVariable.objects.filter(environment=environment, key__in=referenced).values_list("key", flat=True))

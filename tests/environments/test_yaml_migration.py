@@ -362,3 +362,36 @@ def test_it_serialises_applies_with_the_service_verbs(main_env, owner, celery_qu
     assert service.generation == 11
     assert sorted(service.revisions.values_list("number", flat=True)) == list(range(1, 12))
     assert service.image == "nginx:1.31"
+
+
+def test_it_carries_a_git_service_with_its_build_settings_and_keeps_its_built_image(main_env, staging, owner, django_capture_on_commit_callbacks):
+    from clusters.models import Cluster
+
+    Cluster.objects.filter(pk=main_env.cluster_id).update(registry="registry.local:5000/ale")
+    main_env.cluster.refresh_from_db()
+    staging.cluster.refresh_from_db()
+    service = make_service(
+        main_env, owner, name="app", source="git", image="", repository_url="https://github.com/acme/shop.git",
+        branch="main", repository_path="services/app", dockerfile="Dockerfile.prod",
+        build_args="NODE_ENV=production", git_token_secret="GIT_TOKEN",
+    )
+    # What a finished build leaves on the service.
+    Service.objects.filter(pk=service.pk).update(image="registry.local:5000/ale/app:b1")
+    text = migration.export_yaml(main_env)
+    document = yaml.safe_load(text)
+    assert document["spec"]["services"][0]["repository"] == {
+        "url": "https://github.com/acme/shop.git", "branch": "main", "path": "services/app",
+        "dockerfile": "Dockerfile.prod", "buildArgs": [{"name": "NODE_ENV", "value": "production"}], "tokenSecret": "GIT_TOKEN",
+    }
+    assert "image" not in document["spec"]["services"][0]
+    assert document["spec"]["secrets"] == ["GIT_TOKEN"]
+
+    with django_capture_on_commit_callbacks(execute=False):
+        assert migration.import_file(owner, staging, text.encode()).created == ["app"]
+        assert spec_part(migration.export_yaml(staging)) == spec_part(text)
+        # Applied again where it came from: nothing changes, and the built image stays.
+        again = migration.import_file(owner, main_env, text.encode())
+    assert again.unchanged == ["app"]
+    service.refresh_from_db()
+    assert service.image == "registry.local:5000/ale/app:b1"
+    assert migration.plan(staging, migration.parse_document(text.encode(), staging)).missing_secrets == ["GIT_TOKEN"]
