@@ -395,3 +395,16 @@ def test_it_carries_a_git_service_with_its_build_settings_and_keeps_its_built_im
     service.refresh_from_db()
     assert service.image == "registry.local:5000/ale/app:b1"
     assert migration.plan(staging, migration.parse_document(text.encode(), staging)).missing_secrets == ["GIT_TOKEN"]
+
+
+def test_it_knows_every_spec_field():
+    from services.models import SPEC_FIELDS
+
+    # A field added to the spec must be written by `service_document` and read back by
+    # `_service_form_data`, or a YAML round trip silently drops it: extend both, then this list.
+    carried = {
+        "kind", "source", "image", "repository_url", "branch", "repository_path", "dockerfile", "build_args",
+        "git_token_secret", "port", "command", "args", "env_vars", "capacity", "cpu_millicores", "memory_mib",
+        "disk_mib", "replicas", "health_check_path", "custom_domains",
+    }
+    assert set(SPEC_FIELDS) == carried
