@@ -15,6 +15,9 @@ from typing import Any
 
 MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=ale"
 SERVICE_LABEL = "ale.dev/service"
+BUILD_LABEL = "ale.dev/build"
+# The build Jobs: ale's objects that carry a build id.
+BUILD_SELECTOR = f"{MANAGED_BY_SELECTOR},{BUILD_LABEL}"
 ENVIRONMENT_LABEL = "ale.dev/environment"
 NAMESPACE_PREFIX = "ale-"
 
@@ -23,7 +26,8 @@ NAMESPACES = "Namespace"
 DEPLOYMENTS = "Deployment"
 PODS = "Pod"
 EVENTS = "Event"
-KINDS = (NAMESPACES, DEPLOYMENTS, PODS, EVENTS)
+JOBS = "Job"
+KINDS = (NAMESPACES, DEPLOYMENTS, PODS, EVENTS, JOBS)
 
 # Warning events older than this no longer explain the current state (a quota refusal from an
 # hour ago says nothing about the pod created a minute ago); Kubernetes drops them at about 1 h.
@@ -57,9 +61,11 @@ class Changes:
     all_services: bool = False
     events: dict[str, Obj] = field(default_factory=dict)
     namespaces_gone: set[str] = field(default_factory=set)
+    # Build ids whose Job changed; with `all_services`, every build Job is looked at.
+    builds: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.services or self.all_services or self.events or self.namespaces_gone)
+        return bool(self.services or self.all_services or self.events or self.namespaces_gone or self.builds)
 
 
 class ClusterState:
@@ -75,6 +81,8 @@ class ClusterState:
         # service id -> event uid -> (seen at, event)
         self.warnings: dict[str, dict[str, tuple[float, Obj]]] = {}
         self.namespaces: set[str] = set()
+        # build id -> its Job
+        self.jobs: dict[str, Obj] = {}
         self.synced: set[str] = set()
         self._changes = Changes()
 
@@ -99,6 +107,10 @@ class ClusterState:
             elif kind == EVENTS:
                 for obj in objects:
                     self._put_event(obj)
+            elif kind == JOBS:
+                self.jobs = {}
+                for obj in objects:
+                    self._put_job(obj)
             self.synced.add(kind)
             self._changes.all_services = True
 
@@ -128,6 +140,26 @@ class ClusterState:
             elif kind == EVENTS and not deleted:
                 # Kubernetes deletes events after about an hour; ale keeps its copy.
                 self._put_event(obj)
+            elif kind == JOBS:
+                build = (_meta(obj).get("labels") or {}).get(BUILD_LABEL)
+                if build and deleted:
+                    self.jobs.pop(build, None)
+                    self._changes.builds.add(build)
+                elif build:
+                    self._put_job(obj)
+
+    def _put_job(self, obj: Obj) -> None:
+        build = (_meta(obj).get("labels") or {}).get(BUILD_LABEL)
+        if build:
+            self.jobs[build] = obj
+            self._changes.builds.add(build)
+
+    def build_jobs(self, builds: Iterable[str] | None = None) -> dict[str, Obj]:
+        """The Jobs of the given builds (all of them when None) that the state holds."""
+        with self._lock:
+            if builds is None:
+                return dict(self.jobs)
+            return {build: self.jobs[build] for build in builds if build in self.jobs}
 
     def _put_deployment(self, obj: Obj) -> None:
         service = service_id_of(obj)
@@ -216,3 +248,4 @@ class ClusterState:
             current.all_services = current.all_services or changes.all_services
             current.events = {**changes.events, **current.events}
             current.namespaces_gone |= changes.namespaces_gone
+            current.builds |= changes.builds

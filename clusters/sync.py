@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from datetime import timezone as dt_timezone
 
 from django.db import transaction
@@ -20,7 +21,8 @@ from django.utils import timezone
 from clusters.state import WARNING_WINDOW_SECONDS, Changes, ClusterState, Obj, environment_id_of_namespace
 from environments.models import ClusterEvent, Environment
 from services import live
-from services.models import Service
+from services.builds import job_outcome
+from services.models import Build, Service
 from services.status import ObservedStatus, derive_status
 
 logger = logging.getLogger(__name__)
@@ -250,7 +252,29 @@ def write_changes(
                 live.publish_event_list(environment)
         if changes.namespaces_gone:
             _publish_removed(cluster_id, changes.namespaces_gone)
+        if changes.builds or changes.all_services:
+            _hand_over_builds(cluster_id, state, changes)
     return result
+
+
+def _hand_over_builds(cluster_id: int, state: ClusterState, changes: Changes) -> None:
+    """Enqueue `finish_build` for each build still active whose Job finished or vanished.
+
+    The task reads the build log and moves the service on; the watcher only notices. A build
+    already finished in the database is skipped, so a relist does not enqueue it again.
+    """
+    from services.tasks import finish_build
+
+    jobs = state.build_jobs(None if changes.all_services else changes.builds)
+    done = {build for build, job in jobs.items() if job_outcome(job) is not None}
+    vanished = changes.builds - set(jobs)
+    if not done and not vanished:
+        return
+    active = Build.objects.filter(service__environment__cluster_id=cluster_id, public_id__in=done | vanished)
+    # A build whose Job is not applied yet (queued) has nothing to vanish.
+    for pk, public_id, status in active.filter(status__in=Build.ACTIVE).values_list("pk", "public_id", "status"):
+        if public_id in done or status == Build.Status.BUILDING:
+            transaction.on_commit(partial(finish_build.delay, pk), robust=True)
 
 
 def _publish_removed(cluster_id: int, namespaces: set[str]) -> None:

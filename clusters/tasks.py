@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from clusters.client import ClusterError, client_for
 from clusters.models import Cluster
-from clusters.state import DEPLOYMENTS, EVENTS, MANAGED_BY_SELECTOR, PODS, Changes, ClusterState
+from clusters.state import BUILD_SELECTOR, DEPLOYMENTS, EVENTS, JOBS, MANAGED_BY_SELECTOR, PODS, Changes, ClusterState
 from clusters.sync import services_to_derive, write_changes
 from environments.models import ClusterEvent
 from services.models import Service
@@ -64,7 +64,10 @@ def resync_cluster(cluster: Cluster) -> tuple[int, int]:
     warnings, _ = kube.list("v1", "Event", field_selector="type=Warning")
     state.replace(DEPLOYMENTS, deployments)
     state.replace(PODS, pods)
+    # Build Jobs: a build whose end the watcher missed is handed to finish_build.
+    jobs, _ = kube.list("batch/v1", "Job", label_selector=BUILD_SELECTOR)
     state.replace(EVENTS, warnings)
+    state.replace(JOBS, jobs)
     result = write_changes(cluster.pk, state, state.take_changes(), services=services)
     requeued = _requeue_stuck(services, state)
     if result.changed or requeued:

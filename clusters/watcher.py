@@ -34,8 +34,10 @@ from django.db import close_old_connections, connection
 from clusters.client import KubeClient, client_for
 from clusters.models import Cluster
 from clusters.state import (
+    BUILD_SELECTOR,
     DEPLOYMENTS,
     EVENTS,
+    JOBS,
     MANAGED_BY_SELECTOR,
     NAMESPACES,
     PODS,
@@ -53,6 +55,8 @@ WATCHED = (
     (DEPLOYMENTS, "apps/v1", "Deployment", MANAGED_BY_SELECTOR),
     (PODS, "v1", "Pod", MANAGED_BY_SELECTOR),
     (EVENTS, "v1", "Event", None),
+    # Build Jobs: a finished one hands its build to `services.tasks.finish_build`.
+    (JOBS, "batch/v1", "Job", BUILD_SELECTOR),
 )
 
 

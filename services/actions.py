@@ -21,7 +21,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from environments.models import Environment
-from services import live
+from services import builds, live
 from services.models import SPEC_FIELDS, Revision, Service
 from spaces import audit
 from spaces.resources import check_services
@@ -71,6 +71,9 @@ def _record_revision(service: Service, acting_user: AbstractBaseUser | None, cau
 
 
 def _save(service: Service) -> None:
+    """Save the locked service and, on commit, carry it to the cluster and the browsers. A
+    service `building` is carried by its build instead: its Deployment changes when the image
+    is ready (`services.tasks.finish_build`)."""
     service.save()
     # `generation` was bumped in Python from the locked row: no lost update is possible.
     logger.info(
@@ -81,7 +84,8 @@ def _save(service: Service) -> None:
         service.desired_state,
         service.status,
     )
-    _enqueue_reconcile(service)
+    if service.status != Service.Status.BUILDING:
+        _enqueue_reconcile(service)
     live.publish_service(service)
 
 
@@ -92,6 +96,11 @@ def _run(service: Service, acting_user: AbstractBaseUser | None, cause: str) -> 
     service.deployed_by = acting_user
     service.deployed_at = timezone.now()
     _set_status(service, Service.Status.DEPLOYING)
+    if service.is_git:
+        # Every deploy of a Git service builds the branch head again.
+        builds.start_build(service, acting_user)
+    else:
+        builds.cancel_active_builds(service, "Superseded by a deploy of a container image.")
     revision = _record_revision(service, acting_user, cause)
     _save(service)
     return revision
@@ -175,6 +184,9 @@ def _start_locked(service: Service) -> None:
     service.desired_state = Service.DesiredState.RUNNING
     service.generation += 1
     _set_status(service, Service.Status.DEPLOYING)
+    if service.is_git and not service.image and not service.builds.filter(status__in=builds.Build.ACTIVE).exists():
+        # A Git service never built (a clone, a failed first build) has nothing to start.
+        builds.start_build(service, None)
     _save(service)
 
 
@@ -241,6 +253,7 @@ def delete_service(acting_user: AbstractBaseUser | None, service: Service) -> Se
     service = _lock(service)
     service.desired_state = Service.DesiredState.STOPPED
     service.generation += 1
+    builds.cancel_active_builds(service, "The service was deleted.")
     _set_status(service, Service.Status.DELETING)
     _save(service)
     audit.record(

@@ -46,7 +46,8 @@ from django.utils import timezone
 
 from clusters.client import ClusterError, KubeClient, client_for
 from services.access import get_service_for_user
-from services.models import Service, TerminalSession
+from services.builds import build_for, list_build_pods
+from services.models import Build, Service, TerminalSession
 from services.streams import (
     DEFAULT_TAIL,
     MAX_PODS,
@@ -83,7 +84,10 @@ MAX_INPUT_MESSAGE = 256 * 1024
 LOG_HIGH_WATERMARK = 4 * 1024 * 1024
 LOG_LOW_WATERMARK = 1024 * 1024
 LOG_PIPE_CAPACITY = 32  # chunks of at most 64 KiB: the most a socket holds between cluster and browser
-LOG_FRAME_SECONDS = 0.02
+# A trickle is sent at most this often (a flood goes as fast as the browser acknowledges):
+# every frame costs a send and an ack through the whole websocket stack, and hundreds of
+# followed logs each sending 50 frames a second would keep the loop busy with just that.
+LOG_FRAME_SECONDS = 0.1
 LOG_FRAME_BYTES = 512 * 1024
 LOG_FRAME_SMALL = 32 * 1024
 POD_WAIT_SECONDS = 2.0
@@ -238,9 +242,13 @@ class _StreamConsumer(AsyncWebsocketConsumer):
 
 
 class LogConsumer(_StreamConsumer):
-    """Follow the logs of one pod, or of every pod of the service with each line labelled."""
+    """Follow the logs of one pod, or of every pod of the service with each line labelled.
+
+    With `?build=<number>|latest` it follows the pod of that build's Job instead: the build log.
+    """
 
     readers: dict[str, LogReader]
+    build: Build | None = None
 
     async def connect(self) -> None:
         service = await self._service_or_refuse()
@@ -248,6 +256,12 @@ class LogConsumer(_StreamConsumer):
             return
         self.service = service
         query = _query(self.scope)
+        try:
+            self.build = await database_sync_to_async(build_for)(service, query.get("build"))
+        except Build.DoesNotExist:
+            # Refused before accept, like a service that is not the user's.
+            await self.close()
+            return
         self.wanted_pod = query.get("pod", "")
         self.wanted_container = query.get("container", "")
         tail = query.get("tail", "")
@@ -325,6 +339,11 @@ class LogConsumer(_StreamConsumer):
         finally:
             for task in tasks:
                 task.cancel()
+
+    async def _pods(self, kube: KubeClient) -> list[PodInfo]:
+        if self.build is not None:
+            return await in_thread(list_build_pods, kube, self.service, self.build)
+        return await super()._pods(kube)
 
     async def _wait_for_pods(self, kube: KubeClient) -> list[PodInfo]:
         """The service's pods; while it has none yet (starting, or stopped), say so and look again."""

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from environments.manifests import environment_labels
+
 if TYPE_CHECKING:
-    from services.models import Service
+    from services.models import Build, Service
 
 # Secret holding the environment's secrets; a `${{ secrets.NAME }}` value reads key NAME of it.
 ENV_SECRET = "ale-env"
@@ -189,3 +191,106 @@ def render_service(service: Service) -> list[dict[str, Any]]:
     if ingress is not None:
         manifests.append(ingress)
     return manifests
+
+
+# --- builds --------------------------------------------------------------------------------------
+
+JOB = ("batch/v1", "Job")
+BUILD_CONTAINER = "builder"
+BUILD_LABEL = "ale.dev/build"
+# Where kaniko reads registry credentials (a Docker config.json).
+KANIKO_DOCKER_CONFIG = "/kaniko/.docker"
+REGISTRY_VOLUME = "registry-credentials"
+# A finished build Job is removed by ale when it falls out of the last builds kept; this is the
+# cluster's own backstop for a Job ale forgot (a service deleted while its build ran).
+BUILD_JOB_TTL_SECONDS = 7 * 24 * 3600
+
+
+def git_context(repository_url: str, branch: str) -> str:
+    """kaniko's Git build context: `git://<host>/<path>#refs/heads/<branch>` (it clones over
+    https whatever the scheme says; credentials come from GIT_USERNAME / GIT_PASSWORD)."""
+    address = repository_url.strip()
+    for scheme in ("https://", "http://", "git://", "ssh://"):
+        if address.startswith(scheme):
+            address = address[len(scheme) :]
+            break
+    return f"git://{address}#refs/heads/{branch}"
+
+
+def build_pod_labels(build: Build) -> dict[str, str]:
+    """The build pod's labels: the environment's and the build's, but not `ale.dev/service`, so
+    that a build pod is never mistaken for one of the service's running pods (its status, its
+    running logs, its terminal)."""
+    labels = environment_labels(build.service.environment)
+    return {**labels, "app.kubernetes.io/component": "build", BUILD_LABEL: build.public_id}
+
+
+def render_build_job(build: Build) -> dict[str, Any]:
+    """The Job that builds and pushes `build.image` from the service's repository with kaniko."""
+    service = build.service
+    cluster = service.environment.cluster
+    args = [
+        f"--context={git_context(build.repository_url, build.branch)}",
+        f"--dockerfile={service.dockerfile or 'Dockerfile'}",
+        f"--destination={build.image}",
+        # Layers cached in the registry beside the image: a rebuild of an unchanged dependency
+        # layer is a pull, not a reinstall.
+        "--cache=true",
+        f"--cache-repo={build.image.rsplit(':', 1)[0]}/cache",
+        # The pushed digest as the container's termination message.
+        "--digest-file=/dev/termination-log",
+    ]
+    if service.repository_path.strip("/"):
+        args.append(f"--context-sub-path={service.repository_path.strip('/')}")
+    args += [f"--build-arg={arg['name']}={arg.get('value', '')}" for arg in service.build_args]
+    env: list[dict[str, Any]] = []
+    if service.git_token_secret:
+        token = {"secretKeyRef": {"name": ENV_SECRET, "key": service.git_token_secret, "optional": False}}
+        # GIT_TOKEN for Dockerfiles and scripts that expect it; kaniko itself clones with
+        # GIT_USERNAME / GIT_PASSWORD, and hosts accept a token as the password of any user.
+        env = [
+            {"name": "GIT_TOKEN", "valueFrom": token},
+            {"name": "GIT_USERNAME", "value": "oauth2"},
+            {"name": "GIT_PASSWORD", "valueFrom": token},
+        ]
+    quantities = {"cpu": f"{cluster.build_cpu_millicores}m", "memory": f"{cluster.build_memory_mib}Mi"}
+    container: dict[str, Any] = {
+        "name": BUILD_CONTAINER,
+        "image": cluster.builder_image,
+        "args": args,
+        "env": env,
+        "resources": {"requests": dict(quantities), "limits": dict(quantities)},
+    }
+    pod_spec: dict[str, Any] = {
+        "containers": [container],
+        # One attempt: a failed build is reported, not silently retried from a moved branch.
+        "restartPolicy": "Never",
+        "enableServiceLinks": False,
+        "automountServiceAccountToken": False,
+    }
+    if cluster.registry_secret:
+        container["volumeMounts"] = [{"name": REGISTRY_VOLUME, "mountPath": KANIKO_DOCKER_CONFIG, "readOnly": True}]
+        pod_spec["volumes"] = [
+            {
+                "name": REGISTRY_VOLUME,
+                "secret": {
+                    "secretName": cluster.registry_secret,
+                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+                },
+            }
+        ]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": build.job_name,
+            "namespace": service.namespace,
+            "labels": {**service.labels, "app.kubernetes.io/component": "build", BUILD_LABEL: build.public_id},
+        },
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": cluster.build_deadline_seconds,
+            "ttlSecondsAfterFinished": BUILD_JOB_TTL_SECONDS,
+            "template": {"metadata": {"labels": build_pod_labels(build)}, "spec": pod_spec},
+        },
+    }

@@ -16,14 +16,15 @@ from collections.abc import Callable
 
 from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from clusters.client import ClusterError, client_for
 from environments.manifests import render_environment
 from services import live
-from services.manifests import MANAGED_KINDS, render_service
-from services.models import Service
+from services.manifests import BUILD_LABEL, JOB, MANAGED_KINDS, render_build_job, render_service
+from services.models import Build, Service
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,10 @@ def _mark_failed(service: Service, reason: str) -> None:
 def _remove(kube, service: Service) -> None:
     for api_version, kind in MANAGED_KINDS:
         kube.delete(api_version, kind, service.name, service.namespace)
+    # Its build Jobs, with their pods and logs.
+    jobs, _ = kube.list(*JOB, namespace=service.namespace, label_selector=f"ale.dev/service={service.public_id},{BUILD_LABEL}")
+    for job in jobs:
+        kube.delete(*JOB, job["metadata"]["name"], service.namespace)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
@@ -95,6 +100,11 @@ def reconcile_service(self: Task, service_id: int, generation: int | None = None
         # The namespace goes with everything in it; recreating objects would only slow that.
         return "environment deleting"
     deleting = service.status == Service.Status.DELETING
+    if service.status == Service.Status.BUILDING:
+        # The build's end reconciles it, with the new image.
+        return "building"
+    if service.is_git and not service.image and not deleting:
+        return _build_first(service)
     try:
         kube = client_for(environment.cluster)
         if deleting:
@@ -118,3 +128,175 @@ def reconcile_service(self: Task, service_id: int, generation: int | None = None
         logger.info("%s: deleted", what)
         return "deleted"
     return "applied"
+
+
+def _build_first(service: Service) -> str:
+    """A Git service asked to run with no image yet (from a YAML file, a clone started, a stale
+    task): it builds first, unless a build is already on its way."""
+    from services import actions, builds
+
+    with transaction.atomic():
+        service = actions._lock(service)
+        if service.status == Service.Status.BUILDING or service.image:
+            return "building"
+        if service.desired_state != Service.DesiredState.RUNNING:
+            return "stopped"
+        builds.start_build(service, None)
+        service.save(update_fields=["status", "status_reason", "status_changed_at", "updated_at"])
+        live.publish_service(service)
+    return "building"
+
+
+# --- builds --------------------------------------------------------------------------------------
+
+# How much of a build log is read for its result: the commit is near the top, the error at the
+# end; a log larger than this keeps its last part.
+BUILD_LOG_MAX_BYTES = 2 * 1024 * 1024
+
+
+def _build_row(build_id: int) -> Build | None:
+    return (
+        Build.objects.select_related("service__environment__project__space", "service__environment__cluster")
+        .filter(pk=build_id)
+        .first()
+    )
+
+
+def _fail_build(build: Build, reason: str) -> None:
+    """The build failed before or outside its Job (the cluster refused it): say so on both."""
+    with transaction.atomic():
+        if not Build.objects.filter(pk=build.pk, status__in=Build.ACTIVE).update(
+            status=Build.Status.FAILED, reason=reason, finished_at=timezone.now()
+        ):
+            return
+        values = {"status": Service.Status.FAILED, "status_reason": f"Build failed: {reason}", "status_changed_at": timezone.now()}
+        service = build.service
+        if Service.objects.filter(pk=service.pk, status=Service.Status.BUILDING).update(**values):
+            for name, value in values.items():
+                setattr(service, name, value)
+            live.publish_service(service)
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
+def run_build(self: Task, build_id: int) -> str:
+    """Apply the build's Job (and its namespace); the watcher follows it from there."""
+    build = _build_row(build_id)
+    if build is None:
+        return "gone"
+    if not build.is_active:
+        return build.status
+    service = build.service
+    environment = service.environment
+    what = f"run_build {build.pk} ({environment.namespace}/{build.job_name})"
+    try:
+        kube = client_for(environment.cluster)
+        kube.apply(render_environment(environment) + [render_build_job(build)])
+    except ClusterError as exc:
+        retry_or_give_up(self, exc, what, lambda reason: _fail_build(build, reason))
+        return "failed"
+    now = timezone.now()
+    Build.objects.filter(pk=build.pk, status=Build.Status.QUEUED).update(status=Build.Status.BUILDING, started_at=now)
+    if not Build.objects.filter(pk=build.pk, status=Build.Status.BUILDING).exists():
+        # Cancelled while the Job was being applied: the cancellation's delete may have run
+        # before the Job existed, so delete it again.
+        kube.delete(*JOB, build.job_name, environment.namespace)
+        return "cancelled"
+    logger.info("%s: Job applied", what)
+    _prune_builds(kube, service)
+    return "building"
+
+
+def _prune_builds(kube, service: Service) -> None:
+    """Keep the last `Build.KEEP` builds of the service; older ones go with their Jobs."""
+    old = list(service.builds.order_by("-number")[Build.KEEP :].values_list("pk", "job_name"))
+    for _, job_name in old:
+        kube.delete(*JOB, job_name, service.namespace)
+    Build.objects.filter(pk__in=[pk for pk, _ in old]).delete()
+
+
+def _read_build_log(kube, namespace: str, build: Build) -> str:
+    pods, _ = kube.list("v1", "Pod", namespace=namespace, label_selector=f"{BUILD_LABEL}={build.public_id}")
+    if not pods:
+        return ""
+    pods.sort(key=lambda pod: (pod.get("metadata") or {}).get("creationTimestamp") or "")
+    name = pods[-1]["metadata"]["name"]
+    data = bytearray()
+    with kube.open_log_stream(namespace, name, follow=False) as stream:
+        for chunk in stream.iter_chunks():
+            data += chunk
+            if len(data) > 2 * BUILD_LOG_MAX_BYTES:
+                del data[: len(data) - BUILD_LOG_MAX_BYTES]
+    return bytes(data[-BUILD_LOG_MAX_BYTES:]).decode("utf-8", "replace")
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
+def finish_build(self: Task, build_id: int) -> str:
+    """Record the end of a build whose Job finished (or vanished), read from the cluster: the
+    last log lines of a failure, the commit the builder reports; then move the service on."""
+    from services import actions, builds
+
+    build = _build_row(build_id)
+    if build is None:
+        return "gone"
+    if not build.is_active:
+        return build.status
+    namespace = build.service.environment.namespace
+    what = f"finish_build {build.pk} ({namespace}/{build.job_name})"
+    try:
+        kube = client_for(build.service.environment.cluster)
+        job = kube.get(*JOB, build.job_name, namespace)
+        outcome = builds.job_outcome(job) if job is not None else "failed"
+        if outcome is None:
+            return "running"
+        log = _read_build_log(kube, namespace, build) if job is not None else ""
+    except ClusterError as exc:
+        retry_or_give_up(self, exc, what, lambda reason: _fail_build(build, f"Could not read the build's result: {reason}"))
+        return "failed"
+    if job is None:
+        reason = "The build's Job was deleted before it finished."
+    else:
+        reason = builds.last_lines(log) or builds.job_failure_message(job) or "The build failed."
+    now = timezone.now()
+    with transaction.atomic():
+        try:
+            service = actions._lock(build.service)
+        except ValidationError:
+            return "deleting"
+        locked = Build.objects.select_for_update().filter(pk=build.pk, status__in=Build.ACTIVE).first()
+        if locked is None:
+            return "cancelled"
+        locked.status = Build.Status.SUCCEEDED if outcome == "succeeded" else Build.Status.FAILED
+        locked.reason = "" if outcome == "succeeded" else reason
+        locked.commit = builds.commit_from_log(log)
+        locked.finished_at = now
+        locked.started_at = locked.started_at or locked.created_at
+        locked.save(update_fields=["status", "reason", "commit", "finished_at", "started_at"])
+        if outcome == "succeeded":
+            service.image = locked.image
+            service.generation += 1
+            running = service.desired_state == Service.DesiredState.RUNNING
+            actions._set_status(service, Service.Status.DEPLOYING if running else Service.Status.STOPPING)
+            # Reconciles with the new image and publishes the card, on commit.
+            actions._save(service)
+        elif service.status == Service.Status.BUILDING:
+            # Nothing to reconcile: the Deployment keeps running the previous image, if any.
+            actions._set_status(service, Service.Status.FAILED, f"Build failed:\n{reason}")
+            service.save(update_fields=["status", "status_reason", "status_changed_at", "updated_at"])
+            live.publish_service(service)
+    logger.info("%s: %s", what, locked.status)
+    return locked.status
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
+def delete_build_job(self: Task, build_id: int) -> str:
+    """Delete the Job (and its pod) of a cancelled build."""
+    build = _build_row(build_id)
+    if build is None:
+        return "gone"
+    environment = build.service.environment
+    try:
+        client_for(environment.cluster).delete(*JOB, build.job_name, environment.namespace, propagation="Background")
+    except ClusterError as exc:
+        retry_or_give_up(self, exc, f"delete_build_job {build.pk}", lambda reason: None)
+        return "failed"
+    return "deleted"

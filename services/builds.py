@@ -1,0 +1,151 @@
+"""Builds of Git services: starting, cancelling and reading the outcome of a build Job.
+
+A deploy of a Git service does not touch its Deployment: it records a `Build`, sets the service
+`building` and enqueues `services.tasks.run_build`, which applies the Job. The watcher notices
+the Job finish and enqueues `services.tasks.finish_build`, which reads the build log, records the
+result and, on success, points the service at the new image and reconciles it. A newer deploy
+cancels the build in progress (its Job is deleted), so only the newest one can move the service.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from services.ansi import strip_all
+from services.models import Build, Service
+
+# kaniko's Job names: the service name, shortened so that `-build-<id>` fits a DNS label.
+_JOB_NAME_SERVICE_MAX = 63 - len("-build-") - 12
+# The lines a failure shows on the card and in the history.
+REASON_LINES = 10
+REASON_MAX_CHARS = 2000
+# The git step of a builder prints the commit it checked out; ale cannot ask the remote itself.
+_COMMIT_RE = re.compile(r"HEAD is now at ([0-9a-f]{7,40})\b")
+
+
+def job_name_for(service: Service, build_public_id: str) -> str:
+    return f"{service.name[:_JOB_NAME_SERVICE_MAX].rstrip('-')}-build-{build_public_id}"
+
+
+def image_for(service: Service, number: int, build_public_id: str) -> str:
+    """`<registry>/<environment id>/<service>:b<number>-<build id>`.
+
+    Not the commit: the branch head is only known once the builder has cloned it, and the
+    destination is an argument of the builder. The build row records the commit when the
+    builder reports one.
+    """
+    registry = service.environment.cluster.registry.rstrip("/")
+    return f"{registry}/{service.environment.public_id}/{service.name}:b{number}-{build_public_id}"
+
+
+def job_outcome(job: dict[str, Any]) -> str | None:
+    """"succeeded", "failed" or None (still running), from a Job's conditions."""
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("status") != "True":
+            continue
+        if condition.get("type") == "Complete":
+            return "succeeded"
+        if condition.get("type") == "Failed":
+            return "failed"
+    return None
+
+
+def job_failure_message(job: dict[str, Any]) -> str:
+    for condition in (job.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Failed" and condition.get("status") == "True":
+            if condition.get("reason") == "DeadlineExceeded":
+                return "The build ran longer than the cluster's build deadline and was stopped."
+            return condition.get("message") or ""
+    return ""
+
+
+def last_lines(log: str, count: int = REASON_LINES) -> str:
+    """The last non-blank lines of a build log, without colours: what the card shows."""
+    lines = [strip_all(line).rstrip() for line in log.splitlines()]
+    lines = [line for line in lines if line.strip()]
+    text = "\n".join(lines[-count:])
+    return text[-REASON_MAX_CHARS:]
+
+
+def commit_from_log(log: str) -> str:
+    match = _COMMIT_RE.search(log)
+    return match.group(1) if match else ""
+
+
+def cancel_active_builds(service: Service, reason: str) -> list[Build]:
+    """Cancel the service's queued and running builds (in the caller's transaction); their Jobs
+    are deleted once it commits."""
+    from services.tasks import delete_build_job
+
+    active = list(service.builds.filter(status__in=Build.ACTIVE))
+    if not active:
+        return []
+    now = timezone.now()
+    Build.objects.filter(pk__in=[build.pk for build in active]).update(
+        status=Build.Status.CANCELLED, reason=reason, finished_at=now
+    )
+    for build in active:
+        transaction.on_commit(partial(delete_build_job.delay, build.pk), robust=True)
+    return active
+
+
+def start_build(service: Service, acting_user: AbstractBaseUser | None) -> Build:
+    """Record a build of the service's repository and branch, set the service `building` and
+    enqueue the Job, once the caller's transaction commits. `service` is locked and saved by
+    the caller."""
+    from services.tasks import run_build
+
+    cancel_active_builds(service, "Superseded by a newer deploy.")
+    number = (service.builds.aggregate(last=Max("number"))["last"] or 0) + 1
+    build = Build(service=service, number=number, repository_url=service.repository_url, branch=service.branch,
+                  created_by=acting_user)
+    build.job_name = job_name_for(service, build.public_id)
+    build.image = image_for(service, number, build.public_id)
+    build.save()
+    service.status = Service.Status.BUILDING
+    service.status_reason = f"Building branch {service.branch}."
+    service.status_changed_at = timezone.now()
+    transaction.on_commit(partial(run_build.delay, build.pk), robust=True)
+    return build
+
+
+def latest_builds(service: Service) -> list[Build]:
+    return list(service.builds.select_related("created_by")[: Build.KEEP])
+
+
+def build_for(service: Service, wanted: str | None) -> Build | None:
+    """The build the log viewer asks for: "latest" or a build number of this service.
+
+    None when nothing is asked (running logs); `Build.DoesNotExist` when the service has no
+    such build, which the page and the socket turn into the same refusal as a missing service.
+    """
+    wanted = (wanted or "").strip()
+    if not wanted:
+        return None
+    builds = service.builds.all()
+    if wanted == "latest":
+        build = builds.order_by("-number").first()
+        if build is None:
+            raise Build.DoesNotExist("This service has no builds.")
+        return build
+    if not wanted.isdigit() or len(wanted) > 9:
+        raise Build.DoesNotExist("Not a build number.")
+    return builds.get(number=int(wanted))
+
+
+def list_build_pods(kube: Any, service: Service, build: Build) -> list[Any]:
+    """The pod(s) of one build's Job, oldest first, as the log viewer lists pods. Selected by the
+    build's label in the service's namespace: the browser names a build number, never a pod
+    outside it."""
+    from services.streams import _pod_info
+
+    items, _ = kube.list("v1", "Pod", namespace=service.namespace, label_selector=f"ale.dev/build={build.public_id}")
+    pods = [_pod_info(item) for item in items if not (item.get("metadata") or {}).get("deletionTimestamp")]
+    return sorted(pods, key=lambda pod: (pod.created, pod.name))
