@@ -111,7 +111,23 @@ def _loop_bindings(module: Any, call: ast.AST, parents: dict[ast.AST, ast.AST]) 
     return []
 
 
-def _kinds_of(module: Any, call: ast.Call, parents: dict, args: list[ast.AST]) -> list[tuple[str, str]] | None:
+def _expand_starred(module: Any, args: list[ast.AST]) -> list[Any]:
+    """`kube.get(*JOB, name)` with `JOB = ("batch/v1", "Job")`: the table's values in place."""
+    expanded: list[Any] = []
+    for arg in args:
+        if isinstance(arg, ast.Starred):
+            table = getattr(module, arg.value.id, None) if isinstance(arg.value, ast.Name) else None
+            if not isinstance(table, tuple):
+                return [arg]  # unresolvable
+            expanded += [ast.Constant(value) for value in table]
+        else:
+            expanded.append(arg)
+    return expanded
+
+
+def _kinds_of(module: Any, call: ast.Call, parents: dict, args: list[Any]) -> list[tuple[str, str]] | None:
+    if any(isinstance(arg, ast.Starred) for arg in args):
+        return None
     values = [_constant(module, arg) for arg in args]
     if all(isinstance(v, str) for v in values):
         return [tuple(values)]  # type: ignore[list-item]
@@ -163,14 +179,14 @@ def derive() -> dict[str, set[tuple[str, str, str]]]:
                 needs[scope] |= {(*group_resource(*k), verb) for k in kinds for verb in verbs}
             if not isinstance(func, ast.Attribute):
                 continue
-            if method in KIND_METHODS and len(call.args) >= 2:
-                kinds = _kinds_of(module, call, parents, call.args[:2])
+            args = _expand_starred(module, call.args)
+            if method in KIND_METHODS and (len(args) >= 2 or any(isinstance(a, ast.Starred) for a in args)):
+                kinds = _kinds_of(module, call, parents, args[:2])
                 if kinds is None or not all(k in KINDS for k in kinds):
                     # dict.get("metadata", {}) and friends; and the generic loop's own calls.
-                    unresolved_client_call = (
-                        method in ("watch", "list", "delete") and name not in GENERIC_MODULES
-                        and any(isinstance(a, ast.Name) for a in call.args[:2])
-                        and _looks_like_kind(call.args[:2])
+                    unresolved_client_call = name not in GENERIC_MODULES and (
+                        any(isinstance(a, ast.Starred) for a in args)
+                        or _looks_like_kind(args[:2])
                     )
                     assert not unresolved_client_call, f"{name}:{call.lineno}: cannot resolve the kind of .{method}()"
                     continue
@@ -228,6 +244,7 @@ def test_it_sees_the_calls_that_only_loops_and_streams_reveal(needs):
     assert ("apps", "deployments", "delete") in cluster  # kube.delete over MANAGED_KINDS
     assert ("", "pods/exec", "create") in cluster and ("", "pods/log", "get") in cluster
     assert ("coordination.k8s.io", "leases", "update") in needs["leader"]  # LEASE_API_VERSION
+    assert ("batch", "jobs", "get") in cluster  # kube.get(*JOB, ...)
 
 
 def test_it_never_grants_wildcards_or_escalation():
