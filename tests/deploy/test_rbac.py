@@ -1,8 +1,7 @@
 """The RBAC rules in deploy/kubernetes/base/rbac.yaml are exactly what ale's code needs.
 
-The needs are derived from the code, not listed by hand: every module that imports
-`clusters.client` (or the list-watch loop `clusters.watch`) is parsed, and each call of a
-`KubeClient` method is turned into (API group, resource, verb) through the client's own kind
+The needs are derived from the code, not listed by hand: every module of ale's apps is parsed,
+and each call of a `KubeClient` method is turned into (API group, resource, verb) through the client's own kind
 table (`clusters.client.KINDS`). Arguments that are not literals are resolved the way Python
 would: module constants (`LEASE_API_VERSION`), and loop variables over module-level tables
 (`for api_version, kind in MANAGED_KINDS`, `... for name, api_version, kind, selector in
@@ -66,18 +65,27 @@ def group_resource(api_version: str, kind: str) -> tuple[str, str]:
 
 
 def app_modules() -> Iterator[tuple[str, ast.Module]]:
+    """Every module of ale's apps: a client can be handed to a module that never imports it."""
     for app in APPS:
         for path in sorted((BASE_DIR / app).rglob("*.py")):
             relative = path.relative_to(BASE_DIR)
             if "migrations" in relative.parts or relative == Path("clusters/client.py"):
                 continue
-            name = ".".join(relative.with_suffix("").parts)
-            tree = ast.parse(path.read_text(), str(path))
-            imported = {
-                node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
-            } | {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-            if imported & {"clusters.client", "clusters.watch"}:
-                yield name, tree
+            yield ".".join(relative.with_suffix("").parts), ast.parse(path.read_text(), str(path))
+
+
+def _imports_client(tree: ast.Module) -> bool:
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return bool(imported & {"clusters.client", "clusters.watch"})
+
+
+def _receiver_is_a_client(func: ast.Attribute) -> bool:
+    receiver = func.value
+    if isinstance(receiver, ast.Call):  # client_for(cluster).apply(...)
+        receiver = receiver.func
+    name = receiver.id if isinstance(receiver, ast.Name) else receiver.attr if isinstance(receiver, ast.Attribute) else ""
+    return "kube" in name.lower() or "client" in name.lower()
 
 
 def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
@@ -184,15 +192,18 @@ def derive() -> dict[str, set[tuple[str, str, str]]]:
                 kinds = _kinds_of(module, call, parents, args[:2])
                 if kinds is None or not all(k in KINDS for k in kinds):
                     # dict.get("metadata", {}) and friends; and the generic loop's own calls.
-                    unresolved_client_call = name not in GENERIC_MODULES and (
-                        any(isinstance(a, ast.Starred) for a in args)
-                        or _looks_like_kind(args[:2])
+                    unresolved_client_call = (
+                        name not in GENERIC_MODULES
+                        and (_imports_client(tree) or _receiver_is_a_client(func))
+                        and (any(isinstance(a, ast.Starred) for a in args) or _looks_like_kind(args[:2]))
                     )
                     assert not unresolved_client_call, f"{name}:{call.lineno}: cannot resolve the kind of .{method}()"
                     continue
                 subresource, verbs = KIND_METHODS[method]
                 needs[scope] |= {(*group_resource(*k), verb) for k in kinds for verb in verbs}
-            elif method in MANIFEST_METHODS and len(call.args) == 1:
+            elif method in MANIFEST_METHODS and len(call.args) == 1 and (
+                _imports_client(tree) or _receiver_is_a_client(func)
+            ):
                 # One positional argument: KubeClient's signature (ClusterState.apply takes
                 # three, the ORM's create keywords only).
                 kinds = _manifest_kinds(module, tree, imported)
