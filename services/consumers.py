@@ -342,7 +342,9 @@ class LogConsumer(_StreamConsumer):
 
     async def _pods(self, kube: KubeClient) -> list[PodInfo]:
         if self.build is not None:
-            return await in_thread(list_build_pods, kube, self.service, self.build)
+            # A build pod still Pending has no log to follow yet: wait for it as for no pod.
+            pods = await in_thread(list_build_pods, kube, self.service, self.build)
+            return [pod for pod in pods if pod.phase != "Pending"]
         return await super()._pods(kube)
 
     async def _wait_for_pods(self, kube: KubeClient) -> list[PodInfo]:

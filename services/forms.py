@@ -215,7 +215,9 @@ class ServiceForm(forms.Form):
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
     kind = forms.ChoiceField(label="Kind", choices=Service.Kind.choices, initial=Service.Kind.WEB)
-    source = forms.ChoiceField(label="Source", choices=Service.Source.choices, initial=Service.Source.IMAGE)
+    source = forms.ChoiceField(
+        label="Source", choices=Service.Source.choices, initial=Service.Source.IMAGE, widget=forms.RadioSelect
+    )
     image = forms.CharField(label="Container image", required=False, max_length=500)
     repository_url = forms.CharField(label="Git repository", required=False, max_length=500)
     branch = forms.CharField(label="Branch", required=False, max_length=200)

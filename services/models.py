@@ -185,11 +185,9 @@ class Service(models.Model):
         """The repository as a browser shows it: `<repo>/tree/<branch>/<path>` for GitHub-
         and GitLab-style https URLs (both answer that path), else the URL as given."""
         url = self.repository_url.strip()
-        if not url.startswith(("https://", "http://")):
+        if not url.startswith(("https://", "http://")) or not self.branch:
             return url
         base = url[:-4] if url.endswith(".git") else url.rstrip("/")
-        if not self.branch:
-            return base
         path = self.repository_path.strip("/")
         return f"{base}/tree/{self.branch}" + (f"/{path}" if path else "")
 

@@ -27,7 +27,8 @@ from environments.access import get_environment_for_user
 from environments.models import Environment
 from services.access import get_service_for_user
 from services.consumers import in_thread
-from services.models import Service
+from services.builds import build_for, list_build_pods
+from services.models import Build, Service
 from services.streams import (
     DEFAULT_TAIL,
     MAX_PODS,
@@ -68,10 +69,20 @@ def _page_context(request: HttpRequest, service: Service, **extra: Any) -> dict[
 @require_GET
 @login_required
 def logs(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
+    """Running logs, or with `?build=<number>|latest` the log of one build (the same viewer)."""
     service = get_service_for_user(request.user, service_id)
+    try:
+        build = build_for(service, request.GET.get("build"))
+    except Build.DoesNotExist:
+        if request.GET.get("build") != "latest":
+            raise Http404("No such build.") from None
+        build = None
+        messages.info(request, "This service has no builds yet.")
     context = _page_context(
         request,
         service,
+        build=build,
+        has_builds=build is not None or service.builds.exists(),
         default_tail=DEFAULT_TAIL,
         max_tail=MAX_TAIL,
         max_pods=MAX_PODS,
@@ -168,8 +179,16 @@ async def download_logs(request: HttpRequest, service_id: str) -> HttpResponse:
     service = await sync_to_async(get_service_for_user)(user, service_id)
     options = _download_options(request)
     try:
+        build = await sync_to_async(build_for)(service, request.GET.get("build"))
+    except Build.DoesNotExist:
+        raise Http404("No such build.") from None
+    try:
         kube = await in_thread(client_for, service.environment.cluster)
-        pods = _chosen_pods(await in_thread(list_service_pods, kube, service), options["pod"])
+        if build is not None:
+            listed = await in_thread(list_build_pods, kube, service, build)
+        else:
+            listed = await in_thread(list_service_pods, kube, service)
+        pods = _chosen_pods(listed, options["pod"])
     except ClusterError as exc:
         return HttpResponse(exc.user_message, status=502, content_type="text/plain; charset=utf-8")
     labelled = options["pod"] == "*"

@@ -25,7 +25,7 @@ from environments.models import Environment
 from services import actions
 from services.access import cards_for_environment, get_service_for_user
 from services.forms import ServiceForm
-from services.models import Service
+from services.models import Build, Service
 from spaces.access import live_projects, spaces_for_user
 from spaces.http import HtmxHttpRequest, wants_fragment
 
@@ -250,6 +250,8 @@ def detail(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
             "service": service,
             "revisions": revisions,
             "current_number": revisions[0].number if revisions else None,
+            # The last builds of a Git service (an image service may keep some from before).
+            "builds": list(service.builds.select_related("created_by")[: Build.KEEP]),
             "cpu": Decimal(service.cpu_millicores) / 1000,
         },
     )

@@ -69,6 +69,8 @@
     var opts = options();
     Object.keys(opts).forEach(function (k) { if (opts[k] !== "") params.set(k, opts[k]); });
     Object.keys(extra || {}).forEach(function (k) { if (extra[k]) params.set(k, extra[k]); });
+    // A build's log: the server maps the number to that build's pod.
+    if (root.dataset.build) params.set("build", root.dataset.build);
     return params.toString();
   }
 

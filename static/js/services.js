@@ -37,11 +37,32 @@
     });
   }
 
+  function applySource(form) {
+    var chosen = form.querySelector("input[name=source]:checked");
+    if (!chosen) return;
+    form.querySelectorAll("[data-source-only]").forEach(function (group) {
+      group.hidden = group.getAttribute("data-source-only") !== chosen.value && !group.querySelector(".has-error");
+    });
+  }
+
+  // "Building · 1:05": the elapsed time of a build, from when the card says it started.
+  function tickBuilds() {
+    var now = Date.now() / 1000;
+    document.querySelectorAll("[data-building-since]").forEach(function (element) {
+      var seconds = Math.max(0, Math.floor(now - parseFloat(element.getAttribute("data-building-since"))));
+      var minutes = Math.floor(seconds / 60);
+      var rest = seconds % 60;
+      element.textContent = minutes + ":" + (rest < 10 ? "0" : "") + rest;
+    });
+  }
+  setInterval(tickBuilds, 1000);
+
   htmx.onLoad(function (root) {
     if (!root.querySelectorAll) return;
     var dialogs = root.matches("dialog[data-modal]") ? [root] : root.querySelectorAll("dialog[data-modal]");
     dialogs.forEach(function (dialog) {
       dialog.querySelectorAll("form").forEach(applyKind);
+      dialog.querySelectorAll("form").forEach(applySource);
       if (!dialog.open) dialog.showModal();
       var invalid = dialog.querySelector(".has-error input, .has-error select, .has-error textarea");
       if (invalid) invalid.focus();
@@ -59,6 +80,7 @@
 
   document.addEventListener("change", function (event) {
     if (event.target.name === "kind" && event.target.form) applyKind(event.target.form);
+    if (event.target.name === "source" && event.target.form) applySource(event.target.form);
   });
 
   document.addEventListener("click", function (event) {
