@@ -266,6 +266,53 @@ class LineSplitter:
 # --- the pipe --------------------------------------------------------------------------------------
 
 
+class _Waker:
+    """Wakes one event loop for the pipes that got items: one `call_soon_threadsafe` for all
+    the pipes that filled while the loop was busy, not one per item or per pipe (hundreds of
+    followed logs each print a line now and then)."""
+
+    _by_loop: dict[asyncio.AbstractEventLoop, _Waker] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[Pipe] = []
+        self._scheduled = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Waker:
+        with cls._registry_lock:
+            waker = cls._by_loop.get(loop)
+            if waker is None:
+                for old in [old for old in cls._by_loop if old.is_closed()]:
+                    del cls._by_loop[old]
+                waker = cls._by_loop[loop] = cls(loop)
+            return waker
+
+    def wake(self, pipe: Pipe) -> bool:
+        """From a thread: have `pipe` woken on the loop soon; False when the loop is closed."""
+        with self._lock:
+            self._pending.append(pipe)
+            if self._scheduled:
+                return True
+            self._scheduled = True
+        try:
+            self._loop.call_soon_threadsafe(self._run)
+        except RuntimeError:  # the loop is closed: the server is shutting down
+            with self._lock:
+                self._scheduled = False
+            return False
+        return True
+
+    def _run(self) -> None:
+        with self._lock:
+            pipes, self._pending = self._pending, []
+            self._scheduled = False
+        for pipe in pipes:
+            pipe._wake()
+
+
 class Pipe:
     """Items from threads to one event loop, with a bound on what may wait in between.
 
@@ -274,12 +321,13 @@ class Pipe:
     status, the end) pass without a credit so that they never wait behind data.
 
     The loop is woken once per batch, not once per item: a `put` while a wake-up is already on
-    its way only adds to the queue (every wake-up is a write to the loop's self-pipe and a turn
-    of the loop; a flood, or hundreds of followed logs, would otherwise cost one per chunk).
+    its way only adds to the queue, and one wake-up serves every pipe of the loop that got
+    items meanwhile (each is a write to the loop's self-pipe and a turn of the loop; a flood,
+    or hundreds of followed logs, would otherwise cost one per chunk).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
-        self._loop = loop
+        self._waker = _Waker.of(loop)
         self._items: deque[tuple[bool, Any]] = deque()
         self._ready = asyncio.Event()
         self._lock = threading.Lock()
@@ -304,11 +352,7 @@ class Pipe:
             if self._waking:
                 return True
             self._waking = True
-        try:
-            self._loop.call_soon_threadsafe(self._wake)
-        except RuntimeError:  # the loop is closed: the server is shutting down
-            return False
-        return True
+        return self._waker.wake(self)
 
     def _wake(self) -> None:
         with self._lock:
