@@ -16,6 +16,7 @@ real cluster, an extra one grants what nothing uses.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,7 +168,8 @@ def _manifest_kinds(module: Any, tree: ast.Module, imported: set[str]) -> set[tu
     return kinds
 
 
-def derive() -> dict[str, set[tuple[str, str, str]]]:
+@functools.cache
+def derive() -> dict[str, frozenset[tuple[str, str, str]]]:
     """{"cluster": rules, "leader": rules} as (group, resource, verb) sets."""
     needs: dict[str, set[tuple[str, str, str]]] = {"cluster": set(), "leader": set()}
     for name, tree in app_modules():
@@ -211,7 +213,7 @@ def derive() -> dict[str, set[tuple[str, str, str]]]:
                 needs[scope] |= {(*group_resource(*k), verb) for k in kinds for verb in MANIFEST_METHODS[method]}
             elif method in FIXED_METHODS:
                 needs[scope] |= FIXED_METHODS[method]
-    return needs
+    return {scope: frozenset(rules) for scope, rules in needs.items()}
 
 
 def _looks_like_kind(args: list[ast.AST]) -> bool:
@@ -232,7 +234,7 @@ def granted(kind: str) -> set[tuple[str, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def needs() -> dict[str, set[tuple[str, str, str]]]:
+def needs() -> dict[str, frozenset[tuple[str, str, str]]]:
     return derive()
 
 

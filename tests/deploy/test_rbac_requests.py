@@ -86,11 +86,15 @@ def test_it_grants_every_request_of_a_real_scenario(kube_cluster, space, owner, 
     with kube.open_exec(env.namespace, pod["metadata"]["name"], command=["sh", "-c", "true"], tty=False) as session:
         session.read(timeout=1)
 
-    watcher = ClusterWatcher(kube_cluster, watch_timeout=5)
-    watcher.start()
+    # The watcher's list-watch loops only: its writer would write to the database from a
+    # thread, which this (transaction-wrapped) test cannot share.
+    watcher = ClusterWatcher(kube_cluster, watch_timeout=1)
+    threads = [loop.start(watcher.stop_event) for loop in watcher.watchers]
     wait_for(lambda: watcher.synced, what="the watcher's first lists")
+    wait_for(lambda: ("", "pods", "watch") in recorded, what="the watches")
     watcher.stop()
-    watcher.join()
+    for thread in threads:
+        thread.join(5)
     resync_cluster(kube_cluster)
 
     elector = LeaderElector(kube, name="ale-watcher", namespace=namespace, lease_seconds=2, retry_period=0.2,
