@@ -215,11 +215,16 @@ class ServiceForm(forms.Form):
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
     )
     kind = forms.ChoiceField(label="Kind", choices=Service.Kind.choices, initial=Service.Kind.WEB)
+    # "Image" rather than the model's "Container image": that is the image field's label, and
+    # a radio with the same name would make both hard to tell apart for a screen reader.
     source = forms.ChoiceField(
-        label="Source", choices=Service.Source.choices, initial=Service.Source.IMAGE, widget=forms.RadioSelect
+        label="Source",
+        choices=[(Service.Source.IMAGE, "Image"), (Service.Source.GIT, "Git repository")],
+        initial=Service.Source.IMAGE,
+        widget=forms.RadioSelect,
     )
     image = forms.CharField(label="Container image", required=False, max_length=500)
-    repository_url = forms.CharField(label="Git repository", required=False, max_length=500)
+    repository_url = forms.CharField(label="Repository URL", required=False, max_length=500)
     branch = forms.CharField(label="Branch", required=False, max_length=200)
     repository_path = forms.CharField(label="Path in the repository", required=False, max_length=500)
     dockerfile = forms.CharField(label="Dockerfile", required=False, max_length=500, initial="Dockerfile")
