@@ -69,7 +69,7 @@ def resync_cluster(cluster: Cluster) -> tuple[int, int]:
     state.replace(EVENTS, warnings)
     state.replace(JOBS, jobs)
     result = write_changes(cluster.pk, state, state.take_changes(), services=services)
-    requeued = _requeue_stuck(services, state)
+    requeued = _requeue_stuck(services, state) + _requeue_stuck_builds(cluster, jobs)
     if result.changed or requeued:
         logger.info(
             "resync of cluster %s: %d status(es) repaired, %d reconcile(s) re-enqueued",
@@ -103,6 +103,30 @@ def _requeue_stuck(services: list[Service], state: ClusterState) -> int:
         )
         transaction.on_commit(partial(reconcile_service.delay, service.pk, service.generation), robust=True)
     return len(stuck)
+
+
+def _requeue_stuck_builds(cluster: Cluster, jobs: list[dict]) -> int:
+    """Builds queued for long (their `run_build` was lost) run again; builds running with no
+    Job left in the cluster go to `finish_build`, which records why they ended."""
+    from services.models import Build
+    from services.tasks import finish_build, run_build
+
+    threshold = timezone.now() - timedelta(seconds=settings.SERVICE_STUCK_DEPLOY_SECONDS)
+    listed = {((job.get("metadata") or {}).get("labels") or {}).get("ale.dev/build") for job in jobs}
+    stuck = Build.objects.filter(
+        service__environment__cluster=cluster, status__in=Build.ACTIVE, created_at__lt=threshold
+    ).values_list("pk", "public_id", "status")
+    count = 0
+    for pk, public_id, status in stuck:
+        if status == Build.Status.QUEUED:
+            transaction.on_commit(partial(run_build.delay, pk), robust=True)
+        elif public_id not in listed:
+            transaction.on_commit(partial(finish_build.delay, pk), robust=True)
+        else:
+            continue
+        logger.warning("build %s (%s) stuck %s: handing it on", pk, public_id, status)
+        count += 1
+    return count
 
 
 @shared_task(acks_late=True, ignore_result=True)

@@ -355,7 +355,12 @@ class LogConsumer(_StreamConsumer):
             if pods:
                 return pods
             if not told:
-                await self._status("", "waiting", "The service has no pods yet; waiting for one to start…")
+                waiting = (
+                    "The build has not started yet; waiting for its pod…"
+                    if self.build is not None
+                    else "The service has no pods yet; waiting for one to start…"
+                )
+                await self._status("", "waiting", waiting)
                 told = True
             await asyncio.sleep(POD_WAIT_SECONDS)
 

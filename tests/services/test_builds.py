@@ -306,3 +306,41 @@ def test_the_service_page_lists_the_builds(celery_worker, build_env, watcher, ow
     assert owner.username in page
     assert f"{reverse('services:logs', args=[service.public_id])}?build=1" in page
     assert outsider_client.get(reverse("services:detail", args=[service.public_id])).status_code == 404
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_the_resync_repairs_a_lost_build_task_and_a_vanished_job(celery_worker, build_env, watcher, owner):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from clusters.tasks import resync_cluster
+    from services.builds import image_for, job_name_for
+
+    long_ago = timezone.now() - timedelta(hours=1)
+    service = Service.objects.create(
+        environment=build_env, name="lost", source="git", repository_url=REPO, branch="main", port=8000,
+        cpu_millicores=100, memory_mib=64, status=Service.Status.BUILDING, status_changed_at=long_ago,
+    )  # fmt: skip
+    # A build whose run_build never reached a worker (the broker was down at the commit) ...
+    lost = Build(service=service, number=1, repository_url=REPO, branch="main")
+    lost.job_name, lost.image = job_name_for(service, lost.public_id), image_for(service, 1, lost.public_id)
+    lost.save()
+    # ... and one that ran once, on another service, whose Job someone deleted.
+    other = Service.objects.create(
+        environment=build_env, name="vanished", source="git", repository_url=REPO, branch="main", port=8000,
+        cpu_millicores=100, memory_mib=64, status=Service.Status.BUILDING, status_changed_at=long_ago,
+    )  # fmt: skip
+    gone = Build(service=other, number=1, repository_url=REPO, branch="main", status=Build.Status.BUILDING, started_at=long_ago)
+    gone.job_name, gone.image = job_name_for(other, gone.public_id), image_for(other, 1, gone.public_id)
+    gone.save()
+    Build.objects.filter(pk__in=[lost.pk, gone.pk]).update(created_at=long_ago)
+
+    resync_cluster(build_env.cluster)
+
+    running = wait_for(lambda: (r := service_row(service)).status == Service.Status.RUNNING and r, timeout=30, what="running")
+    assert running.image == lost.image
+    failed = wait_for(lambda: (r := service_row(other)).status == Service.Status.FAILED and r, timeout=20, what="failed")
+    assert "deleted before it finished" in failed.status_reason
+    assert Build.objects.get(pk=gone.pk).status == Build.Status.FAILED
