@@ -344,3 +344,30 @@ def test_the_resync_repairs_a_lost_build_task_and_a_vanished_job(celery_worker, 
     failed = wait_for(lambda: (r := service_row(other)).status == Service.Status.FAILED and r, timeout=20, what="failed")
     assert "deleted before it finished" in failed.status_reason
     assert Build.objects.get(pk=gone.pk).status == Build.Status.FAILED
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_it_keeps_the_last_ten_builds_and_deletes_the_jobs_of_older_ones(celery_worker, build_env, owner):
+    from services.builds import image_for, job_name_for
+    from services.tasks import _prune_builds
+
+    kube = client_for(build_env.cluster)
+    service = Service.objects.create(
+        environment=build_env, name="many", source="git", repository_url=REPO, branch="main", port=8000,
+        cpu_millicores=100, memory_mib=64,
+    )  # fmt: skip
+    rows = []
+    for number in range(1, 13):
+        build = Build(service=service, number=number, repository_url=REPO, branch="main", status=Build.Status.SUCCEEDED)
+        build.job_name, build.image = job_name_for(service, build.public_id), image_for(service, number, build.public_id)
+        build.save()
+        rows.append(build)
+    oldest, kept = rows[0], rows[2]
+    kube.apply([render_build_job(oldest), render_build_job(kept)])
+
+    _prune_builds(kube, Service.objects.select_related("environment").get(pk=service.pk))
+
+    assert list(service.builds.order_by("number").values_list("number", flat=True)) == list(range(3, 13))
+    assert kube.get("batch/v1", "Job", oldest.job_name, build_env.namespace) is None
+    assert kube.get("batch/v1", "Job", kept.job_name, build_env.namespace) is not None
