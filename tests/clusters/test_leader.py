@@ -240,24 +240,25 @@ def watchers(watcher_env, tmp_path) -> Iterator[Callable[[str], WatcherProcess]]
 
 
 def test_it_runs_one_acting_watch_clusters_of_two_and_fails_over(kube, namespace, watchers):
-    first = watchers("watcher-a")
-    wait_until(lambda: first.acting, 20, f"the first watcher to watch:\n{first.log()}")
-    second = watchers("watcher-b")
-    wait_until(lambda: "Waiting for the lease" in second.log(), 20, f"the second to start:\n{second.log()}")
+    # Started together, as a Deployment's two replicas are: exactly one wins.
+    pair = [watchers("watcher-a"), watchers("watcher-b")]
+    wait_until(lambda: any(p.acting for p in pair), 20, "a watcher to watch:\n" + "\n".join(p.log() for p in pair))
+    wait_until(lambda: all("Waiting for the lease" in p.log() for p in pair), 20, "both to run")
     time.sleep(LEASE_SECONDS + 0.5)
-    assert not second.acting, second.log()
+    leader, follower = pair if pair[0].acting else pair[::-1]
+    assert not follower.acting, follower.log()
     holder = kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"]["holderIdentity"]
-    assert holder.startswith("watcher-a_")
+    assert holder.startswith(f"{leader.name}_")
 
-    # The leader's process dies without a word: the second takes over once the lease runs out.
-    first.end(signal.SIGKILL)
+    # The leader's process dies without a word: the other takes over once the lease runs out.
+    leader.end(signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(lambda: second.acting, LEASE_SECONDS + 3, f"the second to take over:\n{second.log()}")
+    wait_until(lambda: follower.acting, LEASE_SECONDS + 3, f"the other to take over:\n{follower.log()}")
     assert time.monotonic() - killed <= LEASE_SECONDS + 3
     holder = kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"]["holderIdentity"]
-    assert holder.startswith("watcher-b_")
+    assert holder.startswith(f"{follower.name}_")
 
     # A clean stop releases the lease.
-    second.end(signal.SIGTERM)
-    assert second.process.returncode == 0, second.log()
+    follower.end(signal.SIGTERM)
+    assert follower.process.returncode == 0, follower.log()
     assert not kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"].get("holderIdentity")
