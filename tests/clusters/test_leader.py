@@ -19,6 +19,7 @@ from tests.factories import make_project, make_space
 from tests.fixtures.celery_worker import BASE_DIR, database_url
 
 LEASE_SECONDS = 2
+PROCESS_LEASE_SECONDS = 3
 
 
 @pytest.fixture
@@ -221,7 +222,9 @@ def watcher_env(transactional_db, kubeconfig_path, namespace, owner, monkeypatch
         "DEVCLUSTER_KUBECONFIG": kubeconfig_path,
         "WATCHER_LEASE_NAMESPACE": namespace,
         "WATCHER_LEASE_NAME": "ale-watcher",
-        "WATCHER_LEASE_SECONDS": str(LEASE_SECONDS),
+        # A second more than the in-process tests: two Django processes on a busy machine must
+        # not miss a renewal deadline by starvation alone.
+        "WATCHER_LEASE_SECONDS": str(PROCESS_LEASE_SECONDS),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -244,7 +247,7 @@ def test_it_runs_one_acting_watch_clusters_of_two_and_fails_over(kube, namespace
     pair = [watchers("watcher-a"), watchers("watcher-b")]
     wait_until(lambda: any(p.acting for p in pair), 20, "a watcher to watch:\n" + "\n".join(p.log() for p in pair))
     wait_until(lambda: all("Waiting for the lease" in p.log() for p in pair), 20, "both to run")
-    time.sleep(LEASE_SECONDS + 0.5)
+    time.sleep(PROCESS_LEASE_SECONDS + 0.5)
     leader, follower = pair if pair[0].acting else pair[::-1]
     assert not follower.acting, follower.log()
     holder = kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"]["holderIdentity"]
@@ -253,8 +256,8 @@ def test_it_runs_one_acting_watch_clusters_of_two_and_fails_over(kube, namespace
     # The leader's process dies without a word: the other takes over once the lease runs out.
     leader.end(signal.SIGKILL)
     killed = time.monotonic()
-    wait_until(lambda: follower.acting, LEASE_SECONDS + 3, f"the other to take over:\n{follower.log()}")
-    assert time.monotonic() - killed <= LEASE_SECONDS + 3
+    # Within the lease, plus a retry period and the moment it takes to start watching.
+    wait_until(lambda: follower.acting, PROCESS_LEASE_SECONDS + 2, f"the other to take over:\n{follower.log()}")
     holder = kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"]["holderIdentity"]
     assert holder.startswith(f"{follower.name}_")
 
