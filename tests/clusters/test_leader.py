@@ -265,3 +265,15 @@ def test_it_runs_one_acting_watch_clusters_of_two_and_fails_over(kube, namespace
     follower.end(signal.SIGTERM)
     assert follower.process.returncode == 0, follower.log()
     assert not kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"].get("holderIdentity")
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_elect_without_a_usable_lease_cluster(monkeypatch):
+    from django.core.management import CommandError, call_command
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    # Outside a pod, "this cluster" has no service account to use.
+    with pytest.raises(CommandError, match="not running inside it"):
+        call_command("watch_clusters", "--leader-elect")
+    with pytest.raises(CommandError, match="no cluster named 'nowhere'"):
+        call_command("watch_clusters", "--leader-elect", "--lease-cluster", "nowhere")

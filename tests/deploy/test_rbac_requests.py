@@ -5,7 +5,6 @@ static derivation of tests/deploy/test_rbac.py found, which keeps that derivatio
 
 from __future__ import annotations
 
-import threading
 from urllib.parse import parse_qs, urlsplit
 
 import pytest

@@ -11,7 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from clusters.client import KubeClient, client_for
+from clusters.client import ClusterError, KubeClient, client_for
 from clusters.leader import LeaderElector
 from clusters.models import Cluster
 from clusters.watcher import WatchManager
@@ -62,6 +62,9 @@ class Command(BaseCommand):
         lease_cluster: str | None = None,
         **options: Any,
     ) -> None:
+        if leader_elect is None:
+            leader_elect = bool(os.environ.get("POD_NAMESPACE"))
+        elector = self._elector(lease_cluster) if leader_elect else None
         stop = threading.Event()
 
         def request_stop(signum: int, frame: object) -> None:
@@ -71,24 +74,29 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        if leader_elect is None:
-            leader_elect = bool(os.environ.get("POD_NAMESPACE"))
-        if not leader_elect:
+        if elector is None:
             self.stdout.write("Watching clusters; SIGTERM or Ctrl-C stops.")
             WatchManager(refresh_interval=refresh_interval).run(stop)
             self.stdout.write("Stopped.")
             return
-        name = settings.WATCHER_LEASE_CLUSTER if lease_cluster is None else lease_cluster
-        elector = LeaderElector(
-            lambda: lease_client(name),
-            name=settings.WATCHER_LEASE_NAME,
-            namespace=settings.WATCHER_LEASE_NAMESPACE,
-            lease_seconds=settings.WATCHER_LEASE_SECONDS,
-        )
-        lease_client(name)  # a missing cluster or an unusable configuration fails here, loudly
         self.stdout.write(
             f"Waiting for the lease {elector.namespace}/{elector.name} as {elector.identity}; SIGTERM or Ctrl-C stops."
         )
         # Only the holder watches; `lost` ends its WatchManager when the lease goes elsewhere.
         elector.run(stop, lambda lost: WatchManager(refresh_interval=refresh_interval).run(lost))
         self.stdout.write("Stopped.")
+
+    def _elector(self, lease_cluster: str | None) -> LeaderElector:
+        """The elector, once its cluster is known to be usable: a missing cluster or an unusable
+        configuration fails here, loudly, before any signal handler is installed."""
+        name = settings.WATCHER_LEASE_CLUSTER if lease_cluster is None else lease_cluster
+        try:
+            lease_client(name)
+        except ClusterError as exc:
+            raise CommandError(f"cannot use the cluster holding the watcher's lease: {exc.user_message}") from exc
+        return LeaderElector(
+            lambda: lease_client(name),
+            name=settings.WATCHER_LEASE_NAME,
+            namespace=settings.WATCHER_LEASE_NAMESPACE,
+            lease_seconds=settings.WATCHER_LEASE_SECONDS,
+        )
