@@ -19,6 +19,7 @@ from clusters.watcher import ClusterWatcher
 from services import actions
 from services.builds import commit_from_log, last_lines
 from services.forms import ServiceForm
+from environments.actions import set_variables
 from environments.manifests import render_environment
 from services.manifests import git_context, render_build_job
 from services.models import Build, Service
@@ -54,6 +55,7 @@ def test_it_renders_the_build_job(main_env, owner):
     cluster.build_memory_mib = 1536
     cluster.build_deadline_seconds = 900
     cluster.save()
+    set_variables(acting_user=owner, environment=main_env, values={"GIT_TOKEN": "t0ken"}, is_secret=True)
     service = deploy_git(
         main_env, owner, repository_path="services/api", dockerfile="docker/Dockerfile.prod",
         build_args="PYTHON=3.12\nMODE=prod", git_token_secret="GIT_TOKEN",
@@ -169,6 +171,32 @@ def test_a_git_deploy_builds_first_and_a_newer_deploy_cancels_the_build(main_env
     assert second.status == Build.Status.CANCELLED
     assert service.status == Service.Status.DEPLOYING
     assert any("reconcile_service" in str(getattr(cb, "func", cb)) for cb in callbacks)
+
+
+@pytest.mark.django_db
+def test_the_card_shows_building_with_its_elapsed_time(main_env, owner):
+    from django.template.loader import render_to_string
+
+    from services.access import get_service_for_user
+
+    service = deploy_git(main_env, owner, repository_path="web")
+    html = render_to_string("services/_card.html", {"service": get_service_for_user(owner, service.public_id)})
+    assert "Building · <span data-building-since=" in html
+    assert 'href="https://github.com/acme/shop/tree/main/web" target="_blank"' in html
+
+
+@pytest.mark.django_db
+def test_the_log_page_opens_a_build_of_the_service_only(main_env, owner, owner_client, outsider_client):
+    service = deploy_git(main_env, owner)
+    url = reverse("services:logs", args=[service.public_id])
+    page = owner_client.get(f"{url}?build=latest").content.decode()
+    assert 'data-build="1"' in page and "Build #1" in page and "branch <code>main</code> at build time" in page
+    assert owner_client.get(f"{url}?build=2").status_code == 404
+    assert owner_client.get(f"{url}?build=x").status_code == 404
+    assert outsider_client.get(f"{url}?build=1").status_code == 404
+    assert owner_client.post(f"{url}?build=1").status_code == 405
+    running = owner_client.get(url).content.decode()
+    assert "data-build=" not in running and ">Build logs</a>" in running
 
 
 # --- through a real worker, the watcher and the devcluster ---------------------------------------
