@@ -9,6 +9,16 @@ from tests.factories import make_project, make_space, make_user
 
 
 @pytest.fixture
+def transactional_db(django_db_serialized_rollback, transactional_db):
+    """Every test that commits keeps the rows the migrations seed (the `local` cluster, the
+    resource profiles). A flush without serialized rollback re-creates content types on
+    `post_migrate`, and the next serialized test would then load them a second time; so no
+    test may flush without it. Tests asking for `django_db(transaction=True)` say
+    `serialized_rollback=True` for the same reason."""
+    return transactional_db
+
+
+@pytest.fixture
 def owner(db):
     return make_user("owner")
 

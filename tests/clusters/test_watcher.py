@@ -116,7 +116,9 @@ def test_it_follows_a_service_from_deploying_to_running(environment, watcher):
 
     statuses = [status for status, _, _ in seen]
     assert statuses[0] == "deploying" and statuses[-1] == "running"
-    assert any(reason.endswith("of 2 replicas ready.") for status, reason, _ in seen if status == "deploying")
+    # What it says in between depends on how quickly the pods start (tests/services/test_status.py
+    # pins each wording); here every state before running is a deploying one.
+    assert all(status == "deploying" for status in statuses[:-1])
     assert "failed" not in statuses
 
 
