@@ -48,6 +48,11 @@ REOPEN_MAX_SECONDS = 10.0
 # A line with no newline is cut at this many bytes (see `ansi.MAX_LINE_CHARS`).
 MAX_LINE_BYTES = MAX_LINE_CHARS * 4
 JOIN_SECONDS = 3.0
+# A followed log that trickles (a read brought less than this) is read again only after this
+# long: what arrives meanwhile comes in one read. Hundreds of followers would otherwise each wake
+# their thread, and contend for the interpreter with the event loop, for every line printed.
+TRICKLE_BYTES = 4096
+TRICKLE_SECONDS = 0.05
 
 # The shell of a terminal: bash when the image has it, sh otherwise. Chosen in the container by
 # sh itself, so one exec does it; the browser never sends a command. TERM is set because exec
@@ -533,10 +538,25 @@ class LogReader:
         """Pass the stream's lines on; the number passed, or None when it broke or we stopped."""
         splitter = LineSplitter(keep_colours=self.options.colours)
         encoded = self.options.encoded
+        following = self.options.follow and not self.options.previous
         sent = 0
         last = self._last
         try:
-            for chunk in stream.iter_chunks():
+            chunks = stream.iter_chunks()
+            while True:
+                started = time.monotonic()
+                chunk = next(chunks, None)
+                if chunk is None:
+                    break
+                # A small read that had to wait for its bytes: a trickle. Bytes already buffered
+                # are read at once, so a follower never falls behind its log.
+                if (
+                    following
+                    and len(chunk) < TRICKLE_BYTES
+                    and time.monotonic() - started > 0.002
+                    and self.pipe.wait_closed(TRICKLE_SECONDS)
+                ):
+                    return None
                 blocks, size = splitter.blocks(chunk)
                 for block in blocks:
                     if encoded and not (last and self._first_key(block) <= last):
