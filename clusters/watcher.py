@@ -1,6 +1,6 @@
 """Cluster → database → browser: the long-running side of `manage.py watch_clusters`.
 
-Per cluster, four `ResourceWatcher` threads keep a `ClusterState` current:
+Per cluster, five `ResourceWatcher` threads keep a `ClusterState` current:
 
 * Namespaces and Deployments and Pods labelled `app.kubernetes.io/managed-by=ale`, across all
   namespaces: one watch each per cluster, however many environments it holds.
@@ -10,6 +10,8 @@ Per cluster, four `ResourceWatcher` threads keep a `ClusterState` current:
   appears. One cluster-wide watch stays at one connection; the events of other namespaces it
   also receives are a few per second even on a busy cluster, and are dropped before any
   database work.
+* Build Jobs (labelled `ale.dev/build`): the writer hands a finished one to
+  `services.tasks.finish_build`, which reads its log in a worker.
 
 A fifth thread, the writer, wakes every `flush_interval`, takes what changed and hands it to
 `clusters.sync.write_changes` in one transaction: a burst of a hundred pod updates becomes one

@@ -80,7 +80,7 @@ def test_it_renders_the_build_job(main_env, owner):
     (container,) = pod["containers"]
     assert container["image"] == cluster.builder_image
     assert container["args"] == [
-        f"--context=git://github.com/acme/shop.git#refs/heads/main",
+        "--context=git://github.com/acme/shop.git#refs/heads/main",
         "--dockerfile=docker/Dockerfile.prod",
         f"--destination={build.image}",
         "--cache=true",
