@@ -13,7 +13,7 @@ Per cluster, five `ResourceWatcher` threads keep a `ClusterState` current:
 * Build Jobs (labelled `ale.dev/build`): the writer hands a finished one to
   `services.tasks.finish_build`, which reads its log in a worker.
 
-A fifth thread, the writer, wakes every `flush_interval`, takes what changed and hands it to
+A sixth thread, the writer, wakes every `flush_interval`, takes what changed and hands it to
 `clusters.sync.write_changes` in one transaction: a burst of a hundred pod updates becomes one
 read of the affected services and at most one write per service whose card changed. Nothing is
 written until every kind has been listed once, so a half-known cluster never produces a wrong
