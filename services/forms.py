@@ -334,11 +334,6 @@ class ServiceForm(forms.Form):
         value = self.cleaned_data["git_token_secret"].strip()
         if value and not ENV_KEY_RE.match(value):
             raise forms.ValidationError("Give the name of an environment secret, like GIT_TOKEN.")
-        if value and not self.environment.variables.filter(key=value).exists():
-            # The build pod could not start without it and would wait until its deadline.
-            raise forms.ValidationError(
-                f"This environment has no secret {value}: add it under Settings → Secret Management first."
-            )
         return value
 
     def clean_image(self) -> str:

@@ -188,6 +188,15 @@ def run_build(self: Task, build_id: int) -> str:
     service = build.service
     environment = service.environment
     what = f"run_build {build.pk} ({environment.namespace}/{build.job_name})"
+    if service.git_token_secret and not environment.variables.filter(key=service.git_token_secret).exists():
+        # Not refused by the form: a YAML file or a clone brings the name before its value.
+        # Without it the build pod could not start and would wait until the build deadline.
+        _fail_build(
+            build,
+            f"The environment has no secret {service.git_token_secret} for the repository's token: "
+            "add it under Settings → Secret Management, then redeploy.",
+        )
+        return "failed"
     try:
         kube = client_for(environment.cluster)
         kube.apply(render_environment(environment) + [render_build_job(build)])

@@ -394,3 +394,15 @@ def test_it_keeps_the_last_ten_builds_and_deletes_the_jobs_of_older_ones(build_e
     assert list(service.builds.order_by("number").values_list("number", flat=True)) == list(range(3, 13))
     assert kube.get("batch/v1", "Job", oldest.job_name, build_env.namespace) is None
     assert kube.get("batch/v1", "Job", kept.job_name, build_env.namespace) is not None
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_build_whose_token_secret_is_missing_fails_at_once(celery_worker, build_env, owner):
+    kube = client_for(build_env.cluster)
+    service = deploy_git(build_env, owner, git_token_secret="GIT_TOKEN")
+    failed = wait_for(lambda: (r := service_row(service)).status == Service.Status.FAILED and r, what="failed")
+    assert "no secret GIT_TOKEN" in failed.status_reason
+    build = service.builds.get()
+    assert build.status == Build.Status.FAILED
+    assert kube.get("batch/v1", "Job", build.job_name, build_env.namespace) is None

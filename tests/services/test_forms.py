@@ -136,10 +136,7 @@ def test_it_requires_an_image_for_an_image_source(main_env):
     assert errors_for(main_env, image="  ")["image"] == ["Give the container image to run."]
 
 
-def test_it_accepts_a_git_source_and_drops_a_typed_image(main_env, owner):
-    from environments.actions import set_variables
-
-    set_variables(acting_user=owner, environment=main_env, values={"GIT_TOKEN": "t0ken"}, is_secret=True)
+def test_it_accepts_a_git_source_and_drops_a_typed_image(main_env):
     data = cleaned(
         main_env, source="git", image="nginx:1.27", repository_url="https://github.com/acme/shop.git",
         branch="main", build_args="PYTHON=3.12\nMODE=prod", git_token_secret="GIT_TOKEN",
@@ -154,14 +151,6 @@ def test_it_accepts_a_git_source_and_drops_a_typed_image(main_env, owner):
 def test_it_requires_a_repository_and_branch_for_a_git_source(main_env):
     errors = errors_for(main_env, source="git", repository_url="", branch="")
     assert "repository_url" in errors and "branch" in errors
-
-
-def test_it_refuses_a_token_secret_the_environment_does_not_have(main_env):
-    errors = errors_for(
-        main_env, source="git", repository_url="https://github.com/acme/shop.git", branch="main",
-        git_token_secret="GIT_TOKEN",
-    )
-    assert "has no secret GIT_TOKEN" in errors["git_token_secret"][0]
 
 
 def test_it_refuses_secrets_as_build_arguments(main_env):
