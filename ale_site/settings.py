@@ -177,7 +177,6 @@ CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "ale")
 # A task that is not acknowledged within this time is handed to another worker; it must exceed
 # the longest task (a reconcile with all its retries stays well under ten minutes).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(env("CELERY_VISIBILITY_TIMEOUT", "900"))}
-CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Clusters: with no cluster registered, ale uses the bundled devcluster, whose kubeconfig
