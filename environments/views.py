@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -17,13 +18,26 @@ from environments import actions
 from environments.access import get_environment_for_user
 from environments.forms import DeleteConfirmForm, EnvironmentCreateForm, EnvironmentRenameForm
 from environments.models import ClusterEvent, Environment
-from services.access import cards_for_environment
+from services.access import card_page
+from services.models import Service
 from spaces.access import get_project_for_user, live_projects, spaces_for_user
 from spaces.actions import update_project_display_name
 from spaces.forms import ProjectDisplayNameForm
 from spaces.http import HtmxHttpRequest, wants_fragment
 
 TABS = ("information", "events", "settings")
+
+# Cards the Information tab renders at once: rendering hundreds of cards was most of the page's
+# time, so the rest come a page at a time as the grid scrolls into view (or by a link).
+CARDS_PER_PAGE = 60
+
+
+def _card_page_number(request: HtmxHttpRequest) -> int:
+    # A hand-edited or stale ?page= falls back to the first page rather than failing.
+    try:
+        return max(1, int(request.GET.get("page", "1")))
+    except ValueError:
+        return 1
 
 
 def _delete_form(environment: Environment, is_last: bool, data: Any = None) -> DeleteConfirmForm:
@@ -50,10 +64,32 @@ def _render_tab(
         "event_retention_days": django_settings.EVENT_RETENTION_DAYS,
     }
     if tab == "information":
-        context["services"] = cards_for_environment(environment)
+        page = _card_page_number(request)
+        if wants_fragment(request) and "page" in request.GET:
+            # The grid's sentinel asking for the next page: only those cards and the next sentinel.
+            start = (page - 1) * CARDS_PER_PAGE
+            cards, has_more = card_page(environment, start, start + CARDS_PER_PAGE)
+            return render(
+                request,
+                "environments/_service_page.html",
+                {"environment": environment, "services": cards, "next_page": page + 1 if has_more else None},
+            )
+        # The whole tab (or the no-JavaScript "Show more" link): every card up to `page`, so
+        # the page a link leads to is still one list in order, from the first service.
+        context["services"], has_more = card_page(environment, 0, page * CARDS_PER_PAGE)
+        context["next_page"] = page + 1 if has_more else None
         from environments.travel_views import missing_secrets_for_cards
 
-        context["missing_secrets"] = missing_secrets_for_cards(environment, context["services"])
+        # Over every service, not only the cards shown: a secret missing for a card further
+        # down still stops Start All. Only the fields it reads, in one query, as plain rows:
+        # deferred models (`.only()`) cost one more query per service here.
+        referring = [
+            SimpleNamespace(**row)
+            for row in environment.services.exclude(status=Service.Status.DELETING).values(
+                "status", "env_vars", "git_token_secret"
+            )
+        ]
+        context["missing_secrets"] = missing_secrets_for_cards(environment, referring)
     elif tab == "events":
         context["events"] = ClusterEvent.objects.recent(environment)
     elif tab == "settings":

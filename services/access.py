@@ -34,3 +34,13 @@ def cards_for_environment(environment: Environment) -> list[Service]:
     (with its project, space and cluster), so no card reads it again.
     """
     return list(environment.services.select_related("deployed_by").order_by("name"))
+
+
+def card_page(environment: Environment, start: int, stop: int) -> tuple[list[Service], bool]:
+    """Cards `start` to `stop` of the Information tab, in its order, and whether more follow.
+
+    One query: it fetches one row beyond `stop`, so that knowing whether another page exists
+    costs no `count()`.
+    """
+    rows = list(environment.services.select_related("deployed_by").order_by("name")[start : stop + 1])
+    return rows[: stop - start], len(rows) > stop - start

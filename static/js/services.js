@@ -3,7 +3,7 @@
 // Cards reach the page two ways: the response to a button (htmx) and the live socket (the
 // watcher). Either may arrive first, so a card never replaces a newer one (data-changed is
 // when its status last changed), a card for a service the page does not show yet is added to
-// the grid, and the page keeps one card per service.
+// the grid once every page of cards has loaded, and the page keeps one card per service.
 (function () {
   "use strict";
 
@@ -106,11 +106,14 @@
   });
 
   // A card whose service the page does not show yet: a service deployed from another tab or by
-  // another member. It joins the grid (one being deleted does not come back).
+  // another member. It joins the grid (one being deleted does not come back). While further
+  // pages of cards are still to load, it may belong to one of them: appended now it would sit
+  // out of order, so it is left to come with its page, rendered then from the current state.
   document.body.addEventListener("htmx:oobErrorNoTarget", function (event) {
     var card = event.detail.content;
     var grid = document.getElementById("service-grid");
     if (!grid || !isVersionedCard(card) || card.getAttribute("data-status") === "deleting") return;
+    if (document.querySelector("[data-more-services]")) return;
     grid.appendChild(card);
     htmx.process(card);
   });
