@@ -37,10 +37,7 @@ def group_name(environment_public_id: str) -> str:
 
 def render_card(service: Service) -> str:
     """The card as the Information tab renders it: its root element carries the service's id."""
-    # A card pushed over the socket belongs to no request, so it has no CSRF token of its own:
-    # its htmx forms post with the page's token (`hx-headers` on <body>). "NOTPROVIDED" is
-    # Django's way of saying so to `{% csrf_token %}`, which otherwise warns when DEBUG is on.
-    return render_to_string("services/_card.html", {"service": service, "csrf_token": "NOTPROVIDED"}).strip()
+    return render_to_string("services/_card.html", {"service": service}).strip()
 
 
 def publish_service(service: Service) -> None:
