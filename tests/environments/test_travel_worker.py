@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import base64
-import time
-from collections.abc import Callable
-from typing import TypeVar
 
 import pytest
 
@@ -17,8 +14,8 @@ from spaces.actions import create_project
 from tests.fixtures.celery_worker import celery_queue, celery_worker, start_celery_worker  # noqa: F401
 from tests.fixtures.clusters import kube_cluster  # noqa: F401
 from tests.fixtures.devcluster import kubeconfig_path  # noqa: F401
+from tests.waiting import wait_for
 
-T = TypeVar("T")
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
@@ -34,17 +31,6 @@ spec:
       env: [{name: POSTGRES_PASSWORD, secret: DB_PASSWORD}]
       resources: {cpu: 0.1, memory: 64Mi}
 """
-
-
-def wait_for(check: Callable[[], T], *, timeout: float = 20.0, what: str = "the condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(0.1)
 
 
 def replicas(kube, namespace: str, name: str) -> int | None:

@@ -8,7 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 from asgiref.sync import sync_to_async
@@ -20,20 +20,9 @@ from clusters.client import client_for
 from environments.manifests import render_environment
 from services.manifests import render_service
 from services.models import Service
+from tests.waiting import wait_for
 
-T = TypeVar("T")
 ORIGIN = (b"origin", b"http://localhost")
-
-
-def wait_for(check: Callable[[], T], *, timeout: float = 15.0, what: str = "the condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(0.05)
 
 
 def session_cookie(user) -> bytes:

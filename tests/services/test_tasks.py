@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -19,21 +17,10 @@ from services.forms import ServiceForm
 from services.models import Service
 from services.tasks import MAX_RETRIES, RETRY_MAX_SECONDS, _mark_failed, reconcile_service, retry_delay
 from spaces.actions import create_project
+from tests.waiting import wait_for
 
-T = TypeVar("T")
 
 pytestmark = pytest.mark.django_db
-
-
-def wait_for(check: Callable[[], T], *, timeout: float = 15.0, what: str = "the condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(0.1)
 
 
 def make_env(cluster, space, owner, name: str = "shop"):

@@ -7,8 +7,7 @@ sharing the test database) runs the tasks, and the test watches the cluster and 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -21,21 +20,10 @@ from services.forms import ServiceForm
 from services.models import Service
 from spaces.actions import create_project
 from spaces.models import Project
+from tests.waiting import wait_for
 
-T = TypeVar("T")
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
-
-
-def wait_for(check: Callable[[], T], *, timeout: float = 20.0, what: str = "the condition") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
-        time.sleep(0.1)
 
 
 def deploy(env, owner, **overrides: Any) -> Service:
