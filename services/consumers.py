@@ -205,9 +205,10 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         tasks = [task for task in getattr(self, "_tasks", []) if task is not current]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # Their ends (cancellations, errors) are collected, not raised; a cancellation of this
+        # task itself still propagates, which suppressing CancelledError around each await
+        # would swallow.
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _end(self, code: int) -> None:
         """Close from the server side, once."""

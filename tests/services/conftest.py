@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
+from tests.services.stream_helpers import close_sockets
+
 from tests.fixtures.celery_worker import celery_queue, celery_worker, start_celery_worker  # noqa: F401
 from tests.fixtures.clusters import fault_cluster, kube_cluster  # noqa: F401
 from tests.fixtures.devcluster import devcluster, kubeconfig_path  # noqa: F401
+
+
+@pytest.fixture
+async def sockets_closed():
+    """For tests that open sockets: at their end, each one is disconnected as a browser would."""
+    yield
+    await close_sockets()

@@ -4,6 +4,7 @@ and websocket clients through the real ASGI application."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 import psutil
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.db import connections
 from django.test import Client
 
 from ale_site.asgi import application
@@ -23,6 +25,9 @@ from services.models import Service
 from tests.waiting import wait_for
 
 ORIGIN = (b"origin", b"http://localhost")
+
+# Every socket a test opens, so that the test's end can close what the test did not.
+_opened: list[WebsocketCommunicator] = []
 
 
 def session_cookie(user) -> bytes:
@@ -37,7 +42,23 @@ async def socket(path: str, *, user=None, origin: tuple[bytes, bytes] | None = O
         headers.append(origin)
     if user is not None:
         headers.append((b"cookie", await sync_to_async(session_cookie)(user)))
-    return WebsocketCommunicator(application, path, headers=headers)
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    _opened.append(communicator)
+    return communicator
+
+
+async def close_sockets() -> None:
+    """What the server does when a browser goes: every socket still open gets its disconnect,
+    so that no consumer, exec session or reader thread outlives the test that opened it (a
+    socket the server closed itself, or refused, included)."""
+    while _opened:
+        communicator = _opened.pop()
+        if communicator._future is None or communicator.future.done():
+            continue  # never connected, or the consumer has already ended
+        with contextlib.suppress(Exception):
+            await communicator.disconnect(timeout=5)
+    # The database connection the tests' own `sync_to_async` calls opened in asgiref's thread.
+    await sync_to_async(connections.close_all)()
 
 
 def pods_of(service: Service) -> list[dict]:

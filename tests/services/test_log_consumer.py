@@ -28,7 +28,10 @@ from tests.services.stream_helpers import (
 
 # serialized_rollback: the seeded `local` cluster must survive the flush after each test; a
 # transactional database because the consumer reads it from other threads.
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.usefixtures("sockets_closed"),
+]
 
 SEQ = re.compile(r"loggen seq=(\d+)")
 

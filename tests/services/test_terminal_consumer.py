@@ -25,7 +25,10 @@ from tests.services.stream_helpers import (
     stream_threads,
 )
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.usefixtures("sockets_closed"),
+]
 
 
 @pytest.fixture
@@ -61,11 +64,11 @@ async def type_line(communicator, line: str) -> None:
     await communicator.send_to(text_data=json.dumps({"t": "in", "d": line + "\r"}))
 
 
-async def read_until(communicator, needle: str, timeout: float = 10) -> str:
-    """Terminal output (binary frames) until `needle` appears; acknowledges as xterm.js does."""
+async def read_until(communicator, needle: str, timeout: float = 10, *, received: int = 0) -> str:
+    """Terminal output (binary frames) until `needle` appears; acknowledges as xterm.js does
+    (`received`: the bytes this socket already brought)."""
     output = ""
     deadline = time.monotonic() + timeout
-    received = 0
     while needle not in output:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -174,13 +177,14 @@ async def test_output_waits_for_acknowledgements_and_nothing_is_lost(service, me
     communicator, _ = await open_terminal(service, member)
     await type_line(communicator, "stty -echo; yes | head -c 1000000; echo; echo end-$((3*3))")
     received = b""
-    while await communicator.receive_nothing(timeout=0.5) is False:
+    # Until the output stops: a pause this long is the server waiting for an acknowledgement.
+    while await communicator.receive_nothing(timeout=2) is False:
         frame = await communicator.receive_output(timeout=1)
         received += frame.get("bytes") or b""
     # Unacknowledged, the server stops past its high watermark (100 kB) plus at most one frame.
     assert 100_000 < len(received) < 400_000
     await communicator.send_to(text_data=json.dumps({"t": "ack", "seq": len(received)}))
-    rest = await read_until(communicator, "end-9", timeout=20)
+    rest = await read_until(communicator, "end-9", timeout=20, received=len(received))
     assert (received.decode() + rest).count("y\r\n") == 500_000
     await communicator.disconnect()
 
