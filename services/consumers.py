@@ -88,6 +88,9 @@ LOG_PIPE_CAPACITY = 32  # chunks of at most 64 KiB: the most a socket holds betw
 # every frame costs a send and an ack through the whole websocket stack, and hundreds of
 # followed logs each sending 50 frames a second would keep the loop busy with just that.
 LOG_FRAME_SECONDS = 0.1
+# In a flood (the last frame was big) a small remainder waits only this long for more: the
+# reader refills the pipe within milliseconds, and a trickle's wait would throttle the flood.
+LOG_FLOOD_GATHER_SECONDS = 0.01
 LOG_FRAME_BYTES = 512 * 1024
 LOG_FRAME_SMALL = 32 * 1024
 POD_WAIT_SECONDS = 2.0
@@ -412,16 +415,19 @@ class LogConsumer(_StreamConsumer):
         assert self.pipe is not None
         loop = asyncio.get_running_loop()
         last_send = 0.0
+        flood = False
         while True:
             await self._wait_window()
             items = [await self.pipe.get()]
             size = self._drain(items)
-            wait = LOG_FRAME_SECONDS - (loop.time() - last_send)
+            gather = LOG_FLOOD_GATHER_SECONDS if flood else LOG_FRAME_SECONDS
+            wait = gather - (loop.time() - last_send)
             if size < LOG_FRAME_SMALL and wait > 0:
                 # A trickle: let a frame's worth gather rather than send a line per frame. A
                 # flood has plenty waiting and goes at once.
                 await asyncio.sleep(wait)
                 size = self._drain(items)
+            flood = size >= LOG_FRAME_SMALL
             await self._send_items(items)
             last_send = loop.time()
 
