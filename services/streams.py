@@ -174,6 +174,54 @@ def json_strings(lines: list[str]) -> str:
     return json.dumps(lines)[1:-1] if lines else ""
 
 
+# No line longer than this passes the fast paths (a timestamp and its space come before the
+# text, whose limit is MAX_LINE_CHARS).
+_LINE_LIMIT = MAX_LINE_CHARS + 40
+_LINE_WINDOW = _LINE_LIMIT // 2
+
+
+def _lines_fit(block: bytes) -> bool:
+    """True when no line of `block` is longer than `_LINE_LIMIT` bytes.
+
+    A line that long covers at least one whole aligned window of half that size, so a block
+    whose every such window holds a newline is fine: a few `find`s in C instead of splitting
+    the block into its lines. Only when one of them has none are the lines measured.
+    """
+    if len(block) <= _LINE_LIMIT:
+        return True
+    for start in range(0, len(block) - _LINE_WINDOW + 1, _LINE_WINDOW):
+        if block.find(b"\n", start, start + _LINE_WINDOW) < 0:
+            return max(map(len, block.split(b"\n"))) <= _LINE_LIMIT
+    return True
+
+
+def _escape_ascii(block: bytes) -> tuple[bytes, int]:
+    """Clean ASCII lines (no control character but tabs, and newlines between them) as the
+    inside of JSON strings joined by `","`, and their number: only backslashes, quotes and tabs
+    need escaping."""
+    if b"\\" in block:
+        block = block.replace(b"\\", b"\\\\")
+    if b'"' in block:
+        block = block.replace(b'"', b'\\"')
+    if b"\t" in block:
+        block = block.replace(b"\t", b"\\t")
+    joined = block.replace(b"\n", b'","')
+    # Each newline became three characters: what the join added counts the lines.
+    return joined, (len(joined) - len(block)) // 2 + 1
+
+
+def _escape_text(text: str) -> tuple[str, int]:
+    """`_escape_ascii` for clean lines that are not all ASCII."""
+    if "\\" in text:
+        text = text.replace("\\", "\\\\")
+    if '"' in text:
+        text = text.replace('"', '\\"')
+    if "\t" in text:
+        text = text.replace("\t", "\\t")
+    joined = text.replace("\n", '","')
+    return joined, (len(joined) - len(text)) // 2 + 1
+
+
 class LineSplitter:
     """Bytes of a timestamped log in, sanitised `"<timestamp> <text>"` lines out, across chunk
     boundaries.
@@ -231,28 +279,21 @@ class LineSplitter:
         """The lines of `block` as JSON strings (see `json_strings`), their number, and the
         timestamp of the last one ("" when it has none).
 
-        The usual block (clean ASCII lines of a sane length) is escaped and joined by a few
-        replaces over the whole block, never line by line.
+        The usual block (clean lines of a sane length) is escaped and joined by a few replaces
+        over the whole block, never line by line, on bytes while it is ASCII.
         """
-        parts = block.split(b"\n")
-        if max(map(len, parts)) <= MAX_LINE_CHARS + 40:
+        if block and _lines_fit(block):
+            payload, count = "", 0
             if ascii_block_is_clean(block):
-                text = block.decode("ascii")
+                escaped, count = _escape_ascii(block)
+                payload = escaped.decode("ascii")
             else:
                 text = block.decode("utf-8", "replace")
-                if not block_is_clean(text):
-                    text = ""
-            if text:
-                # Clean: no control character but tabs and the newlines between lines, so
-                # these are all that JSON needs escaped.
-                if "\\" in text:
-                    text = text.replace("\\", "\\\\")
-                if '"' in text:
-                    text = text.replace('"', '\\"')
-                if "\t" in text:
-                    text = text.replace("\t", "\\t")
-                stamp = parts[-1][:40].partition(b" ")[0].decode("ascii", "replace")
-                return '"' + text.replace("\n", '","') + '"', len(parts), stamp if is_timestamp(stamp) else ""
+                if block_is_clean(text):
+                    payload, count = _escape_text(text)
+            if count:
+                last = block[block.rfind(b"\n") + 1 :][:40].partition(b" ")[0].decode("ascii", "replace")
+                return '"' + payload + '"', count, last if is_timestamp(last) else ""
         lines = self.lines(block)
         return json_strings(lines), len(lines), split_stamp(lines[-1])[0]
 

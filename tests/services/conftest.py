@@ -12,7 +12,8 @@ from tests.fixtures.devcluster import devcluster, kubeconfig_path  # noqa: F401
 
 
 @pytest.fixture
-async def sockets_closed():
-    """For tests that open sockets: at their end, each one is disconnected as a browser would."""
+async def streams_cleaned_up():
+    """For tests that open sockets or call the database from async code: at their end, each
+    socket is disconnected as a browser would, and asgiref's thread lets go of the database."""
     yield
     await close_sockets()

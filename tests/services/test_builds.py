@@ -298,7 +298,7 @@ def test_a_superseded_build_is_cancelled_and_its_job_deleted(celery_worker, buil
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
-@pytest.mark.usefixtures("sockets_closed")
+@pytest.mark.usefixtures("streams_cleaned_up")
 async def test_the_build_log_streams_over_the_log_socket(celery_worker, build_env, watcher, owner, outsider):
     from asgiref.sync import sync_to_async
 

@@ -30,7 +30,7 @@ from tests.services.stream_helpers import (
 # transactional database because the consumer reads it from other threads.
 pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
-    pytest.mark.usefixtures("sockets_closed"),
+    pytest.mark.usefixtures("streams_cleaned_up"),
 ]
 
 SEQ = re.compile(r"loggen seq=(\d+)")
@@ -291,6 +291,10 @@ async def test_it_ignores_garbage_and_closes_on_a_huge_message(env, member):
         b"2024-05-01T10:00:00Z \x1b[31mred\x1b[0m \x1b]0;title\x07\n2024-05-01T10:00:01Z 10%\r100%",
         b"2024-05-01T10:00:00Z \xff\xfe broken \xe2\x80\xae bidi",
         b"2024-05-01T10:00:00Z " + b"x" * 20000,
+        # Many short lines, then one just under and one just over the length a line is cut at.
+        b"\n".join(b'2024-05-01T10:00:00Z seq=%d "q" \\ \t' % i for i in range(3000)),
+        b"2024-05-01T10:00:00Z a\n" * 500 + b"2024-05-01T10:00:01Z " + b"y" * 16_400 + b"\n2024-05-01T10:00:02Z b",
+        b"2024-05-01T10:00:00Z a\n" * 500 + b"2024-05-01T10:00:01Z " + b"y" * 16_500 + b"\n2024-05-01T10:00:02Z b",
         b"",
     ],
 )

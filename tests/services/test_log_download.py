@@ -16,7 +16,10 @@ from services.models import Service
 from spaces.actions import create_project
 from tests.services.stream_helpers import delete_namespace, pods_of, run_service
 
-pytestmark = pytest.mark.django_db(transaction=True, serialized_rollback=True)
+pytestmark = [
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+    pytest.mark.usefixtures("streams_cleaned_up"),
+]
 
 SEQ = re.compile(r"loggen seq=(\d+)")
 

@@ -27,7 +27,7 @@ from tests.services.stream_helpers import (
 
 pytestmark = [
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
-    pytest.mark.usefixtures("sockets_closed"),
+    pytest.mark.usefixtures("streams_cleaned_up"),
 ]
 
 
