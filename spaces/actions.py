@@ -8,7 +8,7 @@ from functools import partial
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from clusters.models import Cluster
 from environments.actions import create_environment
@@ -71,6 +71,27 @@ def update_project_display_name(*, acting_user: AbstractBaseUser, project: Proje
 
 
 # --- space settings ------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def create_space(*, acting_user: AbstractBaseUser, name: str) -> Space:
+    """A new space with the acting user as its only owner.
+
+    `Space.owner` stays empty: it marks a user's default space, and it cascades, so setting it
+    here would take a shared space down with its creator's account. Ownership is the
+    membership, as for any space. No allocation row either: like a default space, a new one
+    uses the `default` profile until operations allocate it something else.
+    """
+    space = Space(name=name, is_default=False)
+    space.full_clean(validate_unique=True, validate_constraints=False)
+    try:
+        space.save()
+    except IntegrityError:
+        # Another request took the name after the check above.
+        raise ValidationError({"name": "Another space has this name."}) from None
+    Membership.objects.create(space=space, user=acting_user, role=Membership.Role.OWNER)
+    audit.record(acting_user, space, audit.Action.SPACE_CREATE, f"Created the space {name}", details={"name": name})
+    return space
 
 
 @transaction.atomic

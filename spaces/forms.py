@@ -54,7 +54,9 @@ class ProjectDisplayNameForm(forms.Form):
     )
 
 
-class SpaceRenameForm(forms.Form):
+class SpaceNameForm(forms.Form):
+    """A space's name, held to the same rules when it is chosen and when it is changed."""
+
     name = forms.CharField(
         label="Space name",
         max_length=20,
@@ -62,16 +64,27 @@ class SpaceRenameForm(forms.Form):
         help_text="4–20 characters: lowercase letters, digits, hyphens and dots.",
         widget=forms.TextInput(attrs={"autocomplete": "off", "pattern": "[a-z0-9.\\-]{4,20}", "spellcheck": "false"}),
     )
-
-    def __init__(self, *args, space: Space, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.space = space
+    # The space being renamed, which may keep its own name; None for a new space.
+    space: Space | None = None
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"]
-        if Space.objects.filter(name=name).exclude(pk=self.space.pk).exists():
+        others = Space.objects.filter(name=name)
+        if self.space is not None:
+            others = others.exclude(pk=self.space.pk)
+        if others.exists():
             raise forms.ValidationError("Another space has this name.")
         return name
+
+
+class SpaceCreateForm(SpaceNameForm):
+    """The name of a new space: unique among all spaces."""
+
+
+class SpaceRenameForm(SpaceNameForm):
+    def __init__(self, *args, space: Space, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.space = space
 
 
 class SpaceDeleteForm(forms.Form):

@@ -259,6 +259,7 @@ class AuditEntry(models.Model):
         INVITATION_SEND = "invitation.send", "Invitation sent"
         INVITATION_ACCEPT = "invitation.accept", "Invitation accepted"
         INVITATION_REVOKE = "invitation.revoke", "Invitation revoked"
+        SPACE_CREATE = "space.create", "Space created"
         SPACE_RENAME = "space.rename", "Space renamed"
         SPACE_DELETE = "space.delete", "Space deleted"
 

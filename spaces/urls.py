@@ -7,6 +7,8 @@ from spaces import team_views, views
 app_name = "spaces"
 
 urlpatterns = [
+    # Before `spaces/<space_id>/`, so that "new" is never taken for an id.
+    path("spaces/new/", views.space_create, name="create"),
     path("spaces/<str:space_id>/", views.space_detail, name="detail"),
     path("spaces/<str:space_id>/projects/new/", views.project_create, name="project-create"),
     path("projects/<str:project_id>/", views.project_detail, name="project-detail"),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,7 +18,7 @@ from spaces.access import (
     live_projects,
     spaces_for_user,
 )
-from spaces.forms import ProjectCreateForm, SignupForm
+from spaces.forms import ProjectCreateForm, SignupForm, SpaceCreateForm
 from spaces.http import HtmxHttpRequest, wants_fragment
 from spaces.models import Space
 
@@ -48,6 +49,32 @@ def signup(request: HtmxHttpRequest) -> HttpResponse:
         login(request, user, backend="django.contrib.auth.backends.ModelBackend")
         return redirect("home")
     return render(request, "registration/signup.html", {"form": form})
+
+
+def _new_space_page(request: HtmxHttpRequest, form: SpaceCreateForm) -> HttpResponse:
+    if wants_fragment(request):
+        return render(request, "spaces/_space_form.html", {"form": form})
+    return render(request, "spaces/new.html", {"form": form, "user_spaces": spaces_for_user(request.user)})
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def space_create(request: HtmxHttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return _new_space_page(request, SpaceCreateForm())
+    form = SpaceCreateForm(request.POST)
+    if not form.is_valid():
+        return _new_space_page(request, form)
+    try:
+        space = actions.create_space(acting_user=request.user, name=form.cleaned_data["name"])
+    except ValidationError as error:
+        # Another request took the name after the form checked it.
+        form.add_error(None, error)
+        return _new_space_page(request, form)
+    url = reverse("spaces:detail", args=[space.public_id])
+    if wants_fragment(request):
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
 
 
 def _space_page(request: HtmxHttpRequest, space: Space, form: ProjectCreateForm) -> HttpResponse:
