@@ -40,8 +40,10 @@ def direct_rate(world, pod: str, lines: int) -> float:
         if count >= lines:
             break
     elapsed = time.perf_counter() - started
-    response.release_conn()
+    # Closed, not handed back to the pool: a followed log left open would stay a follower on
+    # the cluster for the rest of the run.
     response.close()
+    api.api_client.close()
     return lines / elapsed
 
 

@@ -7,11 +7,17 @@ a user should read (`user_message`); callers never see urllib3, websocket or Api
 
 `client_for(cluster)` hands out one `KubeClient` per cluster and configuration; a client is
 thread-safe and meant to be shared by Celery threads, stream consumers and the watcher.
+
+One request is also made on an event loop: a followed pod log for the websocket consumers
+(`open_log_stream_async`), sent with aiohttp, from the same configuration and with the same
+headers the official client would send, so that hundreds of followed logs cost the server no
+thread each.
 Nothing here touches the database: a `Cluster` instance is only read for its fields.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import email.utils
 import hashlib
@@ -19,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -26,12 +33,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import aiohttp
 import urllib3
 import yaml
 from django.conf import settings
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.client.rest import is_socks_proxy_url, should_bypass_proxies
 from kubernetes.config.config_exception import ConfigException
 from kubernetes.stream import stream as k8s_stream
 from kubernetes.stream import ws_client
@@ -42,6 +51,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "AsyncLogStream",
     "ClusterError",
     "ExecSession",
     "KubeClient",
@@ -57,6 +67,8 @@ DEFAULT_REQUEST_TIMEOUT = (5.0, 30.0)
 # A watch that stays silent this long past its own server-side timeout is a dead connection.
 WATCH_READ_GRACE = 15.0
 _CHUNK = 64 * 1024
+# What one read of a log on the event loop hands over at most: a flood goes in few, big pieces.
+_ASYNC_CHUNK = 256 * 1024
 
 # Statuses where trying the same request again later can succeed.
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
@@ -547,6 +559,52 @@ class LogStream(_RawStream):
             yield data
 
 
+class AsyncLogStream:
+    """A pod log read on an event loop: `read_some()` and `close()` from coroutines of that loop."""
+
+    def __init__(self, session: aiohttp.ClientSession, response: aiohttp.ClientResponse, cluster: str, what: str) -> None:
+        self._session = session
+        self._response = response
+        self._cluster = cluster
+        self._what = what
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def read_some(self) -> bytes:
+        """Up to 64 KiB of what arrived (waiting for something when nothing has); b"" at the end
+        or once closed. Raises `ClusterError` (retryable) when the connection breaks mid-stream."""
+        if self._closed:
+            return b""
+        try:
+            data = await self._response.content.read(_ASYNC_CHUNK)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            closed_meanwhile = self._closed
+            await self.close()
+            if closed_meanwhile:
+                return b""
+            raise _transport_error(self._cluster, exc, what=self._what) from exc
+        if not data:
+            await self.close()
+        return data
+
+    async def close(self) -> None:
+        """Idempotent; the connection is dropped (a half-read response cannot be reused)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._response.close()
+        await self._session.close()
+
+    async def __aenter__(self) -> AsyncLogStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
 class WatchStream(_RawStream):
     """A watch response as an iterator of `(type, object)`, closable from any thread.
 
@@ -997,6 +1055,31 @@ class KubeClient:
         self._raise_for_stream_status(response, what)
         return WatchStream(response, self.name, what, api_version, kind)
 
+    @staticmethod
+    def _log_request(
+        namespace: str,
+        pod: str,
+        *,
+        container: str | None,
+        follow: bool,
+        tail_lines: int | None,
+        since_seconds: int | None,
+        timestamps: bool,
+        previous: bool,
+        limit_bytes: int | None,
+    ) -> tuple[str, builtins.list[tuple[str, Any]], str]:
+        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(pod, safe='')}/log"
+        query = [
+            ("container", container),
+            ("follow", "true" if follow else None),
+            ("tailLines", tail_lines),
+            ("sinceSeconds", since_seconds),
+            ("timestamps", "true" if timestamps else None),
+            ("previous", "true" if previous else None),
+            ("limitBytes", limit_bytes),
+        ]
+        return path, query, f"LOG {namespace}/{pod}"
+
     def open_log_stream(
         self,
         namespace: str,
@@ -1017,25 +1100,129 @@ class KubeClient:
         only accepts positive read timeouts, and a followed log may rightly stay silent for
         hours (only the connect timeout applies; `close()` ends the wait).
         """
-        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(pod, safe='')}/log"
-        what = f"LOG {namespace}/{pod}"
+        path, query, what = self._log_request(
+            namespace,
+            pod,
+            container=container,
+            follow=follow,
+            tail_lines=tail_lines,
+            since_seconds=since_seconds,
+            timestamps=timestamps,
+            previous=previous,
+            limit_bytes=limit_bytes,
+        )
         response = self._send(
             "GET",
             path,
-            query=[
-                ("container", container),
-                ("follow", "true" if follow else None),
-                ("tailLines", tail_lines),
-                ("sinceSeconds", since_seconds),
-                ("timestamps", "true" if timestamps else None),
-                ("previous", "true" if previous else None),
-                ("limitBytes", limit_bytes),
-            ],
+            query=query,
             # (connect, None): the REST layer turns the pair into a urllib3 Timeout, None meaning no limit.
             timeout=(self.request_timeout[0], None if follow else self.request_timeout[1]),
         )
         self._raise_for_stream_status(response, what)
         return LogStream(response, self.name, what)
+
+    async def open_log_stream_async(
+        self,
+        namespace: str,
+        pod: str,
+        *,
+        container: str | None = None,
+        follow: bool = True,
+        tail_lines: int | None = None,
+        since_seconds: int | None = None,
+        timestamps: bool = False,
+        previous: bool = False,
+        limit_bytes: int | None = None,
+    ) -> AsyncLogStream:
+        """`open_log_stream` on the running event loop: the same request, read with aiohttp.
+
+        The URL and headers (credentials included) come from the official client's own request
+        builder; TLS, the server name and the proxy from the same configuration. A followed log
+        has only a connect timeout, like the threaded one; `close()` ends the wait.
+        """
+        path, query, what = self._log_request(
+            namespace,
+            pod,
+            container=container,
+            follow=follow,
+            tail_lines=tail_lines,
+            since_seconds=since_seconds,
+            timestamps=timestamps,
+            previous=previous,
+            limit_bytes=limit_bytes,
+        )
+        configuration = self.configuration
+        _, url, headers, _, _ = self.api_client.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=[(k, v) for k, v in query if v is not None],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        proxy = None
+        if configuration.proxy and not should_bypass_proxies(configuration.host, configuration.no_proxy or ""):
+            if is_socks_proxy_url(configuration.proxy):
+                raise ClusterError(
+                    f"{what}: a SOCKS proxy cannot carry a followed log",
+                    retryable=False,
+                    reason="InvalidConfiguration",
+                    user_message=f"The cluster '{self.name}' is reached through a SOCKS proxy, which live logs cannot use.",
+                )
+            proxy = configuration.proxy
+        connect, read = self.request_timeout
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_read=None if follow else read)
+        try:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl_context() if url.startswith("https:") else False, limit=1),
+                timeout=timeout,
+                read_bufsize=_ASYNC_CHUNK,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            raise _transport_error(self.name, exc, what=what) from exc
+        try:
+            response = await session.get(
+                url,
+                headers=headers,
+                proxy=proxy,
+                proxy_headers=configuration.proxy_headers if proxy else None,
+                server_hostname=configuration.tls_server_name or None,
+                allow_redirects=False,
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            await session.close()
+            raise _transport_error(self.name, exc, what=what) from exc
+        except BaseException:
+            await session.close()
+            raise
+        stream = AsyncLogStream(session, response, self.name, what)
+        if not 200 <= response.status < 300:
+            try:
+                body = await response.content.read(64 * 1024)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+                body = b""
+            finally:
+                await stream.close()
+            raise _http_error(self.name, response.status, body, response.headers, what=what)
+        return stream
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """The TLS settings of the official client's connection pool, as an `ssl.SSLContext`."""
+        context = getattr(self, "_async_ssl", None)
+        if context is not None:
+            return context
+        configuration = self.configuration
+        context = ssl.create_default_context(
+            cafile=configuration.ssl_ca_cert or None, cadata=configuration.ca_cert_data or None
+        )
+        if configuration.cert_file:
+            context.load_cert_chain(configuration.cert_file, configuration.key_file or None)
+        if not configuration.verify_ssl:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif configuration.assert_hostname is False:
+            context.check_hostname = False
+        self._async_ssl = context
+        return context
 
     def _raise_for_stream_status(self, response: urllib3.HTTPResponse, what: str) -> None:
         if 200 <= response.status < 300:

@@ -22,7 +22,7 @@ terminal, browser → server: {"t":"in","d":"…"} (or a binary frame), {"t":"re
   "rows":…}, {"t":"ack","seq":N}, {"t":"ping"}, {"t":"pong"}
 
 Flow control is by acknowledged watermarks, as in VS Code's terminal: once more than HIGH bytes
-are unacknowledged the consumer stops taking from its pipe, the reader thread blocks, and the
+are unacknowledged the consumer stops taking from its pipe, the reader waits, and the
 cluster's TCP connection backs up; below LOW it resumes.
 """
 
@@ -83,14 +83,11 @@ MAX_INPUT_MESSAGE = 256 * 1024
 
 LOG_HIGH_WATERMARK = 4 * 1024 * 1024
 LOG_LOW_WATERMARK = 1024 * 1024
-LOG_PIPE_CAPACITY = 32  # chunks of at most 64 KiB: the most a socket holds between cluster and browser
+LOG_PIPE_CAPACITY = 8  # reads of at most 256 KiB: the most a socket holds between cluster and browser
 # A trickle is sent at most this often (a flood goes as fast as the browser acknowledges):
 # every frame costs a send and an ack through the whole websocket stack, and hundreds of
 # followed logs each sending 50 frames a second would keep the loop busy with just that.
 LOG_FRAME_SECONDS = 0.1
-# In a flood (the last frame was big) a small remainder waits only this long for more: the
-# reader refills the pipe within milliseconds, and a trickle's wait would throttle the flood.
-LOG_FLOOD_GATHER_SECONDS = 0.01
 LOG_FRAME_BYTES = 512 * 1024
 LOG_FRAME_SMALL = 32 * 1024
 POD_WAIT_SECONDS = 2.0
@@ -284,9 +281,7 @@ class LogConsumer(_StreamConsumer):
         await self._stop_tasks()
         if self.pipe is not None:
             self.pipe.close()
-        for reader in getattr(self, "readers", {}).values():
-            reader.stop()
-        await join_threads([reader.thread for reader in getattr(self, "readers", {}).values()])
+        await asyncio.gather(*(reader.stop() for reader in getattr(self, "readers", {}).values()))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         message = _parse(text_data, MAX_CONTROL_MESSAGE)
@@ -415,19 +410,18 @@ class LogConsumer(_StreamConsumer):
         assert self.pipe is not None
         loop = asyncio.get_running_loop()
         last_send = 0.0
-        flood = False
         while True:
             await self._wait_window()
             items = [await self.pipe.get()]
             size = self._drain(items)
-            gather = LOG_FLOOD_GATHER_SECONDS if flood else LOG_FRAME_SECONDS
-            wait = gather - (loop.time() - last_send)
-            if size < LOG_FRAME_SMALL and wait > 0:
-                # A trickle: let a frame's worth gather rather than send a line per frame. A
-                # flood has plenty waiting and goes at once.
-                await asyncio.sleep(wait)
+            # A trickle: what arrives until LOG_FRAME_SECONDS after the last frame goes in one
+            # frame, rather than a line per frame. Once a frame's worth is there (a flood) it
+            # goes at once, however recent the last frame.
+            deadline = last_send + LOG_FRAME_SECONDS
+            while size < LOG_FRAME_SMALL and (remaining := deadline - loop.time()) > 0:
+                if not await self.pipe.wait_for_items(remaining):
+                    break
                 size = self._drain(items)
-            flood = size >= LOG_FRAME_SMALL
             await self._send_items(items)
             last_send = loop.time()
 

@@ -1,7 +1,7 @@
 """The Log view and Terminal pages, the log download, and the environment's terminal setting.
 
 The pages make no Kubernetes call: pods and containers arrive over their websockets. The
-download is the one plain HTTP endpoint that reads the cluster, streamed from a reader thread so
+download is the one plain HTTP endpoint that reads the cluster, streamed as it is read so
 that a large log never sits in memory.
 """
 
@@ -135,7 +135,7 @@ def _chosen_pods(pods: list[PodInfo], wanted: str) -> list[PodInfo]:
 async def _pod_log_lines(
     kube: KubeClient, namespace: str, pod: PodInfo, options: dict[str, Any], label: str
 ) -> AsyncIterator[bytes]:
-    """One pod's log as text lines, read by a thread and handed over a bounded pipe."""
+    """One pod's log as text lines, read by a task and handed over a bounded pipe."""
     container = options["container"] if options["container"] in pod.containers else (pod.containers or ("",))[0]
     pipe = Pipe(asyncio.get_running_loop(), DOWNLOAD_PIPE_CAPACITY)
     reader = LogReader(
@@ -161,7 +161,7 @@ async def _pod_log_lines(
                 return
     finally:
         pipe.close()
-        reader.stop()
+        await reader.stop()
 
 
 def _filename(service: Service, pod: str) -> str:

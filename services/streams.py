@@ -1,20 +1,25 @@
-"""The bridge between blocking Kubernetes streams and the event loop of the socket consumers.
+"""The bridge between Kubernetes streams and the event loop of the socket consumers.
 
-Each Kubernetes stream (a pod log, an exec session) is read by a thread of its own, never by the
-event loop and never by the one shared thread of `sync_to_async`: a followed log blocks for
-hours, and one stuck read there would stall every database call of the process. The thread
-hands what it read to the loop through a `Pipe`, whose capacity is bounded: when the consumer
-stops taking items (its browser is behind on acknowledgements) the thread blocks in `put`,
-stops reading the socket to the cluster, and TCP pushes back to the cluster — memory stays
-bounded and nothing is lost.
+A followed pod log is read on the event loop itself (`LogReader`, a task), with aiohttp: the
+loop waits on its socket like on any other, and a server following hundreds of logs runs no
+thread for them. An exec session (the terminal) is read by threads of its own (`ExecBridge`),
+because the official client's websocket for it is blocking; never by the one shared thread of
+`sync_to_async`, where a session open for hours would stall every database call of the process.
 
-Closing is always from the loop side: `Pipe.close()` wakes a blocked `put`, the stream's own
-`close()` wakes a blocked read, and `join_threads` waits for the threads to be gone.
+Both hand what they read to the consumer through a `Pipe`, whose capacity is bounded: when the
+consumer stops taking items (its browser is behind on acknowledgements) the reader waits, stops
+reading the socket to the cluster, and TCP pushes back to the cluster — memory stays bounded
+and nothing is lost.
+
+Closing is always from the loop side: `Pipe.close()` wakes a waiting writer, a log reader is
+cancelled and closes its stream, an exec session's threads are woken and `join_threads` waits
+for them to be gone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -29,7 +34,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from clusters.client import ClusterError, ExecSession, KubeClient, LogStream
+from clusters.client import AsyncLogStream, ClusterError, ExecSession, KubeClient
 from environments.models import Environment
 from services.ansi import MAX_LINE_CHARS, ascii_block_is_clean, block_is_clean, sanitize, strip_all
 from services.models import Service
@@ -360,11 +365,12 @@ class _Waker:
 
 
 class Pipe:
-    """Items from threads to one event loop, with a bound on what may wait in between.
+    """Items from threads or tasks to one event loop, with a bound on what may wait in between.
 
-    `put` (from a thread) takes a credit for a data item and blocks while none is left; `get`
-    (on the loop) gives the credit back once the consumer takes the item. Control items (a
-    status, the end) pass without a credit so that they never wait behind data.
+    `put` (from a thread) or `put_async` (from a task of the loop) takes a credit for a data
+    item and waits while none is left; `get` (on the loop) gives the credit back once the
+    consumer takes the item. Control items (a status, the end) pass without a credit so that
+    they never wait behind data.
 
     The loop is woken once per batch, not once per item: a `put` while a wake-up is already on
     its way only adds to the queue, and one wake-up serves every pipe of the loop that got
@@ -376,6 +382,7 @@ class Pipe:
         self._waker = _Waker.of(loop)
         self._items: deque[tuple[bool, Any]] = deque()
         self._ready = asyncio.Event()
+        self._room = asyncio.Event()  # for writers on the loop: a credit came back
         self._lock = threading.Lock()
         self._waking = False
         self._credits = threading.Semaphore(capacity)
@@ -400,6 +407,29 @@ class Pipe:
             self._waking = True
         return self._waker.wake(self)
 
+    async def put_async(self, item: Any) -> bool:
+        """From a coroutine on the pipe's loop: a data item, waiting while no credit is left;
+        False once the pipe is closed (the reader should stop)."""
+        while not self._credits.acquire(blocking=False):
+            if self._closed.is_set():
+                return False
+            self._room.clear()
+            await self._room.wait()
+        if self._closed.is_set():
+            self._credits.release()
+            return False
+        self._items.append((True, item))
+        self._ready.set()
+        return True
+
+    def put_nowait(self, item: Any) -> bool:
+        """From the pipe's loop: a control item (a status), which needs no credit."""
+        if self._closed.is_set():
+            return False
+        self._items.append((False, item))
+        self._ready.set()
+        return True
+
     def _wake(self) -> None:
         with self._lock:
             self._waking = False
@@ -409,6 +439,7 @@ class Pipe:
         bounded, item = entry
         if bounded:
             self._credits.release()
+            self._room.set()
         return item
 
     async def get(self) -> Any:
@@ -418,6 +449,16 @@ class Pipe:
                 break
             await self._ready.wait()
         return self._take(self._items.popleft())
+
+    async def wait_for_items(self, timeout: float) -> bool:
+        """Wait, at most `timeout` seconds, until an item is waiting; True when one is."""
+        if self._items:
+            return True
+        self._ready.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        return bool(self._items)
 
     def get_nowait(self) -> Any:
         """Raises `asyncio.QueueEmpty` when nothing is waiting."""
@@ -431,7 +472,10 @@ class Pipe:
         return not self._items
 
     def close(self) -> None:
+        """From the loop: writers stop (a thread blocked in `put` within a quarter second, a
+        coroutine in `put_async` at once)."""
         self._closed.set()
+        self._room.set()
 
     def wait_closed(self, timeout: float) -> bool:
         """From a thread: sleep up to `timeout`, waking early when the pipe closes."""
@@ -481,34 +525,45 @@ class Status:
 
 
 class LogReader:
-    """One pod's log, read by its own thread into a pipe, reopened after a restart or a break."""
+    """One pod's log, followed on the event loop into a pipe, reopened after a restart or a break.
+
+    A task of the consumer's loop, not a thread: the stream is read with aiohttp
+    (`KubeClient.open_log_stream_async`), so a server following hundreds of logs runs no
+    thread for them, and a flood is parsed (HTTP chunks included) in C as it arrives. When
+    the pipe is full the task waits, stops reading, and TCP pushes back to the cluster.
+    """
 
     def __init__(self, kube: KubeClient, namespace: str, pod: str, options: LogOptions, pipe: Pipe) -> None:
         self.kube, self.namespace, self.pod, self.options, self.pipe = kube, namespace, pod, options, pipe
-        self._lock = threading.Lock()
-        self._stream: LogStream | None = None
-        self._stopped = False
         self._last = timestamp_key(options.since) if options.since else ""
-        self.thread = threading.Thread(target=self._run, name=f"ale-log-{pod}", daemon=True)
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.thread.start()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ale-log-{self.pod}")
 
-    def stop(self) -> None:
-        """From any thread: end the read in progress and the reader with it."""
-        with self._lock:
-            self._stopped = True
-            stream = self._stream
-        if stream is not None:
-            stream.close()
+    async def stop(self) -> None:
+        """End the read in progress and the reader with it; returns once the stream is closed."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
-    def _open(self, first: bool) -> LogStream:
+    async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug here must end this reader, not leave the browser waiting
+            logger.exception("log reader for %s/%s failed", self.namespace, self.pod)
+            self.pipe.put_nowait(Status(self.pod, "error", "Reading the log failed."))
+
+    async def _open(self, first: bool) -> AsyncLogStream:
         options = self.options
         if self._last:
             tail, since = None, seconds_since(self._last)
         else:
             tail, since = (options.tail if first else None), None
-        return self.kube.open_log_stream(
+        return await self.kube.open_log_stream_async(
             self.namespace,
             self.pod,
             container=options.container,
@@ -521,83 +576,59 @@ class LogReader:
             previous=options.previous,
         )
 
-    def _run(self) -> None:
-        try:
-            self._loop()
-        except Exception:  # a bug here must end this reader, not leave the browser waiting
-            logger.exception("log reader for %s/%s failed", self.namespace, self.pod)
-            self.pipe.put(Status(self.pod, "error", "Reading the log failed."), bounded=False)
-
-    def _loop(self) -> None:
+    async def _loop(self) -> None:
         first, wait, failures = True, REOPEN_SECONDS, 0
-        while not self._stopped:
+        while not self.pipe.closed:
             try:
-                stream = self._open(first)
+                stream = await self._open(first)
             except ClusterError as exc:
-                if self._stopped:
-                    return
                 if not exc.retryable:
-                    self.pipe.put(Status(self.pod, "ended" if exc.status == 404 else "error", exc.user_message), bounded=False)
+                    self.pipe.put_nowait(Status(self.pod, "ended" if exc.status == 404 else "error", exc.user_message))
                     return
                 failures += 1
-                self.pipe.put(Status(self.pod, "reconnecting", exc.user_message), bounded=False)
-                if self.pipe.wait_closed(min(REOPEN_MAX_SECONDS, REOPEN_SECONDS * 2**failures)):
-                    return
+                self.pipe.put_nowait(Status(self.pod, "reconnecting", exc.user_message))
+                await asyncio.sleep(min(REOPEN_MAX_SECONDS, REOPEN_SECONDS * 2**failures))
                 continue
-            with self._lock:
-                self._stream = stream
-                stopped = self._stopped
-            if stopped:
-                stream.close()
-                return
             if failures:
-                self.pipe.put(Status(self.pod, "streaming", "Reconnected."), bounded=False)
+                self.pipe.put_nowait(Status(self.pod, "streaming", "Reconnected."))
                 failures = 0
             first = False
-            got = self._read(stream)
-            with self._lock:
-                self._stream = None
-            stream.close()
+            async with stream:
+                got = await self._read(stream)
             if got is None:  # the pipe closed or the connection broke
-                if self._stopped or self.pipe.closed:
+                if self.pipe.closed:
                     return
                 failures += 1
-                self.pipe.put(Status(self.pod, "reconnecting", "The log stream broke; reconnecting…"), bounded=False)
-                if self.pipe.wait_closed(min(REOPEN_MAX_SECONDS, REOPEN_SECONDS * 2**failures)):
-                    return
+                self.pipe.put_nowait(Status(self.pod, "reconnecting", "The log stream broke; reconnecting…"))
+                await asyncio.sleep(min(REOPEN_MAX_SECONDS, REOPEN_SECONDS * 2**failures))
                 continue
             if not (self.options.follow and not self.options.previous):
-                self.pipe.put(Status(self.pod, "ended", ""), bounded=False)
+                self.pipe.put_nowait(Status(self.pod, "ended", ""))
                 return
             # A followed log ends when its container stops: look again (a restart brings a new
             # one), less and less often while nothing new appears.
             wait = REOPEN_SECONDS if got else min(REOPEN_MAX_SECONDS, wait * 2)
-            if self.pipe.wait_closed(wait):
-                return
+            await asyncio.sleep(wait)
 
-    def _read(self, stream: LogStream) -> int | None:
-        """Pass the stream's lines on; the number passed, or None when it broke or we stopped."""
+    async def _read(self, stream: AsyncLogStream) -> int | None:
+        """Pass the stream's lines on; the number passed, or None when it broke or the pipe closed."""
         splitter = LineSplitter(keep_colours=self.options.colours)
         encoded = self.options.encoded
         following = self.options.follow and not self.options.previous
+        loop = asyncio.get_running_loop()
         sent = 0
         last = self._last
         try:
-            chunks = stream.iter_chunks()
             while True:
-                started = time.monotonic()
-                chunk = next(chunks, None)
-                if chunk is None:
+                started = loop.time()
+                chunk = await stream.read_some()
+                if not chunk:
                     break
-                # A small read that had to wait for its bytes: a trickle. Bytes already buffered
-                # are read at once, so a follower never falls behind its log.
-                if (
-                    following
-                    and len(chunk) < TRICKLE_BYTES
-                    and time.monotonic() - started > 0.002
-                    and self.pipe.wait_closed(TRICKLE_SECONDS)
-                ):
-                    return None
+                # A small read that had to wait for its bytes: a trickle. What arrives meanwhile
+                # comes in one read; bytes already buffered are read at once, so a follower
+                # never falls behind its log.
+                if following and len(chunk) < TRICKLE_BYTES and loop.time() - started > 0.002:
+                    await asyncio.sleep(TRICKLE_SECONDS)
                 blocks, size = splitter.blocks(chunk)
                 for block in blocks:
                     if encoded and not (last and self._first_key(block) <= last):
@@ -615,7 +646,7 @@ class LogReader:
                         item = Lines(self.pod, [], size, json_strings(lines), count) if encoded else Lines(self.pod, lines, size)
                     # The size of the chunk goes with its first block (the second is rare).
                     size = 0
-                    if not self.pipe.put(item):
+                    if not await self.pipe.put_async(item):
                         return None
                     sent += count
                     if stamp:
@@ -624,7 +655,7 @@ class LogReader:
             if tail and not (last and timestamp_key(split_stamp(tail[0])[0]) <= last):
                 size = sum(map(len, tail))
                 item = Lines(self.pod, [], size, json_strings(tail), len(tail)) if encoded else Lines(self.pod, tail, size)
-                if not self.pipe.put(item):
+                if not await self.pipe.put_async(item):
                     return None
                 sent += len(tail)
                 stamp = split_stamp(tail[-1])[0]
@@ -632,7 +663,7 @@ class LogReader:
                     self._last = timestamp_key(stamp)
         except ClusterError:
             return None
-        return sent if not self._stopped else None
+        return sent
 
     @staticmethod
     def _first_key(block: bytes) -> str:
