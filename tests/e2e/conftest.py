@@ -172,8 +172,10 @@ def ale_stack(ale_server: AleServer) -> Iterator[AleServer]:
         stack.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    # Package-scoped: while Playwright's sync API is open, the main thread counts as running an
+    # event loop, and the async tests that pytest-django orders after these could not run.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
