@@ -55,6 +55,7 @@ __all__ = [
     "ClusterError",
     "ExecSession",
     "KubeClient",
+    "LogQuery",
     "LogStream",
     "WatchStream",
     "client_for",
@@ -559,6 +560,34 @@ class LogStream(_RawStream):
             yield data
 
 
+@dataclass(frozen=True)
+class LogQuery:
+    """What to read of a pod's log: the options of `GET /api/v1/namespaces/<ns>/pods/<pod>/log`."""
+
+    container: str | None = None
+    follow: bool = True
+    tail_lines: int | None = None
+    since_seconds: int | None = None
+    timestamps: bool = False
+    previous: bool = False
+    limit_bytes: int | None = None
+
+    def params(self) -> builtins.list[tuple[str, Any]]:
+        return [
+            ("container", self.container),
+            ("follow", "true" if self.follow else None),
+            ("tailLines", self.tail_lines),
+            ("sinceSeconds", self.since_seconds),
+            ("timestamps", "true" if self.timestamps else None),
+            ("previous", "true" if self.previous else None),
+            ("limitBytes", self.limit_bytes),
+        ]
+
+
+def _log_path(namespace: str, pod: str) -> str:
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(pod, safe='')}/log"
+
+
 class AsyncLogStream:
     """A pod log read on an event loop: `read_some()` and `close()` from coroutines of that loop."""
 
@@ -1055,107 +1084,41 @@ class KubeClient:
         self._raise_for_stream_status(response, what)
         return WatchStream(response, self.name, what, api_version, kind)
 
-    @staticmethod
-    def _log_request(
-        namespace: str,
-        pod: str,
-        *,
-        container: str | None,
-        follow: bool,
-        tail_lines: int | None,
-        since_seconds: int | None,
-        timestamps: bool,
-        previous: bool,
-        limit_bytes: int | None,
-    ) -> tuple[str, builtins.list[tuple[str, Any]], str]:
-        path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(pod, safe='')}/log"
-        query = [
-            ("container", container),
-            ("follow", "true" if follow else None),
-            ("tailLines", tail_lines),
-            ("sinceSeconds", since_seconds),
-            ("timestamps", "true" if timestamps else None),
-            ("previous", "true" if previous else None),
-            ("limitBytes", limit_bytes),
-        ]
-        return path, query, f"LOG {namespace}/{pod}"
-
-    def open_log_stream(
-        self,
-        namespace: str,
-        pod: str,
-        *,
-        container: str | None = None,
-        follow: bool = True,
-        tail_lines: int | None = None,
-        since_seconds: int | None = None,
-        timestamps: bool = False,
-        previous: bool = False,
-        limit_bytes: int | None = None,
-    ) -> LogStream:
-        """Open a pod's log; read it with `iter_chunks()`, stop it with `close()`.
+    def open_log_stream(self, namespace: str, pod: str, **options: Any) -> LogStream:
+        """Open a pod's log; read it with `iter_chunks()`, stop it with `close()`. `options` are
+        those of `LogQuery`.
 
         The request is the one `CoreV1Api.read_namespaced_pod_log(..., _preload_content=False)`
         sends, made through the same ApiClient; that method cannot be used as is because it
         only accepts positive read timeouts, and a followed log may rightly stay silent for
         hours (only the connect timeout applies; `close()` ends the wait).
         """
-        path, query, what = self._log_request(
-            namespace,
-            pod,
-            container=container,
-            follow=follow,
-            tail_lines=tail_lines,
-            since_seconds=since_seconds,
-            timestamps=timestamps,
-            previous=previous,
-            limit_bytes=limit_bytes,
-        )
+        query = LogQuery(**options)
+        path, what = _log_path(namespace, pod), f"LOG {namespace}/{pod}"
         response = self._send(
             "GET",
             path,
-            query=query,
+            query=query.params(),
             # (connect, None): the REST layer turns the pair into a urllib3 Timeout, None meaning no limit.
-            timeout=(self.request_timeout[0], None if follow else self.request_timeout[1]),
+            timeout=(self.request_timeout[0], None if query.follow else self.request_timeout[1]),
         )
         self._raise_for_stream_status(response, what)
         return LogStream(response, self.name, what)
 
-    async def open_log_stream_async(
-        self,
-        namespace: str,
-        pod: str,
-        *,
-        container: str | None = None,
-        follow: bool = True,
-        tail_lines: int | None = None,
-        since_seconds: int | None = None,
-        timestamps: bool = False,
-        previous: bool = False,
-        limit_bytes: int | None = None,
-    ) -> AsyncLogStream:
+    async def open_log_stream_async(self, namespace: str, pod: str, **options: Any) -> AsyncLogStream:
         """`open_log_stream` on the running event loop: the same request, read with aiohttp.
 
         The URL and headers (credentials included) come from the official client's own request
         builder; TLS, the server name and the proxy from the same configuration. A followed log
         has only a connect timeout, like the threaded one; `close()` ends the wait.
         """
-        path, query, what = self._log_request(
-            namespace,
-            pod,
-            container=container,
-            follow=follow,
-            tail_lines=tail_lines,
-            since_seconds=since_seconds,
-            timestamps=timestamps,
-            previous=previous,
-            limit_bytes=limit_bytes,
-        )
+        query = LogQuery(**options)
+        path, what = _log_path(namespace, pod), f"LOG {namespace}/{pod}"
         configuration = self.configuration
         _, url, headers, _, _ = self.api_client.param_serialize(
             method="GET",
             resource_path=path,
-            query_params=[(k, v) for k, v in query if v is not None],
+            query_params=[(k, v) for k, v in query.params() if v is not None],
             header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
         )
@@ -1170,7 +1133,7 @@ class KubeClient:
                 )
             proxy = configuration.proxy
         connect, read = self.request_timeout
-        timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_read=None if follow else read)
+        timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_read=None if query.follow else read)
         try:
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl_context() if url.startswith("https:") else False, limit=1),
