@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
+
+import psutil
 
 from clusters.client import KubeClient
+from tests.waiting import wait_for
 
-T = TypeVar("T")
+__all__ = ["api_port", "compact", "connections_to", "make_configmap", "make_deployment", "running_pods", "wait_for", "wait_for_running_pod"]
 
 MANAGED = {"app.kubernetes.io/managed-by": "ale"}
 
@@ -53,16 +54,17 @@ def make_deployment(
     }
 
 
-def wait_for(probe: Callable[[], T], *, timeout: float = 15.0, interval: float = 0.1, what: str = "condition") -> T:
-    """Call `probe` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+def connections_to(port: int) -> set[tuple[str, int]]:
+    """Local addresses of this process's open connections to `port`."""
+    return {
+        tuple(c.laddr)
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    }
+
+
+def api_port(kube: KubeClient) -> int:
+    return int(kube.configuration.host.rsplit(":", 1)[1].split("/")[0])
 
 
 def running_pods(kube: KubeClient, namespace: str, name: str) -> list[dict]:

@@ -9,14 +9,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
 from clusters.client import ClusterError, KubeClient, client_for, forget_clients
 from clusters.models import Cluster
 from devcluster import kubeconfig_text
-from tests.clusters.helpers import compact, make_configmap, make_deployment, running_pods, wait_for, wait_for_running_pod
+from tests.clusters.helpers import (
+    api_port,
+    compact,
+    connections_to,
+    make_configmap,
+    make_deployment,
+    running_pods,
+    wait_for,
+    wait_for_running_pod,
+)
 
 
 @pytest.fixture
@@ -58,15 +66,6 @@ def kubeconfig_for(server: str) -> str:
             "current-context": "x",
         }
     )
-
-
-def connections_to(port: int) -> set[tuple[str, int]]:
-    """Local addresses of this process's open connections to `port`."""
-    return {
-        tuple(c.laddr)
-        for c in psutil.Process().net_connections(kind="tcp")
-        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
-    }
 
 
 # --- objects ---------------------------------------------------------------------------------------
@@ -199,7 +198,7 @@ def test_it_follows_a_log_as_lines_arrive(kube, namespace):
 
 def test_it_stops_a_followed_log_from_another_thread_and_frees_the_connection(kubeconfig_path):
     kube = KubeClient.from_kubeconfig(Path(kubeconfig_path).read_text(), name="local")
-    port = int(kube.configuration.host.rsplit(":", 1)[1].split("/")[0])
+    port = api_port(kube)
     namespace = f"ale-logs-{time.monotonic_ns() % 10**9}"
     kube.apply(
         [
