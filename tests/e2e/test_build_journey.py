@@ -12,22 +12,17 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.e2e.steps import create_project, sign_in
+
 pytestmark = pytest.mark.e2e
 
-ENV_URL = re.compile(r"/environments/[a-z0-9]{12}/$")
 LIVE = 25_000  # ms: a worker task, a 1.5–3 s build, a watch event, a pod start
 
 
 def test_it_deploys_from_a_repository_and_shows_the_build(page: Page, ale_stack, demo_login):
     username, password = demo_login
-    page.goto(ale_stack.url("/login/"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_label("Project Name").fill("builds")
-    page.get_by_label("Display Name").fill("Builds")
-    page.get_by_role("button", name="Create project").click()
-    expect(page).to_have_url(ENV_URL)
+    sign_in(page, ale_stack.url(""), username, password)
+    create_project(page, "builds", "Builds")
 
     page.get_by_role("link", name="+ Deploy").click()
     modal = page.locator("dialog#modal")

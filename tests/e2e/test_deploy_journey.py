@@ -11,22 +11,17 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.e2e.steps import create_project, sign_in
+
 pytestmark = pytest.mark.e2e
 
-ENV_URL = re.compile(r"/environments/[a-z0-9]{12}/$")
 LIVE = 20_000  # ms: a worker task, a pod start (0.3 s) and a watch event, on a busy machine
 
 
 def test_it_deploys_a_service_and_watches_it_run_stop_and_start(page: Page, ale_stack, demo_login):
     username, password = demo_login
-    page.goto(ale_stack.url("/login/"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_label("Project Name").fill("deploys")
-    page.get_by_label("Display Name").fill("Deploys")
-    page.get_by_role("button", name="Create project").click()
-    expect(page).to_have_url(ENV_URL)
+    sign_in(page, ale_stack.url(""), username, password)
+    create_project(page, "deploys", "Deploys")
     expect(page.get_by_text("No services yet")).to_be_visible()
     # Set on this document only: still there at the end means no reload happened.
     page.evaluate("window.__sameDocument = true")

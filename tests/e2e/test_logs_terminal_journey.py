@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import Page, expect
 
+from tests.e2e.steps import sign_in
 from tests.fixtures.devcluster import start_devcluster_process, stop_process
 
 pytestmark = pytest.mark.e2e
@@ -67,11 +68,8 @@ def streams_world(ale_server) -> Iterator[dict[str, str]]:
             ale_server.processes.remove(started)
 
 
-def sign_in(page: Page, ale_server, world: dict[str, str]) -> None:
-    page.goto(ale_server.url("/login/"))
-    page.get_by_label("Username").fill(world["username"])
-    page.get_by_label("Password").fill(world["password"])
-    page.get_by_role("button", name="Sign in").click()
+def sign_in_to_streams(page: Page, ale_server, world: dict[str, str]) -> None:
+    sign_in(page, ale_server.url(""), world["username"], world["password"])
     expect(page.get_by_role("heading", name="Projects")).to_be_visible()
 
 
@@ -81,7 +79,7 @@ def highest_seq(page: Page) -> int:
 
 
 def test_logs_arrive_live_and_can_be_searched_and_downloaded(page: Page, ale_server, streams_world):
-    sign_in(page, ale_server, streams_world)
+    sign_in_to_streams(page, ale_server, streams_world)
     page.goto(ale_server.url(f"/environments/{streams_world['env']}/"))
     page.locator(f"#service-{streams_world['app']}").get_by_role("link", name="Log view").click()
     expect(page).to_have_url(re.compile(rf"/services/{streams_world['app']}/logs/$"))
@@ -120,7 +118,7 @@ def test_logs_arrive_live_and_can_be_searched_and_downloaded(page: Page, ale_ser
 
 
 def test_a_hostile_log_line_renders_inert(page: Page, ale_server, streams_world):
-    sign_in(page, ale_server, streams_world)
+    sign_in_to_streams(page, ale_server, streams_world)
     page.goto(ale_server.url(f"/services/{streams_world['busy']}/logs/"))
     title = page.title()
     row = page.locator(".log-row", has_text="config EVIL=")
@@ -134,7 +132,7 @@ def test_a_hostile_log_line_renders_inert(page: Page, ale_server, streams_world)
 
 
 def test_a_terminal_runs_commands_and_follows_the_window_size(page: Page, ale_server, streams_world):
-    sign_in(page, ale_server, streams_world)
+    sign_in_to_streams(page, ale_server, streams_world)
     page.goto(ale_server.url(f"/environments/{streams_world['env']}/"))
     page.locator(f"#service-{streams_world['app']}").get_by_role("link", name="Terminal").click()
     expect(page).to_have_url(re.compile(rf"/services/{streams_world['app']}/terminal/$"))

@@ -12,10 +12,11 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.e2e.steps import ENV_URL, sign_in
+
 pytestmark = pytest.mark.e2e
 
 LIVE = 20_000  # ms
-ENV_URL = re.compile(r"/environments/[a-z0-9]{12}/$")
 PASSWORD = "a long passphrase for e2e"
 
 SETUP = """
@@ -31,13 +32,6 @@ Membership.objects.get_or_create(space=space, user=lead, defaults={"role": "owne
 # One running service: the second deploy is over the allocation.
 ResourceAllocation.objects.update_or_create(space=space, defaults={"max_running_services": 1})
 """ % {"password": PASSWORD}
-
-
-def sign_in(page: Page, base: str, username: str, password: str) -> None:
-    page.goto(base + "/login/")
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
 
 
 def test_an_invited_member_signs_up_deploys_and_meets_the_allocation(page: Page, browser, ale_stack):

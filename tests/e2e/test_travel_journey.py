@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
+from tests.e2e.steps import create_project, sign_in
+
 pytestmark = pytest.mark.e2e
 
-ENV_URL = re.compile(r"/environments/[a-z0-9]{12}/$")
 LIVE = 20_000  # ms
 
 FIRST_FILE = """apiVersion: ale/v1
@@ -50,19 +51,6 @@ def drop(page: Page, selector: str, name: str, content: str) -> None:
     page.dispatch_event(selector, "drop", {"dataTransfer": transfer})
 
 
-def sign_in_and_create_project(page: Page, server, login: tuple[str, str], name: str) -> str:
-    username, password = login
-    page.goto(server.url("/login/"))
-    page.get_by_label("Username").fill(username)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
-    page.get_by_label("Project Name").fill(name)
-    page.get_by_label("Display Name").fill(name.title())
-    page.get_by_role("button", name="Create project").click()
-    expect(page).to_have_url(ENV_URL)
-    return page.url
-
-
 def create_environment(page: Page, name: str, *, clone_from: str | None = None) -> str:
     selector = page.locator("[data-env-selector]")
     selector.locator("summary").first.click()
@@ -78,7 +66,8 @@ def create_environment(page: Page, name: str, *, clone_from: str | None = None) 
 
 
 def test_it_carries_an_environment_by_yaml_fills_its_secrets_and_clones_it(page: Page, ale_stack, demo_login, tmp_path: Path):
-    main_url = sign_in_and_create_project(page, ale_stack, demo_login, "travel")
+    sign_in(page, ale_stack.url(""), *demo_login)
+    main_url = create_project(page, "travel", "Travel")
 
     # A file dropped anywhere on the page: a preview first, nothing applied yet.
     drop(page, ".env-page", "shop.yaml", FIRST_FILE)
