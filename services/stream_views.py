@@ -48,7 +48,7 @@ from services.streams import (
 from spaces.access import live_projects, spaces_for_user
 from spaces.http import HtmxHttpRequest
 
-DOWNLOAD_PIPE_CAPACITY = 8
+DOWNLOAD_PIPE_CAPACITY = 8  # reads of at most 256 KiB each
 
 
 def _page_context(request: HttpRequest, service: Service, **extra: Any) -> dict[str, Any]:

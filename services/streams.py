@@ -54,8 +54,8 @@ REOPEN_MAX_SECONDS = 10.0
 MAX_LINE_BYTES = MAX_LINE_CHARS * 4
 JOIN_SECONDS = 3.0
 # A followed log that trickles (a read brought less than this) is read again only after this
-# long: what arrives meanwhile comes in one read. Hundreds of followers would otherwise each wake
-# their thread, and contend for the interpreter with the event loop, for every line printed.
+# long: what arrives meanwhile comes in one read. Hundreds of followers would otherwise each cost
+# the event loop a read, a split and a pipe hand-over for every line printed.
 TRICKLE_BYTES = 4096
 TRICKLE_SECONDS = 0.05
 
