@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import email.utils
 import hashlib
 import json
@@ -28,9 +29,9 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
@@ -50,6 +51,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 __all__ = [
     "AsyncLogStream",
     "ClusterError",
@@ -61,6 +64,7 @@ __all__ = [
     "client_for",
     "configuration_from_kubeconfig",
     "forget_clients",
+    "in_thread",
 ]
 
 DEFAULT_POOL_SIZE = 16
@@ -465,6 +469,36 @@ def forget_clients() -> None:
 
 
 # --- streams -------------------------------------------------------------------------------------
+
+
+async def in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call of the client (a pod list, building a client, a credential plugin) in
+    a short-lived thread of its own.
+
+    Not `sync_to_async` (its one shared thread serialises every database call of the process)
+    and not the default executor (its threads outlive the call, and a socket must leave none).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(setter: Callable[[Any], None], value: Any) -> None:
+        if not future.done():
+            setter(value)
+
+    def run() -> None:
+        try:
+            result = function(*args)
+        except BaseException as exc:  # handed to the awaiting coroutine, raised there
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, future.set_exception, exc)
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, future.set_result, result)
+
+    threading.Thread(target=run, name=f"ale-call-{getattr(function, '__name__', 'call')}", daemon=True).start()
+    return await future
+
+
 
 
 class _RawStream:
@@ -1113,15 +1147,15 @@ class KubeClient:
         has only a connect timeout, like the threaded one; `close()` ends the wait.
         """
         query = LogQuery(**options)
-        path, what = _log_path(namespace, pod), f"LOG {namespace}/{pod}"
+        what = f"LOG {namespace}/{pod}"
         configuration = self.configuration
-        _, url, headers, _, _ = self.api_client.param_serialize(
-            method="GET",
-            resource_path=path,
-            query_params=[(k, v) for k, v in query.params() if v is not None],
-            header_params={"Accept": "application/json"},
-            auth_settings=["BearerToken"],
-        )
+        # Building the request can block: an expired token is renewed by the kubeconfig's
+        # credential plugin (a program it runs) or OIDC refresh, and certificates are read from
+        # files. Off the loop, which every other socket of the process shares.
+        try:
+            url, headers, tls = await in_thread(self._async_log_request, _log_path(namespace, pod), query)
+        except (ssl.SSLError, OSError) as exc:
+            raise _transport_error(self.name, exc, what=what) from exc
         proxy = None
         if configuration.proxy and not should_bypass_proxies(configuration.host, configuration.no_proxy or ""):
             if is_socks_proxy_url(configuration.proxy):
@@ -1134,14 +1168,9 @@ class KubeClient:
             proxy = configuration.proxy
         connect, read = self.request_timeout
         timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_read=None if query.follow else read)
-        try:
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl_context() if url.startswith("https:") else False, limit=1),
-                timeout=timeout,
-                read_bufsize=_ASYNC_CHUNK,
-            )
-        except (ssl.SSLError, OSError) as exc:
-            raise _transport_error(self.name, exc, what=what) from exc
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=tls, limit=1), timeout=timeout, read_bufsize=_ASYNC_CHUNK
+        )
         try:
             response = await session.get(
                 url,
@@ -1167,6 +1196,18 @@ class KubeClient:
                 await stream.close()
             raise _http_error(self.name, response.status, body, response.headers, what=what)
         return stream
+
+    def _async_log_request(self, path: str, query: LogQuery) -> tuple[str, dict[str, str], ssl.SSLContext | bool]:
+        """The URL and headers (credentials included) the official client would send for this
+        log, and the TLS settings to send them with (False over plain HTTP)."""
+        _, url, headers, _, _ = self.api_client.param_serialize(
+            method="GET",
+            resource_path=path,
+            query_params=[(k, v) for k, v in query.params() if v is not None],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        return url, headers, self._ssl_context() if url.startswith("https:") else False
 
     def _ssl_context(self) -> ssl.SSLContext:
         """The TLS settings of the official client's connection pool, as an `ssl.SSLContext`."""

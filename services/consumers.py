@@ -29,13 +29,10 @@ cluster's TCP connection backs up; below LOW it resumes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -44,7 +41,7 @@ from django.conf import settings
 from django.http import Http404
 from django.utils import timezone
 
-from clusters.client import ClusterError, KubeClient, client_for
+from clusters.client import ClusterError, KubeClient, client_for, in_thread
 from services.access import get_service_for_user
 from services.builds import build_for, list_build_pods
 from services.models import Build, Service, TerminalSession
@@ -68,7 +65,6 @@ from services.streams import (
 )
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Close codes (4000-4999 are the application's).
 CLOSE_NORMAL = 1000
@@ -102,33 +98,6 @@ TERMINAL_FRAME_BYTES = 256 * 1024
 def _dumps(message: dict[str, Any]) -> str:
     # ASCII output (non-ASCII as \u escapes) is the encoder's fastest path in CPython.
     return json.dumps(message, separators=(",", ":"))
-
-
-async def in_thread(function: Callable[..., T], *args: Any) -> T:
-    """Run a blocking call (a pod list, building a client) in a short-lived thread of its own.
-
-    Not `sync_to_async` (its one shared thread serialises every database call of the process)
-    and not the default executor (its threads outlive the call, and a socket must leave none).
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(setter: Callable[[Any], None], value: Any) -> None:
-        if not future.done():
-            setter(value)
-
-    def run() -> None:
-        try:
-            result = function(*args)
-        except BaseException as exc:  # handed to the awaiting coroutine, raised there
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, future.set_exception, exc)
-        else:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, future.set_result, result)
-
-    threading.Thread(target=run, name=f"ale-call-{getattr(function, '__name__', 'call')}", daemon=True).start()
-    return await future
 
 
 def _query(scope: dict[str, Any]) -> dict[str, str]:
@@ -258,7 +227,9 @@ class LogConsumer(_StreamConsumer):
         self.service = service
         query = _query(self.scope)
         try:
-            self.build = await database_sync_to_async(build_for)(service, query.get("build"))
+            # Running logs (no build asked for) need no second trip to the database.
+            if query.get("build", "").strip():
+                self.build = await database_sync_to_async(build_for)(service, query["build"])
         except Build.DoesNotExist:
             # Refused before accept, like a service that is not the user's.
             await self.close()
@@ -409,21 +380,22 @@ class LogConsumer(_StreamConsumer):
         """Batch what the readers hand over into at most one frame per LOG_FRAME_SECONDS."""
         assert self.pipe is not None
         loop = asyncio.get_running_loop()
-        last_send = 0.0
+        last_send, last_size = 0.0, 0
         while True:
             await self._wait_window()
             items = [await self.pipe.get()]
             size = self._drain(items)
             # A trickle: what arrives until LOG_FRAME_SECONDS after the last frame goes in one
             # frame, rather than a line per frame. Once a frame's worth is there (a flood) it
-            # goes at once, however recent the last frame.
+            # goes at once, however recent the last frame; so does the small remainder that
+            # ends a flood (the last frame was big), rather than trailing it by LOG_FRAME_SECONDS.
             deadline = last_send + LOG_FRAME_SECONDS
-            while size < LOG_FRAME_SMALL and (remaining := deadline - loop.time()) > 0:
+            while size < LOG_FRAME_SMALL and last_size < LOG_FRAME_SMALL and (remaining := deadline - loop.time()) > 0:
                 if not await self.pipe.wait_for_items(remaining):
                     break
                 size = self._drain(items)
             await self._send_items(items)
-            last_send = loop.time()
+            last_send, last_size = loop.time(), size
 
     def _drain(self, items: list[Any]) -> int:
         """Add what is waiting in the pipe to `items`, up to a frame's size; returns the size."""

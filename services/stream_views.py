@@ -22,11 +22,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from clusters.client import ClusterError, KubeClient, client_for
+from clusters.client import ClusterError, KubeClient, client_for, in_thread
 from environments.access import get_environment_for_user
 from environments.models import Environment
 from services.access import get_service_for_user
-from services.consumers import in_thread
 from services.builds import build_for, list_build_pods
 from services.models import Build, Service
 from services.streams import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -141,3 +142,54 @@ def test_it_reads_over_tls_trusting_the_kubeconfigs_authority(tmp_path):
         assert caught.value.retryable and caught.value.reason == "Unreachable"
     finally:
         stop_process(proc)
+
+
+PLUGIN = """
+import json, pathlib, sys, time
+calls = pathlib.Path(sys.argv[1])
+calls.write_text(calls.read_text() + "run\\n" if calls.exists() else "run\\n")
+time.sleep(0.5)
+print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
+                  "status": {"token": sys.argv[2], "expirationTimestamp": "2000-01-01T00:00:00Z"}}))
+"""
+
+
+def test_a_slow_credential_plugin_renews_the_token_without_stalling_the_loop(kubeconfig_path, generator, tmp_path):
+    namespace, pod = generator
+    (tmp_path / "plugin.py").write_text(PLUGIN)
+    calls = tmp_path / "calls"
+    data = yaml.safe_load(Path(kubeconfig_path).read_text())
+    user = data["users"][0]["user"]
+    token = user.pop("token")
+    # A plugin whose token has always expired: each request runs it again, as a real one does
+    # once an hour. It takes half a second, as a cloud provider's login helper can.
+    user["exec"] = {
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "command": sys.executable,
+        "args": [str(tmp_path / "plugin.py"), str(calls), token],
+    }
+    kube = KubeClient.from_kubeconfig(data, name="local")
+    runs_at_load = calls.read_text().count("run")
+
+    async def scenario() -> tuple[list[str], int]:
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        try:
+            lines = await read_lines(kube, namespace, pod, 2, tail_lines=1)
+        finally:
+            ticker.cancel()
+        return lines, ticks
+
+    lines, ticks = asyncio.run(scenario())
+    assert len(lines) >= 2 and all("loggen seq=" in line for line in lines)
+    # The plugin ran again for this log, and the loop went on meanwhile: a loop blocked for the
+    # half second would have ticked once at most.
+    assert calls.read_text().count("run") > runs_at_load
+    assert ticks >= 10
