@@ -5,9 +5,9 @@
 A `loggen` pod prints a burst of --lines lines. The official client reads that log (follow,
 all lines) and so does a websocket client through ale (tail=all, acknowledging as the viewer
 does), alternately, --rounds times each; the median rates are compared (a round takes a
-tenth of a second, so a few of them are always caught by whatever else the machine is doing). A second loggen pod
-prints 1000 lines/s: the socket follows it for 3 s and the latency of each line is its arrival
-time minus its Kubernetes timestamp. Prints one JSON line:
+tenth of a second, so a few of them are always caught by whatever else the machine is doing).
+A second loggen pod prints 1000 lines/s: the socket follows it for 3 s and the latency of each
+line is its arrival time minus its Kubernetes timestamp. Prints one JSON line:
 
 {"lines", "direct_lines_per_s", "socket_lines_per_s", "ratio", "lost", "p50_latency_ms"}
 
