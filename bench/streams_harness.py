@@ -36,7 +36,12 @@ class World:
     kubeconfig: Path
     server: subprocess.Popen
     lag_file: Path
+    environment: Any = None
     processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def run_services(self, services: dict[str, tuple[str, dict[str, str], int]]) -> None:
+        """Start more services (as `start` does) once the world runs."""
+        self.services.update(_run_services(self.environment, services))
 
     def headers(self) -> dict[str, str]:
         return {"Cookie": self.cookie, "Origin": self.base}
@@ -103,11 +108,7 @@ def start(services: dict[str, tuple[str, dict[str, str], int]]) -> World:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     call_command("migrate", verbosity=0, interactive=False)
 
-    from clusters.client import client_for
     from clusters.models import Cluster
-    from environments.manifests import render_environment
-    from services.manifests import render_service
-    from services.models import Service
     from spaces.actions import create_project
     from spaces.models import Space
     from tests.factories import make_user
@@ -118,23 +119,7 @@ def start(services: dict[str, tuple[str, dict[str, str], int]]) -> World:
         acting_user=user, space=space, name="bench", display_name="Bench", cluster=Cluster.objects.get(name="local")
     )
     environment = project.environments.get()
-    kube = client_for(environment.cluster)
-    ids = {}
-    wanted = 0
-    for name, (image, variables, replicas) in services.items():
-        service = Service.objects.create(
-            environment=environment, name=name, image=image, port=8080, replicas=replicas,
-            env_vars=[{"name": k, "value": v} for k, v in variables.items()],
-        )
-        kube.apply(render_environment(environment) + render_service(service))
-        ids[name] = service.public_id
-        wanted += replicas
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pods, _ = kube.list("v1", "Pod", namespace=environment.namespace)
-        if len(pods) >= wanted and all(p["status"].get("phase") == "Running" for p in pods):
-            break
-        time.sleep(0.1)
+    ids = _run_services(environment, services)
 
     client = Client()
     client.force_login(user)
@@ -164,8 +149,36 @@ def start(services: dict[str, tuple[str, dict[str, str], int]]) -> World:
             time.sleep(0.2)
     return World(
         base=base, ws_base=f"ws://127.0.0.1:{port}", cookie=cookie, namespace=environment.namespace,
-        services=ids, kubeconfig=kubeconfig, server=server, lag_file=lag_file, processes=[devcluster],
+        services=ids, kubeconfig=kubeconfig, server=server, lag_file=lag_file, environment=environment,
+        processes=[devcluster],
     )
+
+
+def _run_services(environment: Any, services: dict[str, tuple[str, dict[str, str], int]]) -> dict[str, str]:
+    """Create and apply `services` (name: image, environment variables, replicas) in
+    `environment`, wait until all its pods run, and return their public ids by name."""
+    from clusters.client import client_for
+    from environments.manifests import render_environment
+    from services.manifests import render_service
+    from services.models import Service
+
+    kube = client_for(environment.cluster)
+    ids = {}
+    for name, (image, variables, replicas) in services.items():
+        service = Service.objects.create(
+            environment=environment, name=name, image=image, port=8080, replicas=replicas,
+            env_vars=[{"name": k, "value": v} for k, v in variables.items()],
+        )
+        kube.apply(render_environment(environment) + render_service(service))
+        ids[name] = service.public_id
+    wanted = sum(service.replicas for service in environment.services.all())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pods, _ = kube.list("v1", "Pod", namespace=environment.namespace)
+        if len(pods) >= wanted and all(p["status"].get("phase") == "Running" for p in pods):
+            break
+        time.sleep(0.1)
+    return ids
 
 
 def percentile(values: list[float], q: float) -> float:

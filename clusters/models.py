@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.core.validators import validate_slug
+from django.core.validators import RegexValidator, validate_slug
 from django.db import models
 
 
@@ -31,6 +31,19 @@ class Cluster(models.Model):
     context = models.CharField(max_length=200, blank=True, help_text="Kubeconfig context; blank for its current one.")
     ingress_domain = models.CharField(
         max_length=253, blank=True, help_text="Access URLs are <service>-<environment id>.<this domain>."
+    )
+    ingress_controller_namespace = models.CharField(
+        max_length=63,
+        blank=True,
+        default="ingress-nginx",
+        validators=[
+            RegexValidator(
+                r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+                "A namespace name: lowercase letters, digits and hyphens, starting and ending with a letter or digit.",
+            )
+        ],
+        help_text="Namespace of the ingress controller that serves Access URLs (ingress-nginx; kube-system for "
+        "k3s's Traefik). Each environment's isolation policy admits traffic from it. Blank: from no controller.",
     )
     external_host = models.CharField(
         max_length=253, blank=True, help_text="Host shown in external TCP addresses (host:port)."

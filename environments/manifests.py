@@ -28,14 +28,17 @@ def environment_labels(environment: Environment) -> dict[str, str]:
 def render_environment(environment: Environment) -> list[dict]:
     """The Namespace and the NetworkPolicy that isolates it, in the order they must be applied.
 
-    The policy admits ingress only from pods of the same namespace (egress stays open): the
-    services of an environment reach each other by name and port, nothing else reaches them.
-    An ingress controller runs in its own namespace, so on a cluster that enforces
-    NetworkPolicies the Access URLs also need a policy admitting the controller; which
-    namespace that is depends on the cluster and is not recorded on it yet.
+    The policy admits ingress only from pods of the same namespace and from the cluster's
+    ingress controller (egress stays open): the services of an environment reach each other by
+    name and port, their Access URLs reach them through the controller, nothing else does.
     """
     labels = environment_labels(environment)
     namespace = environment.namespace
+    peers: list[dict[str, Any]] = [{"podSelector": {}}]
+    controller = environment.cluster.ingress_controller_namespace
+    if controller:
+        # Every namespace carries this label, set by the API server itself (Kubernetes 1.21+).
+        peers.append({"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": controller}}})
     return [
         {
             "apiVersion": "v1",
@@ -49,7 +52,7 @@ def render_environment(environment: Environment) -> list[dict]:
             "spec": {
                 "podSelector": {},
                 "policyTypes": ["Ingress"],
-                "ingress": [{"from": [{"podSelector": {}}]}],
+                "ingress": [{"from": peers}],
             },
         },
     ]

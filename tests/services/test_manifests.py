@@ -53,16 +53,34 @@ def test_it_renders_the_namespace_with_the_ale_ids(main_env):
     assert policy["metadata"]["labels"] == namespace["metadata"]["labels"]
 
 
-def test_it_isolates_the_namespace_for_ingress_only(main_env):
+def test_it_isolates_the_namespace_admitting_only_its_pods_and_the_ingress_controller(main_env):
     policy = render_environment(main_env)[1]
     assert policy["kind"] == "NetworkPolicy"
     assert policy["metadata"]["name"] == "ale-isolation"
     assert policy["spec"] == {
         "podSelector": {},
         "policyTypes": ["Ingress"],
-        # Only pods of the same namespace: no namespaceSelector, no ipBlock.
-        "ingress": [{"from": [{"podSelector": {}}]}],
+        # Pods of the same namespace, and the namespace of the cluster's ingress controller (so
+        # Access URLs work where policies are enforced): no other namespace, no ipBlock.
+        "ingress": [
+            {
+                "from": [
+                    {"podSelector": {}},
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+                ]
+            }
+        ],
     }
+
+
+def test_a_cluster_names_its_ingress_controller_or_none(main_env):
+    cluster = main_env.cluster
+    cluster.ingress_controller_namespace = "kube-system"
+    assert render_environment(main_env)[1]["spec"]["ingress"][0]["from"][1] == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}}
+    }
+    cluster.ingress_controller_namespace = ""
+    assert render_environment(main_env)[1]["spec"]["ingress"] == [{"from": [{"podSelector": {}}]}]
 
 
 def test_it_labels_every_object_of_a_service(main_env):
