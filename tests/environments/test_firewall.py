@@ -30,9 +30,16 @@ def db_service(main_env, owner):
 
 def test_it_renders_nothing_external_when_off(main_env, owner, db_service):
     assert render_external_access(main_env, [db_service]) == []
-    # The isolation policy stays: same-namespace traffic only.
+    # The isolation policy stays: same-namespace traffic and the ingress controller only.
     policy = render_environment(main_env)[1]
-    assert policy["spec"]["ingress"] == [{"from": [{"podSelector": {}}]}]
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [
+                {"podSelector": {}},
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}},
+            ]
+        }
+    ]
 
 
 def test_it_admits_all_sources_to_tcp_services_when_on(main_env, owner, db_service):
