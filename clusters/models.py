@@ -45,6 +45,20 @@ class Cluster(models.Model):
         help_text="Namespace of the ingress controller that serves Access URLs (ingress-nginx; kube-system for "
         "k3s's Traefik). Each environment's isolation policy admits traffic from it. Blank: from no controller.",
     )
+    # A StorageClass name is a DNS subdomain: lowercase dot-separated labels, 253 characters in all.
+    storage_class = models.CharField(
+        max_length=253,
+        blank=True,
+        validators=[
+            RegexValidator(
+                r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+                "A StorageClass name: lowercase letters, digits, hyphens and dots, starting and ending with a "
+                "letter or digit.",
+            )
+        ],
+        help_text="StorageClass of the services' disks (their PersistentVolumeClaims). Blank: the cluster's "
+        "default StorageClass. A claim's class never changes, so set it before services get disks.",
+    )
     external_host = models.CharField(
         max_length=253, blank=True, help_text="Host shown in external TCP addresses (host:port)."
     )
