@@ -147,6 +147,7 @@ KINDS: dict[tuple[str, str], _Kind] = {
     ("v1", "Event"): _kind("v1", "events"),
     ("v1", "ResourceQuota"): _kind("v1", "resourcequotas"),
     ("v1", "ServiceAccount"): _kind("v1", "serviceaccounts"),
+    ("v1", "PersistentVolumeClaim"): _kind("v1", "persistentvolumeclaims"),
     ("apps/v1", "Deployment"): _kind("apps/v1", "deployments"),
     ("apps/v1", "ReplicaSet"): _kind("apps/v1", "replicasets"),
     ("batch/v1", "Job"): _kind("batch/v1", "jobs"),

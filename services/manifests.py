@@ -2,7 +2,9 @@
 
 `render_service` returns what must exist for the service as it is now; `MANAGED_KINDS` is
 every kind it may return, so that the reconcile task can delete what the current spec no
-longer asks for (the Ingress of a service that became a TCP service).
+longer asks for (the Ingress of a service that became a TCP service), and deleting the service
+deletes all of it. The disk of a TCP service is a PersistentVolumeClaim named after it: it
+outlives pods, stops and redeploys, and goes only with the service.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ DATA_MOUNT_PATH = "/data"
 DEPLOYMENT = ("apps/v1", "Deployment")
 SERVICE = ("v1", "Service")
 INGRESS = ("networking.k8s.io/v1", "Ingress")
-# In the order to delete them: traffic first, then the workload.
-MANAGED_KINDS = (INGRESS, SERVICE, DEPLOYMENT)
+CLAIM = ("v1", "PersistentVolumeClaim")
+# In the order to delete them: traffic first, then the workload, then the disk it mounted (the
+# claim's pvc-protection finalizer holds it until the last pod using it is gone).
+MANAGED_KINDS = (INGRESS, SERVICE, DEPLOYMENT, CLAIM)
 
 
 def _metadata(service: Service, **extra: Any) -> dict[str, Any]:
@@ -76,10 +80,6 @@ def _probes(service: Service) -> dict[str, Any]:
 
 def _container(service: Service) -> dict[str, Any]:
     quantities = {"cpu": f"{service.cpu_millicores}m", "memory": f"{service.memory_mib}Mi"}
-    if _has_disk(service):
-        # The disk (an emptyDir) as the pod's ephemeral storage: what the namespace's
-        # ResourceQuota counts as the space's disk.
-        quantities["ephemeral-storage"] = f"{service.disk_mib}Mi"
     container: dict[str, Any] = {
         "name": service.name,
         "image": service.image,
@@ -102,7 +102,15 @@ def _container(service: Service) -> dict[str, Any]:
 
 
 def _has_disk(service: Service) -> bool:
-    return not service.is_web and service.disk_mib > 0
+    return service.has_disk
+
+
+def _replicas(service: Service) -> int:
+    if _has_disk(service):
+        # The form and the actions refuse more than one with a disk; a service saved before that
+        # rule still must not start a second pod that waits on the claim.
+        return min(service.desired_replicas, 1)
+    return service.desired_replicas
 
 
 def render_deployment(service: Service) -> dict[str, Any]:
@@ -124,26 +132,48 @@ def render_deployment(service: Service) -> dict[str, Any]:
         if cluster.spot_tolerations:
             pod_spec["tolerations"] = [dict(toleration) for toleration in cluster.spot_tolerations]
     if _has_disk(service):
-        # An emptyDir capped at the requested size, not a PersistentVolumeClaim: the devcluster
-        # and a first install have no storage class, so a claim would stay Pending forever. The
-        # data lives as long as the pod; a claim per service is the production path.
-        pod_spec["volumes"] = [{"name": DATA_VOLUME, "emptyDir": {"sizeLimit": f"{service.disk_mib}Mi"}}]
+        pod_spec["volumes"] = [{"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": service.name}}]
     template_metadata: dict[str, Any] = {"labels": service.labels}
     if template_annotations:
         template_metadata["annotations"] = template_annotations
+    if _has_disk(service):
+        # A ReadWriteOnce volume attaches to one node: a surge pod elsewhere would wait on it
+        # forever, and two processes writing one database's files is worse. The old pod goes first.
+        strategy: dict[str, Any] = {"type": "Recreate"}
+    else:
+        # A new pod must be ready before an old one goes: no gap in service on a deploy.
+        strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         # The generation the watcher compares with the database to know which spec it sees.
         "metadata": _metadata(service, annotations={"ale.dev/generation": str(service.generation)}),
         "spec": {
-            "replicas": service.desired_replicas,
+            "replicas": _replicas(service),
             "selector": {"matchLabels": _selector(service)},
-            # A new pod must be ready before an old one goes: no gap in service on a deploy.
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+            "strategy": strategy,
             "template": {"metadata": template_metadata, "spec": pod_spec},
         },
     }
+
+
+def render_claim(service: Service) -> dict[str, Any] | None:
+    """The PersistentVolumeClaim of the service's disk; None when it has none.
+
+    `storageClassName` is left out unless the cluster names one, so that the cluster's default
+    StorageClass provisions it. Only the requested size ever changes afterwards: a larger one
+    asks the cluster to expand the volume (a claim cannot shrink, and the form refuses it).
+    """
+    if not _has_disk(service):
+        return None
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": f"{service.disk_mib}Mi"}},
+    }
+    storage_class = service.environment.cluster.storage_class
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _metadata(service), "spec": spec}
 
 
 def render_cluster_service(service: Service) -> dict[str, Any]:
@@ -185,8 +215,13 @@ def render_ingress(service: Service) -> dict[str, Any] | None:
 
 
 def render_service(service: Service) -> list[dict[str, Any]]:
-    """Every object the service needs now, in the order to apply them."""
-    manifests = [render_deployment(service), render_cluster_service(service)]
+    """Every object the service needs now, in the order to apply them: the claim before the
+    Deployment whose pods mount it."""
+    manifests = []
+    claim = render_claim(service)
+    if claim is not None:
+        manifests.append(claim)
+    manifests += [render_deployment(service), render_cluster_service(service)]
     ingress = render_ingress(service)
     if ingress is not None:
         manifests.append(ingress)

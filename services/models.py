@@ -9,6 +9,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 
 from environments.manifests import environment_labels
+from spaces.allocation import format_mib
 from spaces.ids import new_public_id
 
 # A DNS-1123 label: the service name becomes the Deployment's, the Service's and the private
@@ -45,6 +46,32 @@ SPEC_FIELDS = (
 )
 
 DNS_LABEL_MAX = 63
+
+ONE_REPLICA_WITH_DISK = "A service with a disk runs one replica: its disk attaches to one pod at a time."
+
+
+def disk_rule_errors(current_disk_mib: int, spec: dict[str, Any]) -> dict[str, str]:
+    """What a spec breaks of the disk's rules, by form field (`replicas`, `disk`, `kind`).
+
+    `current_disk_mib` is the disk the service has now (0 for a new one, or one without). A disk
+    is a ReadWriteOnce claim: one pod mounts it, so one replica; a claim cannot shrink, and
+    removing it (or the TCP kind that has it) would delete the data, so it only grows.
+    """
+    errors: dict[str, str] = {}
+    kind = spec.get("kind", Service.Kind.WEB)
+    disk_mib = int(spec.get("disk_mib") or 0) if kind == Service.Kind.TCP else 0
+    if disk_mib and int(spec.get("replicas") or 1) > 1:
+        errors["replicas"] = ONE_REPLICA_WITH_DISK
+    if current_disk_mib and disk_mib < current_disk_mib:
+        size = format_mib(current_disk_mib)
+        ending = "Deleting the service deletes its disk and its data."
+        if kind != Service.Kind.TCP:
+            errors["kind"] = f"This service has a {size} disk, which a web service cannot keep: it stays a TCP service. {ending}"
+        elif disk_mib == 0:
+            errors["disk"] = f"This service's disk is {size} and cannot be removed. {ending}"
+        else:
+            errors["disk"] = f"This service's disk is {size}: a disk can grow but never shrink. {ending}"
+    return errors
 
 
 def _empty_list() -> list:
@@ -162,6 +189,20 @@ class Service(models.Model):
     @property
     def is_web(self) -> bool:
         return self.kind == self.Kind.WEB
+
+    @property
+    def has_disk(self) -> bool:
+        """Only TCP services get a disk: a PersistentVolumeClaim mounted at /data."""
+        return not self.is_web and self.disk_mib > 0
+
+    @property
+    def disk_mib_held(self) -> int:
+        """The disk the service holds in its cluster, running or not."""
+        return self.disk_mib if self.has_disk else 0
+
+    @property
+    def disk_display(self) -> str:
+        return format_mib(self.disk_mib_held)
 
     @property
     def namespace(self) -> str:

@@ -23,7 +23,7 @@ from django.utils import timezone
 from clusters.client import ClusterError, client_for
 from environments.manifests import render_environment
 from services import live
-from services.manifests import BUILD_LABEL, JOB, MANAGED_KINDS, render_build_job, render_service
+from services.manifests import BUILD_LABEL, CLAIM, JOB, MANAGED_KINDS, render_build_job, render_service
 from services.models import Build, Service
 
 logger = logging.getLogger(__name__)
@@ -113,9 +113,11 @@ def reconcile_service(self: Task, service_id: int, generation: int | None = None
             manifests = render_service(service)
             kube.apply(render_environment(environment) + manifests)
             rendered = {(m["apiVersion"], m["kind"]) for m in manifests}
-            # What the spec no longer asks for (the Ingress of a service that became TCP).
+            # What the spec no longer asks for (the Ingress of a service that became TCP). Never
+            # the claim: the rules keep a disk from going while its service exists, and if a
+            # spec slipped past them, a claim left over costs storage where deleting it costs data.
             for api_version, kind in MANAGED_KINDS:
-                if (api_version, kind) not in rendered:
+                if (api_version, kind) not in rendered and (api_version, kind) != CLAIM:
                     kube.delete(api_version, kind, service.name, service.namespace)
     except ClusterError as exc:
         prefix = "Could not delete the service: " if deleting else ""

@@ -177,16 +177,78 @@ def test_it_places_on_demand_services_anywhere(main_env):
     assert "nodeSelector" not in pod and "tolerations" not in pod
 
 
-def test_it_gives_a_tcp_service_its_disk_at_data(main_env):
-    service = make_service(main_env, kind=Service.Kind.TCP, port=5432, disk_mib=2048)
-    pod = deployment_of(service)["spec"]["template"]["spec"]
-    assert pod["volumes"] == [{"name": "data", "emptyDir": {"sizeLimit": "2048Mi"}}]
+def make_database(env, **spec: Any) -> Service:
+    return make_service(env, **{"name": "db", "kind": Service.Kind.TCP, "port": 5432, "disk_mib": 2048, **spec})
+
+
+def test_it_gives_a_tcp_service_a_claim_for_its_disk(main_env):
+    service = make_database(main_env)
+    claim = by_kind(render_service(service))["PersistentVolumeClaim"]
+    assert claim == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "db", "namespace": main_env.namespace, "labels": service.labels},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2048Mi"}}},
+    }
+
+
+def test_it_applies_the_claim_before_the_deployment_that_mounts_it(main_env):
+    kinds = [m["kind"] for m in render_service(make_database(main_env))]
+    assert kinds == ["PersistentVolumeClaim", "Deployment", "Service"]
+
+
+def test_it_mounts_the_claim_at_data(main_env):
+    pod = deployment_of(make_database(main_env))["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "data", "persistentVolumeClaim": {"claimName": "db"}}]
     assert pod["containers"][0]["volumeMounts"] == [{"name": "data", "mountPath": "/data"}]
 
 
+def test_it_asks_no_ephemeral_storage_for_a_disk(main_env):
+    resources = container_of(make_database(main_env))["resources"]
+    assert resources["requests"] == resources["limits"] == {"cpu": "250m", "memory": "256Mi"}
+    assert "emptyDir" not in str(deployment_of(make_database(main_env)))
+
+
+def test_it_names_the_storage_class_only_when_the_cluster_has_one(main_env):
+    main_env.cluster.storage_class = "fast-ssd"
+    claim = by_kind(render_service(make_database(main_env)))["PersistentVolumeClaim"]
+    assert claim["spec"]["storageClassName"] == "fast-ssd"
+    main_env.cluster.storage_class = ""
+    claim = by_kind(render_service(make_database(main_env)))["PersistentVolumeClaim"]
+    assert "storageClassName" not in claim["spec"]
+
+
+def test_it_recreates_the_pod_of_a_service_with_a_disk(main_env):
+    # A surge pod would wait forever for a ReadWriteOnce volume attached to the old pod's node.
+    assert deployment_of(make_database(main_env))["spec"]["strategy"] == {"type": "Recreate"}
+    rolling = deployment_of(make_database(main_env, disk_mib=0))["spec"]["strategy"]
+    assert rolling["type"] == "RollingUpdate"
+
+
+def test_it_runs_at_most_one_pod_of_a_service_with_a_disk(main_env):
+    # A service saved before the one-replica rule.
+    assert deployment_of(make_database(main_env, replicas=3))["spec"]["replicas"] == 1
+    assert deployment_of(make_database(main_env, replicas=3, disk_mib=0))["spec"]["replicas"] == 3
+
+
+def test_it_keeps_the_claim_of_a_stopped_service(main_env):
+    service = make_database(main_env, desired_state=Service.DesiredState.STOPPED)
+    manifests = by_kind(render_service(service))
+    assert manifests["Deployment"]["spec"]["replicas"] == 0
+    assert manifests["PersistentVolumeClaim"]["spec"]["resources"]["requests"]["storage"] == "2048Mi"
+
+
 def test_it_gives_no_disk_without_one(main_env):
-    pod = deployment_of(make_service(main_env, kind=Service.Kind.TCP, port=5432))["spec"]["template"]["spec"]
+    service = make_service(main_env, kind=Service.Kind.TCP, port=5432)
+    pod = deployment_of(service)["spec"]["template"]["spec"]
     assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
+    assert "PersistentVolumeClaim" not in by_kind(render_service(service))
+
+
+def test_it_gives_a_web_service_no_claim_even_with_a_disk_size_saved(main_env):
+    service = make_service(main_env, disk_mib=1024)
+    assert [m["kind"] for m in render_service(service)] == ["Deployment", "Service", "Ingress"]
+    assert "volumes" not in deployment_of(service)["spec"]["template"]["spec"]
 
 
 def test_it_rolls_pods_on_an_explicit_redeploy(main_env):
