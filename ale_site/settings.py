@@ -214,6 +214,10 @@ WATCHER_LEASE_CLUSTER = env("WATCHER_LEASE_CLUSTER", "")
 EVENT_RETENTION_DAYS = int(env("EVENT_RETENTION_DAYS", "7"))
 # A service `deploying` this long with no Deployment in its cluster gets its reconcile again.
 SERVICE_STUCK_DEPLOY_SECONDS = int(env("SERVICE_STUCK_DEPLOY_SECONDS", "300"))
+# An environment still being deleted this long after its deletion (last) started gets its
+# deletion task again. Longer than that task's own polling of a terminating namespace (about
+# 35 minutes), so that a slow namespace is not given a second task while the first still waits.
+ENVIRONMENT_STUCK_DELETE_SECONDS = int(env("ENVIRONMENT_STUCK_DELETE_SECONDS", "3600"))
 
 # Logs and terminal in the browser. A terminal with no keystroke for TERMINAL_IDLE_TIMEOUT
 # seconds is closed; both sockets exchange a ping every STREAM_KEEPALIVE_SECONDS so that proxies

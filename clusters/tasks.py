@@ -1,9 +1,10 @@
 """Periodic tasks (Celery beat) that keep the observed side honest.
 
 `resync` lists what the watcher watches and repairs whatever a watch missed, with the same
-derivation and the same writer, and re-enqueues the reconcile of a service that has been
-`deploying` for long with no Deployment in its cluster (a lost task, a broker that was down
-when the action committed). `prune_events` drops events past the retention period.
+derivation and the same writer. It re-enqueues the reconcile of a service that has been
+`deploying` for long with no Deployment in its cluster, or `deleting` for long (a lost task, a
+broker that was down when the action committed), and the deletion of an environment whose
+deletion task gave up or was lost. `prune_events` drops events past the retention period.
 
 These live here rather than in `environments/tasks.py` and `services/tasks.py`, which hold the
 desired-state tasks: everything in this module only reads clusters, never writes them.
@@ -24,7 +25,7 @@ from clusters.client import ClusterError, client_for
 from clusters.models import Cluster
 from clusters.state import BUILD_SELECTOR, DEPLOYMENTS, EVENTS, JOBS, MANAGED_BY_SELECTOR, PODS, Changes, ClusterState
 from clusters.sync import services_to_derive, write_changes
-from environments.models import ClusterEvent
+from environments.models import ClusterEvent, Environment
 from services.models import Service
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def resync_cluster(cluster: Cluster) -> tuple[int, int]:
     state.replace(EVENTS, warnings)
     state.replace(JOBS, jobs)
     result = write_changes(cluster.pk, state, state.take_changes(), services=services)
-    requeued = _requeue_stuck(services, state) + _requeue_stuck_builds(cluster, jobs)
+    requeued = _requeue_stuck(services, state) + _requeue_stuck_builds(cluster, jobs) + _requeue_stuck_deletions(cluster)
     if result.changed or requeued:
         logger.info(
             "resync of cluster %s: %d status(es) repaired, %d reconcile(s) re-enqueued",
@@ -87,18 +88,26 @@ def _requeue_stuck(services: list[Service], state: ClusterState) -> int:
     stuck = [
         service
         for service in services
-        if service.status == Service.Status.DEPLOYING
-        and service.desired_state == Service.DesiredState.RUNNING
-        and (service.status_changed_at or service.created_at) < threshold
+        if (service.status_changed_at or service.created_at) < threshold
         and not service.environment.is_deleting
-        and state.observed(service.public_id)[0] is None
+        and (
+            # A deletion's reconcile that failed marks the service failed: one still deleting
+            # has no task working on it.
+            service.status == Service.Status.DELETING
+            or (
+                service.status == Service.Status.DEPLOYING
+                and service.desired_state == Service.DesiredState.RUNNING
+                and state.observed(service.public_id)[0] is None
+            )
+        )
     ]
     for service in stuck:
         logger.warning(
-            "service %s (%s/%s) deploying since %s with no Deployment: reconciling again",
+            "service %s (%s/%s) %s since %s: reconciling again",
             service.pk,
             service.environment.namespace,
             service.name,
+            "deleting" if service.status == Service.Status.DELETING else "deploying with no Deployment",
             service.status_changed_at,
         )
         transaction.on_commit(partial(reconcile_service.delay, service.pk, service.generation), robust=True)
@@ -126,6 +135,24 @@ def _requeue_stuck_builds(cluster: Cluster, jobs: list[dict]) -> int:
             continue
         logger.warning("build %s (%s) stuck %s: handing it on", pk, public_id, status)
         count += 1
+    return count
+
+
+def _requeue_stuck_deletions(cluster: Cluster) -> int:
+    """Environments still being deleted long after their deletion started: the task gave up
+    (the cluster was unreachable, or the namespace stayed terminating past its polls) or was
+    lost. Each gets the task again, once: `deleting_at` moves to now with a compare-and-set, so
+    two resyncs never both start it and the next try waits a whole period again."""
+    from environments.tasks import delete_environment
+
+    now = timezone.now()
+    threshold = now - timedelta(seconds=settings.ENVIRONMENT_STUCK_DELETE_SECONDS)
+    count = 0
+    for pk, started in Environment.objects.filter(cluster=cluster, deleting_at__lt=threshold).values_list("pk", "deleting_at"):
+        if Environment.objects.filter(pk=pk, deleting_at=started).update(deleting_at=now):
+            logger.warning("environment %s being deleted since %s: deleting again", pk, started)
+            transaction.on_commit(partial(delete_environment.delay, pk), robust=True)
+            count += 1
     return count
 
 

@@ -28,7 +28,8 @@ class Environment(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     # Set when a user deletes the environment: the row stays (shown as going) until the
-    # deletion task has seen its namespace disappear from the cluster.
+    # deletion task has seen its namespace disappear from the cluster. The periodic resync
+    # starts the task again when it has been going for long, and moves this to that moment.
     deleting_at = models.DateTimeField(null=True, blank=True)
 
     class TerminalAccess(models.TextChoices):
