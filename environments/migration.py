@@ -48,7 +48,7 @@ from yaml.nodes import ScalarNode
 
 from environments.models import Environment, EnvironmentVariable
 from services.forms import ENV_KEY_RE, ServiceForm, form_data_from_spec, format_mib
-from services.models import SPEC_FIELDS, Revision, Service
+from services.models import SPEC_FIELDS, Revision, Service, disk_rule_errors
 
 API_VERSION = "ale/v1"
 KIND = "Environment"
@@ -336,12 +336,13 @@ def _quantity_text(value: Any) -> str:
 
 
 class ImportServiceForm(ServiceForm):
-    """The deploy modal's form with the two rules that ask the database answered from what
-    the importer loaded once for the whole file (a query per service would not scale)."""
+    """The deploy modal's form with the rules that ask the database answered from what the
+    importer loaded once for the whole file (a query per service would not scale)."""
 
-    def __init__(self, *args: Any, taken_domains: set[str], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, taken_domains: set[str], current_disks: dict[str, int], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._taken_domains = taken_domains
+        self._current_disks = current_disks
 
     def clean_name(self) -> str:
         # Existing services are updated, not refused: the importer decides create or change.
@@ -349,6 +350,10 @@ class ImportServiceForm(ServiceForm):
 
     def _domains_in_use(self) -> set[str]:
         return self._taken_domains
+
+    def _current_disk_mib(self) -> int:
+        # A service of the file that exists already is changed, so its disk may only grow.
+        return self._current_disks.get(self.cleaned_data.get("name", ""), 0)
 
 
 def _service_form_data(errors: _Errors, item: dict, path: Path) -> tuple[dict[str, Any], str] | None:
@@ -488,6 +493,12 @@ def _taken_domains(environment: Environment, names_in_file: set[str]) -> set[str
     }
 
 
+def current_disks(environment: Environment) -> dict[str, int]:
+    """The disk each service of the environment holds now, by name (TCP services only)."""
+    rows = Service.objects.filter(environment=environment, kind=Service.Kind.TCP, disk_mib__gt=0)
+    return dict(rows.values_list("name", "disk_mib"))
+
+
 def parse_document(data: bytes, environment: Environment) -> ParsedDocument:
     """Bytes of an uploaded file → a validated document; DocumentError with every problem."""
     digest = hashlib.sha256(data).hexdigest()
@@ -550,11 +561,12 @@ def parse_document(data: bytes, environment: Environment) -> ParsedDocument:
         prepared.append((index, form_data, state))
 
     taken = _taken_domains(environment, set(first_seen))
+    disks = current_disks(environment)
     in_file: dict[str, int] = {}
     services: list[ParsedService] = []
     for index, form_data, state in prepared:
         path = ("spec", "services", index)
-        form = ImportServiceForm(form_data, environment=environment, taken_domains=taken)
+        form = ImportServiceForm(form_data, environment=environment, taken_domains=taken, current_disks=disks)
         if not form.is_valid():
             for field_name, messages in form.errors.items():
                 where = path + FORM_FIELD_PATHS.get(field_name, ())
@@ -758,6 +770,11 @@ def plan(environment: Environment, document: ParsedDocument, *, lock: bool = Fal
             continue
         if service.status == Service.Status.DELETING:
             blocked.append(f"{parsed.name} is being deleted; apply the file again once it is gone.")
+            continue
+        # Checked when the file was read; again here, under the lock, for a disk grown since.
+        refusals = disk_rule_errors(service.disk_mib_held, parsed.spec)
+        if refusals:
+            blocked += [f"{parsed.name}: {message}" for message in refusals.values()]
             continue
         if parsed.spec["source"] == Service.Source.GIT and service.source == Service.Source.GIT:
             # The image of a Git service is what its last build pushed; a file cannot say it.

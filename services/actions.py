@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from environments.models import Environment
 from services import builds, live
-from services.models import SPEC_FIELDS, Revision, Service
+from services.models import SPEC_FIELDS, Revision, Service, disk_rule_errors
 from spaces import audit
 from spaces.resources import check_services
 
@@ -61,6 +61,17 @@ def _set_status(service: Service, status: str, reason: str = "") -> None:
     service.status = status
     service.status_reason = reason
     service.status_changed_at = timezone.now()
+
+
+def _check_disk(service: Service | None, spec: Mapping[str, Any]) -> None:
+    """The disk's rules against the locked row (None for a new service): the form checked an
+    older read of it, and a rollback brings a spec no form saw. Shrinking or dropping a claim
+    would lose its data."""
+    current = service.disk_mib_held if service is not None else 0
+    whole = {**service.snapshot(), **spec} if service is not None else dict(spec)
+    refusals = disk_rule_errors(current, whole)
+    if refusals:
+        raise ValidationError(list(refusals.values()))
 
 
 def _record_revision(service: Service, acting_user: AbstractBaseUser | None, cause: str) -> Revision:
@@ -127,6 +138,7 @@ def deploy_service(
         # The form checked this too; the lock on the environment makes it hold.
         if Service.objects.filter(environment=environment, name=cleaned_data["name"]).exists():
             raise ValidationError("This environment already has a service with this name.")
+        _check_disk(None, spec)
         service = Service(environment=environment, name=cleaned_data["name"], generation=0)
         service.apply_snapshot(spec)
         # Saved once first: the revision needs the row, `_run` bumps the generation to 1.
@@ -135,6 +147,7 @@ def deploy_service(
         if service.environment_id != environment.pk:
             raise ValueError("The service is not in this environment.")
         service = _lock(service)
+        _check_disk(service, spec)
         service.apply_snapshot(spec)
     # Before anything is written: a refusal leaves the service as it was (the new one's row
     # goes with the rolled-back transaction).
@@ -169,6 +182,7 @@ def rollback_service(acting_user: AbstractBaseUser | None, service: Service, rev
     if revision.service_id != service.pk:
         raise ValueError("The revision belongs to another service.")
     service = _lock(service)
+    _check_disk(service, revision.spec)
     service.apply_snapshot(revision.spec)
     check_services([service])
     new = _run(service, acting_user, "rollback")

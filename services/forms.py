@@ -19,7 +19,7 @@ from django import forms
 from django.core.validators import URLValidator
 
 from environments.models import Environment
-from services.models import SPEC_FIELDS, Service, validate_service_name
+from services.models import SPEC_FIELDS, Service, disk_rule_errors, validate_service_name
 
 MIN_CPU = Decimal("0.1")
 MAX_CPU = Decimal("16")
@@ -280,7 +280,12 @@ class ServiceForm(forms.Form):
         max_value=MAX_CPU,
     )
     memory = forms.CharField(label="Memory", initial="256Mi", max_length=20, help_text="MiB, or 512Mi, 1Gi, 1.5 GiB.")
-    disk = forms.CharField(label="Disk", required=False, max_length=20, help_text="TCP services only, mounted at /data.")
+    disk = forms.CharField(
+        label="Disk",
+        required=False,
+        max_length=20,
+        help_text="TCP services only, mounted at /data; kept while the service is stopped. It can grow, never shrink.",
+    )
     replicas = forms.IntegerField(
         label="Replicas",
         min_value=1,
@@ -424,6 +429,10 @@ class ServiceForm(forms.Form):
             others = others.exclude(pk=self.service.pk)
         return {host for domains in others.values_list("custom_domains", flat=True) for host in domains}
 
+    def _current_disk_mib(self) -> int:
+        """The disk the service being edited holds now: what a change may grow but not shrink."""
+        return self.service.disk_mib_held if self.service is not None else 0
+
     # -- rules across fields
 
     def clean(self) -> dict[str, Any]:
@@ -448,6 +457,10 @@ class ServiceForm(forms.Form):
             self.add_error("disk", "Only TCP services (databases and the like) get a disk; a web service has none.")
         if kind == Service.Kind.TCP and data.get("custom_domains"):
             self.add_error("custom_domains", "Custom domains are for web services; a TCP service has an address.")
+        if kind and "disk" in data and "replicas" in data:
+            proposed = {"kind": kind, "disk_mib": data["disk"], "replicas": data["replicas"]}
+            for field, message in disk_rule_errors(self._current_disk_mib(), proposed).items():
+                self.add_error(field, message)
         # The spec under the model's names, for deploy_service.
         if "cpu" in data:
             data["cpu_millicores"] = int(data["cpu"] * 1000)

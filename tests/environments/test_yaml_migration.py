@@ -254,6 +254,54 @@ def test_it_refuses_a_name_held_by_a_service_being_deleted(staging, owner):
         migration.import_file(owner, staging, text.encode())
 
 
+def database_file(disk: str, replicas: int = 1) -> bytes:
+    resources = f"{{disk: {disk}, replicas: {replicas}}}" if disk else f"{{replicas: {replicas}}}"
+    return (
+        "apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n"
+        f"    - {{name: db, kind: tcp, image: 'postgres:16', port: 5432, resources: {resources}}}\n"
+    ).encode()
+
+
+def test_it_refuses_replicas_with_a_disk_from_a_file(staging, owner):
+    with pytest.raises(migration.DocumentError, match=r"spec.services\[0\].resources.replicas.*runs one replica"):
+        migration.import_file(owner, staging, database_file("1Gi", replicas=2))
+    assert not Service.objects.filter(environment=staging).exists()
+
+
+@pytest.mark.parametrize("disk, says", [("1Gi", "never shrink"), ("", "cannot be removed")])
+def test_it_refuses_a_file_that_shrinks_or_drops_a_disk(staging, owner, disk, says):
+    service = make_service(staging, owner, name="db", kind="tcp", image="postgres:16", port="5432", disk="2Gi")
+    with pytest.raises(migration.DocumentError, match=rf"spec.services\[0\].resources.disk.*2 GiB.*{says}") as raised:
+        migration.import_file(owner, staging, database_file(disk))
+    assert "Deleting the service deletes its disk" in str(raised.value)
+    service.refresh_from_db()
+    assert (service.disk_mib, service.generation) == (2048, 1)
+
+
+def test_it_grows_a_disk_from_a_file(staging, owner, django_capture_on_commit_callbacks):
+    service = make_service(staging, owner, name="db", kind="tcp", image="postgres:16", port="5432", disk="2Gi")
+    with django_capture_on_commit_callbacks(execute=False):
+        result = migration.import_file(owner, staging, database_file("4Gi"))
+    assert result.changed == ["db"]
+    service.refresh_from_db()
+    assert service.disk_mib == 4096
+
+
+def test_it_refuses_at_apply_a_shrink_the_preview_did_not_see(staging, owner, django_capture_on_commit_callbacks):
+    from services.actions import deploy_service
+    from services.forms import ServiceForm, spec_of
+
+    service = make_service(staging, owner, name="db", kind="tcp", image="postgres:16", port="5432", disk="2Gi")
+    document = migration.parse_document(database_file("3Gi"), staging)
+    form = ServiceForm({**spec_of(service), "disk": "5Gi"}, environment=staging, service=service)
+    assert form.is_valid(), form.errors
+    deploy_service(owner, staging, form.cleaned_data, service)
+    with pytest.raises(ValidationError, match="db: .*5 GiB"):
+        migration.apply_document(owner, staging, document)
+    service.refresh_from_db()
+    assert service.disk_mib == 5120
+
+
 def test_it_refuses_a_domain_another_environment_uses(main_env, staging, owner):
     make_shop(main_env, owner)
     with pytest.raises(migration.DocumentError, match=r"spec.services\[1\].customDomains \(line \d+\): shop.example.com is already used"):

@@ -132,6 +132,38 @@ def test_it_rolls_back_to_an_earlier_revision(main_env, owner):
     assert (latest.number, latest.cause, latest.spec) == (3, "rollback", first.spec)
 
 
+def database(env, service: Service | None = None, **overrides: Any) -> dict[str, Any]:
+    return spec(env, service, **{"name": "db", "kind": "tcp", "port": "5432", "replicas": "1", "disk": "2Gi", **overrides})
+
+
+def test_it_refuses_a_rollback_that_would_shrink_or_drop_a_disk(main_env, owner):
+    service = actions.deploy_service(owner, main_env, database(main_env, disk=""))
+    actions.deploy_service(owner, main_env, database(main_env, service, disk="1Gi"), service)
+    actions.deploy_service(owner, main_env, database(main_env, service, disk="2Gi"), service)
+    for number in (1, 2):
+        with pytest.raises(ValidationError, match="2 GiB"):
+            actions.rollback_service(owner, service, service.revisions.get(number=number))
+    service.refresh_from_db()
+    assert (service.disk_mib, service.generation) == (2048, 3)
+
+
+def test_it_refuses_a_shrink_that_slipped_past_the_form(main_env, owner):
+    service = actions.deploy_service(owner, main_env, database(main_env))
+    stale = database(main_env, service, disk="3Gi")
+    # The form read 2 GiB; meanwhile the disk grew to 4 GiB.
+    actions.deploy_service(owner, main_env, database(main_env, service, disk="4Gi"), service)
+    with pytest.raises(ValidationError, match="never shrink"):
+        actions.deploy_service(owner, main_env, stale, service)
+    service.refresh_from_db()
+    assert service.disk_mib == 4096
+
+
+def test_it_refuses_replicas_with_a_disk_that_slipped_past_the_form(main_env, owner):
+    with pytest.raises(ValidationError, match="runs one replica"):
+        actions.deploy_service(owner, main_env, {**database(main_env), "replicas": 2})
+    assert not Service.objects.filter(name="db").exists()
+
+
 def test_it_refuses_a_rollback_to_another_services_revision(main_env, owner):
     service = actions.deploy_service(owner, main_env, spec(main_env))
     other = actions.deploy_service(owner, main_env, spec(main_env, name="other"))

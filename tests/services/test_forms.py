@@ -307,6 +307,62 @@ def test_it_refuses_an_oversized_disk(main_env):
     assert "At most 100Gi of disk." in errors_for(main_env, kind="tcp", disk="101Gi")["disk"][0]
 
 
+ONE_REPLICA = "A service with a disk runs one replica: its disk attaches to one pod at a time."
+
+
+def make_database(env, owner, disk: str = "2Gi"):
+    return deploy_service(owner, env, cleaned(env, name="db", kind="tcp", port="5432", disk=disk))
+
+
+def test_it_refuses_replicas_with_a_disk(main_env):
+    assert errors_for(main_env, kind="tcp", disk="1Gi", replicas="2")["replicas"] == [ONE_REPLICA]
+
+
+def test_it_allows_replicas_without_a_disk(main_env):
+    assert cleaned(main_env, kind="tcp", replicas="3")["replicas"] == 3
+    assert cleaned(main_env, kind="tcp", disk="1Gi", replicas="1")["disk_mib"] == 1024
+
+
+def test_it_refuses_more_replicas_for_a_service_that_has_a_disk(main_env, owner):
+    service = make_database(main_env, owner)
+    errors = errors_for(main_env, service, name="db", kind="tcp", port="5432", disk="2Gi", replicas="2")
+    assert errors["replicas"] == [ONE_REPLICA]
+
+
+def test_it_refuses_to_shrink_a_disk(main_env, owner):
+    service = make_database(main_env, owner)
+    [message] = errors_for(main_env, service, name="db", kind="tcp", port="5432", disk="1Gi")["disk"]
+    assert "2 GiB" in message and "never shrink" in message
+    assert "Deleting the service deletes its disk" in message
+
+
+def test_it_refuses_to_remove_a_disk(main_env, owner):
+    service = make_database(main_env, owner)
+    [message] = errors_for(main_env, service, name="db", kind="tcp", port="5432", disk="")["disk"]
+    assert "2 GiB" in message and "cannot be removed" in message
+    assert "Deleting the service deletes its disk" in message
+
+
+def test_it_refuses_to_turn_a_service_with_a_disk_into_a_web_service(main_env, owner):
+    service = make_database(main_env, owner)
+    [message] = errors_for(main_env, service, name="db", kind="web", port="5432", disk="")["kind"]
+    assert "2 GiB disk" in message and "Deleting the service deletes its disk" in message
+
+
+def test_it_lets_a_disk_grow(main_env, owner):
+    service = make_database(main_env, owner)
+    form = ServiceForm(make_data(name="db", kind="tcp", port="5432", disk="5Gi"), environment=main_env, service=service)
+    assert form.is_valid(), form.errors
+    assert form.cleaned_data["disk_mib"] == 5120
+    # Unchanged is fine too.
+    assert not errors_for(main_env, service, name="db", kind="tcp", port="5432", disk="2048Mi")
+
+
+def test_it_lets_a_service_without_a_disk_get_one(main_env, owner):
+    service = deploy_service(owner, main_env, cleaned(main_env, name="db", kind="tcp", port="5432"))
+    assert not errors_for(main_env, service, name="db", kind="tcp", port="5432", disk="1Gi")
+
+
 @pytest.mark.parametrize("replicas", ["0", "51"])
 def test_it_refuses_replicas_outside_1_to_50(main_env, replicas):
     assert errors_for(main_env, replicas=replicas)["replicas"] == ["Replicas is a whole number from 1 to 50."]
@@ -367,7 +423,7 @@ def test_it_prefills_the_modal_from_a_service_and_round_trips(main_env, owner):
         memory="1.5Gi",
         disk="2Gi",
         cpu="0.5",
-        replicas="2",
+        replicas="1",
     )
     service = deploy_service(owner, main_env, first)
     initial = spec_of(service)
