@@ -90,7 +90,7 @@ def _ordered(details: Obj) -> Obj:
 
 GENERATION_KINDS = {"Deployment", "ReplicaSet", "Job", "NetworkPolicy", "Ingress"}
 # Kinds whose DELETE answers with the deleted object rather than a Status (ReturnDeletedObject).
-RETURNS_DELETED = {"Pod", "Service", "ResourceQuota"}
+RETURNS_DELETED = {"Pod", "Service", "ResourceQuota", "PersistentVolumeClaim"}
 
 
 def default_propagation(kind: Kind) -> str:
@@ -395,6 +395,14 @@ class Api:
         if kind.kind in ("Secret", "ConfigMap") and old.get("immutable"):
             if old.get("data") != new.get("data"):
                 causes.append(forbidden_cause("data", "field is immutable when `immutable` is set"))
+        if kind.kind == "PersistentVolumeClaim":
+            causes += _claim_update_causes(old, new)
+        if kind.kind == "StorageClass":
+            for field_name in ("provisioner", "parameters", "reclaimPolicy"):
+                if old.get(field_name) != new.get(field_name):
+                    causes.append(kinds.forbidden(field_name, f"updates to {field_name} are forbidden."))
+            if not same("volumeBindingMode"):
+                causes.append(kinds.invalid("volumeBindingMode", new.get("volumeBindingMode"), "field is immutable"))
         if kind.kind == "Pod":
             old_spec, new_spec = copy.deepcopy(old.get("spec") or {}), copy.deepcopy(new.get("spec") or {})
             for spec in (old_spec, new_spec):
@@ -581,6 +589,69 @@ def _generate_job_selector(job: Obj) -> None:
     spec["template"]["metadata"]["labels"] = labels
     labels.update({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
                    "controller-uid": uid, "job-name": name})
+
+
+def _claim_update_causes(old: Obj, new: Obj) -> list[kinds.Cause]:
+    """ValidatePersistentVolumeClaimUpdate: only a bound claim's requests (and its attributes class) may change."""
+    causes: list[kinds.Cause] = []
+    old_spec, new_spec = copy.deepcopy(old.get("spec") or {}), copy.deepcopy(new.get("spec") or {})
+    compared_old, compared_new = copy.deepcopy(old_spec), copy.deepcopy(new_spec)
+    # The persistentvolume controller sets volumeName once; so may a user who binds by hand.
+    if not old_spec.get("volumeName"):
+        compared_old.pop("volumeName", None)
+        compared_new.pop("volumeName", None)
+    # A claim created without a class may get one later (the default class, assigned retroactively).
+    if old_spec.get("storageClassName") is None and new_spec.get("storageClassName") is not None:
+        compared_new.pop("storageClassName", None)
+    bound = (old.get("status") or {}).get("phase") == "Bound"
+    requests_old = (compared_old.get("resources") or {}).get("requests") or {}
+    if bound and isinstance((compared_new.get("resources") or {}).get("requests"), dict):
+        compared_new["resources"]["requests"]["storage"] = requests_old.get("storage")
+    compared_old.pop("volumeAttributesClassName", None)
+    compared_new.pop("volumeAttributesClassName", None)
+    if not _same_quantities(compared_old, compared_new):
+        causes.append(kinds.forbidden("spec", "spec is immutable after creation except resources.requests and "
+                                              "volumeAttributesClassName for bound claims\n"
+                                      + _spec_diff(compared_old, compared_new)))
+    old_size = kinds.parse_quantity(((old_spec.get("resources") or {}).get("requests") or {}).get("storage"))
+    new_size = kinds.parse_quantity(((new_spec.get("resources") or {}).get("requests") or {}).get("storage"))
+    capacity = kinds.parse_quantity(((old.get("status") or {}).get("capacity") or {}).get("storage")) or 0.0
+    # RecoverVolumeExpansionFailure: a request may go back down, but never to or below what was allocated.
+    if old_size is not None and new_size is not None and new_size < old_size and new_size <= capacity:
+        causes.append(kinds.forbidden("spec.resources.requests.storage",
+                                      "field can not be less than status.capacity"))
+    return causes
+
+
+def _same_quantities(a: Any, b: Any) -> bool:
+    """Semantic equality: "1Gi" and "1024Mi" are the same quantity, as apiequality.Semantic says."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_quantities(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_quantities(x, y) for x, y in zip(a, b))
+    if isinstance(a, str) and isinstance(b, str) and a != b:
+        qa, qb = kinds.parse_quantity(a), kinds.parse_quantity(b)
+        return qa is not None and qa == qb
+    return a == b
+
+
+_GO_FIELDS = {"accessModes": "AccessModes", "selector": "Selector", "resources": "Resources",
+              "volumeName": "VolumeName", "storageClassName": "StorageClassName", "volumeMode": "VolumeMode",
+              "dataSource": "DataSource", "dataSourceRef": "DataSourceRef",
+              "volumeAttributesClassName": "VolumeAttributesClassName"}
+
+
+def _spec_diff(old: Obj, new: Obj) -> str:
+    """A short rendering of the changed fields in the shape of the cmp.Diff kube-apiserver appends."""
+    lines = ["  core.PersistentVolumeClaimSpec{"]
+    for key in sorted(set(old) | set(new), key=lambda k: list(_GO_FIELDS).index(k) if k in _GO_FIELDS else 99):
+        if _same_quantities(old.get(key), new.get(key)):
+            continue
+        name = _GO_FIELDS.get(key, key)
+        lines.append(f"- \t{name}: {json.dumps(old.get(key))},")
+        lines.append(f"+ \t{name}: {json.dumps(new.get(key))},")
+    lines.append("  }")
+    return "\n".join(lines)
 
 
 def forbidden_cause(path: str, detail: str) -> kinds.Cause:

@@ -16,11 +16,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import kinds
+from . import kinds, volumes
 from .api import Api, ApiError
 from .kinds import Kind, Obj, find_kind
 from .runtime_types import ContainerRun
 from .store import Change
+from .volumes import CLAIM, STORAGE_CLASS
 
 from .podlogs import job_outcome
 
@@ -174,13 +175,17 @@ class Recorder:
         self._write(lambda: self.api.create(EVENT, ns, body, manager=component))
 
     def scheduled(self, pod: Obj) -> None:
+        ns = pod["metadata"]["namespace"]
+        self.scheduler_event(pod, "Normal", "Scheduled", "Binding",
+                             f"Successfully assigned {ns}/{pod['metadata']['name']} to {NODE}")
+
+    def scheduler_event(self, pod: Obj, type_: str, reason: str, action: str, message: str) -> None:
         """The scheduler reports through events.k8s.io: eventTime set, legacy timestamps null."""
         ns = pod["metadata"]["namespace"]
         body = {"metadata": {"name": f"{pod['metadata']['name']}.{time.time_ns():x}", "namespace": ns},
-                "involvedObject": self._ref(POD, pod), "reason": "Scheduled",
-                "message": f"Successfully assigned {ns}/{pod['metadata']['name']} to {NODE}",
-                "source": {}, "firstTimestamp": None, "lastTimestamp": None, "type": "Normal",
-                "eventTime": kinds.now_micro(), "action": "Binding", "reportingComponent": "default-scheduler",
+                "involvedObject": self._ref(POD, pod), "reason": reason, "message": message,
+                "source": {}, "firstTimestamp": None, "lastTimestamp": None, "type": type_,
+                "eventTime": kinds.now_micro(), "action": action, "reportingComponent": "default-scheduler",
                 "reportingInstance": f"default-scheduler-{NODE}"}
         self._write(lambda: self.api.create(EVENT, ns, body, manager="kube-scheduler"))
 
@@ -533,6 +538,9 @@ class ControllerManager:
         self.tasks: list[asyncio.Task] = []
         self.resync_seconds = resync_seconds
         self.job_retry_at: dict[str, float] = {}
+        # Claims the persistentvolume controller could not provision; it retries on its resync period.
+        self.claim_retry_at: dict[str, float] = {}
+        self.claim_retry_seconds = 15.0
         self.event_ttl = 3600.0
         self.store.listeners.append(self.observe)
 
@@ -585,6 +593,13 @@ class ControllerManager:
                 self.enqueue("job", j["metadata"]["namespace"], j["metadata"]["name"])
         for ns in self.store.list("namespaces"):
             self.enqueue("namespace", "", ns["metadata"]["name"])
+        for claim in self.store.list(CLAIM.bucket):
+            if claim["metadata"].get("deletionTimestamp") or (claim.get("status") or {}).get("phase") != "Bound":
+                self.enqueue("claim", claim["metadata"]["namespace"], claim["metadata"]["name"])
+        for pod in self.store.list("pods"):
+            # Unschedulable pods wait in the scheduler's queue; retrying them is cheap and idempotent.
+            if not (pod.get("spec") or {}).get("nodeName") and not pod["metadata"].get("deletionTimestamp"):
+                self.enqueue("schedule", pod["metadata"]["namespace"], pod["metadata"]["name"])
         for bucket, items in list(self.store.buckets.items()):
             for obj in list(items.values()):
                 if "foregroundDeletion" in (obj["metadata"].get("finalizers") or []):
@@ -613,6 +628,23 @@ class ControllerManager:
                 elif ref.get("kind") == "Job":
                     self.enqueue("job", ns, ref["name"])
             self.enqueue("quota", ns, "")
+            # A pod that stops or goes may release a claim held by its protection finalizer.
+            for claim_name in volumes.claim_names(obj):
+                claim = self.store.get(CLAIM.bucket, ns, claim_name)
+                if claim is not None and claim["metadata"].get("deletionTimestamp"):
+                    self.enqueue("claim", ns, claim_name)
+        elif bucket == CLAIM.bucket:
+            self.enqueue("claim", ns, name)
+            self.enqueue("quota", ns, "")
+            # The scheduler requeues the pods that wait for this claim (a cluster event they care about).
+            for pod in self.store.list("pods", ns):
+                if not (pod.get("spec") or {}).get("nodeName") and name in volumes.claim_names(pod):
+                    self.enqueue("schedule", ns, pod["metadata"]["name"])
+        elif bucket == STORAGE_CLASS.bucket:
+            for claim in self.store.list(CLAIM.bucket):
+                if (claim.get("spec") or {}).get("storageClassName") == name:
+                    self.claim_retry_at.pop(claim["metadata"]["uid"], None)
+                    self.enqueue("claim", claim["metadata"]["namespace"], claim["metadata"]["name"])
         elif bucket == "replicasets.apps":
             self.enqueue("replicaset", ns, name)
             for ref in meta.get("ownerReferences") or []:
@@ -646,6 +678,10 @@ class ControllerManager:
         pod = self.store.get("pods", namespace, name)
         if pod is None or (pod.get("spec") or {}).get("nodeName") or pod["metadata"].get("deletionTimestamp"):
             return
+        reason = volumes.unschedulable_reason(self.api, pod)
+        if reason is not None:
+            self._unschedulable(pod, reason)
+            return
         bound = copy.deepcopy(pod)
         bound["spec"]["nodeName"] = NODE
         pod = self.api.write(POD, pod, bound, manager="kube-scheduler", trusted=True, subresource="binding")
@@ -654,6 +690,99 @@ class ControllerManager:
             _condition("PodScheduled", "True", "", "", None, update_time=False, probe=True)]
         stored = self.api.write(POD, pod, scheduled, manager="kube-scheduler", subresource="status", trusted=True)
         self.recorder.scheduled(stored)
+
+    def _unschedulable(self, pod: Obj, message: str) -> None:
+        """PodScheduled=False and a FailedScheduling event, once per distinct verdict.
+
+        The real scheduler repeats the event when it retries (at most every few minutes); reporting
+        each new verdict once keeps the resync's retries from flooding the namespace with events.
+        """
+        conds = (pod.get("status") or {}).get("conditions") or []
+        current = next((c for c in conds if c.get("type") == "PodScheduled"), None)
+        if current and current.get("status") == "False" and current.get("message") == message:
+            return
+        new = copy.deepcopy(pod)
+        status = new.setdefault("status", {})
+        status["phase"] = "Pending"
+        status["conditions"] = [c for c in conds if c.get("type") != "PodScheduled"] + [
+            _condition("PodScheduled", "False", "Unschedulable", message, conds, update_time=False, probe=True)]
+        stored = self.api.write(POD, pod, new, manager="kube-scheduler", subresource="status", trusted=True)
+        self.recorder.scheduler_event(stored, "Warning", "FailedScheduling", "Scheduling", message)
+
+    # --- persistent volumes ----------------------------------------------------------------------
+
+    def sync_claim(self, namespace: str, name: str) -> None:
+        """The persistentvolume controller with a dynamic provisioner, the expander and pvc-protection."""
+        claim = self.store.get(CLAIM.bucket, namespace, name)
+        if claim is None:
+            return
+        uid = claim["metadata"]["uid"]
+        if claim["metadata"].get("deletionTimestamp"):
+            self.claim_retry_at.pop(uid, None)
+            finalizers = claim["metadata"].get("finalizers") or []
+            if volumes.PROTECTION_FINALIZER in finalizers and not volumes.claim_in_use(self.api, claim):
+                new = copy.deepcopy(claim)
+                new["metadata"]["finalizers"] = [f for f in finalizers if f != volumes.PROTECTION_FINALIZER]
+                if not new["metadata"]["finalizers"]:
+                    del new["metadata"]["finalizers"]
+                self.api.write(CLAIM, claim, new, manager="kube-controller-manager", trusted=True)
+            return
+        if (claim.get("status") or {}).get("phase") == "Bound":
+            self._expand_claim(claim)
+            return
+        if time.time() < self.claim_retry_at.get(uid, 0):
+            return
+        self.claim_retry_at[uid] = time.time() + self.claim_retry_seconds
+        class_name = (claim.get("spec") or {}).get("storageClassName")
+        if not class_name:
+            # No class, no provisioning: only a pre-created PersistentVolume could satisfy it.
+            self.recorder.event(CLAIM, claim, "Normal", "FailedBinding", "no persistent volumes available for this "
+                                "claim and no storage class is set", component="persistentvolume-controller")
+            return
+        sc = self.api.find(STORAGE_CLASS, "", class_name)
+        if sc is None:
+            self.recorder.event(CLAIM, claim, "Warning", "ProvisioningFailed",
+                                f'storageclass.storage.k8s.io "{class_name}" not found',
+                                component="persistentvolume-controller")
+            return
+        self._provision(claim, sc)
+
+    def _provision(self, claim: Obj, sc: Obj) -> None:
+        meta = claim["metadata"]
+        provisioner = sc.get("provisioner", "")
+        component = f"{provisioner}_local-path-provisioner-{NODE}"
+        self.recorder.event(CLAIM, claim, "Normal", "Provisioning", "External provisioner is provisioning volume "
+                            f'for claim "{meta["namespace"]}/{meta["name"]}"', component=component)
+        volume = f"pvc-{meta['uid']}"
+        bound = copy.deepcopy(claim)
+        bound["spec"]["volumeName"] = volume
+        bound["metadata"].setdefault("annotations", {}).update({
+            "pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes",
+            "volume.beta.kubernetes.io/storage-provisioner": provisioner,
+            "volume.kubernetes.io/storage-provisioner": provisioner})
+        claim = self.api.write(CLAIM, claim, bound, manager="kube-controller-manager", trusted=True)
+        new = copy.deepcopy(claim)
+        new["status"] = {"phase": "Bound", "accessModes": list(claim["spec"].get("accessModes") or []),
+                         "capacity": {"storage": volumes.storage_request(claim)}}
+        stored = self.api.write(CLAIM, claim, new, manager="kube-controller-manager", subresource="status",
+                                trusted=True)
+        self.claim_retry_at.pop(meta["uid"], None)
+        self.recorder.event(CLAIM, stored, "Normal", "ProvisioningSucceeded",
+                            f"Successfully provisioned volume {volume}", component=component)
+
+    def _expand_claim(self, claim: Obj) -> None:
+        """A grown request becomes the claim's capacity (the resizer and kubelet finish at once here)."""
+        request = volumes.storage_request(claim)
+        capacity = ((claim.get("status") or {}).get("capacity") or {}).get("storage")
+        wanted, have = kinds.parse_quantity(request), kinds.parse_quantity(capacity)
+        if wanted is None or (have is not None and wanted <= have):
+            return
+        new = copy.deepcopy(claim)
+        new["status"]["capacity"] = {**(new["status"].get("capacity") or {}), "storage": request}
+        self.api.write(CLAIM, claim, new, manager="kube-controller-manager", subresource="status", trusted=True)
+        self.recorder.event(CLAIM, claim, "Normal", "FileSystemResizeSuccessful",
+                            f'MountVolume.NodeExpandVolume succeeded for volume "{claim["spec"].get("volumeName")}" '
+                            f"{NODE}", component="kubelet", host=NODE)
 
     # --- garbage collector -----------------------------------------------------------------------
 

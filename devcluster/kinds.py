@@ -92,6 +92,8 @@ KINDS: list[Kind] = [
                              "reason", "reportingComponent", "source", "type")),
     Kind("", "v1", "resourcequotas", "ResourceQuota", short_names=("quota",), subresources=("status",)),
     Kind("", "v1", "serviceaccounts", "ServiceAccount", short_names=("sa",)),
+    Kind("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", short_names=("pvc",),
+         subresources=("status",)),
     Kind("apps", "v1", "deployments", "Deployment", short_names=("deploy",),
          subresources=("status", "scale")),
     Kind("apps", "v1", "replicasets", "ReplicaSet", short_names=("rs",), subresources=("status", "scale")),
@@ -103,6 +105,7 @@ KINDS: list[Kind] = [
                              "regarding.apiVersion", "regarding.resourceVersion", "regarding.fieldPath",
                              "reason", "reportingController", "type", "deprecatedSource.component")),
     Kind("coordination.k8s.io", "v1", "leases", "Lease"),
+    Kind("storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False, short_names=("sc",)),
 ]
 
 GROUP_VERSIONS: dict[str, list[Kind]] = {}
@@ -324,7 +327,7 @@ def validate_meta(kind: Kind, obj: Obj) -> list[Cause]:
         if not DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
             causes.append(invalid("metadata.name", name, SUBDOMAIN_MSG))
     elif kind.kind in ("Pod", "ReplicaSet", "Job", "Secret", "ConfigMap", "ResourceQuota", "ServiceAccount",
-                       "NetworkPolicy", "Ingress", "Lease", "Event"):
+                       "NetworkPolicy", "Ingress", "Lease", "Event", "PersistentVolumeClaim", "StorageClass"):
         if not DNS1123_SUBDOMAIN.match(name) or len(name) > 253:
             causes.append(invalid("metadata.name", name, SUBDOMAIN_MSG))
     causes += validate_labels("metadata.labels", meta.get("labels"))
@@ -482,6 +485,9 @@ def validate_pod_spec(path: str, spec: Any, *, restart_policies: tuple[str, ...]
         elif vname in volume_names:
             causes.append(duplicate(f"{path}.volumes[{i}].name", vname))
         volume_names.add(vname or "")
+        claim = v.get("persistentVolumeClaim")
+        if isinstance(claim, dict) and not claim.get("claimName"):
+            causes.append(required(f"{path}.volumes[{i}].persistentVolumeClaim.claimName"))
     for ci, c in enumerate(containers or []):
         for mi, m in enumerate(c.get("volumeMounts") or []):
             if m.get("name") not in volume_names:
@@ -597,6 +603,63 @@ def validate(kind: Kind, obj: Obj) -> list[Cause]:
     elif k == "NetworkPolicy":
         if spec is None or "podSelector" not in spec:
             causes.append(required("spec.podSelector"))
+    elif k == "PersistentVolumeClaim":
+        causes += _validate_claim_spec(spec or {})
+    elif k == "StorageClass":
+        causes += _validate_storage_class(obj)
+    return causes
+
+
+ACCESS_MODES = ["ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"]
+
+
+def _validate_claim_spec(spec: Obj) -> list[Cause]:
+    """ValidatePersistentVolumeClaimSpec: the paths and texts kube-apiserver reports."""
+    causes: list[Cause] = []
+    modes = spec.get("accessModes") or []
+    if not modes:
+        causes.append(required("spec.accessModes", "at least 1 access mode is required"))
+    once_pod = others = False
+    for mode in modes:
+        if mode not in ACCESS_MODES:
+            causes.append(not_supported("spec.accessModes", mode, ACCESS_MODES))
+        elif mode == "ReadWriteOncePod":
+            once_pod = True
+        else:
+            others = True
+    if once_pod and others:
+        causes.append(forbidden("spec.accessModes", "may not use ReadWriteOncePod with other access modes"))
+    # The real path is "spec.resources[storage]": the validator keys `resources`, not `resources.requests`.
+    storage = ((spec.get("resources") or {}).get("requests") or {}).get("storage")
+    if storage is None:
+        causes.append(required("spec.resources[storage]"))
+    else:
+        value = parse_quantity(storage)
+        if value is None:
+            causes.append(invalid("spec.resources.requests[storage]", storage,
+                                  "quantities must match the regular expression "
+                                  "'^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"))
+        elif value <= 0:
+            causes.append(invalid("spec.resources[storage]", str(storage), "must be greater than zero"))
+    class_name = spec.get("storageClassName")
+    if class_name and (not DNS1123_SUBDOMAIN.match(class_name) or len(class_name) > 253):
+        causes.append(invalid("spec.storageClassName", class_name, SUBDOMAIN_MSG))
+    mode = spec.get("volumeMode")
+    if mode is not None and mode not in ("Block", "Filesystem"):
+        causes.append(not_supported("spec.volumeMode", mode, ["Block", "Filesystem"]))
+    return causes
+
+
+def _validate_storage_class(obj: Obj) -> list[Cause]:
+    causes: list[Cause] = []
+    if not obj.get("provisioner"):
+        causes.append(required("provisioner"))
+    policy = obj.get("reclaimPolicy")
+    if policy not in (None, "Delete", "Retain"):
+        causes.append(not_supported("reclaimPolicy", policy, ["Delete", "Retain"]))
+    binding = obj.get("volumeBindingMode")
+    if binding not in (None, "Immediate", "WaitForFirstConsumer"):
+        causes.append(not_supported("volumeBindingMode", binding, ["Immediate", "WaitForFirstConsumer"]))
     return causes
 
 
@@ -792,6 +855,13 @@ def default(kind: Kind, obj: Obj) -> None:
         obj.setdefault("status", {"loadBalancer": {}})
     elif k == "ResourceQuota":
         obj.setdefault("spec", {})
+    elif k == "PersistentVolumeClaim":
+        spec = obj.setdefault("spec", {})
+        spec.setdefault("volumeMode", "Filesystem")
+        obj.setdefault("status", {"phase": "Pending"})
+    elif k == "StorageClass":
+        obj.setdefault("reclaimPolicy", "Delete")
+        obj.setdefault("volumeBindingMode", "Immediate")
     if k in ("Deployment", "ReplicaSet", "Job") and spec is not None:
         obj.setdefault("status", {})
 

@@ -16,7 +16,9 @@ _COMPUTE = {"requests.cpu": ("requests", "cpu"), "cpu": ("requests", "cpu"),
 # The resources a pod must state explicitly once a quota constrains them (a long-standing rule).
 _MUST_SPECIFY = {"requests.cpu", "cpu", "requests.memory", "memory", "limits.cpu", "limits.memory"}
 _OBJECT_COUNTS = {"services": "services", "secrets": "secrets", "configmaps": "configmaps",
-                  "resourcequotas": "resourcequotas", "persistentvolumeclaims": None, "requests.storage": None}
+                  "resourcequotas": "resourcequotas", "persistentvolumeclaims": "persistentvolumeclaims"}
+# Per-class claim quotas: "<class>.storageclass.storage.k8s.io/requests.storage" and ".../persistentvolumeclaims".
+_CLASS_SUFFIX = ".storageclass.storage.k8s.io/"
 
 
 def _pod_counts(pod: Obj) -> bool:
@@ -35,6 +37,18 @@ def pod_usage(pod: Obj) -> dict[str, float]:
             value = kinds.parse_quantity(((c.get("resources") or {}).get(section) or {}).get(resource, 0)) or 0.0
             total = max(total, value)
         out[rname] = total
+    return out
+
+
+def claim_usage(claim: Obj) -> dict[str, float]:
+    """What one PersistentVolumeClaim charges: itself, and its requested storage (also per storage class)."""
+    spec = claim.get("spec") or {}
+    storage = kinds.parse_quantity(((spec.get("resources") or {}).get("requests") or {}).get("storage")) or 0.0
+    out = {"persistentvolumeclaims": 1.0, "count/persistentvolumeclaims": 1.0, "requests.storage": storage}
+    class_name = spec.get("storageClassName")
+    if class_name:
+        out[f"{class_name}{_CLASS_SUFFIX}persistentvolumeclaims"] = 1.0
+        out[f"{class_name}{_CLASS_SUFFIX}requests.storage"] = storage
     return out
 
 
@@ -60,8 +74,12 @@ def _raw_usage(store: Store, namespace: str, hard: dict[str, Any]) -> dict[str, 
                 totals[r] += v
     for r in hard:
         bucket = _count_bucket(r)
-        if bucket and bucket != "pods":
+        if bucket and bucket not in ("pods", "persistentvolumeclaims"):
             totals[r] = float(len(store.list(bucket, namespace)))
+    for claim in store.list("persistentvolumeclaims", namespace):
+        for r, v in claim_usage(claim).items():
+            if r in totals:
+                totals[r] += v
     return totals
 
 
@@ -73,9 +91,17 @@ def _pretty(values: dict[str, str]) -> str:
     return ",".join(f"{k}={values[k]}" for k in sorted(values))
 
 
+def _claim_growth(obj: Obj, old: Obj) -> dict[str, float]:
+    """An update charges a claim only for storage it adds (the evaluator's delta, never negative)."""
+    new_usage, old_usage = claim_usage(obj), claim_usage(old)
+    return {r: new_usage[r] - old_usage.get(r, 0.0) for r in new_usage
+            if r.endswith("requests.storage") and new_usage[r] > old_usage.get(r, 0.0)}
+
+
 def admit(store: Store, kind: Kind, obj: Obj, old: Obj | None) -> None:
-    """Refuse a create that would exceed a quota of its namespace (403, like the quota admission plugin)."""
-    if old is not None or not kind.namespaced:
+    """Refuse a create (or a claim's growth) that would exceed a quota of its namespace (403, like the quota
+    admission plugin)."""
+    if not kind.namespaced or (old is not None and kind.kind != "PersistentVolumeClaim"):
         return
     namespace = obj["metadata"].get("namespace", "")
     quotas = store.list("resourcequotas", namespace)
@@ -84,6 +110,10 @@ def admit(store: Store, kind: Kind, obj: Obj, old: Obj | None) -> None:
     name = obj["metadata"].get("name", "")
     if kind.kind == "Pod":
         requested = pod_usage(obj)
+    elif kind.kind == "PersistentVolumeClaim":
+        requested = claim_usage(obj) if old is None else _claim_growth(obj, old)
+        if not requested:
+            return
     else:
         requested = {}
         for r in ("services", "secrets", "configmaps", "resourcequotas", f"count/{kind.resource}"):

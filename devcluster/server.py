@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import kinds
+from . import kinds, volumes
 from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
 from .controllers import NAMESPACE, POD, ControllerManager
 from .faults import Faults
@@ -99,6 +99,8 @@ class DevServer:
         self.data_dir = data_dir
         self.store = Store(history_size)
         self.api = Api(self.store)
+        # Storage admission first: the quota charges a claim in the class DefaultStorageClass gave it.
+        self.api.admission.append(lambda kind, obj, old: volumes.admit(self.api, kind, obj, old))
         self.api.admission.append(lambda kind, obj, old: admit(self.store, kind, obj, old))
         self.api.allocators.append(self._allocate_service)
         self.controllers = ControllerManager(self.api, pod_ready_seconds=pod_ready_seconds, backoff_base=backoff_base)
@@ -141,6 +143,9 @@ class DevServer:
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         if self.store.get("namespaces", "", "default") is None:
             self.api.create(NAMESPACE, "", {"metadata": {"name": "default"}}, manager="kube-apiserver")
+        # A cluster with no class at all gets kind's default one (also state saved before classes existed).
+        if not self.store.list(volumes.STORAGE_CLASS.bucket):
+            volumes.ensure_default_class(self.api)
         # Like a fresh watch cache, history starts now: older resourceVersions are "too old".
         self.store.compacted_rv = self.store.rv
         self.controllers.start()
