@@ -257,8 +257,9 @@ def clone_environment(
         spec = service.snapshot()
         spec["custom_domains"] = [host for host in spec["custom_domains"] if host not in taken]
         planned.append(PlannedService(service.name, "create", spec, Service.DesiredState.STOPPED))
-    # Clones are stopped, so only the per-service maximums can refuse them; checked before the
-    # environment exists, so a refusal leaves nothing behind.
+    # Clones are stopped, so only the per-service maximums and their disks (claims held while
+    # stopped) can refuse them; checked before the environment exists, so a refusal leaves
+    # nothing behind.
     check_allocation(source.project.space_id, [(None, spec_from_fields(p.name, p.spec, running=False)) for p in planned])
     environment = create_environment(acting_user=acting_user, project=source.project, name=name, cluster=cluster)
     written = write_services(acting_user, environment, planned, cause="clone")

@@ -158,7 +158,8 @@ def render_resource_quota(environment: Environment, limits: Limits) -> dict[str,
     them within the allocation, and the quota stops whatever goes around ale (a `kubectl
     scale`, a bug) from exceeding it in any one place. Nor can a quota tell spot from on-demand
     pods (scopes select priority classes, not node selectors), so each resource is the sum of
-    both. Disk is a service's emptyDir, which the pod declares as ephemeral storage.
+    both. Disk is the sum of the services' PersistentVolumeClaims (`requests.storage`), held
+    whether their services run or not, as ale counts it.
 
     A rolling update adds up to a quarter of the replicas before old pods go (`maxSurge`); a
     namespace holding the whole space's allocation to the last millicore has no room for them,
@@ -172,8 +173,7 @@ def render_resource_quota(environment: Environment, limits: Limits) -> dict[str,
         "limits.cpu": f"{cpu}m",
         "requests.memory": f"{memory}Mi",
         "limits.memory": f"{memory}Mi",
-        "requests.ephemeral-storage": f"{disk}Mi",
-        "limits.ephemeral-storage": f"{disk}Mi",
+        "requests.storage": f"{disk}Mi",
         "pods": str(limits.max_running_services * limits.max_replicas_per_service),
     }
     return {

@@ -2,8 +2,10 @@
 
 What counts is what ale's documentation says: the limits of running services, not what their
 pods use at the moment. A running service with `replicas` replicas counts `replicas` times its
-CPU, memory and disk; a stopped one counts nothing. Per-service maximums are about one replica
-(the size the deploy modal asks for), replicas have a limit of their own.
+CPU and memory; a stopped one counts none. A disk is a PersistentVolumeClaim that the service
+holds from its creation to its deletion, running or stopped, so it counts once, always.
+Per-service maximums are about one replica (the size the deploy modal asks for), replicas have
+a limit of their own.
 
 `first_excess` answers "would this change exceed the allocation, and how": the first limit
 exceeded, as the sentence the user reads ("Spot memory: this needs 2 GiB, 0.5 GiB of 8 GiB is
@@ -70,7 +72,8 @@ _RESOURCE_LABEL = {CPU: "vCPU", MEMORY: "memory", DISK: "disk"}
 
 @dataclass(frozen=True)
 class ServiceSpec:
-    """What one service asks for, per replica; `running` decides whether it counts."""
+    """What one service asks for, per replica (its disk: per service); `running` decides whether
+    its CPU and memory count."""
 
     capacity: str
     cpu_millicores: int
@@ -81,13 +84,16 @@ class ServiceSpec:
     name: str = ""
 
     def amount(self, resource: str) -> int:
-        """What the service counts for `resource` while it runs: per replica × replicas."""
-        return getattr(self, _RESOURCE_FIELD[resource]) * self.replicas
+        """What the service counts for `resource`: per replica × replicas while it runs; its
+        disk, one claim whatever the replicas, whether it runs or not."""
+        if resource == DISK:
+            return self.disk_mib
+        return getattr(self, _RESOURCE_FIELD[resource]) * self.replicas if self.running else 0
 
 
 @dataclass
 class Usage:
-    """What the running services of a space count, by capacity."""
+    """What the services of a space count, by capacity: running ones, and every one's disk."""
 
     # {(capacity, resource): amount}
     amounts: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -98,13 +104,12 @@ class Usage:
         return self.amounts.get((capacity, resource), 0)
 
     def add(self, spec: ServiceSpec) -> None:
-        if not spec.running:
-            return
         for resource in RESOURCES:
             key = (spec.capacity, resource)
             self.amounts[key] = self.amounts.get(key, 0) + spec.amount(resource)
-        self.running_services += 1
-        self.replicas += spec.replicas
+        if spec.running:
+            self.running_services += 1
+            self.replicas += spec.replicas
 
     @classmethod
     def of(cls, specs: Iterable[ServiceSpec]) -> Usage:
@@ -170,7 +175,8 @@ def _per_service(limits: Limits, spec: ServiceSpec) -> Excess | None:
                 allowed,
                 allowed,
                 f"{label if resource == CPU else label.capitalize()} per service{who}: this needs {format_amount(resource, needed)}, "
-                f"at most {format_amount(resource, allowed)} is allowed per replica",
+                # A disk is one claim per service, whatever its replicas.
+                f"at most {format_amount(resource, allowed)} is allowed per {'service' if resource == DISK else 'replica'}",
             )
     if spec.replicas > limits.max_replicas_per_service:
         allowed = limits.max_replicas_per_service
@@ -187,10 +193,10 @@ def _per_service(limits: Limits, spec: ServiceSpec) -> Excess | None:
 def first_excess(limits: Limits, current: Usage, proposed: Iterable[ServiceSpec]) -> Excess | None:
     """The first limit exceeded when the `proposed` services replace their current selves.
 
-    `current` is the usage of every running service of the space *except* the proposed ones
-    (the caller leaves them out: their new spec is what counts). A proposed service that stays
+    `current` is the usage of every service of the space *except* the proposed ones (the
+    caller leaves them out: their new spec is what counts). A proposed service that stays
     stopped is still held to the per-service maximums, since starting it later must not be
-    the first time anyone learns that it can never run.
+    the first time anyone learns that it can never run, and its disk counts like any other.
     """
     proposed = list(proposed)
     for spec in proposed:

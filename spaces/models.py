@@ -116,13 +116,13 @@ LIMIT_FIELDS = (
 _LIMIT_HELP = {
     "on_demand_cpu_millicores": "Total vCPU of running on-demand services, in millicores (1000 = 1 vCPU).",
     "on_demand_memory_mib": "Total memory of running on-demand services, in MiB (1024 = 1 GiB).",
-    "on_demand_disk_mib": "Total disk of running on-demand services, in MiB.",
+    "on_demand_disk_mib": "Total disk of on-demand services, stopped ones included (a disk keeps its data), in MiB.",
     "spot_cpu_millicores": "Total vCPU of running spot services, in millicores.",
     "spot_memory_mib": "Total memory of running spot services, in MiB.",
-    "spot_disk_mib": "Total disk of running spot services, in MiB.",
+    "spot_disk_mib": "Total disk of spot services, stopped ones included (a disk keeps its data), in MiB.",
     "service_max_cpu_millicores": "The most vCPU one replica of a service may ask for, in millicores.",
     "service_max_memory_mib": "The most memory one replica of a service may ask for, in MiB.",
-    "service_max_disk_mib": "The most disk one replica of a service may ask for, in MiB.",
+    "service_max_disk_mib": "The most disk one service may ask for, in MiB.",
     "max_running_services": "How many services may run at once in the space.",
     "max_replicas_per_service": "The most replicas one service may have.",
 }

@@ -5,7 +5,8 @@ Every action that makes a service run (deploy, redeploy, rollback, start, Start 
 apply, a clone) calls `check_allocation` inside its own transaction, before it writes. The
 check locks the space's row first: two deploys that each fit but together would not then run
 one after the other on PostgreSQL, and the second sees the first one's service as running.
-(SQLite has one writer at a time, which serialises them as well.)
+(SQLite has one writer at a time, which serialises them as well.) A service's disk is a claim
+it holds from creation to deletion, so a stopped service's disk counts too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
-from django.db.models import Case, Count, F, IntegerField, Sum, Value, When
+from django.db.models import Case, Count, F, IntegerField, Q, Sum, Value, When
 
 from spaces.allocation import DEFAULT_LIMITS, Excess, Limits, ServiceSpec, Usage, first_excess
 from spaces.models import LIMIT_FIELDS, ResourceAllocation, ResourceProfile, Space
@@ -62,7 +63,7 @@ def spec_of(service: Service, *, running: bool | None = None) -> ServiceSpec:
         capacity=service.capacity,
         cpu_millicores=service.cpu_millicores,
         memory_mib=service.memory_mib,
-        disk_mib=0 if service.kind == Service.Kind.WEB else service.disk_mib,
+        disk_mib=service.disk_mib_held,
         replicas=service.replicas,
         running=is_running,
         name=service.name,
@@ -86,40 +87,39 @@ def spec_from_fields(name: str, spec: dict, *, running: bool) -> ServiceSpec:
     )
 
 
-def running_services(space: Space):  # type: ignore[no-untyped-def]
-    """The services that count against the space: running, and not in an environment going away
-    (its namespace is being deleted, so what is in it no longer holds anything for the user)."""
+def counted_services(space: Space):  # type: ignore[no-untyped-def]
+    """The services that count against the space: every one (a stopped one still holds its
+    disk) except those being deleted or in an environment going away (its namespace is being
+    deleted, so what is in it no longer holds anything for the user)."""
     from services.models import Service
 
     return Service.objects.filter(
         environment__project__space=space,
         environment__deleting_at__isnull=True,
-        desired_state=Service.DesiredState.RUNNING,
     ).exclude(status=Service.Status.DELETING)
 
 
 def usage_for_space(space: Space, *, exclude: Iterable[int] = ()) -> Usage:
-    """What the space's running services count, in one aggregate query (a row per capacity)."""
+    """What the space's services count (CPU and memory of running ones, every one's disk), in
+    one aggregate query (a row per capacity)."""
     from services.models import Service
 
-    queryset = running_services(space)
+    queryset = counted_services(space)
     excluded = [pk for pk in exclude if pk is not None]
     if excluded:
         queryset = queryset.exclude(pk__in=excluded)
-    disk = Case(
-        When(kind=Service.Kind.WEB, then=Value(0)),
-        default=F("disk_mib") * F("replicas"),
-        output_field=IntegerField(),
-    )
+    running = Q(desired_state=Service.DesiredState.RUNNING)
+    # One claim per service, whatever its replicas; only TCP services have one.
+    disk = Case(When(kind=Service.Kind.WEB, then=Value(0)), default=F("disk_mib"), output_field=IntegerField())
     rows = (
         queryset.order_by()
         .values("capacity")
         .annotate(
-            cpu=Sum(F("cpu_millicores") * F("replicas")),
-            memory=Sum(F("memory_mib") * F("replicas")),
+            cpu=Sum(F("cpu_millicores") * F("replicas"), filter=running),
+            memory=Sum(F("memory_mib") * F("replicas"), filter=running),
             disk=Sum(disk),
-            services=Count("pk"),
-            replica_count=Sum("replicas"),
+            services=Count("pk", filter=running),
+            replica_count=Sum("replicas", filter=running),
         )
     )
     usage = Usage()

@@ -66,8 +66,8 @@ def _settings_page(
         ),
         groups=meters(limits, usage_for_space(space)),
         per_service=(
-            f"at most {format_cpu(limits.service_max_cpu_millicores)}, {format_mib(limits.service_max_memory_mib)} "
-            f"memory and {format_mib(limits.service_max_disk_mib)} disk per replica; "
+            f"at most {format_cpu(limits.service_max_cpu_millicores)} and {format_mib(limits.service_max_memory_mib)} "
+            f"memory per replica, {format_mib(limits.service_max_disk_mib)} disk per service; "
             f"at most {limits.max_replicas_per_service} replicas"
         ),
         is_space_owner=True,

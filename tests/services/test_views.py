@@ -240,6 +240,21 @@ class TestButtons:
         service.refresh_from_db()
         assert service.status != "deleting"
 
+    def test_it_says_that_a_disk_and_its_data_go_with_the_service(self, member_client, main_env, owner, service):
+        db = make_service(main_env, owner, name="db", kind="tcp", image="postgres:16", port="5432", disk="2Gi")
+        for headers in (HX, {}):
+            html = member_client.get(service_url("delete", db), **headers).content.decode()
+            assert "Its disk (2 GiB, mounted at <code>/data</code>) is deleted too, with all the data on it." in html
+        assert "Its disk" not in member_client.get(service_url("delete", service), **HX).content.decode()
+
+    def test_it_shows_why_an_edit_cannot_shrink_a_disk(self, member_client, main_env, owner):
+        db = make_service(main_env, owner, name="db", kind="tcp", image="postgres:16", port="5432", disk="2Gi")
+        data = form_data(name="db", kind="tcp", image="postgres:16", port="5432", disk="1Gi")
+        html = member_client.post(service_url("edit", db), data, **HX).content.decode()
+        assert "a disk can grow but never shrink" in html
+        db.refresh_from_db()
+        assert (db.disk_mib, db.revisions.count()) == (2048, 1)
+
     def test_it_deletes(self, member_client, service):
         response = member_client.post(service_url("delete", service), **HX)
         service.refresh_from_db()

@@ -131,6 +131,27 @@ def test_it_counts_disk_against_its_capacity():
     assert excess.message == "Spot disk: this needs 4 GiB, 2 GiB of 10 GiB is left"
 
 
+def test_it_counts_the_disk_of_a_stopped_service_and_nothing_else_of_it():
+    usage = Usage.of([spec(SPOT, cpu=500, memory=512, disk=2048, running=False)])
+    assert (usage.used(SPOT, "disk"), usage.used(SPOT, "cpu"), usage.used(SPOT, "memory")) == (2048, 0, 0)
+    assert (usage.running_services, usage.replicas) == (0, 0)
+
+
+def test_it_counts_a_disk_once_whatever_the_replicas():
+    assert Usage.of([spec(disk=1024, replicas=3)]).used(ON_DEMAND, "disk") == 1024
+
+
+def test_it_refuses_a_stopped_service_whose_disk_does_not_fit():
+    current = Usage.of([spec(SPOT, disk=8192, running=False)])
+    excess = first_excess(LIMITS, current, [spec(SPOT, disk=4096, running=False)])
+    assert excess.message == "Spot disk: this needs 4 GiB, 2 GiB of 10 GiB is left"
+
+
+def test_it_says_the_disk_maximum_is_per_service():
+    excess = first_excess(LIMITS, Usage(), [spec(disk=20480, name="db")])
+    assert excess.message == "Disk per service (db): this needs 20 GiB, at most 10 GiB is allowed per service"
+
+
 def test_it_says_nothing_is_left_when_a_lowered_allocation_is_already_exceeded():
     lowered = replace(LIMITS, on_demand_cpu_millicores=1000)
     current = Usage.of([spec(cpu=2000)])

@@ -81,6 +81,45 @@ def test_it_counts_the_disk_of_tcp_services_only(space, main_env, owner):
         deploy(main_env, owner, name="db2", kind="tcp", port=5432, disk="512Mi")
 
 
+def test_it_counts_the_disk_of_a_stopped_service_but_not_its_cpu(space, main_env, owner):
+    allocate(space, on_demand_disk_mib=1024, on_demand_cpu_millicores=500)
+    db = deploy(main_env, owner, name="db", kind="tcp", port=5432, disk="1Gi", cpu="0.5")
+    actions.stop_service(owner, db)
+    usage = usage_for_space(space)
+    assert (usage.used("on_demand", "disk"), usage.used("on_demand", "cpu"), usage.running_services) == (1024, 0, 0)
+    # Its claim still holds the disk: no room for another one...
+    with pytest.raises(AllocationExceeded, match="On-demand disk: this needs 0.5 GiB, 0 GiB of 1 GiB is left"):
+        deploy(main_env, owner, name="db2", kind="tcp", port=5432, disk="512Mi", cpu="0.5")
+    # ...while its CPU is free for another service.
+    deploy(main_env, owner, name="web", cpu="0.5")
+
+
+def test_it_counts_a_disk_once_when_its_service_starts_again(space, main_env, owner):
+    allocate(space, on_demand_disk_mib=1024)
+    db = deploy(main_env, owner, name="db", kind="tcp", port=5432, disk="1Gi")
+    db = actions.stop_service(owner, db)
+    actions.start_service(owner, db)
+    assert usage_for_space(space).used("on_demand", "disk") == 1024
+
+
+def test_it_frees_the_disk_of_a_deleted_service(space, main_env, owner):
+    allocate(space, on_demand_disk_mib=1024)
+    db = deploy(main_env, owner, name="db", kind="tcp", port=5432, disk="1Gi")
+    actions.delete_service(owner, actions.stop_service(owner, db))
+    deploy(main_env, owner, name="db2", kind="tcp", port=5432, disk="1Gi")
+
+
+def test_it_counts_the_disks_of_stopped_services_from_a_file(space, main_env, owner):
+    allocate(space, on_demand_disk_mib=1024)
+    text = (
+        "apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n"
+        + "".join(f"    - {{name: db{i}, kind: tcp, image: 'postgres:16', port: 5432, state: stopped, resources: {{disk: 768Mi}}}}\n" for i in range(2))
+    )
+    with pytest.raises(AllocationExceeded, match="On-demand disk: this needs 1.5 GiB, 1 GiB of 1 GiB is left"):
+        migration.import_file(owner, main_env, text.encode())
+    assert not Service.objects.exists()
+
+
 def test_it_limits_running_services_and_frees_a_slot_on_stop(space, main_env, owner):
     allocate(space, max_running_services=2)
     one = deploy(main_env, owner, name="one", cpu="0.1", memory="64Mi")
@@ -160,6 +199,16 @@ def test_it_refuses_a_clone_whose_services_exceed_the_per_service_maximum(space,
     clone = clone_environment(acting_user=owner, source=main_env, name="copy", cluster=local_cluster())
     assert clone.services.get().desired_state == Service.DesiredState.STOPPED
     assert service.environment_id == main_env.pk
+
+
+def test_it_refuses_a_clone_whose_disks_exceed_the_total(space, project, main_env, owner):
+    allocate(space, on_demand_disk_mib=1536)
+    db = deploy(main_env, owner, name="db", kind="tcp", port=5432, disk="1Gi")
+    actions.stop_service(owner, db)
+    # The clone is stopped, but its claim would hold another 1 GiB.
+    with pytest.raises(AllocationExceeded, match="On-demand disk: this needs 1 GiB, 0.5 GiB of 1.5 GiB is left"):
+        clone_environment(acting_user=owner, source=main_env, name="copy", cluster=local_cluster())
+    assert not project.environments.filter(name="copy").exists()
 
 
 # --- views: the refusal is a message, and nothing changes ------------------------------------------
@@ -259,20 +308,21 @@ def test_it_renders_the_quota_with_the_spaces_totals(space, main_env):
         "limits.cpu": "2000m",
         "requests.memory": "2048Mi",
         "limits.memory": "2048Mi",
-        "requests.ephemeral-storage": "4096Mi",
-        "limits.ephemeral-storage": "4096Mi",
+        "requests.storage": "4096Mi",
         "pods": "8",
     }
 
 
-def test_it_declares_a_tcp_services_disk_as_ephemeral_storage(space, main_env, owner):
-    from services.manifests import render_deployment
+def test_it_declares_a_tcp_services_disk_as_the_claim_storage_the_quota_counts(space, main_env, owner):
+    from services.manifests import render_claim, render_deployment
 
     db = deploy(main_env, owner, name="db", kind="tcp", port=5432, disk="1Gi")
+    assert render_claim(db)["spec"]["resources"]["requests"] == {"storage": "1024Mi"}
     container = render_deployment(db)["spec"]["template"]["spec"]["containers"][0]
-    assert container["resources"]["limits"]["ephemeral-storage"] == "1024Mi"
+    assert "ephemeral-storage" not in container["resources"]["limits"]
+    assert "ephemeral-storage" not in container["resources"]["requests"]
     web = deploy(main_env, owner, name="web")
-    assert "ephemeral-storage" not in render_deployment(web)["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert render_claim(web) is None
 
 
 def test_it_uses_the_default_profile_without_an_allocation(space):

@@ -57,7 +57,7 @@ class TestRename:
         assert response.status_code == 200
         html = response.content.decode()
         assert "Resource allocation" in html and "profile <strong>default</strong>" in html
-        assert "at most 4.0 vCPU, 8 GiB memory and 50 GiB disk per replica; at most 10 replicas" in html
+        assert "at most 4.0 vCPU and 8 GiB memory per replica, 50 GiB disk per service; at most 10 replicas" in html
         assert member_client.get(url("settings", space)).status_code == 403
         assert outsider_client.get(url("settings", space)).status_code == 404
         assert client.get(url("settings", space)).status_code == 302
