@@ -382,6 +382,38 @@ def test_the_devcluster_refuses_a_pod_beyond_the_quota_the_environment_carries(s
     assert "exceeded quota: ale-quota" in str(info.value)
 
 
+def test_the_devcluster_refuses_a_claim_beyond_the_storage_the_environment_carries(space, project, owner, devcluster):
+    from clusters.client import ClusterError, client_for
+    from clusters.models import Cluster
+    from devcluster import kubeconfig_text
+    from environments.actions import create_environment
+    from environments.tasks import reconcile_environment
+
+    cluster = Cluster.objects.create(
+        name="storage-quota", display_name="Storage quota", connection=Cluster.Connection.KUBECONFIG,
+        kubeconfig=kubeconfig_text(devcluster.url, devcluster.token), ingress_domain="localtest.me",
+    )
+    allocate(space)
+    environment = create_environment(acting_user=owner, project=project, name="storage", cluster=cluster)
+    assert reconcile_environment.apply(args=[environment.pk]).result == "applied"
+    kube = client_for(cluster)
+    assert kube.get("v1", "ResourceQuota", "ale-quota", environment.namespace)["spec"]["hard"]["requests.storage"] == "4096Mi"
+
+    def claim(name: str, size: str) -> dict:
+        return {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": environment.namespace},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}},
+        }
+
+    kube.apply([claim("fits", "3Gi")])
+    with pytest.raises(ClusterError) as info:
+        kube.apply([claim("around-ale", "2Gi")])
+    assert info.value.status == 403
+    assert "exceeded quota: ale-quota" in str(info.value)
+
+
 # --- operations set the allocation in the admin ------------------------------------------------------
 
 
