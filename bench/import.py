@@ -41,7 +41,9 @@ def build_file(size: int) -> bytes:
             lines += ["      command: [sh, -c]", "      args: ['exec ./serve --port $PORT']"]
         lines += ["      env:", "        - {name: MODE, value: production}", "        - {name: DATABASE_URL, secret: DATABASE_URL}"]
         disk = "\n        disk: 1Gi" if i % 10 == 0 else ""
-        lines += [f"      resources:\n        capacity: {'spot' if i % 5 == 0 else 'on_demand'}\n        cpu: 0.5\n        memory: 512Mi{disk}\n        replicas: {1 + i % 3}"]
+        # A service with a disk runs one replica.
+        replicas = 1 if disk else 1 + i % 3
+        lines += [f"      resources:\n        capacity: {'spot' if i % 5 == 0 else 'on_demand'}\n        cpu: 0.5\n        memory: 512Mi{disk}\n        replicas: {replicas}"]
         if i % 10 != 0:
             lines += ["      healthCheckPath: /healthz"]
         if i % 25 == 1:
