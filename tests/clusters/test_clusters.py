@@ -61,3 +61,28 @@ def test_it_lists_every_model_in_the_admin(admin_client_, main_env):
     for name in ("spaces_space", "spaces_membership", "spaces_project", "environments_environment", "clusters_cluster"):
         response = admin_client_.get(reverse(f"admin:{name}_changelist") + "?q=a")
         assert response.status_code == 200, name
+
+
+def test_it_leaves_the_storage_class_to_the_cluster_by_default(db):
+    assert Cluster.objects.get(name="local").storage_class == ""
+
+
+@pytest.mark.parametrize("name", ["standard", "fast-ssd", "ebs.gp3", ""])
+def test_it_takes_a_storage_class_name(db, name):
+    Cluster(name="prod", connection="kubeconfig", storage_class=name).full_clean()
+
+
+@pytest.mark.parametrize("name", ["Fast", "fast_ssd", "-fast", "fast-", "fast..ssd", "a" * 254])
+def test_it_refuses_what_is_not_a_storage_class_name(db, name):
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as info:
+        Cluster(name="prod", connection="kubeconfig", storage_class=name).full_clean()
+    assert "storage_class" in info.value.message_dict
+
+
+def test_it_shows_the_storage_class_in_the_admin(admin_client_):
+    cluster = Cluster.objects.get(name="local")
+    html = admin_client_.get(reverse("admin:clusters_cluster_change", args=[cluster.pk])).content.decode()
+    assert 'name="storage_class"' in html
+    assert "Blank: the cluster&#x27;s default StorageClass" in html or "Blank: the cluster's default StorageClass" in html
