@@ -90,7 +90,7 @@ def _ordered(details: Obj) -> Obj:
 
 GENERATION_KINDS = {"Deployment", "ReplicaSet", "Job", "NetworkPolicy", "Ingress"}
 # Kinds whose DELETE answers with the deleted object rather than a Status (ReturnDeletedObject).
-RETURNS_DELETED = {"Pod", "Service", "ResourceQuota", "PersistentVolumeClaim"}
+RETURNS_DELETED = {"Pod", "Service", "ResourceQuota", "PersistentVolumeClaim", "StorageClass"}
 
 
 def default_propagation(kind: Kind) -> str:

@@ -42,3 +42,26 @@ def deployment_manifest(name: str, image: str = "nginx:1.27", replicas: int = 1,
                  "template": {"metadata": {"labels": labels},
                               "spec": {"containers": [{"name": "app", "image": image, **container}]}}},
     }
+
+
+def claim_manifest(name: str, storage: str = "1Gi", **spec: object) -> dict:
+    """A PersistentVolumeClaim as ale writes a TCP service's disk (extra `spec` fields override)."""
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": name,
+                                                  "app.kubernetes.io/managed-by": "ale"}},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage}}, **spec}}
+
+
+def claimed_pod_manifest(name: str, claim: str) -> dict:
+    """A bare pod that mounts `claim` at /data."""
+    return {"metadata": {"name": name}, "spec": {
+        "containers": [{"name": "app", "image": "nginx:1.27", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}}
+
+
+def db_deployment(name: str, claim: str) -> dict:
+    """A one-replica database Deployment whose pods mount `claim` at /data (Recreate: one writer at a time)."""
+    manifest = deployment_manifest(name, image="postgres:16", volumeMounts=[{"name": "data", "mountPath": "/data"}])
+    manifest["spec"]["strategy"] = {"type": "Recreate"}
+    manifest["spec"]["template"]["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
+    return manifest

@@ -13,31 +13,11 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from tests.contract.support import deployment_manifest, wait_for
+from tests.contract.support import claim_manifest, claimed_pod_manifest, db_deployment, wait_for
 
 APPLY = {"field_manager": "ale", "force": True, "_content_type": "application/apply-patch+yaml"}
 PROTECTION = "kubernetes.io/pvc-protection"
 PREEMPTION = r"preemption: 0/\1 nodes are available: \1 Preemption is not helpful for scheduling\."
-
-
-def claim_manifest(name: str, storage: str = "1Gi", **spec: object) -> dict:
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": name,
-                                                  "app.kubernetes.io/managed-by": "ale"}},
-            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": storage}}, **spec}}
-
-
-def pod_manifest(name: str, claim: str) -> dict:
-    return {"metadata": {"name": name}, "spec": {
-        "containers": [{"name": "app", "image": "nginx:1.27", "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-        "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}}
-
-
-def db_deployment(name: str, claim: str) -> dict:
-    manifest = deployment_manifest(name, image="postgres:16", volumeMounts=[{"name": "data", "mountPath": "/data"}])
-    manifest["spec"]["strategy"] = {"type": "Recreate"}
-    manifest["spec"]["template"]["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
-    return manifest
 
 
 def default_class_name(kube_api: client.ApiClient) -> str:
@@ -96,7 +76,7 @@ def test_it_applies_lists_watches_patches_and_deletes_claims(kube_api, namespace
 def test_it_reapplies_a_claim_without_changing_it(kube_api, namespace):
     core = client.CoreV1Api(kube_api)
     core.patch_namespaced_persistent_volume_claim("data", namespace, claim_manifest("data"), **APPLY)
-    core.create_namespaced_pod(namespace, pod_manifest("db", "data"))
+    core.create_namespaced_pod(namespace, claimed_pod_manifest("db", "data"))
     wait_for(lambda: _bound(core, namespace, "data"), timeout=120, message="the claim to bind")
     before = core.read_namespaced_persistent_volume_claim("data", namespace)
     again = core.patch_namespaced_persistent_volume_claim("data", namespace, claim_manifest("data"), **APPLY)
@@ -158,7 +138,7 @@ def test_it_runs_a_deployment_that_mounts_a_claim(kube_api, namespace):
 
 def test_it_keeps_a_pod_pending_until_its_claim_exists(kube_api, namespace):
     core = client.CoreV1Api(kube_api)
-    core.create_namespaced_pod(namespace, pod_manifest("db", "data"))
+    core.create_namespaced_pod(namespace, claimed_pod_manifest("db", "data"))
 
     def unschedulable():
         pod = core.read_namespaced_pod("db", namespace)
@@ -183,7 +163,7 @@ def test_it_keeps_a_pod_pending_until_its_claim_exists(kube_api, namespace):
 def test_it_holds_a_claim_in_use_until_its_pod_is_gone(kube_api, namespace):
     core = client.CoreV1Api(kube_api)
     core.create_namespaced_persistent_volume_claim(namespace, claim_manifest("data"))
-    core.create_namespaced_pod(namespace, pod_manifest("db", "data"))
+    core.create_namespaced_pod(namespace, claimed_pod_manifest("db", "data"))
     wait_for(lambda: _running(core, namespace, "db"), timeout=180, message="the pod to run")
     answer = core.delete_namespaced_persistent_volume_claim("data", namespace)
     assert answer.metadata.deletion_timestamp is not None
@@ -191,7 +171,7 @@ def test_it_holds_a_claim_in_use_until_its_pod_is_gone(kube_api, namespace):
     terminating = core.read_namespaced_persistent_volume_claim("data", namespace)
     assert terminating.metadata.deletion_timestamp and terminating.status.phase == "Bound"
     # A terminating claim is never handed to a new pod.
-    core.create_namespaced_pod(namespace, pod_manifest("late", "data"))
+    core.create_namespaced_pod(namespace, claimed_pod_manifest("late", "data"))
     late = wait_for(lambda: next((c for c in core.read_namespaced_pod("late", namespace).status.conditions or []
                                   if c.type == "PodScheduled" and c.status == "False"), None), timeout=60,
                     message="the late pod to be unschedulable")
@@ -205,7 +185,7 @@ def test_it_holds_a_claim_in_use_until_its_pod_is_gone(kube_api, namespace):
 def test_it_refuses_to_change_a_bound_claim_except_to_grow_it(kube_api, namespace):
     core = client.CoreV1Api(kube_api)
     core.create_namespaced_persistent_volume_claim(namespace, claim_manifest("data", "2Gi"))
-    core.create_namespaced_pod(namespace, pod_manifest("db", "data"))
+    core.create_namespaced_pod(namespace, claimed_pod_manifest("db", "data"))
     wait_for(lambda: _bound(core, namespace, "data"), timeout=120, message="the claim to bind")
     status, body = _invalid(lambda: core.patch_namespaced_persistent_volume_claim(
         "data", namespace, {"spec": {"accessModes": ["ReadWriteMany"]}}))
@@ -251,7 +231,7 @@ def test_it_deletes_claims_with_their_namespace(kube_api):
     core.create_namespace({"metadata": {"name": name, "labels": {"ale.test/owner": "pytest"}}})
     try:
         core.create_namespaced_persistent_volume_claim(name, claim_manifest("data"))
-        core.create_namespaced_pod(name, pod_manifest("db", "data"))
+        core.create_namespaced_pod(name, claimed_pod_manifest("db", "data"))
         wait_for(lambda: _running(core, name, "db"), timeout=180, message="the pod to run")
     finally:
         core.delete_namespace(name)
