@@ -232,3 +232,11 @@ def test_it_counts_claims_per_storage_class(devcluster_api, ns):
                        'standard.storageclass.storage.k8s.io/requests.storage=1Gi')
     # A claim of another class is not charged to this one.
     core.create_namespaced_persistent_volume_claim(ns, claim_manifest("c", "1Gi", storageClassName=""))
+
+
+def test_it_requires_a_claim_name_in_a_pod_volume(devcluster_api, ns):
+    core = client.CoreV1Api(devcluster_api)
+    manifest = claimed_pod_manifest("db", "")
+    status, message = _error(lambda: core.create_namespaced_pod(ns, manifest))
+    assert status == 422
+    assert message == 'Pod "db" is invalid: spec.volumes[0].persistentVolumeClaim.claimName: Required value'
