@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator, validate_slug
 from django.db import models
 
@@ -59,6 +60,30 @@ class Cluster(models.Model):
         help_text="StorageClass of the services' disks (their PersistentVolumeClaims). Blank: the cluster's "
         "default StorageClass. A claim's class never changes, so set it before services get disks.",
     )
+    class Tls(models.TextChoices):
+        NONE = "none", "None: Access URLs are plain http"
+        CERT_MANAGER = "cert_manager", "cert-manager issues a certificate per service"
+        UPSTREAM = "upstream", "Terminated before the ingress (a load balancer, the controller's default certificate)"
+
+    tls = models.CharField(
+        "TLS",
+        max_length=20,
+        choices=Tls.choices,
+        default=Tls.NONE,
+        help_text="How Access URLs and custom domains get https.",
+    )
+    tls_issuer = models.CharField(
+        "TLS issuer",
+        max_length=253,
+        blank=True,
+        validators=[
+            RegexValidator(
+                r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                "A ClusterIssuer name: lowercase letters, digits, hyphens and dots.",
+            )
+        ],
+        help_text="With cert-manager: the ClusterIssuer that signs the certificates (e.g. letsencrypt-prod).",
+    )
     external_host = models.CharField(
         max_length=253, blank=True, help_text="Host shown in external TCP addresses (host:port)."
     )
@@ -102,6 +127,15 @@ class Cluster(models.Model):
     @property
     def label(self) -> str:
         return self.display_name or self.name
+
+    @property
+    def url_scheme(self) -> str:
+        """The scheme of the Access URLs its ingress serves."""
+        return "http" if self.tls == self.Tls.NONE else "https"
+
+    def clean(self) -> None:
+        if self.tls == self.Tls.CERT_MANAGER and not self.tls_issuer:
+            raise ValidationError({"tls_issuer": "cert-manager needs the name of the ClusterIssuer to ask."})
 
     @classmethod
     def default(cls) -> Cluster | None:

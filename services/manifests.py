@@ -192,25 +192,37 @@ def render_cluster_service(service: Service) -> dict[str, Any]:
     }
 
 
+def tls_secret_name(service: Service) -> str:
+    return f"{service.name}-tls"
+
+
 def render_ingress(service: Service) -> dict[str, Any] | None:
     """The Ingress for the Access URL and custom domains; None when the service has no host.
 
-    `ingressClassName` is left out so that the cluster's default class serves it.
+    `ingressClassName` is left out so that the cluster's default class serves it. With
+    cert-manager (`Cluster.tls`), the annotation asks the cluster's issuer for one certificate
+    covering every host, kept in the Secret the `tls` section names; cert-manager renews it.
     """
     hosts = service.hosts
     if not hosts:
         return None
     backend = {"service": {"name": service.name, "port": {"number": service.port}}}
+    spec: dict[str, Any] = {
+        "rules": [
+            {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
+            for host in hosts
+        ]
+    }
+    extra: dict[str, Any] = {}
+    cluster = service.environment.cluster
+    if cluster.tls == cluster.Tls.CERT_MANAGER and cluster.tls_issuer:
+        extra["annotations"] = {"cert-manager.io/cluster-issuer": cluster.tls_issuer}
+        spec["tls"] = [{"hosts": hosts, "secretName": tls_secret_name(service)}]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",
-        "metadata": _metadata(service),
-        "spec": {
-            "rules": [
-                {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": backend}]}}
-                for host in hosts
-            ]
-        },
+        "metadata": _metadata(service, **extra),
+        "spec": spec,
     }
 
 

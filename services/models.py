@@ -268,17 +268,15 @@ class Service(models.Model):
     def access_url(self) -> str:
         """The Access URL of a web service; empty for TCP services.
 
-        The first custom domain when there is one (`https://shop.example.com`: custom domains
-        are meant to be served with TLS), else the generated host over plain HTTP
-        (`http://api-k3xq9w2m4p7d.localtest.me`), else empty when the cluster has no ingress
-        domain.
+        The first custom domain when there is one (`https://shop.example.com`), else the
+        generated host (`http://api-k3xq9w2m4p7d.localtest.me`), else empty when the cluster
+        has no ingress domain. https when the cluster serves TLS (`Cluster.tls`), so that the
+        link never promises a certificate nobody issued.
         """
         if not self.is_web:
             return ""
-        if self.custom_domains:
-            return f"https://{self.custom_domains[0]}"
-        generated = self.generated_host
-        return f"http://{generated}" if generated else ""
+        host = self.custom_domains[0] if self.custom_domains else self.generated_host
+        return f"{self.environment.cluster.url_scheme}://{host}" if host else ""
 
     @property
     def external_address(self) -> str:

@@ -23,7 +23,7 @@ from django.utils import timezone
 from clusters.client import ClusterError, client_for
 from environments.manifests import render_environment
 from services import live
-from services.manifests import BUILD_LABEL, CLAIM, JOB, MANAGED_KINDS, render_build_job, render_service
+from services.manifests import BUILD_LABEL, CLAIM, JOB, MANAGED_KINDS, render_build_job, render_service, tls_secret_name
 from services.models import Build, Service
 
 logger = logging.getLogger(__name__)
@@ -72,6 +72,9 @@ def _mark_failed(service: Service, reason: str) -> None:
 def _remove(kube, service: Service) -> None:
     for api_version, kind in MANAGED_KINDS:
         kube.delete(api_version, kind, service.name, service.namespace)
+    # The certificate cert-manager kept for its Ingress: cert-manager deletes the Certificate
+    # with the Ingress, not the Secret it wrote.
+    kube.delete("v1", "Secret", tls_secret_name(service), service.namespace)
     # Its build Jobs, with their pods and logs.
     jobs, _ = kube.list(*JOB, namespace=service.namespace, label_selector=f"ale.dev/service={service.public_id},{BUILD_LABEL}")
     for job in jobs:

@@ -61,3 +61,17 @@ def test_it_refuses_a_bad_name_and_a_missing_file(tmp_path):
     with pytest.raises(CommandError):
         call_command("register_cluster", "--name", "prod", "--kubeconfig", str(tmp_path / "missing"))
     assert not Cluster.objects.filter(name__in=["not a slug", "prod"]).exists()
+
+
+@pytest.mark.django_db
+def test_it_registers_how_the_cluster_serves_https_and_refuses_half_of_it():
+    call_command("register_cluster", "--in-cluster", "--name", "this", "--tls", "cert_manager",
+                 "--tls-issuer", "letsencrypt-prod", "--ingress-controller-namespace", "kube-system",
+                 "--storage-class", "fast-ssd")
+    cluster = Cluster.objects.get(name="this")
+    assert (cluster.tls, cluster.tls_issuer) == (Cluster.Tls.CERT_MANAGER, "letsencrypt-prod")
+    assert (cluster.ingress_controller_namespace, cluster.storage_class) == ("kube-system", "fast-ssd")
+
+    with pytest.raises(CommandError, match="ClusterIssuer"):
+        call_command("register_cluster", "--in-cluster", "--name", "other", "--tls", "cert_manager")
+    assert not Cluster.objects.filter(name="other").exists()

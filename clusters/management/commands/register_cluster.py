@@ -34,6 +34,10 @@ class Command(BaseCommand):
         parser.add_argument("--ingress-domain", help="Access URLs are <service>-<environment id>.<this domain>.")
         parser.add_argument("--external-host", help="Host shown in external TCP addresses.")
         parser.add_argument("--external-service-type", choices=Cluster.ExternalServiceType.values)
+        parser.add_argument("--tls", choices=Cluster.Tls.values, help="How Access URLs get https.")
+        parser.add_argument("--tls-issuer", help="With --tls cert_manager: the ClusterIssuer that signs certificates.")
+        parser.add_argument("--ingress-controller-namespace", help="Namespace of the ingress controller.")
+        parser.add_argument("--storage-class", help="StorageClass of services' disks (default: the cluster's).")
 
     def handle(self, *args: Any, **options: Any) -> None:
         fields: dict[str, Any] = {}
@@ -46,7 +50,16 @@ class Command(BaseCommand):
                 raise CommandError(f"cannot read the kubeconfig: {exc}") from exc
             if options["context"] is not None:
                 fields["context"] = options["context"]
-        for option in ("display_name", "ingress_domain", "external_host", "external_service_type"):
+        for option in (
+            "display_name",
+            "ingress_domain",
+            "external_host",
+            "external_service_type",
+            "tls",
+            "tls_issuer",
+            "ingress_controller_namespace",
+            "storage_class",
+        ):
             if options[option] is not None:
                 fields[option] = options[option]
 
