@@ -1,5 +1,5 @@
 from __future__ import annotations
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 @dataclass
 class ContainerRun:
     """One run of one container of a pod: what the container 'prints' depends only on these fields."""
