@@ -58,7 +58,7 @@ class Cluster(models.Model):
             )
         ],
         help_text="StorageClass of the services' disks (their PersistentVolumeClaims). Blank: the cluster's "
-        "default StorageClass. A claim's class never changes, so set it before services get disks.",
+        "default StorageClass. A claim's class never changes: a change here applies to disks made afterwards.",
     )
     class Tls(models.TextChoices):
         NONE = "none", "None: Access URLs are plain http"

@@ -81,6 +81,37 @@ def _remove(kube, service: Service) -> None:
         kube.delete(*JOB, job["metadata"]["name"], service.namespace)
 
 
+def _keep_claim_class(kube, manifests: list[dict]) -> list[dict]:
+    """A claim keeps the StorageClass it was made with: the class of a claim cannot change,
+    so one named on the cluster later applies to new disks, not to those that exist.
+
+    Applied only where it matters, so that an unchanged claim is not written again: when the
+    rendered class differs, or when ale had applied a class that is no longer rendered (server-
+    side apply would otherwise remove the field, which the cluster refuses).
+    """
+    for manifest in manifests:
+        if (manifest["apiVersion"], manifest["kind"]) != CLAIM:
+            continue
+        meta = manifest["metadata"]
+        existing = kube.get(*CLAIM, meta["name"], meta["namespace"])
+        current = ((existing or {}).get("spec") or {}).get("storageClassName")
+        if current is None:
+            continue
+        wanted = manifest["spec"].get("storageClassName")
+        if (wanted is not None and wanted != current) or (wanted is None and _applied_class(existing)):
+            manifest["spec"]["storageClassName"] = current
+    return manifests
+
+
+def _applied_class(claim: dict) -> bool:
+    """Whether ale's own applies own the claim's `spec.storageClassName`."""
+    for entry in claim["metadata"].get("managedFields") or []:
+        if entry.get("manager") == "ale" and entry.get("operation") == "Apply":
+            if "f:storageClassName" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
+                return True
+    return False
+
+
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
 def reconcile_service(self: Task, service_id: int, generation: int | None = None) -> str:
     """Make the cluster match the service: apply its objects, scale, or delete it.
@@ -113,7 +144,7 @@ def reconcile_service(self: Task, service_id: int, generation: int | None = None
         if deleting:
             _remove(kube, service)
         else:
-            manifests = render_service(service)
+            manifests = _keep_claim_class(kube, render_service(service))
             kube.apply(render_environment(environment) + manifests)
             rendered = {(m["apiVersion"], m["kind"]) for m in manifests}
             # What the spec no longer asks for (the Ingress of a service that became TCP). Never

@@ -258,6 +258,28 @@ def test_it_keeps_the_same_claim_through_redeploys_stops_and_starts(env, owner, 
     assert claim_of(kube, service)["metadata"]["uid"] == uid
 
 
+def test_it_keeps_a_claims_class_when_the_cluster_names_another_later(env, owner, kube, kube_cluster):
+    service = deploy_database(env, owner)
+    assert reconcile(service) == "applied"
+    wait_for(lambda: bound_claim(kube, service), what="a bound claim")
+    kube_cluster.storage_class = "fast"
+    kube_cluster.save()
+    service.refresh_from_db()
+    # The existing disk stays on its class (a claim's class cannot change) and the service
+    # still applies; a new disk gets the class the cluster names now.
+    assert reconcile(service) == "applied"
+    assert bound_claim(kube, service)["spec"]["storageClassName"] == "standard"
+    other = deploy_database(env, owner, name="cache")
+    assert reconcile(other) == "applied"
+    assert claim_of(kube, other)["spec"]["storageClassName"] == "fast"
+    # Back to the default class: the claim made on "fast" keeps it too.
+    kube_cluster.storage_class = ""
+    kube_cluster.save()
+    other.refresh_from_db()
+    assert reconcile(other) == "applied"
+    assert claim_of(kube, other)["spec"]["storageClassName"] == "fast"
+
+
 def test_it_grows_the_claim_of_a_grown_disk(env, owner, kube):
     service = deploy_database(env, owner)
     reconcile(service)
