@@ -14,6 +14,6 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='cluster',
             name='storage_class',
-            field=models.CharField(blank=True, help_text="StorageClass of the services' disks (their PersistentVolumeClaims). Blank: the cluster's default StorageClass. A claim's class never changes, so set it before services get disks.", max_length=253, validators=[django.core.validators.RegexValidator('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', 'A StorageClass name: lowercase letters, digits, hyphens and dots, starting and ending with a letter or digit.')]),
+            field=models.CharField(blank=True, help_text="StorageClass of the services' disks (their PersistentVolumeClaims). Blank: the cluster's default StorageClass. A claim's class never changes: a change here applies to disks made afterwards.", max_length=253, validators=[django.core.validators.RegexValidator('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', 'A StorageClass name: lowercase letters, digits, hyphens and dots, starting and ending with a letter or digit.')]),
         ),
     ]
