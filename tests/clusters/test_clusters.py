@@ -48,7 +48,7 @@ def test_it_keeps_the_kubeconfig_when_the_admin_form_leaves_it_empty(admin_clien
         "ingress_domain": "apps.example.com", "external_host": "", "external_service_type": "NodePort",
         "spot_node_selector": "{}", "spot_tolerations": "[]",
         "builder_image": "gcr.io/kaniko-project/executor:v1.23.2", "registry": "", "registry_secret": "",
-        "build_cpu_millicores": "1000", "build_memory_mib": "2048", "build_deadline_seconds": "1800",
+        "build_cpu_millicores": "1000", "build_memory_mib": "2048", "build_deadline_seconds": "1800", "tls": "none",
     }
     response = admin_client_.post(reverse("admin:clusters_cluster_change", args=[cluster.pk]), data)
     assert response.status_code == 302, response.content.decode()[:2000]
