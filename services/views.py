@@ -25,8 +25,10 @@ from environments.models import Environment
 from services import actions
 from services.access import cards_for_environment, get_service_for_user
 from services.forms import ServiceForm
+from services.manifests import DATA_MOUNT_PATH
 from services.models import Build, Service
 from spaces.access import live_projects, spaces_for_user
+from spaces.allocation import format_mib
 from spaces.http import HtmxHttpRequest, wants_fragment
 
 # The modal sits in pages that have forms of their own (the selector's "Create new
@@ -253,6 +255,10 @@ def detail(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
             # The last builds of a Git service (an image service may keep some from before).
             "builds": list(service.builds.select_related("created_by")[: Build.KEEP]),
             "cpu": Decimal(service.cpu_millicores) / 1000,
+            "memory": format_mib(service.memory_mib),
+            # Only a TCP service has a disk (see services.manifests); a web one's size is unused.
+            "disk": format_mib(service.disk_mib) if service.disk_mib and not service.is_web else "",
+            "disk_path": DATA_MOUNT_PATH,
         },
     )
     return render(request, "services/detail.html", context)

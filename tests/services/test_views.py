@@ -107,6 +107,8 @@ class TestDeploy:
         owner_client.post(deploy_url(main_env), form_data(name="db", kind="tcp", image="postgres:16", port="5432", disk="10Gi"))
         service = Service.objects.get(name="db")
         assert (service.kind, service.disk_mib, service.private_address) == ("tcp", 10240, "db:5432")
+        page = owner_client.get(service_url("detail", service)).content.decode()
+        assert "256 MiB · 10 GiB disk at <code>/data</code>" in page
 
     @pytest.mark.parametrize(
         ("field", "value", "message"),
