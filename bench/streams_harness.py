@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,6 +63,8 @@ class World:
                     process.wait(10)
                 except subprocess.TimeoutExpired:
                     process.kill()
+        # The scratch directory: database, devcluster state, logs.
+        shutil.rmtree(self.lag_file.parent, ignore_errors=True)
 
 
 def _free_port() -> int:
