@@ -1,6 +1,7 @@
 """Polling helpers for contract tests: they run against real clusters too, so never sleep fixed times."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable, TypeVar
 
@@ -65,3 +66,13 @@ def db_deployment(name: str, claim: str) -> dict:
     manifest["spec"]["strategy"] = {"type": "Recreate"}
     manifest["spec"]["template"]["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]
     return manifest
+
+
+def api_error(call: Callable[[], object]) -> tuple[int, dict]:
+    """The HTTP status and the Kubernetes Status body of a call that must fail."""
+    import pytest
+    from kubernetes.client.exceptions import ApiException
+
+    with pytest.raises(ApiException) as info:
+        call()
+    return info.value.status, json.loads(info.value.body)

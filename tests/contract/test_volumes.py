@@ -5,7 +5,6 @@ whether it binds at once or for the first pod that mounts the claim (kind's Wait
 """
 from __future__ import annotations
 
-import json
 import re
 import secrets
 
@@ -13,7 +12,7 @@ import pytest
 from kubernetes import client, watch
 from kubernetes.client.rest import ApiException
 
-from tests.contract.support import claim_manifest, claimed_pod_manifest, db_deployment, wait_for
+from tests.contract.support import api_error, claim_manifest, claimed_pod_manifest, db_deployment, wait_for
 
 APPLY = {"field_manager": "ale", "force": True, "_content_type": "application/apply-patch+yaml"}
 PROTECTION = "kubernetes.io/pvc-protection"
@@ -40,11 +39,6 @@ def _bound(core: client.CoreV1Api, namespace: str, name: str):
 def _gone(core: client.CoreV1Api, namespace: str, name: str) -> bool:
     return not core.list_namespaced_persistent_volume_claim(namespace, field_selector=f"metadata.name={name}").items
 
-
-def _invalid(call) -> tuple[int, dict]:
-    with pytest.raises(ApiException) as info:
-        call()
-    return info.value.status, json.loads(info.value.body)
 
 
 def test_it_applies_lists_watches_patches_and_deletes_claims(kube_api, namespace):
@@ -100,21 +94,21 @@ def test_it_refuses_invalid_claims_with_the_real_messages(kube_api, namespace):
         return lambda: core.create_namespaced_persistent_volume_claim(namespace, {"metadata": {"name": "bad"},
                                                                                   "spec": spec})
 
-    status, body = _invalid(create({"resources": {"requests": {"storage": "1Gi"}}}))
+    status, body = api_error(create({"resources": {"requests": {"storage": "1Gi"}}}))
     assert (status, body["reason"]) == (422, "Invalid")
     assert body["message"] == ('PersistentVolumeClaim "bad" is invalid: spec.accessModes: Required value: at least 1 '
                                'access mode is required')
     assert body["details"]["kind"] == "PersistentVolumeClaim" and body["details"]["name"] == "bad"
     assert body["details"]["causes"] == [{"reason": "FieldValueRequired", "field": "spec.accessModes",
                                           "message": "Required value: at least 1 access mode is required"}]
-    _, body = _invalid(create({"accessModes": ["ReadWriteOnce"]}))
+    _, body = api_error(create({"accessModes": ["ReadWriteOnce"]}))
     assert body["message"] == 'PersistentVolumeClaim "bad" is invalid: spec.resources[storage]: Required value'
-    _, body = _invalid(create({"accessModes": ["ReadWriteSometimes"], "resources": {"requests": {"storage": "0"}}}))
+    _, body = api_error(create({"accessModes": ["ReadWriteSometimes"], "resources": {"requests": {"storage": "0"}}}))
     assert body["message"] == (
         'PersistentVolumeClaim "bad" is invalid: [spec.accessModes: Unsupported value: "ReadWriteSometimes": '
         'supported values: "ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod", '
         'spec.resources[storage]: Invalid value: "0": must be greater than zero]')
-    _, body = _invalid(create({"accessModes": ["ReadWriteOncePod", "ReadWriteOnce"],
+    _, body = api_error(create({"accessModes": ["ReadWriteOncePod", "ReadWriteOnce"],
                                "resources": {"requests": {"storage": "1Gi"}}}))
     assert body["message"] == ('PersistentVolumeClaim "bad" is invalid: spec.accessModes: Forbidden: may not use '
                                'ReadWriteOncePod with other access modes')
@@ -187,13 +181,13 @@ def test_it_refuses_to_change_a_bound_claim_except_to_grow_it(kube_api, namespac
     core.create_namespaced_persistent_volume_claim(namespace, claim_manifest("data", "2Gi"))
     core.create_namespaced_pod(namespace, claimed_pod_manifest("db", "data"))
     wait_for(lambda: _bound(core, namespace, "data"), timeout=120, message="the claim to bind")
-    status, body = _invalid(lambda: core.patch_namespaced_persistent_volume_claim(
+    status, body = api_error(lambda: core.patch_namespaced_persistent_volume_claim(
         "data", namespace, {"spec": {"accessModes": ["ReadWriteMany"]}}))
     assert (status, body["reason"]) == (422, "Invalid")
     assert body["message"].startswith(
         'PersistentVolumeClaim "data" is invalid: spec: Forbidden: spec is immutable after creation except '
         'resources.requests and volumeAttributesClassName for bound claims\n')
-    status, body = _invalid(lambda: core.patch_namespaced_persistent_volume_claim(
+    status, body = api_error(lambda: core.patch_namespaced_persistent_volume_claim(
         "data", namespace, {"spec": {"resources": {"requests": {"storage": "1Gi"}}}}))
     assert status == 422
     # Clusters before RecoverVolumeExpansionFailure (on by default from 1.32) word it the older way.
@@ -216,7 +210,7 @@ def test_it_counts_claims_against_the_quota(kube_api, namespace):
         core.read_namespaced_resource_quota("ale-allocation", namespace)), timeout=60, message="usage")
     assert quota.status.used == {"requests.storage": "1536Mi", "persistentvolumeclaims": "1",
                                  "count/persistentvolumeclaims": "1"}
-    status, body = _invalid(lambda: core.create_namespaced_persistent_volume_claim(
+    status, body = api_error(lambda: core.create_namespaced_persistent_volume_claim(
         namespace, claim_manifest("more", "1Gi")))
     assert (status, body["reason"]) == (403, "Forbidden")
     assert body["message"] == ('persistentvolumeclaims "more" is forbidden: exceeded quota: ale-allocation, '

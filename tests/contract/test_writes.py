@@ -1,29 +1,19 @@
 """Create, replace, patch and delete, and the shape of the errors they answer with."""
 from __future__ import annotations
 
-import json
-
-import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
-from tests.contract.support import deployment_manifest
-
-
-def _error(call) -> tuple[int, dict]:
-    with pytest.raises(ApiException) as info:
-        call()
-    return info.value.status, json.loads(info.value.body)
+from tests.contract.support import api_error, deployment_manifest
 
 
 def test_it_answers_404_with_a_kubernetes_status(kube_api, namespace):
     apps = client.AppsV1Api(kube_api)
-    code, status = _error(lambda: apps.read_namespaced_deployment("missing", namespace))
+    code, status = api_error(lambda: apps.read_namespaced_deployment("missing", namespace))
     assert code == 404
     assert status["kind"] == "Status" and status["status"] == "Failure" and status["reason"] == "NotFound"
     assert status["message"] == 'deployments.apps "missing" not found'
     assert status["details"] == {"name": "missing", "group": "apps", "kind": "deployments"}
-    code, status = _error(lambda: client.CoreV1Api(kube_api).read_namespaced_secret("missing", namespace))
+    code, status = api_error(lambda: client.CoreV1Api(kube_api).read_namespaced_secret("missing", namespace))
     assert status["message"] == 'secrets "missing" not found'
     assert status["details"] == {"name": "missing", "kind": "secrets"}
 
@@ -31,7 +21,7 @@ def test_it_answers_404_with_a_kubernetes_status(kube_api, namespace):
 def test_it_refuses_a_duplicate_create(kube_api, namespace):
     core = client.CoreV1Api(kube_api)
     core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}})
-    code, status = _error(lambda: core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}}))
+    code, status = api_error(lambda: core.create_namespaced_config_map(namespace, {"metadata": {"name": "cfg"}}))
     assert (code, status["reason"]) == (409, "AlreadyExists")
     assert status["message"] == 'configmaps "cfg" already exists'
 
@@ -49,7 +39,7 @@ def test_it_refuses_a_replace_with_a_stale_resource_version(kube_api, namespace)
     second = core.replace_namespaced_config_map("cfg", namespace, first)
     assert int(second.metadata.resource_version) > int(first.metadata.resource_version)
     first.data = {"a": "3"}
-    code, status = _error(lambda: core.replace_namespaced_config_map("cfg", namespace, first))
+    code, status = api_error(lambda: core.replace_namespaced_config_map("cfg", namespace, first))
     assert (code, status["reason"]) == (409, "Conflict")
     assert status["message"] == ('Operation cannot be fulfilled on configmaps "cfg": the object has been modified; '
                                  "please apply your changes to the latest version and try again")
@@ -59,29 +49,29 @@ def test_it_validates_objects_with_field_causes(kube_api, namespace):
     apps = client.AppsV1Api(kube_api)
     bad = deployment_manifest("web")
     bad["spec"]["template"]["metadata"]["labels"] = {"app.kubernetes.io/name": "other"}
-    code, status = _error(lambda: apps.create_namespaced_deployment(namespace, bad))
+    code, status = api_error(lambda: apps.create_namespaced_deployment(namespace, bad))
     assert (code, status["reason"]) == (422, "Invalid")
     assert status["details"]["kind"] == "Deployment" and status["details"]["group"] == "apps"
     causes = {c["field"]: c for c in status["details"]["causes"]}
     assert causes["spec.template.metadata.labels"]["reason"] == "FieldValueInvalid"
     assert "`selector` does not match template `labels`" in causes["spec.template.metadata.labels"]["message"]
 
-    code, status = _error(lambda: apps.create_namespaced_deployment(namespace, deployment_manifest("Not_A_Name")))
+    code, status = api_error(lambda: apps.create_namespaced_deployment(namespace, deployment_manifest("Not_A_Name")))
     assert code == 422
     assert [c["field"] for c in status["details"]["causes"]] == ["metadata.name"]
 
     missing_image = deployment_manifest("web")
     del missing_image["spec"]["template"]["spec"]["containers"][0]["image"]
-    code, status = _error(lambda: apps.create_namespaced_deployment(namespace, missing_image))
+    code, status = api_error(lambda: apps.create_namespaced_deployment(namespace, missing_image))
     assert {"field": "spec.template.spec.containers[0].image", "reason": "FieldValueRequired"}.items() <= \
         status["details"]["causes"][0].items()
 
-    code, status = _error(lambda: client.CoreV1Api(kube_api).create_namespaced_service(
+    code, status = api_error(lambda: client.CoreV1Api(kube_api).create_namespaced_service(
         namespace, {"metadata": {"name": "web"}, "spec": {"selector": {"a": "b"}}}))
     assert code == 422
     assert [c["field"] for c in status["details"]["causes"]] == ["spec.ports"]
 
-    code, status = _error(lambda: client.CoreV1Api(kube_api).create_namespaced_config_map(
+    code, status = api_error(lambda: client.CoreV1Api(kube_api).create_namespaced_config_map(
         namespace, {"metadata": {"name": "cfg", "labels": {"tier": "not valid!"}}}))
     assert code == 422
     assert status["details"]["causes"][0]["field"] == "metadata.labels"
@@ -123,7 +113,7 @@ def test_it_deletes_and_answers_404_afterwards(kube_api, namespace):
     assert core.read_namespaced_secret("s", namespace).data == {"k": "dg=="}
     answer = core.delete_namespaced_secret("s", namespace)
     assert answer["status"] == "Success" and answer["details"]["name"] == "s"
-    code, _ = _error(lambda: core.delete_namespaced_secret("s", namespace))
+    code, _ = api_error(lambda: core.delete_namespaced_secret("s", namespace))
     assert code == 404
 
 

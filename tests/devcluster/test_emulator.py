@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import secrets
 
 import pytest
 from kubernetes import client, watch
@@ -12,13 +11,6 @@ from kubernetes.stream import stream
 from devcluster import DevCluster
 from tests.contract.support import wait_for
 
-
-@pytest.fixture
-def ns(devcluster_api):
-    name = f"emu-{secrets.token_hex(3)}"
-    client.CoreV1Api(devcluster_api).create_namespace({"metadata": {"name": name}})
-    yield name
-    client.CoreV1Api(devcluster_api).delete_namespace(name)
 
 
 def _pod(name: str, *containers: dict) -> dict:

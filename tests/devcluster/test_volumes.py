@@ -6,7 +6,6 @@ devcluster's own choice: kind's `standard` class, binding immediately and allowi
 from __future__ import annotations
 
 import json
-import secrets
 
 import pytest
 from kubernetes import client, watch
@@ -19,13 +18,6 @@ APPLY = {"field_manager": "ale", "force": True, "_content_type": "application/ap
 UNBOUND = ("0/1 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/1 nodes are "
            "available: 1 Preemption is not helpful for scheduling.")
 
-
-@pytest.fixture
-def ns(devcluster_api):
-    name = f"vol-{secrets.token_hex(3)}"
-    client.CoreV1Api(devcluster_api).create_namespace({"metadata": {"name": name}})
-    yield name
-    client.CoreV1Api(devcluster_api).delete_namespace(name)
 
 
 def _claim(core: client.CoreV1Api, ns: str, name: str):

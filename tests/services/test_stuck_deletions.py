@@ -4,7 +4,6 @@ worker again, once per period, and leaves a deletion that is still young to its 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from django.db.models import F
@@ -13,26 +12,15 @@ from django.utils import timezone
 from clusters.client import client_for
 from clusters.tasks import resync_cluster
 from environments.models import Environment
-from services import actions
-from services.forms import ServiceForm
 from services.models import Service
 from spaces.actions import create_project
 from spaces.models import Project
+from tests.services.test_worker import deploy
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
 
 LONG_AGO = timedelta(hours=2)
-
-
-def deploy(env, owner, **overrides: Any) -> Service:
-    data = {
-        "name": "web", "kind": "web", "source": "image", "image": "nginx:1.27", "port": "80", "cpu": "0.1",
-        "memory": "64Mi", "replicas": "1", "capacity": "on_demand", **overrides,
-    }
-    form = ServiceForm(data, environment=env)
-    assert form.is_valid(), form.errors
-    return actions.deploy_service(owner, env, form.cleaned_data)
 
 
 @pytest.fixture
@@ -81,7 +69,7 @@ def test_it_starts_a_stuck_deletion_once_per_period_and_leaves_a_young_one_alone
 
 def test_it_deletes_again_a_service_whose_deletion_was_lost(env, kube_cluster, owner, celery_worker):
     kube = client_for(kube_cluster)
-    service = deploy(env, owner)
+    service = deploy(env, owner, replicas="1")
     wait_for(lambda: kube.get("apps/v1", "Deployment", "web", env.namespace), what="the Deployment")
     # What `delete_service` marks, without its reconcile.
     Service.objects.filter(pk=service.pk).update(
