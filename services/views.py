@@ -256,8 +256,6 @@ def detail(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
             "builds": list(service.builds.select_related("created_by")[: Build.KEEP]),
             "cpu": Decimal(service.cpu_millicores) / 1000,
             "memory": format_mib(service.memory_mib),
-            # Only a TCP service has a disk (see services.manifests); a web one's size is unused.
-            "disk": format_mib(service.disk_mib) if service.disk_mib and not service.is_web else "",
             "disk_path": DATA_MOUNT_PATH,
         },
     )

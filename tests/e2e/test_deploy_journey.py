@@ -59,3 +59,35 @@ def test_it_deploys_a_service_and_watches_it_run_stop_and_start(page: Page, ale_
     expect(card.locator(".status")).to_have_text("Running", timeout=LIVE)
     expect(page.locator(".service-card")).to_have_count(1)
     assert page.evaluate("window.__sameDocument") is True
+
+
+def test_it_gives_a_database_one_replica_and_a_disk_that_its_deletion_warns_about(page: Page, ale_stack, demo_login):
+    username, password = demo_login
+    sign_in(page, ale_stack.url(""), username, password)
+    create_project(page, "databases", "Databases")
+
+    page.get_by_role("link", name="+ Deploy").click()
+    modal = page.locator("dialog#modal")
+    modal.get_by_label("Service name").fill("db")
+    modal.get_by_label("Kind").select_option("tcp")
+    modal.get_by_label("Container image").fill("postgres:16")
+    modal.get_by_label("Port").fill("5432")
+    modal.get_by_label("Disk").fill("1Gi")
+    modal.get_by_label("Replicas").fill("2")
+    modal.get_by_role("button", name="Deploy", exact=True).click()
+    # Its volume attaches to one pod at a time: two replicas are refused, on that field.
+    expect(modal.get_by_text("A service with a disk runs one replica")).to_be_visible()
+    modal.get_by_label("Replicas").fill("1")
+    modal.get_by_role("button", name="Deploy", exact=True).click()
+    expect(page.locator("dialog#modal")).to_have_count(0)
+
+    card = page.locator(".service-card", has_text="db")
+    expect(card.locator(".status")).to_have_text("Running", timeout=LIVE)
+    expect(card.get_by_role("button", name=re.compile("Copy Address"))).to_contain_text("db:5432")
+    # The disk counts against the space from now on, running or stopped.
+    expect(page.locator(".sidebar")).to_contain_text("1 GiB / 100 GiB")
+
+    card.get_by_role("link", name="db", exact=True).click()
+    expect(page.get_by_text("1 GiB disk at /data")).to_be_visible()
+    page.get_by_role("link", name="Delete").click()
+    expect(page.get_by_text("Its disk (1 GiB, mounted at /data) is deleted too, with all the data on it.")).to_be_visible()
