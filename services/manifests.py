@@ -96,17 +96,13 @@ def _container(service: Service) -> dict[str, Any]:
         container["command"] = list(service.command)
     if service.args:
         container["args"] = list(service.args)
-    if _has_disk(service):
+    if service.has_disk:
         container["volumeMounts"] = [{"name": DATA_VOLUME, "mountPath": DATA_MOUNT_PATH}]
     return container
 
 
-def _has_disk(service: Service) -> bool:
-    return service.has_disk
-
-
 def _replicas(service: Service) -> int:
-    if _has_disk(service):
+    if service.has_disk:
         # The form and the actions refuse more than one with a disk; a service saved before that
         # rule still must not start a second pod that waits on the claim.
         return min(service.desired_replicas, 1)
@@ -131,12 +127,12 @@ def render_deployment(service: Service) -> dict[str, Any]:
             pod_spec["nodeSelector"] = dict(cluster.spot_node_selector)
         if cluster.spot_tolerations:
             pod_spec["tolerations"] = [dict(toleration) for toleration in cluster.spot_tolerations]
-    if _has_disk(service):
+    if service.has_disk:
         pod_spec["volumes"] = [{"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": service.name}}]
     template_metadata: dict[str, Any] = {"labels": service.labels}
     if template_annotations:
         template_metadata["annotations"] = template_annotations
-    if _has_disk(service):
+    if service.has_disk:
         # A ReadWriteOnce volume attaches to one node: a surge pod elsewhere would wait on it
         # forever, and two processes writing one database's files is worse. The old pod goes first.
         strategy: dict[str, Any] = {"type": "Recreate"}
@@ -164,7 +160,7 @@ def render_claim(service: Service) -> dict[str, Any] | None:
     StorageClass provisions it. Only the requested size ever changes afterwards: a larger one
     asks the cluster to expand the volume (a claim cannot shrink, and the form refuses it).
     """
-    if not _has_disk(service):
+    if not service.has_disk:
         return None
     spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
