@@ -348,23 +348,31 @@ def test_it_sums_usage_in_one_query(space, project, main_env, owner, django_asse
     assert (usage.running_services, usage.replicas) == (4, 6)
 
 
-def test_the_devcluster_refuses_a_pod_beyond_the_quota_the_environment_carries(space, project, owner, devcluster):
-    """The environment's reconcile applies `ale-quota`; the cluster then holds the same line
-    for whatever goes around ale."""
-    from clusters.client import ClusterError, client_for
+def reconciled_environment(space, project, owner, devcluster, name: str):
+    """An environment of the allocated space on a devcluster of its own, reconciled (so it
+    carries `ale-quota`), and a client for that cluster."""
+    from clusters.client import client_for
     from clusters.models import Cluster
     from devcluster import kubeconfig_text
     from environments.actions import create_environment
     from environments.tasks import reconcile_environment
 
     cluster = Cluster.objects.create(
-        name="quota", display_name="Quota", connection=Cluster.Connection.KUBECONFIG,
+        name=name, display_name=name, connection=Cluster.Connection.KUBECONFIG,
         kubeconfig=kubeconfig_text(devcluster.url, devcluster.token), ingress_domain="localtest.me",
     )
     allocate(space)
-    environment = create_environment(acting_user=owner, project=project, name="quota", cluster=cluster)
+    environment = create_environment(acting_user=owner, project=project, name=name, cluster=cluster)
     assert reconcile_environment.apply(args=[environment.pk]).result == "applied"
-    kube = client_for(cluster)
+    return environment, client_for(cluster)
+
+
+def test_the_devcluster_refuses_a_pod_beyond_the_quota_the_environment_carries(space, project, owner, devcluster):
+    """The environment's reconcile applies `ale-quota`; the cluster then holds the same line
+    for whatever goes around ale."""
+    from clusters.client import ClusterError
+
+    environment, kube = reconciled_environment(space, project, owner, devcluster, "quota")
     quota = kube.get("v1", "ResourceQuota", "ale-quota", environment.namespace)
     assert quota["spec"]["hard"]["limits.memory"] == "2048Mi"
     pod = {
@@ -383,20 +391,9 @@ def test_the_devcluster_refuses_a_pod_beyond_the_quota_the_environment_carries(s
 
 
 def test_the_devcluster_refuses_a_claim_beyond_the_storage_the_environment_carries(space, project, owner, devcluster):
-    from clusters.client import ClusterError, client_for
-    from clusters.models import Cluster
-    from devcluster import kubeconfig_text
-    from environments.actions import create_environment
-    from environments.tasks import reconcile_environment
+    from clusters.client import ClusterError
 
-    cluster = Cluster.objects.create(
-        name="storage-quota", display_name="Storage quota", connection=Cluster.Connection.KUBECONFIG,
-        kubeconfig=kubeconfig_text(devcluster.url, devcluster.token), ingress_domain="localtest.me",
-    )
-    allocate(space)
-    environment = create_environment(acting_user=owner, project=project, name="storage", cluster=cluster)
-    assert reconcile_environment.apply(args=[environment.pk]).result == "applied"
-    kube = client_for(cluster)
+    environment, kube = reconciled_environment(space, project, owner, devcluster, "storage")
     assert kube.get("v1", "ResourceQuota", "ale-quota", environment.namespace)["spec"]["hard"]["requests.storage"] == "4096Mi"
 
     def claim(name: str, size: str) -> dict:
