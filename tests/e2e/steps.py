@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 ENV_URL = re.compile(r"/environments/[a-z0-9]{12}/$")
 
@@ -24,3 +24,11 @@ def create_project(page: Page, name: str, display_name: str) -> str:
     page.get_by_role("button", name="Create project").click()
     expect(page).to_have_url(ENV_URL)
     return page.url
+
+
+def open_deploy_modal(page: Page) -> Locator:
+    """From an environment page: the deploy modal, open."""
+    page.get_by_role("link", name="+ Deploy").click()
+    modal = page.locator("dialog#modal")
+    expect(modal).to_be_visible()
+    return modal

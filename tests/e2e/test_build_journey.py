@@ -12,7 +12,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.steps import create_project, sign_in
+from tests.e2e.steps import create_project, open_deploy_modal, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -24,9 +24,7 @@ def test_it_deploys_from_a_repository_and_shows_the_build(page: Page, ale_stack,
     sign_in(page, ale_stack.url(""), username, password)
     create_project(page, "builds", "Builds")
 
-    page.get_by_role("link", name="+ Deploy").click()
-    modal = page.locator("dialog#modal")
-    expect(modal).to_be_visible()
+    modal = open_deploy_modal(page)
     # The image source is chosen: the repository fields are hidden until Git is picked.
     expect(modal.get_by_label("Repository URL")).to_be_hidden()
     modal.get_by_label("Git repository").check()

@@ -11,7 +11,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.steps import create_project, sign_in
+from tests.e2e.steps import create_project, open_deploy_modal, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -27,9 +27,7 @@ def test_it_deploys_a_service_and_watches_it_run_stop_and_start(page: Page, ale_
     page.evaluate("window.__sameDocument = true")
 
     # The deploy modal refuses bad input field by field, and keeps what was typed.
-    page.get_by_role("link", name="+ Deploy").click()
-    modal = page.locator("dialog#modal")
-    expect(modal).to_be_visible()
+    modal = open_deploy_modal(page)
     modal.get_by_label("Service name").fill("Web_1")
     modal.get_by_label("Container image").fill("nginx:1.27")
     modal.get_by_label("Port").fill("0")
@@ -66,8 +64,7 @@ def test_it_gives_a_database_one_replica_and_a_disk_that_its_deletion_warns_abou
     sign_in(page, ale_stack.url(""), username, password)
     create_project(page, "databases", "Databases")
 
-    page.get_by_role("link", name="+ Deploy").click()
-    modal = page.locator("dialog#modal")
+    modal = open_deploy_modal(page)
     modal.get_by_label("Service name").fill("db")
     modal.get_by_label("Kind").select_option("tcp")
     modal.get_by_label("Container image").fill("postgres:16")

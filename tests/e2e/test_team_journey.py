@@ -12,7 +12,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.steps import ENV_URL, sign_in
+from tests.e2e.steps import ENV_URL, open_deploy_modal, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -83,8 +83,7 @@ def test_an_invited_member_signs_up_deploys_and_meets_the_allocation(page: Page,
         other.get_by_label("Project Name").fill("shop")
         other.get_by_role("button", name="Create project").click()
         expect(other).to_have_url(ENV_URL)
-        other.get_by_role("link", name="+ Deploy").click()
-        modal = other.locator("dialog#modal")
+        modal = open_deploy_modal(other)
         modal.get_by_label("Service name").fill("web")
         modal.get_by_label("Container image").fill("nginx:1.27")
         modal.get_by_label("Port").fill("80")
@@ -98,8 +97,7 @@ def test_an_invited_member_signs_up_deploys_and_meets_the_allocation(page: Page,
         expect(other.locator("#usage-panel")).to_contain_text("1 / 1", timeout=LIVE)
 
         # A second service is over the allocation: refused in the modal, nothing deployed.
-        other.get_by_role("link", name="+ Deploy").click()
-        modal = other.locator("dialog#modal")
+        modal = open_deploy_modal(other)
         modal.get_by_label("Service name").fill("worker")
         modal.get_by_label("Container image").fill("nginx:1.27")
         modal.get_by_label("Port").fill("80")
