@@ -129,16 +129,15 @@ def render_deployment(service: Service) -> dict[str, Any]:
             pod_spec["tolerations"] = [dict(toleration) for toleration in cluster.spot_tolerations]
     if service.has_disk:
         pod_spec["volumes"] = [{"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": service.name}}]
-    template_metadata: dict[str, Any] = {"labels": service.labels}
-    if template_annotations:
-        template_metadata["annotations"] = template_annotations
-    if service.has_disk:
         # A ReadWriteOnce volume attaches to one node: a surge pod elsewhere would wait on it
         # forever, and two processes writing one database's files is worse. The old pod goes first.
         strategy: dict[str, Any] = {"type": "Recreate"}
     else:
         # A new pod must be ready before an old one goes: no gap in service on a deploy.
         strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}
+    template_metadata: dict[str, Any] = {"labels": service.labels}
+    if template_annotations:
+        template_metadata["annotations"] = template_annotations
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
