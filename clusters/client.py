@@ -500,8 +500,6 @@ async def in_thread(function: Callable[..., T], *args: Any) -> T:
     return await future
 
 
-
-
 class _RawStream:
     """A streaming urllib3 response that one thread reads and any thread may close.
 
@@ -638,7 +636,7 @@ class AsyncLogStream:
         return self._closed
 
     async def read_some(self) -> bytes:
-        """Up to 64 KiB of what arrived (waiting for something when nothing has); b"" at the end
+        """Up to 256 KiB of what arrived (waiting for something when nothing has); b"" at the end
         or once closed. Raises `ClusterError` (retryable) when the connection breaks mid-stream."""
         if self._closed:
             return b""
@@ -1150,13 +1148,6 @@ class KubeClient:
         query = LogQuery(**options)
         what = f"LOG {namespace}/{pod}"
         configuration = self.configuration
-        # Building the request can block: an expired token is renewed by the kubeconfig's
-        # credential plugin (a program it runs) or OIDC refresh, and certificates are read from
-        # files. Off the loop, which every other socket of the process shares.
-        try:
-            url, headers, tls = await in_thread(self._async_log_request, _log_path(namespace, pod), query)
-        except (ssl.SSLError, OSError) as exc:
-            raise _transport_error(self.name, exc, what=what) from exc
         proxy = None
         if configuration.proxy and not should_bypass_proxies(configuration.host, configuration.no_proxy or ""):
             if is_socks_proxy_url(configuration.proxy):
@@ -1167,6 +1158,13 @@ class KubeClient:
                     user_message=f"The cluster '{self.name}' is reached through a SOCKS proxy, which live logs cannot use.",
                 )
             proxy = configuration.proxy
+        # Building the request can block: an expired token is renewed by the kubeconfig's
+        # credential plugin (a program it runs) or OIDC refresh, and certificates are read from
+        # files. Off the loop, which every other socket of the process shares.
+        try:
+            url, headers, tls = await in_thread(self._async_log_request, _log_path(namespace, pod), query)
+        except (ssl.SSLError, OSError) as exc:
+            raise _transport_error(self.name, exc, what=what) from exc
         connect, read = self.request_timeout
         timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_read=None if query.follow else read)
         session = aiohttp.ClientSession(
