@@ -101,14 +101,6 @@ def _container(service: Service) -> dict[str, Any]:
     return container
 
 
-def _replicas(service: Service) -> int:
-    if service.has_disk:
-        # The form and the actions refuse more than one with a disk; a service saved before that
-        # rule still must not start a second pod that waits on the claim.
-        return min(service.desired_replicas, 1)
-    return service.desired_replicas
-
-
 def render_deployment(service: Service) -> dict[str, Any]:
     cluster = service.environment.cluster
     template_annotations = {}
@@ -144,7 +136,7 @@ def render_deployment(service: Service) -> dict[str, Any]:
         # The generation the watcher compares with the database to know which spec it sees.
         "metadata": _metadata(service, annotations={"ale.dev/generation": str(service.generation)}),
         "spec": {
-            "replicas": _replicas(service),
+            "replicas": service.desired_replicas,
             "selector": {"matchLabels": _selector(service)},
             "strategy": strategy,
             "template": {"metadata": template_metadata, "spec": pod_spec},

@@ -225,10 +225,20 @@ def test_it_recreates_the_pod_of_a_service_with_a_disk(main_env):
     assert rolling["type"] == "RollingUpdate"
 
 
-def test_it_runs_at_most_one_pod_of_a_service_with_a_disk(main_env):
-    # A service saved before the one-replica rule.
-    assert deployment_of(make_database(main_env, replicas=3))["spec"]["replicas"] == 1
-    assert deployment_of(make_database(main_env, replicas=3, disk_mib=0))["spec"]["replicas"] == 3
+def test_it_runs_at_most_one_pod_of_a_service_with_a_disk(main_env, owner):
+    from importlib import import_module
+
+    from django.apps import apps
+
+    migration = import_module("services.migrations.0005_one_replica_with_a_disk")
+
+    # Services saved before the one-replica rule: the migration brings those with a disk to one.
+    with_disk = make_database(main_env, replicas=3)
+    without = make_database(main_env, name="cache", replicas=3, disk_mib=0)
+    Service.objects.bulk_create([with_disk, without])
+    migration.one_replica_with_a_disk(apps, None)
+    assert deployment_of(Service.objects.get(name="db"))["spec"]["replicas"] == 1
+    assert deployment_of(Service.objects.get(name="cache"))["spec"]["replicas"] == 3
 
 
 def test_it_keeps_the_claim_of_a_stopped_service(main_env):
