@@ -14,7 +14,11 @@ def _default_node_selector() -> dict:
 
 
 class Cluster(models.Model):
-    """A Kubernetes cluster registered by operations (in the Django admin)."""
+    """A Kubernetes cluster registered by operations (in the Django admin).
+
+    The admin renders help texts as HTML: placeholders are written in capitals, never in angle
+    brackets, which would vanish as tags.
+    """
 
     class Connection(models.TextChoices):
         DEVCLUSTER = "devcluster", "Bundled development cluster"
@@ -31,7 +35,7 @@ class Cluster(models.Model):
     kubeconfig = models.TextField(blank=True, help_text="Only for the kubeconfig connection.")
     context = models.CharField(max_length=200, blank=True, help_text="Kubeconfig context; blank for its current one.")
     ingress_domain = models.CharField(
-        max_length=253, blank=True, help_text="Access URLs are <service>-<environment id>.<this domain>."
+        max_length=253, blank=True, help_text="Access URLs are SERVICE-ENVIRONMENT_ID.THIS_DOMAIN."
     )
     ingress_controller_namespace = models.CharField(
         max_length=63,
@@ -103,7 +107,7 @@ class Cluster(models.Model):
         max_length=500,
         blank=True,
         help_text="Where built images are pushed, e.g. registry.example.com/ale; "
-        "images are <registry>/<environment id>/<service>:<tag>. Blank: no builds on this cluster.",
+        "images are REGISTRY/ENVIRONMENT_ID/SERVICE:TAG. Blank: no builds on this cluster.",
     )
     registry_secret = models.CharField(
         max_length=253,

@@ -86,3 +86,13 @@ def test_it_shows_the_storage_class_in_the_admin(admin_client_):
     html = admin_client_.get(reverse("admin:clusters_cluster_change", args=[cluster.pk])).content.decode()
     assert 'name="storage_class"' in html
     assert "Blank: the cluster&#x27;s default StorageClass" in html or "Blank: the cluster's default StorageClass" in html
+
+
+def test_it_shows_every_help_text_of_the_cluster_form_whole(admin_client_):
+    cluster = Cluster.objects.get(name="local")
+    page = admin_client_.get(reverse("admin:clusters_cluster_change", args=[cluster.pk])).content.decode()
+    # Help texts are HTML there: a placeholder in angle brackets would vanish as a tag.
+    assert "Access URLs are SERVICE-ENVIRONMENT_ID.THIS_DOMAIN." in page
+    assert "images are REGISTRY/ENVIRONMENT_ID/SERVICE:TAG." in page
+    for field in Cluster._meta.get_fields():
+        assert "<" not in str(getattr(field, "help_text", "")), field.name
