@@ -129,7 +129,10 @@ def _team_page(
         owner_count=sum(1 for m in memberships if m.role == Membership.Role.OWNER),
         is_space_owner=owner,
         invite_form=invite_form or InviteForm(),
-        pending=[(i, invitations.reference(i)) for i in pending],
+        # Owners only (members get no pending list at all): the link lets anyone join.
+        pending=[
+            (i, invitations.reference(i), invitations.link_for(i, request.build_absolute_uri("/"))) for i in pending
+        ],
         roles=Membership.Role.choices,
     )
     response.status_code = status
