@@ -262,11 +262,18 @@ def detail(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
     return render(request, "services/detail.html", context)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @login_required
 def rollback(request: HtmxHttpRequest, service_id: str, number: int) -> HttpResponse:
+    """GET asks for confirmation, naming the revision and its image (a modal, or a page
+    without JavaScript); POST rolls back."""
     service = get_service_for_user(request.user, service_id)
-    revision = get_object_or_404(service.revisions, number=number)
+    revision = get_object_or_404(service.revisions.select_related("created_by"), number=number)
+    if request.method == "GET":
+        context = {"service": service, "environment": service.environment, "revision": revision}
+        if wants_fragment(request):
+            return render(request, "services/_rollback_modal.html", context)
+        return render(request, "services/rollback.html", _page_context(request, context))
     try:
         service = actions.rollback_service(request.user, service, revision)
     except ValidationError as error:

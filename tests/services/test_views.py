@@ -353,8 +353,29 @@ class TestRollback:
         Revision.objects.filter(service=other).update(number=5)
         assert member_client.post(service_url("rollback", service, 5)).status_code == 404
 
-    def test_it_refuses_get_anonymous_and_outsiders(self, client, member_client, outsider_client, service):
-        assert member_client.get(service_url("rollback", service, 1)).status_code == 405
+    def test_it_asks_first_naming_the_revision_and_its_image(self, member_client, member, service):
+        form = ServiceForm(form_data(image="nginx:1.28"), environment=service.environment, service=service)
+        assert form.is_valid()
+        actions.deploy_service(member, service.environment, form.cleaned_data, service=service)
+        # The service page links to the question; it does not post.
+        html = member_client.get(service_url("detail", service)).content.decode()
+        assert f'href="{service_url("rollback", service, 1)}"' in html
+        assert f'action="{service_url("rollback", service, 1)}"' not in html
+        for headers in ({}, {"HTTP_HX_REQUEST": "true"}):
+            response = member_client.get(service_url("rollback", service, 1), **headers)
+            assert response.status_code == 200
+            html = response.content.decode()
+            assert "Roll back api to revision #1?" in html
+            assert "<code>nginx:1.27</code>" in html and "<code>nginx:1.28</code>" in html
+            assert f'action="{service_url("rollback", service, 1)}"' in html
+        assert html.lstrip().startswith("<dialog")
+        # Asking changed nothing.
+        service.refresh_from_db()
+        assert (service.image, service.revisions.count()) == ("nginx:1.28", 2)
+
+    def test_it_refuses_anonymous_and_outsiders(self, client, member_client, outsider_client, service):
+        assert outsider_client.get(service_url("rollback", service, 1)).status_code == 404
+        assert member_client.put(service_url("rollback", service, 1)).status_code == 405
         assert client.post(service_url("rollback", service, 1)).status_code == 302
         assert outsider_client.post(service_url("rollback", service, 1)).status_code == 404
         assert service.revisions.count() == 1
