@@ -263,6 +263,10 @@ def clone_environment(
     check_allocation(source.project.space_id, [(None, spec_from_fields(p.name, p.spec, running=False)) for p in planned])
     environment = create_environment(acting_user=acting_user, project=source.project, name=name, cluster=cluster)
     written = write_services(acting_user, environment, planned, cause="clone")
+    # Where each card says the service came from until it is deployed.
+    Service.objects.filter(pk__in=[s.pk for s in written]).update(cloned_from=source.name, cloned_by=acting_user)
+    for service in written:
+        service.cloned_from, service.cloned_by = source.name, acting_user
     audit.record(
         acting_user, source.project.space_id, audit.Action.ENVIRONMENT_CLONE,
         f"Cloned {source.name} as {environment.name} ({len(written)} service{'s' if len(written) != 1 else ''}, stopped)",
