@@ -27,6 +27,7 @@ from services.access import cards_for_environment, get_service_for_user
 from services.forms import ServiceForm
 from services.manifests import DATA_MOUNT_PATH
 from services.models import Build, Service
+from services.streams import may_open_terminal
 from spaces.access import live_projects, spaces_for_user
 from spaces.allocation import format_mib
 from spaces.http import HtmxHttpRequest, wants_fragment
@@ -257,6 +258,8 @@ def detail(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
             "cpu": Decimal(service.cpu_millicores) / 1000,
             "memory": format_mib(service.memory_mib),
             "disk_path": DATA_MOUNT_PATH,
+            # The Terminal link only for those the environment's setting lets in.
+            "may_open_terminal": may_open_terminal(request.user, service.environment),
         },
     )
     return render(request, "services/detail.html", context)

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from environments.actions import delete_environment
-from environments.models import ClusterEvent
+from environments.models import ClusterEvent, Environment
 from services import actions
 from services.access import cards_for_environment, get_service_for_user
 from services.forms import ServiceForm
@@ -319,6 +319,16 @@ class TestServicePage:
         assert service_url("rollback", service, 2) not in html
         assert "owner" in html and "member" in html
         assert "api:8080" in html and "http://api-" in html
+
+    def test_it_links_to_the_log_view_and_the_terminal(self, member_client, owner_client, service):
+        html = member_client.get(service_url("detail", service)).content.decode()
+        assert f'href="{service_url("logs", service)}" data-link="logs">Log view</a>' in html
+        assert f'href="{service_url("terminal", service)}" data-link="terminal">Terminal</a>' in html
+        # Where the environment keeps the terminal for owners, a member is not sent to a refusal.
+        Environment.objects.filter(pk=service.environment_id).update(terminal_access=Environment.TerminalAccess.OWNERS_ONLY)
+        html = member_client.get(service_url("detail", service)).content.decode()
+        assert "Log view</a>" in html and service_url("terminal", service) not in html
+        assert f'href="{service_url("terminal", service)}"' in owner_client.get(service_url("detail", service)).content.decode()
 
     def test_it_costs_the_same_queries_however_many_revisions(self, member_client, member, service, django_assert_max_num_queries):
         for _ in range(5):
