@@ -7,6 +7,7 @@ tests' transactions never commit, so no reconcile task is enqueued.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -76,6 +77,11 @@ class TestDeploy:
         assert html.lstrip().startswith('<dialog id="modal"')
         assert f'hx-post="{deploy_url(main_env)}"' in html
         assert 'name="health_check_path"' in html and 'value="/"' in html
+
+    def test_it_prefills_the_branch_with_main(self, member_client, main_env):
+        html = member_client.get(deploy_url(main_env), **HX).content.decode()
+        [branch] = re.findall(r'<input[^>]*name="branch"[^>]*>', html)
+        assert 'value="main"' in branch
 
     def test_it_shows_a_whole_page_without_javascript(self, member_client, main_env):
         response = member_client.get(deploy_url(main_env))
