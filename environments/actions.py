@@ -52,10 +52,17 @@ def rename_environment(*, acting_user: AbstractBaseUser, environment: Environmen
     return environment
 
 
+@transaction.atomic
 def set_default_environment(*, acting_user: AbstractBaseUser, environment: Environment) -> Environment:
+    from spaces import audit
+
     project = environment.project
     project.default_environment = environment
     project.save(update_fields=["default_environment"])
+    audit.record(
+        acting_user, project.space_id, audit.Action.ENVIRONMENT_DEFAULT,
+        f"Set {environment.name} as the default environment of {project.name}", environment=environment,
+    )
     return environment
 
 

@@ -250,6 +250,7 @@ class AuditEntry(models.Model):
         ENVIRONMENT_CREATE = "environment.create", "Environment created"
         ENVIRONMENT_CLONE = "environment.clone", "Environment cloned"
         ENVIRONMENT_DELETE = "environment.delete", "Environment deleted"
+        ENVIRONMENT_DEFAULT = "environment.default", "Default environment set"
         YAML_APPLY = "environment.yaml_apply", "YAML applied"
         SECRETS_CHANGE = "environment.secrets", "Variables or secrets changed"
         FIREWALL_CHANGE = "environment.firewall", "Firewall changed"
