@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from environments import actions
 from environments.models import Environment, EnvironmentVariable
+from services import actions as service_actions
 from services.models import Service
 from tests.environments.travel import enqueued, make_shop
 from tests.factories import local_cluster, make_project
@@ -62,8 +63,6 @@ def test_a_cloned_card_says_where_it_came_from_and_who_cloned_it(owner_client, m
         html = owner_client.get(page).content.decode()
     assert "Cloned from <strong>main</strong> by <strong>owner</strong>" in html
     # Once deployed in qa, the card says who deployed it.
-    from services import actions as service_actions
-
     web = qa.services.get(name="web")
     service_actions.redeploy_service(owner, web)
     card = owner_client.get(page).content.decode()
