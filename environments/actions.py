@@ -52,10 +52,17 @@ def rename_environment(*, acting_user: AbstractBaseUser, environment: Environmen
     return environment
 
 
+@transaction.atomic
 def set_default_environment(*, acting_user: AbstractBaseUser, environment: Environment) -> Environment:
+    from spaces import audit
+
     project = environment.project
     project.default_environment = environment
     project.save(update_fields=["default_environment"])
+    audit.record(
+        acting_user, project.space_id, audit.Action.ENVIRONMENT_DEFAULT,
+        f"Set {environment.name} as the default environment of {project.name}", environment=environment,
+    )
     return environment
 
 
@@ -263,6 +270,10 @@ def clone_environment(
     check_allocation(source.project.space_id, [(None, spec_from_fields(p.name, p.spec, running=False)) for p in planned])
     environment = create_environment(acting_user=acting_user, project=source.project, name=name, cluster=cluster)
     written = write_services(acting_user, environment, planned, cause="clone")
+    # Where each card says the service came from until it is deployed.
+    Service.objects.filter(pk__in=[s.pk for s in written]).update(cloned_from=source.name, cloned_by=acting_user)
+    for service in written:
+        service.cloned_from, service.cloned_by = source.name, acting_user
     audit.record(
         acting_user, source.project.space_id, audit.Action.ENVIRONMENT_CLONE,
         f"Cloned {source.name} as {environment.name} ({len(written)} service{'s' if len(written) != 1 else ''}, stopped)",

@@ -33,7 +33,7 @@ def cards_for_environment(environment: Environment) -> list[Service]:
     Through the reverse manager each service shares the `environment` object already loaded
     (with its project, space and cluster), so no card reads it again.
     """
-    return list(environment.services.select_related("deployed_by").order_by("name"))
+    return list(environment.services.select_related("deployed_by", "cloned_by").order_by("name"))
 
 
 def card_page(environment: Environment, start: int, stop: int) -> tuple[list[Service], bool]:
@@ -42,5 +42,5 @@ def card_page(environment: Environment, start: int, stop: int) -> tuple[list[Ser
     One query: it fetches one row beyond `stop`, so that knowing whether another page exists
     costs no `count()`.
     """
-    rows = list(environment.services.select_related("deployed_by").order_by("name")[start : stop + 1])
+    rows = list(environment.services.select_related("deployed_by", "cloned_by").order_by("name")[start : stop + 1])
     return rows[: stop - start], len(rows) > stop - start

@@ -225,7 +225,8 @@ class ServiceForm(forms.Form):
     )
     image = forms.CharField(label="Container image", required=False, max_length=500)
     repository_url = forms.CharField(label="Repository URL", required=False, max_length=500)
-    branch = forms.CharField(label="Branch", required=False, max_length=200)
+    # Prefilled like the Dockerfile: most repositories build from `main`.
+    branch = forms.CharField(label="Branch", required=False, max_length=200, initial="main")
     repository_path = forms.CharField(label="Path in the repository", required=False, max_length=500)
     dockerfile = forms.CharField(label="Dockerfile", required=False, max_length=500, initial="Dockerfile")
     build_args = forms.CharField(

@@ -155,6 +155,12 @@ class Service(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     deployed_at = models.DateTimeField(null=True, blank=True)
+    # A clone's origin, for its card until someone deploys it: the source environment's name
+    # as it was then (text, so it outlives a rename or deletion of the source) and who cloned.
+    cloned_from = models.CharField(max_length=40, blank=True)
+    cloned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     # The observed status: written by the watcher and the tasks, never by a page request.
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.DEPLOYING)

@@ -27,6 +27,7 @@ from services.access import cards_for_environment, get_service_for_user
 from services.forms import ServiceForm
 from services.manifests import DATA_MOUNT_PATH
 from services.models import Build, Service
+from services.streams import may_open_terminal
 from spaces.access import live_projects, spaces_for_user
 from spaces.allocation import format_mib
 from spaces.http import HtmxHttpRequest, wants_fragment
@@ -257,16 +258,25 @@ def detail(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
             "cpu": Decimal(service.cpu_millicores) / 1000,
             "memory": format_mib(service.memory_mib),
             "disk_path": DATA_MOUNT_PATH,
+            # The Terminal link only for those the environment's setting lets in.
+            "may_open_terminal": may_open_terminal(request.user, service.environment),
         },
     )
     return render(request, "services/detail.html", context)
 
 
-@require_POST
+@require_http_methods(["GET", "POST"])
 @login_required
 def rollback(request: HtmxHttpRequest, service_id: str, number: int) -> HttpResponse:
+    """GET asks for confirmation, naming the revision and its image (a modal, or a page
+    without JavaScript); POST rolls back."""
     service = get_service_for_user(request.user, service_id)
-    revision = get_object_or_404(service.revisions, number=number)
+    revision = get_object_or_404(service.revisions.select_related("created_by"), number=number)
+    if request.method == "GET":
+        context = {"service": service, "environment": service.environment, "revision": revision}
+        if wants_fragment(request):
+            return render(request, "services/_rollback_modal.html", context)
+        return render(request, "services/rollback.html", _page_context(request, context))
     try:
         service = actions.rollback_service(request.user, service, revision)
     except ValidationError as error:

@@ -14,7 +14,8 @@ def spaces_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Space]:
     """Every space the user is a member of, default space first."""
     if not user.is_authenticated:
         return Space.objects.none()
-    return Space.objects.filter(memberships__user=user).order_by("-is_default", "name")
+    # The owner: the sidebar names whose default space another user's is.
+    return Space.objects.filter(memberships__user=user).select_related("owner").order_by("-is_default", "name")
 
 
 def projects_for_user(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Project]:

@@ -98,6 +98,9 @@ class Usage:
     # {(capacity, resource): amount}
     amounts: dict[tuple[str, str], int] = field(default_factory=dict)
     running_services: int = 0
+    # Of the running services, those whose status is Failed: set to run, so they keep their
+    # place in the allocation, but the panel must not call them running.
+    failed_services: int = 0
     replicas: int = 0
 
     def used(self, capacity: str, resource: str) -> int:
@@ -246,6 +249,8 @@ class Meter:
     allowed: int
     used_text: str
     allowed_text: str
+    # A line under the meter, for what the numbers alone would misstate.
+    note: str = ""
 
     @property
     def percent(self) -> int:
@@ -274,12 +279,17 @@ def meters(limits: Limits, usage: Usage) -> dict[str, list[Meter]]:
         ]
     most_replicas = limits.max_running_services * limits.max_replicas_per_service
     groups["Services"] = [
+        # The bar and the limit count every service set to run (a failed one keeps its place
+        # until it is stopped); the number says how many actually run.
         Meter(
             "Running",
             usage.running_services,
             limits.max_running_services,
-            str(usage.running_services),
+            str(usage.running_services - usage.failed_services),
             str(limits.max_running_services),
+            note=(
+                f"{usage.failed_services} failed, still counted until stopped" if usage.failed_services else ""
+            ),
         ),
         Meter("Replicas", usage.replicas, most_replicas, str(usage.replicas), str(most_replicas)),
     ]

@@ -1,8 +1,11 @@
 """Inviting people into a space: at once when they have an account, by a link when they do not.
 
-The link carries a random token; only its SHA-256 is stored, so the e-mail is the one place
-the link exists. A token opens one membership: it is spent on acceptance, and refused once it
-has expired or been revoked.
+The link carries a token; only its SHA-256 is stored. The token is an HMAC of the invitation's
+row under SECRET_KEY, so the server can show the link again to the space's owners (the Team
+page's "Copy link", for an install whose e-mail goes nowhere but the server's output) while a
+database dump alone still opens no space. A token opens one membership: it is spent on
+acceptance, and refused once it has expired or been revoked. Rotating SECRET_KEY leaves the
+e-mailed links working (their hashes are stored) but the Team page can no longer show them.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -21,6 +25,7 @@ from django.core.validators import validate_email
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.crypto import salted_hmac
 
 from spaces import audit
 from spaces.actions import add_member, sign_up
@@ -31,6 +36,25 @@ INVITATION_LIFETIME = timedelta(days=7)
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+_TOKEN_SALT = "ale.spaces.invitation"
+
+
+def _token_for(invitation: Invitation) -> str:
+    """The link's token, derived from the saved row: the same every time it is asked for."""
+    created = invitation.created_at.astimezone(dt_timezone.utc).strftime("%Y%m%d%H%M%S%f")
+    value = f"{invitation.pk}:{invitation.space_id}:{invitation.email}:{created}"
+    return salted_hmac(_TOKEN_SALT, value, algorithm="sha256").hexdigest()
+
+
+def link_for(invitation: Invitation, base_url: str) -> str:
+    """The invitation's link again, for its space's owners; "" when it cannot be rebuilt (an
+    invitation from before links were derived, or SECRET_KEY has changed since)."""
+    token = _token_for(invitation)
+    if not secrets.compare_digest(hash_token(token), invitation.token_hash):
+        return ""
+    return invitation_url(base_url, token)
 
 
 def reference(invitation: Invitation) -> str:
@@ -77,15 +101,19 @@ def invite(
     except ValidationError:
         raise ValidationError(f"Nobody has the username {who}. Invite them by e-mail address instead.") from None
     with transaction.atomic():
-        token = secrets.token_urlsafe(32)
+        # The token derives from the saved row, so the row is written first with a random
+        # placeholder (the column is unique) that no token hashes to.
         invitation = Invitation.objects.create(
             space=space,
             email=who,
             role=role,
-            token_hash=hash_token(token),
+            token_hash=secrets.token_hex(32),
             invited_by=acting_user,
             expires_at=timezone.now() + INVITATION_LIFETIME,
         )
+        token = _token_for(invitation)
+        invitation.token_hash = hash_token(token)
+        invitation.save(update_fields=["token_hash"])
         audit.record(
             acting_user, space, audit.Action.INVITATION_SEND, f"Invited {who} as {invitation.get_role_display().lower()}",
             details={"email": who, "role": role},

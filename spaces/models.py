@@ -195,8 +195,9 @@ class ResourceAllocation(models.Model):
 class Invitation(models.Model):
     """A link that lets someone without an account sign up and join a space.
 
-    Only a hash of the token is stored: the link itself exists in the e-mail alone, so a
-    database dump opens no space.
+    Only a hash of the token is stored, so a database dump opens no space; the token is an HMAC
+    of the row under SECRET_KEY, which lets the space's owners copy the link again from the
+    Team page (see `spaces.invitations`).
     """
 
     space = models.ForeignKey(Space, on_delete=models.CASCADE, related_name="invitations")
@@ -249,6 +250,7 @@ class AuditEntry(models.Model):
         ENVIRONMENT_CREATE = "environment.create", "Environment created"
         ENVIRONMENT_CLONE = "environment.clone", "Environment cloned"
         ENVIRONMENT_DELETE = "environment.delete", "Environment deleted"
+        ENVIRONMENT_DEFAULT = "environment.default", "Default environment set"
         YAML_APPLY = "environment.yaml_apply", "YAML applied"
         SECRETS_CHANGE = "environment.secrets", "Variables or secrets changed"
         FIREWALL_CHANGE = "environment.firewall", "Firewall changed"

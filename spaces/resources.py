@@ -119,6 +119,7 @@ def usage_for_space(space: Space, *, exclude: Iterable[int] = ()) -> Usage:
             memory=Sum(F("memory_mib") * F("replicas"), filter=running),
             disk=Sum(disk),
             services=Count("pk", filter=running),
+            failed=Count("pk", filter=running & Q(status=Service.Status.FAILED)),
             replica_count=Sum("replicas", filter=running),
         )
     )
@@ -129,6 +130,7 @@ def usage_for_space(space: Space, *, exclude: Iterable[int] = ()) -> Usage:
         usage.amounts[(capacity, "memory")] = row["memory"] or 0
         usage.amounts[(capacity, "disk")] = row["disk"] or 0
         usage.running_services += row["services"]
+        usage.failed_services += row["failed"]
         usage.replicas += row["replica_count"] or 0
     return usage
 

@@ -129,7 +129,10 @@ def _team_page(
         owner_count=sum(1 for m in memberships if m.role == Membership.Role.OWNER),
         is_space_owner=owner,
         invite_form=invite_form or InviteForm(),
-        pending=[(i, invitations.reference(i)) for i in pending],
+        # Owners only (members get no pending list at all): the link lets anyone join.
+        pending=[
+            (i, invitations.reference(i), invitations.link_for(i, request.build_absolute_uri("/"))) for i in pending
+        ],
         roles=Membership.Role.choices,
     )
     response.status_code = status
@@ -299,8 +302,15 @@ def audit_log(request: HtmxHttpRequest, space_id: str) -> HttpResponse:
     # The filters offer what the log holds, names included for what has been deleted since.
     base = AuditEntry.objects.filter(space=space).order_by()
     projects = sorted(set(base.exclude(project_public_id="").values_list("project_public_id", "project_name")), key=lambda p: p[1])
+    # Every project has a `main`: an environment is named with its project, "shop/main".
     environments = sorted(
-        set(base.exclude(environment_public_id="").values_list("environment_public_id", "environment_name")), key=lambda e: e[1]
+        (
+            (public_id, f"{project_name}/{name}")
+            for public_id, project_name, name in set(
+                base.exclude(environment_public_id="").values_list("environment_public_id", "project_name", "environment_name")
+            )
+        ),
+        key=lambda e: e[1],
     )
     users = sorted(set(base.exclude(actor_name="").values_list("actor_name", flat=True)))
     query = request.GET.urlencode()

@@ -115,3 +115,45 @@ def test_an_invited_member_signs_up_deploys_and_meets_the_allocation(page: Page,
     expect(table).to_contain_text("Invited newcomer@example.com as member")
     expect(table).to_contain_text("Added newcomer as member")
     expect(table).to_contain_text("Deployed web (revision 1)")
+
+
+def test_an_owner_copies_an_invitation_link_and_a_newcomer_joins_with_it(page: Page, ale_stack):
+    """No mail server: the owner copies the pending invitation's link from the Team page."""
+    ale_stack.manage("shell", "-c", SETUP)
+    base = ale_stack.url("").rstrip("/")
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+
+    sign_in(page, base, "lead", PASSWORD)
+    page.goto(base + "/")
+    page.get_by_role("link", name="acme-team").click()
+    page.get_by_role("navigation", name="Space pages").get_by_role("link", name="Team").click()
+    page.get_by_label("E-mail or username").fill("copied@example.com")
+    page.get_by_label("Role", exact=True).select_option("member")
+    page.get_by_role("button", name="Invite").click()
+    expect(page.get_by_text("Invitation sent to copied@example.com.")).to_be_visible()
+
+    pending = page.locator(".invitation-list li", has_text="copied@example.com")
+    field = pending.get_by_label("Invitation link for copied@example.com")
+    expect(field).to_have_value(re.compile(r"^http://127\.0\.0\.1:\d+/invitations/[0-9a-f]{64}/$"))
+    link = field.input_value()
+    pending.get_by_role("button", name="Copy link").click()
+    expect(pending.get_by_role("button", name="Copied")).to_be_visible()
+    # 127.0.0.1 is a secure context, so the button used the Clipboard API.
+    assert page.evaluate("navigator.clipboard.readText()") == link
+
+    # The owner signs out; someone new opens the link in the same browser and joins.
+    page.locator(".user-menu summary").click()
+    page.get_by_role("button", name="Sign out").click()
+    page.goto(link)
+    expect(page.get_by_role("heading", name="Join acme-team")).to_be_visible()
+    expect(page.get_by_label("E-mail")).to_have_value("copied@example.com")
+    page.get_by_label("Username").fill("copied")
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
+    page.get_by_label("Password confirmation").fill(PASSWORD)
+    page.get_by_role("button", name="Sign up and join").click()
+    expect(page.get_by_text("Welcome to acme-team.")).to_be_visible()
+    expect(page.get_by_role("heading", level=1)).to_have_text("acme-team")
+    assert errors == [], f"browser console errors: {errors}"

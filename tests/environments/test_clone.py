@@ -7,6 +7,7 @@ from django.urls import reverse
 
 from environments import actions
 from environments.models import Environment, EnvironmentVariable
+from services import actions as service_actions
 from services.models import Service
 from tests.environments.travel import enqueued, make_shop
 from tests.factories import local_cluster, make_project
@@ -42,6 +43,31 @@ def test_it_clones_every_service_stopped_without_secrets(owner_client, main_env,
     assert actions.missing_secret_keys(qa) == ["DATABASE_URL", "DB_PASSWORD"]
     tasks = enqueued(callbacks)
     assert ("environments.tasks.reconcile_environment", (qa.pk, [s.pk for s in services])) in tasks
+
+
+def test_a_cloned_card_says_where_it_came_from_and_who_cloned_it(owner_client, member_client, main_env, owner, member, django_assert_max_num_queries):
+    make_shop(main_env, owner)
+    clone(member_client, main_env)
+    qa = Environment.objects.get(name="qa")
+    page = reverse("environments:detail", args=[qa.public_id])
+    html = owner_client.get(page).content.decode()
+    assert html.count("Cloned from <strong>main</strong> by <strong>member</strong>") == 3
+    # The clone's name outlives a rename of the source, and the cards still cost no query each.
+    main_env.name = "production"
+    main_env.save(update_fields=["name"])
+    with django_assert_max_num_queries(40) as counted:
+        html = owner_client.get(page).content.decode()
+    assert html.count("Cloned from <strong>main</strong> by <strong>member</strong>") == 3
+    Service.objects.filter(environment=qa, name="db").update(cloned_by=owner)
+    with django_assert_max_num_queries(len(counted.captured_queries)):
+        html = owner_client.get(page).content.decode()
+    assert "Cloned from <strong>main</strong> by <strong>owner</strong>" in html
+    # Once deployed in qa, the card says who deployed it.
+    web = qa.services.get(name="web")
+    service_actions.redeploy_service(owner, web)
+    card = owner_client.get(page).content.decode()
+    assert "Deployed by <strong>owner</strong>" in card
+    assert card.count("Cloned from <strong>main</strong>") == 2
 
 
 def test_it_lists_the_missing_secrets_on_settings_until_they_are_set(owner_client, main_env, owner):

@@ -4,7 +4,7 @@ import pytest
 from django.urls import reverse
 
 from environments.models import Environment
-from spaces.models import Project
+from spaces.models import AuditEntry, Project
 from tests.factories import make_environment
 
 
@@ -126,6 +126,14 @@ class TestSetDefault:
         assert project.default_environment == staging
         opened = member_client.get(reverse("spaces:project-detail", args=[project.public_id]))
         assert opened.url == _url("detail", staging)
+
+    def test_it_is_in_the_audit_log(self, member_client, owner_client, space, project, staging):
+        member_client.post(_url("set-default", staging))
+        entry = AuditEntry.objects.get(space=space, action="environment.default")
+        assert (entry.actor_name, entry.environment_public_id, entry.project_name) == ("member", staging.public_id, "shop")
+        html = owner_client.get(reverse("spaces:audit", args=[space.public_id])).content.decode()
+        assert "Set staging as the default environment of shop" in html
+        assert '<option value="environment.default">Default environment set</option>' in html
 
     def test_it_says_so_on_the_settings_tab(self, owner_client, staging, main_env):
         html = owner_client.get(_url("settings", staging)).content.decode()

@@ -7,6 +7,7 @@ tests' transactions never commit, so no reconcile task is enqueued.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from environments.actions import delete_environment
-from environments.models import ClusterEvent
+from environments.models import ClusterEvent, Environment
 from services import actions
 from services.access import cards_for_environment, get_service_for_user
 from services.forms import ServiceForm
@@ -76,6 +77,11 @@ class TestDeploy:
         assert html.lstrip().startswith('<dialog id="modal"')
         assert f'hx-post="{deploy_url(main_env)}"' in html
         assert 'name="health_check_path"' in html and 'value="/"' in html
+
+    def test_it_prefills_the_branch_with_main(self, member_client, main_env):
+        html = member_client.get(deploy_url(main_env), **HX).content.decode()
+        [branch] = re.findall(r'<input[^>]*name="branch"[^>]*>', html)
+        assert 'value="main"' in branch
 
     def test_it_shows_a_whole_page_without_javascript(self, member_client, main_env):
         response = member_client.get(deploy_url(main_env))
@@ -320,6 +326,16 @@ class TestServicePage:
         assert "owner" in html and "member" in html
         assert "api:8080" in html and "http://api-" in html
 
+    def test_it_links_to_the_log_view_and_the_terminal(self, member_client, owner_client, service):
+        html = member_client.get(service_url("detail", service)).content.decode()
+        assert f'href="{service_url("logs", service)}" data-link="logs">Log view</a>' in html
+        assert f'href="{service_url("terminal", service)}" data-link="terminal">Terminal</a>' in html
+        # Where the environment keeps the terminal for owners, a member is not sent to a refusal.
+        Environment.objects.filter(pk=service.environment_id).update(terminal_access=Environment.TerminalAccess.OWNERS_ONLY)
+        html = member_client.get(service_url("detail", service)).content.decode()
+        assert "Log view</a>" in html and service_url("terminal", service) not in html
+        assert f'href="{service_url("terminal", service)}"' in owner_client.get(service_url("detail", service)).content.decode()
+
     def test_it_costs_the_same_queries_however_many_revisions(self, member_client, member, service, django_assert_max_num_queries):
         for _ in range(5):
             actions.redeploy_service(member, service)
@@ -353,8 +369,29 @@ class TestRollback:
         Revision.objects.filter(service=other).update(number=5)
         assert member_client.post(service_url("rollback", service, 5)).status_code == 404
 
-    def test_it_refuses_get_anonymous_and_outsiders(self, client, member_client, outsider_client, service):
-        assert member_client.get(service_url("rollback", service, 1)).status_code == 405
+    def test_it_asks_first_naming_the_revision_and_its_image(self, member_client, member, service):
+        form = ServiceForm(form_data(image="nginx:1.28"), environment=service.environment, service=service)
+        assert form.is_valid()
+        actions.deploy_service(member, service.environment, form.cleaned_data, service=service)
+        # The service page links to the question; it does not post.
+        html = member_client.get(service_url("detail", service)).content.decode()
+        assert f'href="{service_url("rollback", service, 1)}"' in html
+        assert f'action="{service_url("rollback", service, 1)}"' not in html
+        for headers in ({}, {"HTTP_HX_REQUEST": "true"}):
+            response = member_client.get(service_url("rollback", service, 1), **headers)
+            assert response.status_code == 200
+            html = response.content.decode()
+            assert "Roll back api to revision #1?" in html
+            assert "<code>nginx:1.27</code>" in html and "<code>nginx:1.28</code>" in html
+            assert f'action="{service_url("rollback", service, 1)}"' in html
+        assert html.lstrip().startswith("<dialog")
+        # Asking changed nothing.
+        service.refresh_from_db()
+        assert (service.image, service.revisions.count()) == ("nginx:1.28", 2)
+
+    def test_it_refuses_anonymous_and_outsiders(self, client, member_client, outsider_client, service):
+        assert outsider_client.get(service_url("rollback", service, 1)).status_code == 404
+        assert member_client.put(service_url("rollback", service, 1)).status_code == 405
         assert client.post(service_url("rollback", service, 1)).status_code == 302
         assert outsider_client.post(service_url("rollback", service, 1)).status_code == 404
         assert service.revisions.count() == 1

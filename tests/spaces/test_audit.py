@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 from django.urls import reverse
@@ -16,7 +17,7 @@ from services.models import TerminalSession
 from spaces import actions as space_actions
 from spaces.audit import record
 from spaces.models import AuditEntry
-from tests.factories import local_cluster, make_environment
+from tests.factories import local_cluster, make_environment, make_project
 from tests.spaces.helpers import deploy
 
 pytestmark = pytest.mark.django_db
@@ -160,6 +161,19 @@ def test_it_filters_by_environment_and_project(owner_client, space, project, his
     # Membership changes belong to no project.
     assert "Added outsider" not in html
     assert "Added outsider" in owner_client.get(audit_url(space)).content.decode()
+
+
+def test_the_environment_filter_names_each_environment_with_its_project(owner_client, space, project, owner):
+    other = make_project(space, by=owner, name="blog")
+    deploy(project.environments.get(name="main"), owner, name="web")
+    deploy(other.environments.get(name="main"), owner, name="web")
+    html = owner_client.get(audit_url(space)).content.decode()
+    [environment_filter] = re.findall(r'<select name="environment">.*?</select>', html, re.S)
+    options = re.findall(r'<option value="(\w+)">([^<]+)</option>', environment_filter)
+    assert options == [
+        (other.environments.get().public_id, "blog/main"),
+        (project.environments.get().public_id, "shop/main"),
+    ]
 
 
 def test_it_downloads_the_filtered_log_as_csv(owner_client, space, history):

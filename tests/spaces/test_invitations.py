@@ -168,3 +168,57 @@ class TestNewUsers:
         send_invitation(owner_client, space)
         assert "new@example.com" in owner_client.get(reverse("spaces:team", args=[space.public_id])).content.decode()
         assert "new@example.com" not in member_client.get(reverse("spaces:team", args=[space.public_id])).content.decode()
+
+
+class TestCopyLink:
+    """The Team page shows each pending invitation's link to owners, for an install whose
+    e-mail goes only to the server's output."""
+
+    def team(self, client, space):
+        return client.get(reverse("spaces:team", args=[space.public_id]))
+
+    def test_it_shows_the_owner_the_link_the_email_holds(self, send_invitation, owner_client, space):
+        path = send_invitation(owner_client, space)
+        html = self.team(owner_client, space).content.decode()
+        assert f'value="http://testserver{path}"' in html
+        assert f'data-copy="http://testserver{path}"' in html
+        assert "Copy link" in html
+
+    def test_the_copied_link_lets_a_visitor_join(self, send_invitation, owner_client, client, space):
+        send_invitation(owner_client, space)
+        [link] = re.findall(r'data-copy="http://testserver(/invitations/[^"]+/)"', self.team(owner_client, space).content.decode())
+        response = client.post(
+            link,
+            {"username": "copied", "email": "new@example.com", "password1": "a long passphrase 42", "password2": "a long passphrase 42"},
+        )
+        assert response.status_code == 302
+        assert Membership.objects.filter(space=space, user__username="copied").exists()
+
+    def test_a_member_does_not_see_the_link(self, send_invitation, owner_client, member_client, space):
+        path = send_invitation(owner_client, space)
+        response = self.team(member_client, space)
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert path not in html and "Copy link" not in html
+
+    def test_an_outsider_gets_404(self, send_invitation, owner_client, outsider_client, space):
+        send_invitation(owner_client, space)
+        assert self.team(outsider_client, space).status_code == 404
+
+    def test_a_spent_or_revoked_link_is_not_shown(self, send_invitation, owner_client, client, space):
+        path = send_invitation(owner_client, space)
+        client.post(path, {"username": "first", "email": "new@example.com", "password1": "a long passphrase 42", "password2": "a long passphrase 42"})
+        second = send_invitation(owner_client, space, email="other@example.com")
+        invitation = Invitation.objects.get(email="other@example.com")
+        owner_client.post(reverse("spaces:invitation-revoke", args=[space.public_id, invitation.token_hash[:16]]))
+        html = self.team(owner_client, space).content.decode()
+        assert path not in html and second not in html and "Copy link" not in html
+
+    def test_it_says_so_when_the_link_cannot_be_rebuilt(self, send_invitation, owner_client, space, settings):
+        path = send_invitation(owner_client, space)
+        # A rotated key: sessions still open through the fallback, the link cannot be rebuilt.
+        settings.SECRET_KEY_FALLBACKS = [settings.SECRET_KEY]
+        settings.SECRET_KEY = "another key after a rotation"
+        html = self.team(owner_client, space).content.decode()
+        assert path not in html
+        assert "The link is only in the e-mail" in html

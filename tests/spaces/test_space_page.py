@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from spaces.models import Project
-from tests.factories import local_cluster, make_project
+from spaces.models import Membership, Project, Space
+from tests.factories import local_cluster, make_project, make_user
 
 
 def _url(space) -> str:
@@ -63,6 +63,24 @@ def test_it_lists_the_projects_in_the_sidebar_too(owner_client, space, project):
     # Once as a card, once in the sidebar.
     assert html.count(reverse("spaces:project-detail", args=[project.public_id])) == 2
     assert "No projects yet" not in html
+
+
+def test_the_sidebar_names_whose_default_space_another_users_is(member_client, owner_client, owner, member, space, django_assert_max_num_queries):
+    owners_default = Space.objects.get(owner=owner, is_default=True)
+    Membership.objects.create(space=owners_default, user=member, role=Membership.Role.MEMBER)
+    html = member_client.get(_url(space)).content.decode()
+    assert f"{owners_default.name} <span class=\"muted\">· owner's default</span>" in html
+    # Their own is simply the default.
+    members_default = Space.objects.get(owner=member, is_default=True)
+    assert f"{members_default.name} <span class=\"muted\">· default</span>" in html
+    assert f"{owners_default.name} <span class=\"muted\">· default</span>" in owner_client.get(_url(space)).content.decode()
+    # The owners' names come with the spaces: one more default space costs no query.
+    with django_assert_max_num_queries(30) as before:
+        member_client.get(_url(space))
+    other = make_user("third")
+    Membership.objects.create(space=Space.objects.get(owner=other, is_default=True), user=member, role=Membership.Role.MEMBER)
+    with django_assert_max_num_queries(len(before.captured_queries)):
+        assert "third's default" in member_client.get(_url(space)).content.decode()
 
 
 def test_it_never_shows_integer_ids(owner_client, space, project, main_env):

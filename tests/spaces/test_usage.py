@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.urls import reverse
 
 from services import actions
+from services.models import Service
 from tests.factories import make_environment
 from tests.spaces.helpers import allocate, deploy
 
@@ -38,6 +41,24 @@ def test_it_follows_services_starting_and_stopping(member_client, space, main_en
     assert "0.5 vCPU / 8.0 vCPU" in member_client.get(usage_url(space), **HX).content.decode()
     actions.stop_service(owner, service)
     assert "0.0 vCPU / 8.0 vCPU" in member_client.get(usage_url(space), **HX).content.decode()
+
+
+def test_it_does_not_count_a_failed_service_as_running(member_client, owner_client, space, main_env, owner):
+    allocate(space)
+    deploy(main_env, owner, name="web", cpu="0.1", memory="128Mi")
+    broken = deploy(main_env, owner, name="broken", cpu="0.1", memory="128Mi")
+    # What the watcher writes when the pods crash: still set to run, status Failed.
+    Service.objects.filter(pk=broken.pk).update(status=Service.Status.FAILED)
+    html = member_client.get(usage_url(space), **HX).content.decode()
+    assert re.search(r'Running</span>\s*<span class="usage-value">1 / 4<', html), html
+    assert "1 failed, still counted until stopped" in html
+    settings_page = owner_client.get(reverse("spaces:settings", args=[space.public_id])).content.decode()
+    assert "1 of 4 <span class=\"muted\">(1 failed, still counted until stopped)</span>" in settings_page
+    # Stopped, it leaves the count and the note goes.
+    actions.stop_service(owner, Service.objects.get(pk=broken.pk))
+    html = member_client.get(usage_url(space), **HX).content.decode()
+    assert re.search(r'Running</span>\s*<span class="usage-value">1 / 4<', html)
+    assert "failed" not in html
 
 
 def test_it_refreshes_itself_and_on_every_live_message(member_client, space):
