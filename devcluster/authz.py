@@ -35,6 +35,9 @@ BASIC_USER = (("authorization.k8s.io", "selfsubjectaccessreviews"), ("authorizat
 DISCOVERY_URLS = ("/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
                   "/version", "/version/")
 
+# Where the authenticated identity travels from the middleware to the handlers.
+IDENTITY = web.RequestKey("identity", "Identity")
+
 # Path segments after a namespace name that belong to the namespace itself, not a resource in it.
 _NAMESPACE_SUBRESOURCES = ("status", "finalize")
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from . import kinds, volumes
 from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
-from .authz import Authorizer, Rule
+from .authz import IDENTITY, Authorizer, Rule
 from .controllers import NAMESPACE, POD, ControllerManager
 from .faults import Faults
 from .kinds import GROUP_VERSIONS, Kind, Obj
@@ -217,7 +217,7 @@ class DevServer:
         refusal = self.authz.refusal(identity, request)
         if refusal is not None:
             return status_response(refusal)
-        request["identity"] = identity
+        request[IDENTITY] = identity
         return await handler(request)
 
     @web.middleware
@@ -354,7 +354,7 @@ class DevServer:
         if kind.group == "authorization.k8s.io":
             if route.name is not None or route.watch:
                 raise _method_not_allowed()
-            return await self.authz.serve(request, kind.kind, request["identity"])
+            return await self.authz.serve(request, kind.kind, request[IDENTITY])
         if kind.group == "metrics.k8s.io":
             if route.watch:
                 raise _method_not_allowed()
