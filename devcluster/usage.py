@@ -43,7 +43,7 @@ class Usage:
 
     def as_metrics(self) -> dict[str, str]:
         """metrics-server's spelling: CPU in nanocores, memory in KiB."""
-        return {"cpu": f"{int(self.cpu_cores * 1e9)}n", "memory": f"{self.memory_bytes // 1024}Ki"}
+        return {"cpu": f"{round(self.cpu_cores * 1e9)}n", "memory": f"{self.memory_bytes // 1024}Ki"}
 
 
 def _seed(*parts: str) -> int:
