@@ -37,9 +37,6 @@ DISCOVERY_URLS = ("/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/
 
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 
-# Where the authenticated identity travels from the middleware to the handlers.
-IDENTITY = web.RequestKey("identity", "Identity")
-
 # Path segments after a namespace name that belong to the namespace itself, not a resource in it.
 _NAMESPACE_SUBRESOURCES = ("status", "finalize")
 
@@ -131,6 +128,10 @@ class Identity:
         return [{"verbs": ["get"], "nonResourceURLs": list(DISCOVERY_URLS)}]
 
 
+# Where the authenticated identity travels from the middleware to the handlers.
+IDENTITY = web.RequestKey("identity", Identity)
+
+
 @dataclass
 class Attributes:
     """What kube-apiserver's RequestInfo makes of a request: the input of every authorizer."""
@@ -164,9 +165,10 @@ class Attributes:
 def request_attributes(method: str, path: str, query: Mapping[str, str]) -> Attributes:
     """kube-apiserver's RequestInfoFactory: /api/v1/namespaces/NS/pods/NAME/log and friends."""
     parts = [p for p in path.split("/") if p]
-    verb_of_method = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete", "GET": "get",
-                      "HEAD": "get"}
-    verb = verb_of_method.get(method, method.lower())
+    # A non-resource request's verb is its method; a resource request's, the REST verb.
+    verb = method.lower()
+    rest_verb = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete", "GET": "get",
+                 "HEAD": "get"}.get(method, verb)
     if parts[:1] == ["api"] and len(parts) >= 2:
         group, version, rest = "", parts[1], parts[2:]
     elif parts[:1] == ["apis"] and len(parts) >= 3:
@@ -175,7 +177,7 @@ def request_attributes(method: str, path: str, query: Mapping[str, str]) -> Attr
         return Attributes(verb=verb, path=path)
     if not rest:
         return Attributes(verb=verb, path=path)
-    attrs = Attributes(verb=verb, path=path, resource_request=True, group=group, version=version)
+    attrs = Attributes(verb=rest_verb, path=path, resource_request=True, group=group, version=version)
     if rest[0] == "watch":
         attrs.verb, rest = "watch", rest[1:]
     if rest and rest[0] == "namespaces" and len(rest) > 1:
@@ -256,13 +258,18 @@ class Authorizer:
 def _access_review(identity: Identity, spec: Obj) -> Obj:
     resource_attrs, non_resource_attrs = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
     if (resource_attrs is None) == (non_resource_attrs is None):
-        value = json.dumps(resource_attrs) if resource_attrs is not None else '"null"'
-        message = "exactly one of nonResourceAttributes or resourceAttributes must be specified"
+        # Validation's wording: the value shown is nonResourceAttributes in both cases.
+        if resource_attrs is None:
+            field_path, value = "spec.resourceAttributes", '"null"'
+            message = "exactly one of nonResourceAttributes or resourceAttributes must be specified"
+        else:
+            field_path, value = "spec.nonResourceAttributes", json.dumps(non_resource_attrs, separators=(",", ":"))
+            message = "cannot be specified in combination with resourceAttributes"
         raise ApiError(422, "Invalid", f'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: '
-                       f"spec.resourceAttributes: Invalid value: {value}: {message}",
+                       f"{field_path}: Invalid value: {value}: {message}",
                        {"group": "authorization.k8s.io", "kind": "SelfSubjectAccessReview",
                         "causes": [{"reason": "FieldValueInvalid", "message": f"Invalid value: {value}: {message}",
-                                    "field": "spec.resourceAttributes"}]})
+                                    "field": field_path}]})
     if non_resource_attrs is not None:
         attrs = Attributes(verb=str(non_resource_attrs.get("verb") or ""), path=str(non_resource_attrs.get("path") or ""))
     else:
