@@ -31,6 +31,8 @@ COPY clusters clusters
 COPY environments environments
 COPY services services
 COPY spaces spaces
+# The RBAC rules ale uses, which the cluster access check asks each cluster for.
+COPY deploy/kubernetes/base/rbac.yaml deploy/kubernetes/base/rbac.yaml
 COPY templates templates
 COPY static static
 # Static files are collected once, here, and served by WhiteNoise (compressed, hashed names);

@@ -1079,6 +1079,31 @@ class KubeClient:
         items, _ = self.list("v1", "Event", namespace=namespace, field_selector=field_selector)
         return sorted(items, key=_event_time)
 
+    def can_i(self, verb: str, group: str, resource: str, *, namespace: str = "") -> bool:
+        """Whether this client's own identity may `verb` `resource` (`pods`, `pods/log`) of API
+        `group`: in `namespace`, or in every namespace and at the cluster scope when it is empty.
+
+        A SelfSubjectAccessReview: the cluster's authorizers answer as they would for the
+        request itself, without making it.
+        """
+        plural, _, subresource = resource.partition("/")
+        attributes = {"verb": verb, "group": group, "resource": plural}
+        if subresource:
+            attributes["subresource"] = subresource
+        if namespace:
+            attributes["namespace"] = namespace
+        review = self._request(
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            body={
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": attributes},
+            },
+            content_type="application/json",
+        )
+        return bool((review.get("status") or {}).get("allowed"))
+
     # -- streams
 
     def watch(

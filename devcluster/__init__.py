@@ -19,13 +19,23 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .authz import parse_rule
 from .faults import Faults
 
-__all__ = ["DevCluster", "write_kubeconfig", "load_token"]
+__all__ = ["DevCluster", "RESTRICTED_CONTEXT", "write_kubeconfig", "load_token"]
 
 
-def kubeconfig_text(url: str, token: str, ca_pem: bytes | None = None) -> str:
+RESTRICTED_CONTEXT = "devcluster-restricted"
+
+
+def kubeconfig_text(url: str, token: str, ca_pem: bytes | None = None, restricted_token: str | None = None) -> str:
+    """A kubeconfig for the admin; with `restricted_token`, also the `devcluster-restricted` context."""
     ca = f"    certificate-authority-data: {base64.b64encode(ca_pem).decode()}\n" if ca_pem else ""
+    restricted_context = restricted_user = ""
+    if restricted_token:
+        restricted_context = (f"- name: {RESTRICTED_CONTEXT}\n  context:\n    cluster: devcluster\n"
+                              f"    user: {RESTRICTED_CONTEXT}\n    namespace: default\n")
+        restricted_user = f"- name: {RESTRICTED_CONTEXT}\n  user:\n    token: {restricted_token}\n"
     return (
         "apiVersion: v1\n"
         "kind: Config\n"
@@ -40,33 +50,36 @@ def kubeconfig_text(url: str, token: str, ca_pem: bytes | None = None) -> str:
         "    cluster: devcluster\n"
         "    user: devcluster\n"
         "    namespace: default\n"
+        f"{restricted_context}"
         "current-context: devcluster\n"
         "preferences: {}\n"
         "users:\n"
         "- name: devcluster\n"
         "  user:\n"
         f"    token: {token}\n"
+        f"{restricted_user}"
     )
 
 
-def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str, ca_pem: bytes | None = None) -> Path:
+def write_kubeconfig(path: str | os.PathLike[str], url: str, token: str, ca_pem: bytes | None = None,
+                     restricted_token: str | None = None) -> Path:
     """Write atomically (temp file + rename) so readers never see half a kubeconfig."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".kubeconfig-")
     with os.fdopen(fd, "w") as f:
-        f.write(kubeconfig_text(url, token, ca_pem))
+        f.write(kubeconfig_text(url, token, ca_pem, restricted_token))
     os.chmod(tmp, 0o600)
     os.replace(tmp, target)
     return target
 
 
-def load_token(data_dir: Path | None) -> str:
-    """The bearer token, kept in the data directory so restarts keep existing kubeconfigs valid."""
+def load_token(data_dir: Path | None, name: str = "token") -> str:
+    """A bearer token, kept in the data directory so restarts keep existing kubeconfigs valid."""
     if data_dir is None:
         return secrets.token_urlsafe(32)
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "token"
+    path = data_dir / name
     if path.exists():
         return path.read_text().strip()
     token = secrets.token_urlsafe(32)
@@ -80,13 +93,20 @@ class DevCluster:
 
     def __init__(self, *, port: int = 0, data_dir: str | os.PathLike[str] | None = None,
                  pod_ready_seconds: float = 1.0, bookmark_seconds: float = 60.0, history_size: int = 1000,
-                 backoff_seconds: float | None = None, token: str | None = None, tls: bool = False):
+                 backoff_seconds: float | None = None, token: str | None = None, tls: bool = False,
+                 restricted_identity: list[str] | None = None, leak_mib_per_second: float | None = None):
+        """`restricted_identity`: rules (`get,list:pods`, see authz.parse_rule) of a second user, whose
+        token `restricted_token` holds and whose context `write_kubeconfig` adds."""
         self._port = port
         self._data_dir = Path(data_dir) if data_dir is not None else None
+        self.token = token or load_token(self._data_dir)
+        self.restricted_token = load_token(self._data_dir, "restricted-token") if restricted_identity else None
         self._options: dict[str, Any] = {"pod_ready_seconds": pod_ready_seconds, "bookmark_seconds": bookmark_seconds,
                                          "history_size": history_size, "backoff_base": backoff_seconds,
-                                         "tls": tls}
-        self.token = token or load_token(self._data_dir)
+                                         "tls": tls, "restricted_token": self.restricted_token,
+                                         "restricted_rules": tuple(parse_rule(r) for r in restricted_identity or ())}
+        if leak_mib_per_second is not None:
+            self._options["leak_mib_per_second"] = leak_mib_per_second
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None
@@ -151,7 +171,8 @@ class DevCluster:
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(10)
 
     def write_kubeconfig(self, path: str | os.PathLike[str]) -> Path:
-        return write_kubeconfig(path, self.url, self.token, self._server.ca_pem if self._server else None)
+        return write_kubeconfig(path, self.url, self.token, self._server.ca_pem if self._server else None,
+                                self.restricted_token)
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None and self._thread.is_alive():

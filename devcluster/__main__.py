@@ -1,4 +1,5 @@
-"""python -m devcluster --port PORT --kubeconfig PATH [--data DIR] [--pod-ready-seconds S] [--tls] [--log-level LEVEL]"""
+"""python -m devcluster --port PORT --kubeconfig PATH [--data DIR] [--pod-ready-seconds S] [--tls]
+[--restricted-identity VERBS:RESOURCES ...] [--leak-mib-per-second N] [--log-level LEVEL]"""
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 from . import load_token, write_kubeconfig
+from .authz import parse_rule
+from .usage import LEAK_DEFAULT_MIB_PER_SECOND
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -21,19 +24,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bookmark-seconds", type=float, default=60.0, help="interval of watch bookmarks")
     parser.add_argument("--tls", action="store_true",
                         help="serve https with a self-signed certificate (kubectl sends tokens only over TLS)")
+    parser.add_argument("--restricted-identity", action="append", metavar="VERBS:RESOURCES", type=_rule,
+                        help="give the kubeconfig a second context, devcluster-restricted, whose user may only do "
+                             "this (repeatable), e.g. get,list,watch:pods,pods/log,deployments.apps; "
+                             "any other call is refused with 403, as RBAC refuses it")
+    parser.add_argument("--leak-mib-per-second", type=float, default=LEAK_DEFAULT_MIB_PER_SECOND,
+                        help="how fast the memory of images named *leak* grows until they are OOMKilled "
+                             "(a container's LEAK_MIB_PER_SECOND env overrides it)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
+
+
+def _rule(spec: str) -> str:
+    try:
+        parse_rule(spec)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return spec
 
 
 async def serve(args: argparse.Namespace) -> None:
     from .server import DevServer
 
     token = load_token(args.data)
+    restricted_token = load_token(args.data, "restricted-token") if args.restricted_identity else None
     server = DevServer(token=token, data_dir=args.data, pod_ready_seconds=args.pod_ready_seconds,
-                       bookmark_seconds=args.bookmark_seconds, tls=args.tls)
+                       bookmark_seconds=args.bookmark_seconds, tls=args.tls, restricted_token=restricted_token,
+                       restricted_rules=tuple(parse_rule(r) for r in args.restricted_identity or ()),
+                       leak_mib_per_second=args.leak_mib_per_second)
     port = await server.start(args.port)
     url = f"{'https' if args.tls else 'http'}://127.0.0.1:{port}"
-    write_kubeconfig(args.kubeconfig, url, token, server.ca_pem)
+    write_kubeconfig(args.kubeconfig, url, token, server.ca_pem, restricted_token)
     print(f"devcluster listening on {url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

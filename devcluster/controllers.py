@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -21,6 +22,7 @@ from .api import Api, ApiError
 from .kinds import Kind, Obj, find_kind
 from .runtime_types import ContainerRun
 from .store import Change
+from .usage import LEAK_DEFAULT_MIB_PER_SECOND, seconds_until_oom
 from .volumes import CLAIM, STORAGE_CLASS
 
 from .podlogs import job_outcome
@@ -42,7 +44,8 @@ DEPLOYMENT = find_kind("apps/v1", "deployments")
 REPLICASET = find_kind("apps/v1", "replicasets")
 JOB = find_kind("batch/v1", "jobs")
 INGRESS = find_kind("networking.k8s.io/v1", "ingresses")
-assert all((POD, NAMESPACE, EVENT, SERVICE, SECRET, SERVICE_ACCOUNT, CONFIGMAP, QUOTA, DEPLOYMENT, REPLICASET,
+NODE_KIND = find_kind("v1", "nodes")
+assert all((NODE_KIND, POD, NAMESPACE, EVENT, SERVICE, SECRET, SERVICE_ACCOUNT, CONFIGMAP, QUOTA, DEPLOYMENT, REPLICASET,
             JOB, INGRESS))
 
 ROOT_CA = ("-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAVMRMwEQYDVQQDEwprdWJlcm5l\n"
@@ -235,8 +238,10 @@ class PodRuntime:
 
 
 class Kubelet:
-    def __init__(self, api: Api, recorder: Recorder, *, ready_seconds: float, backoff_base: float):
+    def __init__(self, api: Api, recorder: Recorder, *, ready_seconds: float, backoff_base: float,
+                 leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND):
         self.api = api
+        self.leak_mib_per_second = leak_mib_per_second
         self.recorder = recorder
         self.ready_seconds = ready_seconds
         self.backoff_base = backoff_base
@@ -431,8 +436,12 @@ class Kubelet:
             cs.state = {"running": {"startedAt": started}}
             cs.ready, cs.started = True, True
             self._publish(rt)
+            oom_after = seconds_until_oom(image, run.env, self._container_spec(pod, cs.name).get("resources") or {},
+                                          self.leak_mib_per_second)
             if run.is_job:
                 duration, code = job_outcome(run)
+            elif oom_after is not None:
+                duration, code = oom_after, 137
             elif _crashes(image, run.args):
                 duration, code = max(self.ready_seconds, 0.3), 1
             else:
@@ -441,7 +450,10 @@ class Kubelet:
             if await self._sleep_or_stop(rt, duration):
                 return
             run.finished_at, run.exit_code = time.time(), code
-            terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "startedAt": started,
+            reason = "Completed" if code == 0 else "OOMKilled" if oom_after is not None else "Error"
+            if oom_after is not None:
+                self._system_oom(rt, cs)
+            terminated = {"exitCode": code, "reason": reason, "startedAt": started,
                           "finishedAt": kinds.now_iso(), "containerID": cs.container_id}
             cs.ready, cs.started = False, False
             if policy == "Never" or (policy == "OnFailure" and code == 0):
@@ -461,6 +473,17 @@ class Kubelet:
             wait = min(self.backoff_base * 2 ** (cs.restart_count - 1), self.backoff_base * 30)
             if await self._sleep_or_stop(rt, wait):
                 return
+
+    def _system_oom(self, rt: PodRuntime, cs: ContainerState) -> None:
+        """The kernel's OOM kill, as the kubelet's OOM watcher reports it on the Node."""
+        node = self.api.store.get(NODE_KIND.bucket, "", NODE)
+        if node is None:
+            return
+        process = cs.image.rsplit("/", 1)[-1].split("@")[0].split(":")[0] or cs.name
+        pid = 1000 + zlib.crc32(f"{rt.uid}/{cs.name}/{cs.restart_count}".encode()) % 60000
+        self.recorder.event(NODE_KIND, node, "Warning", "SystemOOM",
+                            f"System OOM encountered, victim process: {process}, pid: {pid}", component="kubelet",
+                            host=NODE)
 
     async def _image_pull_backoff(self, rt: PodRuntime, cs: ContainerState) -> None:
         image = cs.image
@@ -527,12 +550,13 @@ def _go_duration(seconds: int) -> str:
 
 class ControllerManager:
     def __init__(self, api: Api, *, pod_ready_seconds: float = 1.0, backoff_base: float | None = None,
-                 resync_seconds: float = 1.0):
+                 resync_seconds: float = 1.0, leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND):
         self.api = api
         self.store = api.store
         self.recorder = Recorder(api)
         self.kubelet = Kubelet(api, self.recorder, ready_seconds=pod_ready_seconds,
-                               backoff_base=backoff_base if backoff_base is not None else max(pod_ready_seconds, 0.2))
+                               backoff_base=backoff_base if backoff_base is not None else max(pod_ready_seconds, 0.2),
+                               leak_mib_per_second=leak_mib_per_second)
         self.pending: dict[tuple[str, str, str], None] = {}
         self.wake: asyncio.Event | None = None
         self.tasks: list[asyncio.Task] = []

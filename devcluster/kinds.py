@@ -106,6 +106,15 @@ KINDS: list[Kind] = [
                              "reason", "reportingController", "type", "deprecatedSource.component")),
     Kind("coordination.k8s.io", "v1", "leases", "Lease"),
     Kind("storage.k8s.io", "v1", "storageclasses", "StorageClass", namespaced=False, short_names=("sc",)),
+    Kind("", "v1", "nodes", "Node", namespaced=False, short_names=("no",), subresources=("status",),
+         extra_field_labels=("spec.unschedulable",)),
+    # Served by authz.py and metrics.py, not stored: reviews are answered, metrics computed.
+    Kind("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", namespaced=False,
+         verbs=("create",)),
+    Kind("authorization.k8s.io", "v1", "selfsubjectrulesreviews", "SelfSubjectRulesReview", namespaced=False,
+         verbs=("create",)),
+    Kind("metrics.k8s.io", "v1beta1", "nodes", "NodeMetrics", namespaced=False, verbs=("get", "list")),
+    Kind("metrics.k8s.io", "v1beta1", "pods", "PodMetrics", verbs=("get", "list")),
 ]
 
 GROUP_VERSIONS: dict[str, list[Kind]] = {}

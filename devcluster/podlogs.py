@@ -324,6 +324,16 @@ class _Loggen(_Program):
         return f"{self._head}{j:06d}{self._tail[j & 7]}"
 
 
+def log_rate(env: dict[str, str]) -> Fraction:
+    """Lines per second a log generator with this env prints: LOG_RATE, defaulted and capped."""
+    return _parse_rate(env.get("LOG_RATE"))
+
+
+def log_count(env: dict[str, str]) -> int | None:
+    """LOG_COUNT: how many lines a log generator prints before it falls silent (None: no end)."""
+    return _parse_count(env.get("LOG_COUNT"))
+
+
 def _parse_rate(raw: str | None) -> Fraction:
     try:
         rate = Fraction(raw.strip()).limit_denominator(1000) if raw else Fraction(LOGGEN_DEFAULT_RATE)

@@ -9,7 +9,6 @@ import ipaddress
 import json
 import logging
 import random
-import secrets
 import shutil
 import tempfile
 import time
@@ -20,14 +19,18 @@ from aiohttp import web
 
 from . import kinds, volumes
 from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
+from .authz import IDENTITY, Authorizer, Rule
 from .controllers import NAMESPACE, POD, ControllerManager
 from .faults import Faults
 from .kinds import GROUP_VERSIONS, Kind, Obj
+from .metrics import Metrics
+from .nodes import ensure_node
 from .podexec import serve_exec
 from .podlogs import serve_log
 from .quota import admit
 from .selectors import selector_string
 from .store import Change, Expired, Store, Watcher
+from .usage import LEAK_DEFAULT_MIB_PER_SECOND
 
 log = logging.getLogger("devcluster")
 
@@ -94,8 +97,10 @@ def parse_route(path: str) -> Route | None:
 class DevServer:
     def __init__(self, *, token: str, data_dir: Path | None = None, pod_ready_seconds: float = 1.0,
                  bookmark_seconds: float = 60.0, history_size: int = 1000, backoff_base: float | None = None,
-                 save_delay: float = 1.0, tls: bool = False):
+                 save_delay: float = 1.0, tls: bool = False, restricted_token: str | None = None,
+                 restricted_rules: tuple[Rule, ...] = (), leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND):
         self.token = token
+        self.authz = Authorizer(token, restricted_token, restricted_rules)
         self.data_dir = data_dir
         self.store = Store(history_size)
         self.api = Api(self.store)
@@ -103,7 +108,9 @@ class DevServer:
         self.api.admission.append(lambda kind, obj, old: volumes.admit(self.api, kind, obj, old))
         self.api.admission.append(lambda kind, obj, old: admit(self.store, kind, obj, old))
         self.api.allocators.append(self._allocate_service)
-        self.controllers = ControllerManager(self.api, pod_ready_seconds=pod_ready_seconds, backoff_base=backoff_base)
+        self.controllers = ControllerManager(self.api, pod_ready_seconds=pod_ready_seconds, backoff_base=backoff_base,
+                                             leak_mib_per_second=leak_mib_per_second)
+        self.metrics = Metrics(self.api, self.controllers.kubelet, leak_mib_per_second=leak_mib_per_second)
         self.controllers.kubelet.on_pod_gone.append(self._remove_scratch)
         self.faults = Faults(drop=self._drop_threadsafe)
         self.bookmark_seconds = bookmark_seconds
@@ -146,6 +153,7 @@ class DevServer:
         # A cluster with no class at all gets kind's default one (also state saved before classes existed).
         if not self.store.list(volumes.STORAGE_CLASS.bucket):
             volumes.ensure_default_class(self.api)
+        ensure_node(self.api, kinds.now_iso())
         # Like a fresh watch cache, history starts now: older resourceVersions are "too old".
         self.store.compacted_rv = self.store.rv
         self.controllers.start()
@@ -203,9 +211,13 @@ class DevServer:
 
     @web.middleware
     async def _auth_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        header = request.headers.get("Authorization", "")
-        if not secrets.compare_digest(header.encode(), f"Bearer {self.token}".encode()):
+        identity = self.authz.authenticate(request.headers.get("Authorization", ""))
+        if identity is None:
             return status_response(ApiError(401, "Unauthorized", "Unauthorized"))
+        refusal = self.authz.refusal(identity, request)
+        if refusal is not None:
+            return status_response(refusal)
+        request[IDENTITY] = identity
         return await handler(request)
 
     @web.middleware
@@ -339,6 +351,14 @@ class DevServer:
     async def _resource(self, request: web.Request, route: Route) -> web.StreamResponse:
         kind, method = route.kind, request.method
         namespace = route.namespace or ""
+        if kind.group == "authorization.k8s.io":
+            if route.name is not None or route.watch:
+                raise _method_not_allowed()
+            return await self.authz.serve(request, kind.kind, request[IDENTITY])
+        if kind.group == "metrics.k8s.io":
+            if route.watch:
+                raise _method_not_allowed()
+            return await self.metrics.serve(request, kind, route.namespace, route.name)
         if route.name is None:
             if method == "GET":
                 if route.watch or _query_bool(request, "watch"):

@@ -5,6 +5,11 @@
 
 Idempotent: running it again updates the fields given and leaves the others alone, so the
 migration Job can run it on every release.
+
+It then asks the cluster for every permission ale uses there and names any that is missing
+(on stderr), so a gap in RBAC shows at registration rather than as a failed deploy. A missing
+permission or an unreachable cluster does not fail the registration: the migration Job runs
+this before the RBAC it needs may have been applied.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from clusters.models import Cluster
+from clusters.permissions import check_access
 
 
 class Command(BaseCommand):
@@ -76,3 +82,13 @@ class Command(BaseCommand):
             cluster.save()
         verb = "Registered" if created else "Updated"
         self.stdout.write(f"{verb} cluster '{cluster.name}' ({cluster.get_connection_display()}).")
+        result = check_access(cluster)
+        if result.complete:
+            self.stdout.write(self.style.SUCCESS(result.summary()))
+            return
+        if result.error:
+            self.stderr.write(self.style.WARNING(result.summary()))
+            return
+        self.stderr.write(self.style.WARNING(f"{result.headline()}:"))
+        for permission in result.missing:
+            self.stderr.write(f"  {permission}")
