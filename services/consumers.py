@@ -156,6 +156,9 @@ class _StreamConsumer(AsyncWebsocketConsumer):
 
     service: Service
     pipe: Pipe | None = None
+    _accepted = False
+    _closing = False
+    _released = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
@@ -189,9 +192,13 @@ class _StreamConsumer(AsyncWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         await self._release()
 
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        self._accepted = True
+
     async def _release(self) -> None:
         """Stop what the socket holds, once, whichever way it ended."""
-        if getattr(self, "_released", False):
+        if self._released:
             return
         self._released = True
         await self._teardown()
@@ -215,7 +222,6 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         self._acked = 0
         self._window = asyncio.Event()
         self._window.set()
-        self._closing = False
         self._tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
         for task in self._tasks:
             task.add_done_callback(self._task_done)
@@ -251,7 +257,12 @@ class _StreamConsumer(AsyncWebsocketConsumer):
 
     async def _abort(self, code: int, reason: str) -> None:
         """End the socket for a reason the page shows: a message it reads, then the close."""
-        if getattr(self, "_closing", False):
+        if self._closing:
+            return
+        if not self._accepted:
+            # Before accept the handshake just fails (a send would accept the socket).
+            await self.close()
+            await self._release()
             return
         try:
             await self._say_error(reason)
