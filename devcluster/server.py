@@ -23,7 +23,7 @@ from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
 from .controllers import NAMESPACE, POD, ControllerManager
 from .faults import Faults
 from .kinds import GROUP_VERSIONS, Kind, Obj
-from .podexec import serve_exec
+from .podexec import kill_running, serve_exec
 from .podlogs import serve_log
 from .quota import admit
 from .selectors import selector_string
@@ -160,6 +160,7 @@ class DevServer:
         await self.controllers.stop()
         if self.runner is not None:
             await self.runner.cleanup()
+        kill_running(self._scratch_root)
         if self._save_handle is not None:
             self._save_handle.cancel()
         self._save()

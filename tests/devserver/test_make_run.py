@@ -185,11 +185,17 @@ def test_the_readmes_kubectl_line_works_while_make_run_runs(make_run, checkout: 
     )
     assert line == "kubectl --kubeconfig var/kubeconfig get pods -A"
     run = make_run()
+    kubeconfig = checkout / "var" / "kubeconfig"
     # A pod in the cluster `make run` started, for the command to list.
-    api = config.new_client_from_config(config_file=str(checkout / "var" / "kubeconfig"))
+    api = config.new_client_from_config(config_file=str(kubeconfig))
     try:
-        client.CoreV1Api(api).create_namespaced_pod(
+        core = client.CoreV1Api(api)
+        core.create_namespaced_pod(
             "default", {"metadata": {"name": "readme-check"}, "spec": {"containers": [{"name": "app", "image": "nginx:1"}]}}
+        )
+        wait_for(
+            lambda: core.read_namespaced_pod("readme-check", "default").status.phase == "Running",
+            timeout=30, what="the pod running",
         )
     finally:
         api.close()
@@ -198,9 +204,23 @@ def test_the_readmes_kubectl_line_works_while_make_run_runs(make_run, checkout: 
 
     assert result.returncode == 0, result.stderr
     assert "readme-check" in result.stdout and "default" in result.stdout, result.stdout
-    kubeconfig = yaml.safe_load((checkout / "var" / "kubeconfig").read_text())
-    assert kubeconfig["clusters"][0]["cluster"]["server"].startswith("https://")
-    assert_stops_cleanly(run, signal.SIGTERM)
+    assert yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"].startswith("https://")
+
+    # A command running in the pod when the stop comes: the devcluster's process, which goes too.
+    session = subprocess.Popen(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "exec", "readme-check", "--", "sleep", "300"],
+        cwd=checkout.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(
+            lambda: any(proc.cmdline() == ["sleep", "300"] for proc in run.started()),
+            timeout=30, what="the exec'd command running",
+        )
+        assert_stops_cleanly(run, signal.SIGTERM)
+        session.wait(10)  # its stream ended with the cluster
+    finally:
+        session.kill()
+        session.wait()
 
 
 def test_one_sigterm_to_its_group_stops_everything_twice_in_a_row(make_run):
