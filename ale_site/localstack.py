@@ -140,11 +140,9 @@ class Stack:
             _wait(lambda: not _group_alive(proc), min(deadline, time.monotonic() + 1))
         for _, proc in self.processes:
             _signal_group(proc, signal.SIGKILL)
-        for _, proc in self.processes:
-            try:
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass  # unkillable (in the kernel): nothing more a supervisor can do
+        # Until they are gone, not only signalled; a process stuck in the kernel may not go at
+        # all, and nothing more a supervisor can do would help.
+        _wait(lambda: not any(_group_alive(proc) for _, proc in self.processes), time.monotonic() + 2)
         self.processes.clear()
 
 
