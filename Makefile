@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest -m "not e2e" $(PYTEST_ARGS)
+	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
 
 e2e: $(STAMP)
 	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest -m e2e $(PYTEST_ARGS)

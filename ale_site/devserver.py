@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from ale_site.localstack import BASE_DIR, Stack, start_devcluster, start_embedded_redis
+from ale_site.localstack import BASE_DIR, Stack, StopSignals, start_devcluster, start_embedded_redis
 
 PALETTE = ["36", "33", "35", "32", "34", "31"]
 
@@ -42,15 +41,8 @@ def has_command(name: str, env: dict[str, str]) -> bool:
     return name in listing.stdout.split()
 
 
-def interrupt(signum, frame) -> None:
-    # A closed terminal or `kill` stops everything just as Ctrl-C does: the children run in
-    # their own sessions, so nothing else would stop them.
-    raise KeyboardInterrupt
-
-
 def main() -> None:
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGHUP, interrupt)
+    signals = StopSignals().install()
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
@@ -60,7 +52,7 @@ def main() -> None:
     log_dir = var_dir / "log"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    stack = Stack()
+    stack = Stack(signals=signals)
     try:
         if not env.get("REDIS_URL"):
             env["REDIS_URL"] = start_embedded_redis(stack, var_dir / "redis", log=log_dir / "redis.log")
@@ -68,8 +60,12 @@ def main() -> None:
         else:
             print(f"Redis at {env['REDIS_URL']}")
         if env.get("ALE_DEVCLUSTER", "on").lower() not in {"off", "0", "false", "no"}:
-            kubeconfig = Path(env.get("DEVCLUSTER_KUBECONFIG", var_dir / "devcluster" / "kubeconfig"))
-            start_devcluster(stack, kubeconfig, data_dir=var_dir / "devcluster" / "state", log=log_dir / "devcluster.log")
+            kubeconfig = Path(env.get("DEVCLUSTER_KUBECONFIG", var_dir / "kubeconfig"))
+            # Over TLS: kubectl sends its token only over https, and the README promises that
+            # `kubectl --kubeconfig var/kubeconfig get pods -A` works while this runs.
+            start_devcluster(
+                stack, kubeconfig, data_dir=var_dir / "devcluster" / "state", log=log_dir / "devcluster.log", tls=True
+            )
             env["DEVCLUSTER_KUBECONFIG"] = str(kubeconfig)
             print(f"devcluster running; kubeconfig at {kubeconfig} (log: {log_dir / 'devcluster.log'})")
 
@@ -98,9 +94,11 @@ def main() -> None:
         print(f"{name} exited with status {code}; stopping everything.")
         raise SystemExit(1)
     except KeyboardInterrupt:
-        print("\nStopping…")
+        print("\nStopping…", flush=True)
     finally:
+        signals.received = True  # a signal from here on must not interrupt the clean-up
         stack.stop()
+        print("Stopped.", flush=True)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# What stops `make run`: Ctrl-C, `kill`, a closed terminal.
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 
 def free_port() -> int:
@@ -46,17 +50,61 @@ def wait_until(check, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP as one stop: the first raises KeyboardInterrupt, later ones wait.
+
+    A closed terminal or `kill` stops `make run` just as Ctrl-C does. A stop signal often comes
+    twice (`kill` of make's group reaches the devserver, and GNU make forwards SIGTERM to it
+    again; an impatient second Ctrl-C): raised again during the clean-up, it would cut it short
+    and leave children running, and the clean-up is bounded anyway. While a child is being
+    started (`held`), the stop waits until it is recorded, so that it is stopped too.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self._held = 0
+        self._pending = False
+
+    def install(self) -> StopSignals:
+        for stop_signal in STOP_SIGNALS:
+            signal.signal(stop_signal, self)
+        return self
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if self.received:
+            return
+        self.received = True
+        if self._held:
+            self._pending = True
+            return
+        raise KeyboardInterrupt
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if not self._held and self._pending:
+                self._pending = False
+                raise KeyboardInterrupt
+
+
 @dataclass
 class Stack:
     """Child processes started for this run, stopped together in reverse order."""
 
     processes: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
+    signals: StopSignals = field(default_factory=StopSignals)
 
     def spawn(self, name: str, args: list[str], **kwargs) -> subprocess.Popen:
         # Each child leads its own process group, so stopping it also stops what it forked
-        # (Celery's pool, the autoreloader's child).
-        proc = subprocess.Popen(args, start_new_session=True, **kwargs)
-        self.processes.append((name, proc))
+        # (Celery's pool, the autoreloader's child). A stop waits while it starts: raised
+        # between the start and the append, it would leave a child nobody stops.
+        with self.signals.held():
+            proc = subprocess.Popen(args, start_new_session=True, **kwargs)
+            self.processes.append((name, proc))
         return proc
 
     def failed(self) -> tuple[str, int] | None:
@@ -66,16 +114,41 @@ class Stack:
         return None
 
     def stop(self, grace: float = 8.0) -> None:
-        for _, proc in reversed(self.processes):
-            _signal_group(proc, signal.SIGTERM)
+        """Stop every child and its process group: back within about `grace` + 2 seconds,
+        however the children behave.
+
+        In reverse order of starting (the worker before the Redis it talks to), SIGTERM to each
+        child, which stops what it forked in its own way (Celery its pool); SIGTERM to whatever
+        of its group is left once it has gone; at the deadline SIGKILL to every group. Safe to
+        call again, and a KeyboardInterrupt (a second Ctrl-C) during it does not cut it short:
+        the clean-up starts over and keeps its deadline.
+        """
         deadline = time.monotonic() + grace
-        for _, proc in reversed(self.processes):
+        while True:
             try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _signal_group(proc, signal.SIGKILL)
-                proc.wait()
+                self._stop_until(deadline)
+                return
+            except KeyboardInterrupt:
+                continue
+
+    def _stop_until(self, deadline: float) -> None:
+        for _, proc in reversed(self.processes):
+            proc.send_signal(signal.SIGTERM)  # only while it runs: a reaped pid may be reused
+            _wait(lambda: proc.poll() is not None, deadline)
+            # The group, not only its leader: what a child forked can outlive it.
+            _signal_group(proc, signal.SIGTERM)
+            _wait(lambda: not _group_alive(proc), min(deadline, time.monotonic() + 1))
+        for _, proc in self.processes:
+            _signal_group(proc, signal.SIGKILL)
+        # Until they are gone, not only signalled; a process stuck in the kernel may not go at
+        # all, and nothing more a supervisor can do would help.
+        _wait(lambda: not any(_group_alive(proc) for _, proc in self.processes), time.monotonic() + 2)
         self.processes.clear()
+
+
+def _wait(check, deadline: float) -> None:
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
@@ -83,6 +156,17 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
     except ProcessLookupError:
         pass
+
+
+def _group_alive(proc: subprocess.Popen) -> bool:
+    proc.poll()  # reap the leader, so that a finished one no longer counts
+    try:
+        os.killpg(proc.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def start_embedded_redis(stack: Stack, data_dir: Path, port: int | None = None, log: Path | None = None) -> str:
@@ -113,8 +197,13 @@ def start_devcluster(
     data_dir: Path | None = None,
     log: Path | None = None,
     pod_ready_seconds: float | None = None,
+    tls: bool = False,
 ) -> Path:
-    """Start the bundled Kubernetes API emulator; return the kubeconfig it writes."""
+    """Start the bundled Kubernetes API emulator; return the kubeconfig it writes.
+
+    With `tls` it serves https with a self-signed certificate, which the kubeconfig carries:
+    kubectl sends the token only over TLS.
+    """
     kubeconfig.parent.mkdir(parents=True, exist_ok=True)
     if kubeconfig.exists():
         kubeconfig.unlink()
@@ -123,6 +212,8 @@ def start_devcluster(
         args += ["--data", str(data_dir)]
     if pod_ready_seconds is not None:
         args += ["--pod-ready-seconds", str(pod_ready_seconds)]
+    if tls:
+        args.append("--tls")
     output = open(log, "ab") if log else subprocess.DEVNULL
     proc = stack.spawn("devcluster", args, cwd=BASE_DIR, stdout=output, stderr=subprocess.STDOUT)
 

@@ -181,7 +181,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Clusters: with no cluster registered, ale uses the bundled devcluster, whose kubeconfig
 # `make run` writes here.
-DEVCLUSTER_KUBECONFIG = Path(env("DEVCLUSTER_KUBECONFIG", str(VAR_DIR / "devcluster" / "kubeconfig")))
+DEVCLUSTER_KUBECONFIG = Path(env("DEVCLUSTER_KUBECONFIG", str(VAR_DIR / "kubeconfig")))
 # Connections kept per cluster (Celery threads, streams and the watcher share them), and the
 # (connect, read) timeouts of one Kubernetes request in seconds.
 KUBE_POOL_SIZE = int(env("KUBE_POOL_SIZE", "16"))

@@ -184,6 +184,20 @@ class _FdWriter:
             os.close(self.fd)
 
 
+# Every exec'd process not yet torn down, with the directory it runs in: a stopping server ends
+# those its handlers did not (a handler cancelled again while cleaning up skips the rest), since
+# each runs in a session of its own and nothing else would.
+_RUNNING: dict[_Process, pathlib.Path] = {}
+
+
+def kill_running(root: pathlib.Path) -> None:
+    """SIGKILL the process group of every exec'd process still running under `root`."""
+    for process, workdir in list(_RUNNING.items()):
+        if workdir.is_relative_to(root):
+            process.kill()
+            _RUNNING.pop(process, None)
+
+
 class _Process:
     """The exec'd command, its output fds on the event loop and its teardown."""
 
@@ -214,6 +228,7 @@ class _Process:
             self.proc = await asyncio.create_subprocess_exec(
                 argv[0], *argv[1:], executable=exe, cwd=str(workdir), env=env, start_new_session=True,
                 preexec_fn=_take_controlling_tty if self.opts.tty else None, **kwargs)
+            _RUNNING[self] = workdir
         except BaseException:
             self.close_fds()
             raise
@@ -345,6 +360,7 @@ class _Process:
                 pass
             _signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()
+        _RUNNING.pop(self, None)
         self.close_fds()
 
     def close_fds(self) -> None:

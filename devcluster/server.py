@@ -25,7 +25,7 @@ from .faults import Faults
 from .kinds import GROUP_VERSIONS, Kind, Obj
 from .metrics import Metrics
 from .nodes import ensure_node
-from .podexec import serve_exec
+from .podexec import kill_running, serve_exec
 from .podlogs import serve_log
 from .quota import admit
 from .selectors import selector_string
@@ -168,6 +168,7 @@ class DevServer:
         await self.controllers.stop()
         if self.runner is not None:
             await self.runner.cleanup()
+        kill_running(self._scratch_root)
         if self._save_handle is not None:
             self._save_handle.cancel()
         self._save()

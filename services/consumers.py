@@ -21,6 +21,10 @@ terminal, server → browser: output as binary frames; {"t":"status",…}, {"t":
 terminal, browser → server: {"t":"in","d":"…"} (or a binary frame), {"t":"resize","cols":…,
   "rows":…}, {"t":"ack","seq":N}, {"t":"ping"}, {"t":"pong"}
 
+Close codes: 1000 (the shell exited), 4404 (no such pod), 4408 (idle), 4413 (a message from the
+browser over its limit), 4500 (a failure in the consumer), 4502 (the cluster failed); the server
+sends the reason as a message first. Whichever way a socket ends, what it holds is released.
+
 Flow control is by acknowledged watermarks, as in VS Code's terminal: once more than HIGH bytes
 are unacknowledged the consumer stops taking from its pipe, the reader waits, and the
 cluster's TCP connection backs up; below LOW it resumes.
@@ -36,6 +40,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.http import Http404
@@ -66,12 +71,21 @@ from services.streams import (
 
 logger = logging.getLogger(__name__)
 
-# Close codes (4000-4999 are the application's).
+# Close codes. An application may send only 1000 and 3000-4999: Daphne refuses any other code
+# (1009 included) with an exception, the browser then sees 1011 and nothing is torn down. Ours
+# are 4000 plus the HTTP status that says the same.
 CLOSE_NORMAL = 1000
-CLOSE_TOO_BIG = 1009
 CLOSE_NO_POD = 4404
 CLOSE_IDLE = 4408
+CLOSE_TOO_BIG = 4413
+CLOSE_INTERNAL = 4500
 CLOSE_FAILED = 4502
+
+# Daphne drops a close frame's reason, so each is also sent as a message before the close (and
+# static/js/logs.js and terminal.js know the codes): at most 123 bytes, a close frame's limit.
+TOO_BIG_CONTROL_REASON = "A message from the page was over 4 KiB; the connection was closed."
+TOO_BIG_INPUT_REASON = "The input was over 256 KiB at once; the terminal was closed."
+INTERNAL_REASON = "Something went wrong on the server; the connection was closed."
 
 # Messages from the browser are acks, pings, keystrokes and pastes: anything bigger is not ours.
 MAX_CONTROL_MESSAGE = 4 * 1024
@@ -142,8 +156,31 @@ class _StreamConsumer(AsyncWebsocketConsumer):
 
     service: Service
     pipe: Pipe | None = None
+    _accepted = False
+    _closing = False
+    _released = False
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            # However the consumer ends (the browser left, a handler raised, the server cancelled
+            # it after a lost connection), the shell, threads and connections it holds go.
+            await self._release()
 
     async def dispatch(self, message: dict[str, Any]) -> None:
+        try:
+            await self._dispatch(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            # A bug in a handler: say so and end the socket with a code Daphne accepts, instead
+            # of letting the exception reach Daphne (1011, and disconnect() never runs).
+            logger.exception("%s failed on %s", type(self).__name__, message.get("type"))
+            await self._abort(CLOSE_INTERNAL, INTERNAL_REASON)
+            raise StopConsumer from None
+
+    async def _dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes stale database connections before every message it dispatches: a hop
         # to its one shared sync thread. What arrives once a socket is open (acks, pings,
         # keystrokes) touches no database, and a flood brings thousands of them.
@@ -151,6 +188,25 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             await self.websocket_receive(message)
         else:
             await super().dispatch(message)
+
+    async def disconnect(self, code: int) -> None:
+        await self._release()
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        await super().accept(subprotocol, headers)
+        self._accepted = True
+
+    async def _release(self) -> None:
+        """Stop what the socket holds, once, whichever way it ended."""
+        if self._released:
+            return
+        self._released = True
+        await self._teardown()
+
+    async def _teardown(self) -> None:
+        await self._stop_tasks()
+        if self.pipe is not None:
+            self.pipe.close()
 
     async def _service_or_refuse(self) -> Service | None:
         public_id = self.scope["url_route"]["kwargs"]["public_id"]
@@ -162,12 +218,21 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             return None
 
     def _start(self, *coroutines: Any) -> None:
-        self._tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
         self._sent = 0
         self._acked = 0
         self._window = asyncio.Event()
         self._window.set()
-        self._closing = False
+        self._tasks = [asyncio.create_task(coroutine) for coroutine in coroutines]
+        for task in self._tasks:
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        # A background task that raised would otherwise end silently and leave the socket open
+        # with nothing behind it: end the socket as a failed handler does.
+        if task.cancelled() or task.exception() is None or self._closing:
+            return
+        logger.error("%s task failed", type(self).__name__, exc_info=task.exception())
+        self._aborting = asyncio.create_task(self._abort(CLOSE_INTERNAL, INTERNAL_REASON))
 
     async def _stop_tasks(self) -> None:
         current = asyncio.current_task()
@@ -179,11 +244,37 @@ class _StreamConsumer(AsyncWebsocketConsumer):
         # would swallow.
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _end(self, code: int) -> None:
-        """Close from the server side, once."""
-        if not self._closing:
-            self._closing = True
-            await self.close(code=code)
+    async def _end(self, code: int, reason: str = "") -> None:
+        """Close from the server side, once, and release what the socket holds at once rather
+        than when the browser answers the close (a browser that never does holds nothing)."""
+        if self._closing:
+            return
+        self._closing = True
+        try:
+            await self.close(code=code, reason=reason or None)
+        finally:
+            await self._release()
+
+    async def _abort(self, code: int, reason: str) -> None:
+        """End the socket for a reason the page shows: a message it reads, then the close."""
+        if self._closing:
+            return
+        if not self._accepted:
+            # Before accept the handshake just fails (a send would accept the socket).
+            await self.close()
+            await self._release()
+            return
+        try:
+            await self._say_error(reason)
+        except Exception:
+            logger.warning("could not tell the page why its socket closes", exc_info=True)
+        try:
+            await self._end(code, reason)
+        except Exception:
+            logger.warning("could not close the socket", exc_info=True)
+
+    async def _say_error(self, message: str) -> None:
+        raise NotImplementedError
 
     async def _keepalive(self) -> None:
         # Proxies drop sockets that stay silent; a ping the browser answers keeps them open, and
@@ -248,16 +339,17 @@ class LogConsumer(_StreamConsumer):
         self.pipe = Pipe(asyncio.get_running_loop(), LOG_PIPE_CAPACITY)
         self._start(self._run(), self._keepalive())
 
-    async def disconnect(self, code: int) -> None:
-        await self._stop_tasks()
-        if self.pipe is not None:
-            self.pipe.close()
+    async def _teardown(self) -> None:
+        await super()._teardown()
         await asyncio.gather(*(reader.stop() for reader in getattr(self, "readers", {}).values()))
+
+    async def _say_error(self, message: str) -> None:
+        await self._status("", "error", message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         message = _parse(text_data, MAX_CONTROL_MESSAGE)
         if message is False or (bytes_data is not None and len(bytes_data) > MAX_CONTROL_MESSAGE):
-            await self._end(CLOSE_TOO_BIG)
+            await self._abort(CLOSE_TOO_BIG, TOO_BIG_CONTROL_REASON)
             return
         if not message:
             return
@@ -461,25 +553,27 @@ class TerminalConsumer(_StreamConsumer):
         self.pipe = Pipe(asyncio.get_running_loop(), TERMINAL_PIPE_CAPACITY)
         self._start(self._run(), self._keepalive(), self._idle())
 
-    async def disconnect(self, code: int) -> None:
-        await self._stop_tasks()
-        if self.pipe is not None:
-            self.pipe.close()
+    async def _teardown(self) -> None:
+        await super()._teardown()
         if self.bridge is not None:
             self.bridge.stop()
             await join_threads(self.bridge.threads)
         await self._record_close(self.close_reason or TerminalSession.CloseReason.CLIENT)
 
+    async def _say_error(self, message: str) -> None:
+        self.close_reason = TerminalSession.CloseReason.ERROR
+        await self.send(text_data=_dumps({"t": "error", "message": message}))
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if bytes_data is not None:
             if len(bytes_data) > MAX_INPUT_MESSAGE:
-                await self._end(CLOSE_TOO_BIG)
+                await self._abort(CLOSE_TOO_BIG, TOO_BIG_INPUT_REASON)
             else:
                 self._input(bytes_data)
             return
         message = _parse(text_data, MAX_INPUT_MESSAGE)
         if message is False:
-            await self._end(CLOSE_TOO_BIG)
+            await self._abort(CLOSE_TOO_BIG, TOO_BIG_INPUT_REASON)
             return
         if not message:
             return
@@ -595,8 +689,7 @@ class TerminalConsumer(_StreamConsumer):
         return False
 
     async def _fail(self, message: str, code: int = CLOSE_FAILED) -> None:
-        self.close_reason = TerminalSession.CloseReason.ERROR
-        await self.send(text_data=_dumps({"t": "error", "message": message}))
+        await self._say_error(message)
         await self._record_close(self.close_reason)
         await self._end(code)
 

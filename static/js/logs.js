@@ -14,6 +14,12 @@
   var MAX_LINES = 50000;
   var TRIM_SLACK = 2000; // trim in batches: splicing a 50k array for every frame is wasteful
   var ROW_HEIGHT = 19;
+  // Closes that reconnecting would not mend, with what the page says (Daphne does not pass a
+  // close's reason on; the server's status message before it says the same).
+  var CLOSE_REASONS = {
+    4413: "A message from the page was over 4 KiB; the connection was closed.",
+    4500: "Something went wrong on the server; the connection was closed."
+  };
 
   var $ = function (sel) { return root.querySelector(sel); };
   var view = $("[data-role=view]");
@@ -99,6 +105,10 @@
       if (event.code === 4404) {
         setStatus("That pod is gone. Pick another one.", "error");
         podSelect.value = "";
+        return;
+      }
+      if (CLOSE_REASONS[event.code]) {
+        setStatus(event.reason || CLOSE_REASONS[event.code], "error");
         return;
       }
       // Anything else is a blip (network, server restart): try again, less and less often.

@@ -12,6 +12,12 @@
   if (!root || !window.Terminal || !window.FitAddon) return;
 
   var ACK_BYTES = 5000;
+  // Why the server closed, by close code: Daphne does not pass a close's reason on, and the
+  // message the server sends before closing may not have arrived.
+  var CLOSE_REASONS = {
+    4413: "The input was over 256 KiB at once; the terminal was closed.",
+    4500: "Something went wrong on the server; the connection was closed."
+  };
   var $ = function (sel) { return root.querySelector(sel); };
   var host = $("[data-role=host]");
   var statusLine = $("[data-role=status]");
@@ -85,7 +91,8 @@
       socket = null;
       if (!ended) {
         ended = true;
-        setStatus(event.code === 1006 ? "The connection was lost." : "The terminal closed.", "error");
+        setStatus(event.reason || CLOSE_REASONS[event.code] ||
+          (event.code === 1006 ? "The connection was lost." : "The terminal closed."), "error");
       }
       reconnectButton.hidden = false;
       term.options.disableStdin = true;

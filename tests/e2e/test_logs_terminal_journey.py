@@ -186,3 +186,21 @@ def test_a_terminal_runs_commands_and_follows_the_window_size(page: Page, ale_se
     page.keyboard.type("exit 0")
     page.keyboard.press("Enter")
     expect(page.locator("[data-role=status]")).to_contain_text("The shell exited (status 0)")
+
+
+def test_a_paste_over_the_terminals_limit_closes_it_with_the_reason(page: Page, ale_server, streams_world):
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    sign_in_to_streams(page, ale_server, streams_world)
+    page.goto(ale_server.url(f"/services/{streams_world['app']}/terminal/"))
+    status = page.locator("[data-role=status]")
+    expect(status).to_contain_text("Connected to")
+    page.locator(".terminal-host").click()
+
+    # One paste over 256 KiB: the server refuses it in one frame, and the page says why.
+    page.keyboard.insert_text("x" * 300_000)
+
+    expect(status).to_have_text("The input was over 256 KiB at once; the terminal was closed.")
+    page.get_by_role("button", name="Open a new shell").click()
+    expect(status).to_contain_text("Connected to")
+    assert not errors, errors

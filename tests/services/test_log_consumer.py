@@ -11,6 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from clusters.client import client_for
+from services.consumers import LogConsumer
 from services.streams import short_pod_name, split_stamp
 from spaces.actions import create_project
 from tests.services.stream_helpers import (
@@ -282,11 +283,46 @@ async def test_it_ignores_garbage_and_closes_on_a_huge_message(env, member):
     pong, _ = await until(communicator, lambda m: m["t"] == "pong")
     assert pong == {"t": "pong"}
     await communicator.send_to(text_data="x" * 100_000)
-    while True:
-        output = await communicator.receive_output(timeout=5)
-        if output["type"] == "websocket.close":
-            break
-    assert output["code"] == 1009
+    message, _ = await until(communicator, lambda m: m["t"] == "status" and m["state"] == "error")
+    assert message["message"] == "A message from the page was over 4 KiB; the connection was closed."
+    closed = await communicator.receive_output(timeout=5)
+    # An application's code (Daphne refuses 1009), with the reason the page shows.
+    assert closed["type"] == "websocket.close" and closed["code"] == 4413, closed
+
+
+async def test_a_failing_handler_closes_the_socket_and_the_stream(env, member, kube_cluster, monkeypatch):
+    service = await sync_to_async(run_service)(env, env={"LOG_RATE": "20"})
+    communicator = await socket(logs_path(service), user=member)
+    assert (await communicator.connect())[0]
+    await collect_lines(communicator, 2)
+    assert len(log_tasks()) == 1
+
+    def broken(self, seq):
+        raise RuntimeError("a bug in the ack handler")
+
+    # A bug standing in for any exception inside a handler.
+    monkeypatch.setattr(LogConsumer, "_ack", broken)
+    await communicator.send_to(text_data='{"t":"ack","seq":1}')
+    message, _ = await until(communicator, lambda m: m["t"] == "status" and m["state"] == "error")
+    assert message["message"] == "Something went wrong on the server; the connection was closed."
+    closed = await communicator.receive_output(timeout=5)
+    assert closed["type"] == "websocket.close" and closed["code"] == 4500, closed
+    assert await settles(lambda: not log_tasks()), log_tasks()
+
+
+async def test_a_failing_background_task_closes_the_socket(env, member, monkeypatch):
+    service = await sync_to_async(run_service)(env)
+
+    def broken(self, pods):
+        raise RuntimeError("a bug while choosing the pod")
+
+    monkeypatch.setattr(LogConsumer, "_choose", broken)
+    communicator = await socket(logs_path(service), user=member)
+    assert (await communicator.connect())[0]
+    message, _ = await until(communicator, lambda m: m["t"] == "status" and m["state"] == "error")
+    assert message["message"] == "Something went wrong on the server; the connection was closed."
+    closed = await communicator.receive_output(timeout=5)
+    assert closed["type"] == "websocket.close" and closed["code"] == 4500, closed
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from asgiref.sync import sync_to_async
 
 from clusters.client import client_for
 from environments.models import Environment
+from services.consumers import TerminalConsumer
 from services.models import TerminalSession
 from spaces.actions import create_project
 from tests.services.stream_helpers import (
@@ -203,11 +204,62 @@ async def test_it_ignores_garbage_and_closes_on_a_huge_message(service, member):
     await type_line(communicator, "echo alive-$((5+5))")
     await read_until(communicator, "alive-10")
     await communicator.send_to(text_data=json.dumps({"t": "in", "d": "x" * 300_000}))
-    while True:
-        output = await communicator.receive_output(timeout=5)
-        if output["type"] == "websocket.close":
-            break
-    assert output["code"] == 1009
+    message, _ = await until_json(communicator, lambda m: m.get("t") == "error")
+    assert "over 256 KiB" in message["message"]
+    closed = await communicator.receive_output(timeout=5)
+    # An application's code (Daphne refuses 1009), with the reason the page shows.
+    assert closed["type"] == "websocket.close" and closed["code"] == 4413, closed
+    assert closed["reason"] == message["message"]
+    record = await session_closed(service)
+    assert record is not None and record.close_reason == "error"
+
+
+async def session_closed(service, timeout: float = 10) -> TerminalSession | None:
+    """The service's terminal session once it has been closed (the server closes the socket
+    first, then ends the shell and records the session)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        record = await sync_to_async(TerminalSession.objects.filter(service=service).latest)("opened_at")
+        if record.closed_at is not None:
+            return record
+        await asyncio.sleep(0.1)
+    return None
+
+
+async def test_a_failing_handler_closes_the_socket_and_ends_the_shell(service, member, monkeypatch):
+    await settles(lambda: not stream_threads(), timeout=10)
+    others = set(stream_threads())
+    communicator, _ = await open_terminal(service, member)
+    await type_line(communicator, "echo up-$((1+2))")
+    await read_until(communicator, "up-3")
+
+    def broken(self, data):
+        raise RuntimeError("a bug in the input handler")
+
+    # A bug standing in for any exception inside a handler.
+    monkeypatch.setattr(TerminalConsumer, "_input", broken)
+    await type_line(communicator, "echo never")
+    message, _ = await until_json(communicator, lambda m: m.get("t") == "error")
+    assert message["message"] == "Something went wrong on the server; the connection was closed."
+    closed = await communicator.receive_output(timeout=5)
+    assert closed["type"] == "websocket.close" and closed["code"] == 4500, closed
+
+    assert await settles(lambda: not [t for t in stream_threads() if t not in others], timeout=10), stream_threads()
+    record = await session_closed(service)
+    assert record is not None and record.close_reason == "error"
+
+
+async def test_a_failing_background_task_closes_the_socket(service, member, monkeypatch):
+    async def broken(self, kube):
+        raise RuntimeError("a bug while listing pods")
+
+    monkeypatch.setattr(TerminalConsumer, "_pods", broken)
+    communicator = await socket(terminal_path(service), user=member)
+    assert (await communicator.connect())[0]
+    message = await receive_json(communicator)
+    assert message == {"t": "error", "message": "Something went wrong on the server; the connection was closed."}
+    closed = await communicator.receive_output(timeout=5)
+    assert closed["type"] == "websocket.close" and closed["code"] == 4500, closed
 
 
 async def test_it_refuses_an_anonymous_visitor_an_outsider_and_a_foreign_origin(service, member, outsider):
