@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import kinds, volumes
+from . import kinds, tables, volumes
 from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
 from .controllers import NAMESPACE, POD, ControllerManager
 from .faults import Faults
@@ -343,10 +343,15 @@ class DevServer:
             if method == "GET":
                 if route.watch or _query_bool(request, "watch"):
                     return await self._watch(request, route)
-                return json_response(self.api.list(
+                listed = self.api.list(
                     kind, route.namespace, label_selector=request.query.get("labelSelector"),
                     field_selector=request.query.get("fieldSelector"), limit=_int_param(request, "limit"),
-                    continue_token=request.query.get("continue") or None))
+                    continue_token=request.query.get("continue") or None)
+                table_version = tables.accepted_table_version(request.headers.get("Accept", ""))
+                if table_version:
+                    return json_response(tables.list_table(kind, listed, table_version=table_version,
+                                                           include=_include_object(request)))
+                return json_response(listed)
             if method == "POST":
                 if kind.namespaced and route.namespace is None:
                     raise _method_not_allowed()
@@ -374,7 +379,12 @@ class DevServer:
         if method == "GET":
             if _query_bool(request, "watch"):
                 return await self._watch(request, route, single=route.name)
-            return json_response(kinds.to_wire(kind, self.api.get(kind, namespace, route.name)))
+            wire = kinds.to_wire(kind, self.api.get(kind, namespace, route.name))
+            table_version = tables.accepted_table_version(request.headers.get("Accept", ""))
+            if table_version and not sub:
+                return json_response(tables.object_table(kind, wire, table_version=table_version,
+                                                         include=_include_object(request)))
+            return json_response(wire)
         if method == "PUT":
             body = parse_body(await request.read(), request.content_type)
             obj = self.api.update(kind, namespace, route.name, body, manager=self._manager(request), subresource=sub,
@@ -520,6 +530,8 @@ class DevServer:
             timeout = int(1800 * (1 + random.random()))
         bookmarks = _query_bool(request, "allowWatchBookmarks")
         initial = _query_bool(request, "sendInitialEvents")
+        table_version = tables.accepted_table_version(request.headers.get("Accept", ""))
+        present = tables.WatchTables(kind, table_version, _include_object(request)) if table_version else None
         watcher = Watcher(kind.bucket, accepts)
         self.store.add_watcher(watcher)
         resp = web.StreamResponse(status=200, headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"})
@@ -532,7 +544,7 @@ class DevServer:
                 sent_rv = self.store.rv
                 for obj in self.store.list(kind.bucket, namespace):
                     if accepts(obj):
-                        await self._send(resp, "ADDED", kinds.to_wire(kind, obj))
+                        await self._send(resp, "ADDED", _presented(present, kinds.to_wire(kind, obj)))
                 if initial and bookmarks:
                     await self._send(resp, "BOOKMARK", self._bookmark(kind, sent_rv, initial_end=True))
             else:
@@ -547,8 +559,8 @@ class DevServer:
                     await self._send(resp, "ERROR", ApiError(410, "Expired", str(exc)).status())
                     return resp
                 for change in backlog:
-                    sent_rv = await self._forward(resp, kind, change, accepts, in_scope, sent_rv)
-            await self._pump(request, resp, kind, watcher, accepts, in_scope, sent_rv, deadline, bookmarks)
+                    sent_rv = await self._forward(resp, kind, change, accepts, in_scope, sent_rv, present)
+            await self._pump(request, resp, kind, watcher, accepts, in_scope, sent_rv, deadline, bookmarks, present)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -557,7 +569,7 @@ class DevServer:
         return resp
 
     async def _pump(self, request: web.Request, resp: web.StreamResponse, kind: Kind, watcher: Watcher, accepts: Any, in_scope: Any,
-                    sent_rv: int, deadline: float, bookmarks: bool) -> None:
+                    sent_rv: int, deadline: float, bookmarks: bool, present: Any = None) -> None:
         # Like the watch cache: bookmarks every interval and one shortly before the watch times out.
         next_bookmark = time.monotonic() + self.bookmark_seconds
         final_bookmark = deadline - 2 if deadline - time.monotonic() > 3 else None
@@ -582,10 +594,10 @@ class DevServer:
                     # A reset mid-stream, as when a load balancer or the apiserver process dies.
                     request.transport.abort()
                 return
-            sent_rv = await self._forward(resp, kind, change, accepts, in_scope, sent_rv)
+            sent_rv = await self._forward(resp, kind, change, accepts, in_scope, sent_rv, present)
 
     async def _forward(self, resp: web.StreamResponse, kind: Kind, change: Any, accepts: Any, in_scope: Any,
-                       sent_rv: int) -> int:
+                       sent_rv: int, present: Any = None) -> int:
         if change.rv <= sent_rv:
             return sent_rv
         obj, prev = change.obj, change.prev
@@ -601,7 +613,7 @@ class DevServer:
         elif change.type == "DELETED" and now_match:
             event = "DELETED"
         if event:
-            await self._send(resp, event, kinds.to_wire(kind, obj))
+            await self._send(resp, event, _presented(present, kinds.to_wire(kind, obj)))
         return change.rv
 
     @staticmethod
@@ -821,6 +833,19 @@ def _int_param(request: web.Request, key: str) -> int:
         return int(raw)
     except ValueError:
         raise bad_request(f"invalid {key} parameter: {raw!r}") from None
+
+
+def _include_object(request: web.Request) -> str:
+    include = request.query.get("includeObject") or "Metadata"
+    if include not in ("None", "Metadata", "Object"):
+        raise bad_request(f'includeObject: Unsupported value: "{include}": supported values: "Metadata", '
+                          '"None", "Object"')
+    return include
+
+
+def _presented(present: Any, wire: Obj) -> Obj:
+    # A watch asked for tables sends each object as a one-row Table.
+    return present(wire) if present is not None else wire
 
 
 def _hash8(text: str) -> str:
