@@ -308,19 +308,20 @@ def _v3_operation(op: Obj) -> Obj:
     return out
 
 
-def _v3_path_param(param: Obj) -> Obj:
-    return _v3_param(param)
-
-
 class OpenApi:
     """The documents for `kinds` (built once, on first use, then served from memory)."""
 
     def __init__(self, version: Obj, kinds: list[Kind] | None = None):
         self.version = version
         self.kinds = list(KINDS if kinds is None else kinds)
-        self.schemas = Schemas(str(version.get("minor", "31")).rstrip("+"))
         self._v2: dict[str, bytes] = {}
         self._v3: dict[str, bytes] | None = None
+
+    @functools.cached_property
+    def schemas(self) -> Schemas:
+        # Loaded on the first write or document request (a quarter of a second), not at startup:
+        # tests start many devclusters that never need it.
+        return Schemas(str(self.version.get("minor", "31")).rstrip("+"))
 
     def body_name(self, kind: Kind) -> str | None:
         return self.schemas.name_for(kind.group, kind.version, kind.kind)
@@ -381,7 +382,7 @@ class OpenApi:
                     for path, params, methods in op.items():
                         entry = paths.setdefault(path, {})
                         entry.update({m: _v3_operation(o) for m, o in methods.items()})
-                        entry["parameters"] = [_v3_path_param(p) for p in params]
+                        entry["parameters"] = [_v3_param(p) for p in params]
                 schemas = {name: _retarget(s, V3_REF) for name, s in self.schemas.closure(self._roots(ops)).items()}
                 doc = {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": self.version["gitVersion"]},
                        "paths": dict(sorted(paths.items())),

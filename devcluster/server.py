@@ -23,6 +23,7 @@ from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
 from .controllers import NAMESPACE, POD, ControllerManager
 from .faults import Faults
 from .kinds import GROUP_VERSIONS, Kind, Obj
+from .patch import PatchError, json_patch
 from .podexec import serve_exec
 from .podlogs import serve_log
 from .quota import admit
@@ -177,6 +178,8 @@ class DevServer:
         # Like a fresh watch cache, history starts now: older resourceVersions are "too old".
         self.store.compacted_rv = self.store.rv
         self.controllers.start()
+        # The schemas behind field validation and /openapi load off the loop, before the first write needs them.
+        self.loop.run_in_executor(None, lambda: self.openapi.schemas)
         for pod in self.store.list("pods"):
             # Pods survive a restart like a rebooted node: their containers start again.
             self.controllers.kubelet.observe(_fake_added("pods", pod))
@@ -483,12 +486,10 @@ class DevServer:
             return raw, []
         body = parse_body(raw, JSON)
         if ctype == "application/json-patch+json":
-            from . import patch as patching
-
             try:
-                result = patching.json_patch(kinds.to_wire(kind, self.api.get(kind, route.namespace or "",
-                                                                              route.name or "")), body)
-            except patching.PatchError:
+                result = json_patch(kinds.to_wire(kind, self.api.get(kind, route.namespace or "", route.name or "")),
+                                    body)
+            except PatchError:
                 return raw, []  # the patch itself is wrong: the API answers that
             return raw, self._check_fields(request, kind, copy.deepcopy(result), patch=True)
         warnings = self._check_fields(request, kind, body, patch=True)
