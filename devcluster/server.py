@@ -472,7 +472,8 @@ class DevServer:
         self.openapi.prune(kind, body)
         return [f'unknown field "{f}"' for f in unknown] if directive == "Warn" else []
 
-    def _check_patch_fields(self, request: web.Request, route: Route, ctype: str, raw: bytes) -> tuple[bytes, list[str]]:
+    def _check_patch_fields(self, request: web.Request, route: Route, ctype: str,
+                            raw: bytes) -> tuple[bytes, list[str]]:
         kind = route.kind
         if ctype == "application/apply-patch+yaml":
             body = parse_body(raw, ctype)

@@ -14,7 +14,6 @@ import secrets
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,17 +170,6 @@ def rollout(kubectl: Kubectl, target: str = "deployment/web") -> None:
     kubectl.out("rollout", "status", target, "--timeout=40s")
 
 
-def eventually(probe, *, timeout: float = 30.0, message: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}; last: {last!r}")
-
-
 # --- discovery --------------------------------------------------------------------------------
 
 def test_it_reports_the_server_version(kubectl):
@@ -217,10 +205,11 @@ def test_it_applies_server_side(kubectl):
 
 
 def test_it_refuses_an_unknown_field_as_a_real_server_does(kubectl):
-    created = kubectl.run("apply", "-f", "-", input=UNKNOWN_FIELD, ok=False)
-    assert created.returncode == 1
-    assert ('error when creating "STDIN": Deployment in version "v1" cannot be handled as a Deployment: '
-            'strict decoding error: unknown field "spec.bogus"') in created.stderr
+    for validate in ([], ["--validate=strict"]):  # strict is kubectl's default
+        created = kubectl.run("apply", *validate, "-f", "-", input=UNKNOWN_FIELD, ok=False)
+        assert created.returncode == 1
+        assert ('error when creating "STDIN": Deployment in version "v1" cannot be handled as a Deployment: '
+                'strict decoding error: unknown field "spec.bogus"') in created.stderr
     applied = kubectl.run("apply", "--server-side", "-f", "-", input=UNKNOWN_FIELD, ok=False)
     assert applied.returncode == 1
     assert ".spec.bogus: field not declared in schema" in applied.stderr
@@ -290,7 +279,12 @@ def test_it_streams_table_rows_with_get_watch(kubectl):
     proc = subprocess.Popen(kubectl.command("get", "pods", "-w"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=kubectl.env)
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+
+    def read() -> None:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
 
     def next_line() -> str:
         try:
