@@ -355,3 +355,14 @@ def test_it_deletes_a_namespace_and_waits_for_it(kubectl):
         f'namespace "{kubectl.namespace}" deleted'
     gone = kubectl.run("get", "namespace", kubectl.namespace, ok=False)
     assert gone.returncode == 1 and f'namespaces "{kubectl.namespace}" not found' in gone.stderr
+
+
+@pytest.mark.parametrize("kubectl", [str(SDK_BIN / "kubectl.1.33")], indirect=True, ids=_binary_id)
+def test_it_names_the_body_formats_it_reads_when_kubectl_sends_protobuf(kubectl):
+    # kubectl 1.33's typed `create` commands send protobuf bodies; the devcluster reads JSON and YAML only.
+    refused = kubectl.run("create", "configmap", "settings", "--from-literal=a=1", ok=False)
+    assert refused.returncode == 1
+    assert ("the body of the request was in an unknown format - accepted media types include: application/json, "
+            "application/yaml") in refused.stderr
+    assert kubectl.out("apply", "-f", "-", input="apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\n"
+                       "data: {a: '1'}\n").strip() == "configmap/settings created"
