@@ -415,7 +415,7 @@ class DevServer:
                 return await self._watch(request, route, single=route.name)
             wire = kinds.to_wire(kind, self.api.get(kind, namespace, route.name))
             table_version = tables.accepted_table_version(request.headers.get("Accept", ""))
-            if table_version and not sub:
+            if table_version and sub in ("", "status"):  # the status subresource prints as its kind does
                 return json_response(tables.object_table(kind, wire, table_version=table_version,
                                                          include=_include_object(request)))
             return json_response(wire)

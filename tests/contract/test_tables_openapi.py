@@ -70,6 +70,9 @@ def test_it_answers_tables_for_one_object_and_in_v1beta1(kube_api, namespace):
                              ("Containers", 1), ("Images", 1), ("Selector", 1)]
     assert one["rows"][0]["cells"][:4] == ["web", "1/1", 1, 1]
     assert one["rows"][0]["cells"][5:7] == ["app", "nginx:1.27"]
+    status = _json(kube_api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments/web/status",
+                   accept=TABLE_V1)
+    assert status["kind"] == "Table" and _columns(status) == _columns(one)
     full = _json(kube_api, "GET", f"/apis/apps/v1/namespaces/{namespace}/deployments?includeObject=Object",
                  accept=TABLE_V1)
     assert full["rows"][0]["object"]["kind"] == "Deployment" and full["rows"][0]["object"]["spec"]["replicas"] == 1
