@@ -99,6 +99,11 @@ def default_propagation(kind: Kind) -> str:
 
 
 def parse_body(raw: bytes, content_type: str) -> Any:
+    if "protobuf" in content_type or "cbor" in content_type:
+        # Only JSON and YAML bodies are read here (kubectl 1.33's typed `create` commands send protobuf;
+        # its `apply` sends JSON): the 415 names what is accepted instead of a JSON decoding error.
+        raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted "
+                       "media types include: application/json, application/yaml")
     if not raw.strip():
         raise bad_request("the body of the request was empty")
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import kinds, volumes
+from . import kinds, openapi, openapi_proto, tables, volumes
 from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
 from .authz import IDENTITY, Authorizer, Rule
 from .controllers import NAMESPACE, POD, ControllerManager
@@ -25,6 +25,7 @@ from .faults import Faults
 from .kinds import GROUP_VERSIONS, Kind, Obj
 from .metrics import Metrics
 from .nodes import ensure_node
+from .patch import PatchError, json_patch
 from .podexec import kill_running, serve_exec
 from .podlogs import serve_log
 from .quota import admit
@@ -48,8 +49,35 @@ def status_response(err: ApiError) -> web.Response:
                         headers=err.headers)
 
 
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=json.dumps(body).encode(), content_type=JSON)
+def json_response(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
+    resp = web.Response(status=status, body=json.dumps(body).encode(), content_type=JSON)
+    for warning in warnings or []:
+        resp.headers.add("Warning", f"299 - {json.dumps(warning)}")
+    return resp
+
+
+def openapi_response(docs: openapi.OpenApi, request: web.Request, path: str) -> web.Response:
+    """/openapi/v2 (JSON, or protobuf as client-go asks for it) and /openapi/v3 (JSON)."""
+    if request.method not in ("GET", "HEAD"):
+        raise _method_not_allowed()
+    accept = request.headers.get("Accept", "") or "*/*"
+    if path == "/openapi/v2":
+        for media in (m.split(";")[0].strip() for m in accept.split(",")):
+            if media in openapi_proto.ACCEPTED:
+                return web.Response(body=docs.v2(protobuf=True), headers={"Content-Type": openapi_proto.MEDIA_TYPE,
+                                                                         "Cache-Control": "no-cache, private"})
+            if media in ("application/json", "*/*", "application/*"):
+                return web.Response(body=docs.v2(), content_type=JSON, headers={"Cache-Control": "no-cache, private"})
+        raise ApiError(406, "NotAcceptable", "only the following media types are accepted: application/json, "
+                       f"{openapi_proto.MEDIA_TYPE}", {})
+    if path == "/openapi/v3":
+        return json_response(docs.v3_index())
+    found = docs.v3(path[len("/openapi/v3/"):])
+    if found is None:
+        raise _page_not_found()
+    body, digest = found
+    cache = "public, immutable" if request.query.get("hash") == digest else "no-cache, private"
+    return web.Response(body=body, content_type=JSON, headers={"Cache-Control": cache, "Etag": f'"{digest}"'})
 
 
 def _query_bool(request: web.Request, key: str) -> bool:
@@ -123,6 +151,7 @@ class DevServer:
         self._scratch_root = Path(tempfile.mkdtemp(prefix="devcluster-pods-")) if data_dir is None \
             else data_dir / "pods"
         self.tls = tls
+        self.openapi = openapi.OpenApi(VERSION)
         self._tls_dir = (data_dir or Path(tempfile.mkdtemp(prefix="devcluster-tls-"))) if tls else None
         # The PEM a kubeconfig must trust when serving TLS (None for plain http).
         self.ca_pem: bytes | None = None
@@ -157,6 +186,8 @@ class DevServer:
         # Like a fresh watch cache, history starts now: older resourceVersions are "too old".
         self.store.compacted_rv = self.store.rv
         self.controllers.start()
+        # The schemas behind field validation and /openapi load off the loop, before the first write needs them.
+        self.loop.run_in_executor(None, lambda: self.openapi.schemas)
         for pod in self.store.list("pods"):
             # Pods survive a restart like a rebooted node: their containers start again.
             self.controllers.kubelet.observe(_fake_added("pods", pod))
@@ -261,6 +292,8 @@ class DevServer:
                   "/apis": None, "/api/v1": None}
         if path == "/_devcluster/faults":
             return await self._faults_admin(request)
+        if path.startswith("/openapi/"):
+            return openapi_response(self.openapi, request, path)
         if path in simple and request.method not in ("GET", "HEAD"):
             raise _method_not_allowed()
         if path == "/version":
@@ -364,17 +397,23 @@ class DevServer:
             if method == "GET":
                 if route.watch or _query_bool(request, "watch"):
                     return await self._watch(request, route)
-                return json_response(self.api.list(
+                listed = self.api.list(
                     kind, route.namespace, label_selector=request.query.get("labelSelector"),
                     field_selector=request.query.get("fieldSelector"), limit=_int_param(request, "limit"),
-                    continue_token=request.query.get("continue") or None))
+                    continue_token=request.query.get("continue") or None)
+                table_version = tables.accepted_table_version(request.headers.get("Accept", ""))
+                if table_version:
+                    return json_response(tables.list_table(kind, listed, table_version=table_version,
+                                                           include=_include_object(request)))
+                return json_response(listed)
             if method == "POST":
                 if kind.namespaced and route.namespace is None:
                     raise _method_not_allowed()
                 body = parse_body(await request.read(), request.content_type)
+                warnings = self._check_fields(request, kind, body)
                 obj = self.api.create(kind, namespace, body, manager=self._manager(request),
                                       dry_run=request.query.get("dryRun") == "All")
-                return json_response(kinds.to_wire(kind, obj), 201)
+                return json_response(kinds.to_wire(kind, obj), 201, warnings=warnings)
             if method == "DELETE" and "deletecollection" in kind.verbs:
                 return json_response(await self._delete_collection(request, route))
             raise _method_not_allowed()
@@ -395,12 +434,18 @@ class DevServer:
         if method == "GET":
             if _query_bool(request, "watch"):
                 return await self._watch(request, route, single=route.name)
-            return json_response(kinds.to_wire(kind, self.api.get(kind, namespace, route.name)))
+            wire = kinds.to_wire(kind, self.api.get(kind, namespace, route.name))
+            table_version = tables.accepted_table_version(request.headers.get("Accept", ""))
+            if table_version and sub in ("", "status"):  # the status subresource prints as its kind does
+                return json_response(tables.object_table(kind, wire, table_version=table_version,
+                                                         include=_include_object(request)))
+            return json_response(wire)
         if method == "PUT":
             body = parse_body(await request.read(), request.content_type)
+            warnings = self._check_fields(request, kind, body)
             obj = self.api.update(kind, namespace, route.name, body, manager=self._manager(request), subresource=sub,
                                   dry_run=request.query.get("dryRun") == "All")
-            return json_response(kinds.to_wire(kind, obj))
+            return json_response(kinds.to_wire(kind, obj), warnings=warnings)
         if method == "PATCH":
             ctype = request.content_type
             if ctype not in PATCH_TYPES:
@@ -418,10 +463,11 @@ class DevServer:
                                                                              "message": "Forbidden: may not be "
                                                                              "specified for non-apply patch",
                                                                              "field": "force"}]})
-            obj, created = self.api.patch(kind, namespace, route.name, ctype, await request.read(),
+            raw, warnings = self._check_patch_fields(request, route, ctype, await request.read())
+            obj, created = self.api.patch(kind, namespace, route.name, ctype, raw,
                                           manager=self._manager(request), force=_query_bool(request, "force"),
                                           subresource=sub, dry_run=request.query.get("dryRun") == "All")
-            return json_response(kinds.to_wire(kind, obj), 201 if created else 200)
+            return json_response(kinds.to_wire(kind, obj), 201 if created else 200, warnings=warnings)
         if method == "DELETE" and not sub:
             options = await self._delete_options(request)
             body, _ = self.api.delete(kind, namespace, route.name, propagation=options.get("propagationPolicy"),
@@ -430,6 +476,46 @@ class DevServer:
                                       dry_run=options.get("dryRun") == ["All"] or request.query.get("dryRun") == "All")
             return json_response(body)
         raise _method_not_allowed()
+
+    # --- field validation (the fieldValidation parameter) ----------------------------------------
+
+    def _check_fields(self, request: web.Request, kind: Kind, body: Any, *, patch: bool = False) -> list[str]:
+        """Refuse (Strict) or drop with a warning (Warn, the default) the fields the kind's schema lacks."""
+        directive = _field_validation(request)
+        unknown = self.openapi.unknown_fields(kind, body)
+        if not unknown:
+            return []
+        if directive == "Strict":
+            detail = "strict decoding error: " + ", ".join(f'unknown field "{f}"' for f in unknown)
+            if not patch:
+                detail = f'{kind.kind} in version "{kind.version}" cannot be handled as a {kind.kind}: {detail}'
+            raise bad_request(detail)
+        self.openapi.prune(kind, body)
+        return [f'unknown field "{f}"' for f in unknown] if directive == "Warn" else []
+
+    def _check_patch_fields(self, request: web.Request, route: Route, ctype: str,
+                            raw: bytes) -> tuple[bytes, list[str]]:
+        kind = route.kind
+        if ctype == "application/apply-patch+yaml":
+            body = parse_body(raw, ctype)
+            unknown = self.openapi.unknown_fields(kind, body, keyed=True)
+            if unknown:
+                # Server-side apply builds a typed object first, whatever fieldValidation says.
+                where = f"{route.namespace or ''}/{route.name}; {kind.group}/{kind.version}, Kind={kind.kind}"
+                causes = [f"{f}: field not declared in schema" for f in unknown]
+                detail = causes[0] if len(causes) == 1 else "errors:\n  " + "\n  ".join(causes)
+                raise ApiError(500, "", f"failed to create typed patch object ({where}): {detail}")
+            return raw, []
+        body = parse_body(raw, JSON)
+        if ctype == "application/json-patch+json":
+            try:
+                result = json_patch(kinds.to_wire(kind, self.api.get(kind, route.namespace or "", route.name or "")),
+                                    body)
+            except PatchError:
+                return raw, []  # the patch itself is wrong: the API answers that
+            return raw, self._check_fields(request, kind, copy.deepcopy(result), patch=True)
+        warnings = self._check_fields(request, kind, body, patch=True)
+        return (json.dumps(body).encode() if warnings or _field_validation(request) == "Ignore" else raw), warnings
 
     async def _delete_options(self, request: web.Request) -> Obj:
         options: Obj = {}
@@ -541,6 +627,8 @@ class DevServer:
             timeout = int(1800 * (1 + random.random()))
         bookmarks = _query_bool(request, "allowWatchBookmarks")
         initial = _query_bool(request, "sendInitialEvents")
+        table_version = tables.accepted_table_version(request.headers.get("Accept", ""))
+        present = tables.WatchTables(kind, table_version, _include_object(request)) if table_version else None
         watcher = Watcher(kind.bucket, accepts)
         self.store.add_watcher(watcher)
         resp = web.StreamResponse(status=200, headers={"Content-Type": JSON, "Cache-Control": "no-cache, private"})
@@ -553,7 +641,7 @@ class DevServer:
                 sent_rv = self.store.rv
                 for obj in self.store.list(kind.bucket, namespace):
                     if accepts(obj):
-                        await self._send(resp, "ADDED", kinds.to_wire(kind, obj))
+                        await self._send(resp, "ADDED", _presented(present, kinds.to_wire(kind, obj)))
                 if initial and bookmarks:
                     await self._send(resp, "BOOKMARK", self._bookmark(kind, sent_rv, initial_end=True))
             else:
@@ -568,8 +656,8 @@ class DevServer:
                     await self._send(resp, "ERROR", ApiError(410, "Expired", str(exc)).status())
                     return resp
                 for change in backlog:
-                    sent_rv = await self._forward(resp, kind, change, accepts, in_scope, sent_rv)
-            await self._pump(request, resp, kind, watcher, accepts, in_scope, sent_rv, deadline, bookmarks)
+                    sent_rv = await self._forward(resp, kind, change, accepts, in_scope, sent_rv, present)
+            await self._pump(request, resp, kind, watcher, accepts, in_scope, sent_rv, deadline, bookmarks, present)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
@@ -578,7 +666,7 @@ class DevServer:
         return resp
 
     async def _pump(self, request: web.Request, resp: web.StreamResponse, kind: Kind, watcher: Watcher, accepts: Any, in_scope: Any,
-                    sent_rv: int, deadline: float, bookmarks: bool) -> None:
+                    sent_rv: int, deadline: float, bookmarks: bool, present: Any = None) -> None:
         # Like the watch cache: bookmarks every interval and one shortly before the watch times out.
         next_bookmark = time.monotonic() + self.bookmark_seconds
         final_bookmark = deadline - 2 if deadline - time.monotonic() > 3 else None
@@ -603,10 +691,10 @@ class DevServer:
                     # A reset mid-stream, as when a load balancer or the apiserver process dies.
                     request.transport.abort()
                 return
-            sent_rv = await self._forward(resp, kind, change, accepts, in_scope, sent_rv)
+            sent_rv = await self._forward(resp, kind, change, accepts, in_scope, sent_rv, present)
 
     async def _forward(self, resp: web.StreamResponse, kind: Kind, change: Any, accepts: Any, in_scope: Any,
-                       sent_rv: int) -> int:
+                       sent_rv: int, present: Any = None) -> int:
         if change.rv <= sent_rv:
             return sent_rv
         obj, prev = change.obj, change.prev
@@ -622,7 +710,7 @@ class DevServer:
         elif change.type == "DELETED" and now_match:
             event = "DELETED"
         if event:
-            await self._send(resp, event, kinds.to_wire(kind, obj))
+            await self._send(resp, event, _presented(present, kinds.to_wire(kind, obj)))
         return change.rv
 
     @staticmethod
@@ -842,6 +930,28 @@ def _int_param(request: web.Request, key: str) -> int:
         return int(raw)
     except ValueError:
         raise bad_request(f"invalid {key} parameter: {raw!r}") from None
+
+
+def _field_validation(request: web.Request) -> str:
+    # kube-apiserver's default since 1.27 is Warn: unknown fields are dropped with a warning.
+    directive = request.query.get("fieldValidation") or "Warn"
+    if directive not in ("Ignore", "Warn", "Strict"):
+        raise bad_request(f'fieldValidation: Unsupported value: "{directive}": supported values: "Ignore", '
+                          '"Strict", "Warn"')
+    return directive
+
+
+def _include_object(request: web.Request) -> str:
+    include = request.query.get("includeObject") or "Metadata"
+    if include not in ("None", "Metadata", "Object"):
+        raise bad_request(f'includeObject: Unsupported value: "{include}": supported values: "Metadata", '
+                          '"None", "Object"')
+    return include
+
+
+def _presented(present: Any, wire: Obj) -> Obj:
+    # A watch asked for tables sends each object as a one-row Table.
+    return present(wire) if present is not None else wire
 
 
 def _hash8(text: str) -> str:
