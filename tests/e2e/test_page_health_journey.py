@@ -133,6 +133,14 @@ def test_the_colour_bar_spans_the_column_above_the_messages(page: Page, ale_serv
     # ...and the message sits under it, not across it.
     assert box["y"] >= bar["y"] + 4, (box, bar)
 
+    # The first Tab shows the skip link; it takes the keyboard past the sidebar to the content.
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()
+    page.keyboard.press("Enter")
+    expect(page.locator("main#main")).to_be_focused()
+
     # The Settings tab's "Environment Name" is the rename field's label, not the selector's
     # create form's (they shared id="id_name").
     open_tab(page, "Settings")
