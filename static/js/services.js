@@ -169,6 +169,24 @@
     }
   });
 
+  // The socket is told which tab the page shows when it opens (again, after a drop) and when
+  // the tab changes, and then sends only what that tab shows (environments/consumers.py).
+  var liveSocket = null;
+
+  function sayTab() {
+    var tabs = document.querySelector("nav.tabs[data-tab]");
+    if (liveSocket && tabs) liveSocket.send(JSON.stringify({ tab: tabs.getAttribute("data-tab") }));
+  }
+
+  document.body.addEventListener("htmx:wsOpen", function (event) {
+    liveSocket = event.detail.socketWrapper;
+    sayTab();
+  });
+
+  document.body.addEventListener("htmx:afterSettle", function (event) {
+    if (event.detail.target && event.detail.target.id === "env-body") sayTab();
+  });
+
   // --- cards from a button's response
 
   document.body.addEventListener("htmx:beforeSwap", function (event) {
