@@ -1,4 +1,5 @@
-"""Request typing and the htmx checks shared by the views of every app."""
+"""Request typing, the htmx checks and the answer to a form too large to read, shared by the
+views of every app."""
 
 from __future__ import annotations
 
@@ -59,7 +60,9 @@ class RequestTooBigMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)
 
-    def process_view(self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any) -> HttpResponse | None:
+    def process_view(
+        self, request: HttpRequest, view_func: Callable[..., Any], view_args: Any, view_kwargs: Any
+    ) -> HttpResponse | None:
         # A view exempt from CSRF reads its body its own way (raw, say): Django parses nothing
         # for it, and neither does this.
         if request.method != "POST" or getattr(view_func, "csrf_exempt", False):
