@@ -55,8 +55,22 @@ def test_live_updates_reach_only_what_each_tab_shows(page: Page, ale_stack, demo
     card = page.locator(".service-card", has_text="web")
     expect(card.locator(".status")).to_have_text("Running", timeout=LIVE)
     assert_accessible(page, "the Information tab with a running service")
+
+    # Stop, with its answer held until the socket has brought the stopping card: the card is
+    # not replaced under the pending button, so the answer (and its flash messages) still
+    # finds the page. Before, htmx looked for #messages inside the replaced card.
+    held = []
+    stop_url = re.compile(r"/services/[a-z0-9]{12}/stop/$")
+    page.route(stop_url, lambda route: held.append((route, route.fetch())))
+    seen = page.evaluate("window.__socketMessages")
     card.get_by_role("button", name="Stop").click()
+    wait_for_socket_messages(page, seen + 1)
+    assert len(held) == 1
+    route, response = held[0]
+    route.fulfill(response=response)
+    page.unroute(stop_url)
     expect(card.locator(".status")).to_have_text("Stopped", timeout=LIVE)
+    expect(page.locator(".service-card")).to_have_count(1)
 
     # Events: Start All answers with every card, which this tab does not show; the socket,
     # told the tab, sends its event list as the service starts.
