@@ -29,15 +29,24 @@
     return text.length > MESSAGE_LIMIT ? text.slice(0, MESSAGE_LIMIT) + "…" : text;
   }
 
+  function makeRegion(parent) {
+    var element = document.createElement("div");
+    element.className = "request-error";
+    element.setAttribute("role", "alert");
+    parent.prepend(element);
+    return element;
+  }
+
+  // base.html's region; inside an open modal dialog, one of the dialog's own, since the page
+  // behind a modal is covered and inert.
   function region() {
+    var dialog = document.querySelector("dialog[open]:modal");
+    if (dialog) return dialog.querySelector(".request-error") || makeRegion(dialog);
     var element = document.getElementById("request-error");
     if (!element) {
       // A page without base.html's region (none today) still says what went wrong.
-      element = document.createElement("div");
+      element = makeRegion(document.body);
       element.id = "request-error";
-      element.className = "request-error";
-      element.setAttribute("role", "alert");
-      document.body.prepend(element);
     }
     return element;
   }
@@ -56,7 +65,7 @@
 
   document.addEventListener("click", function (event) {
     var dismiss = event.target.closest && event.target.closest(".request-error-dismiss");
-    if (dismiss) region().replaceChildren();
+    if (dismiss) dismiss.closest(".request-error").replaceChildren();
   });
 
   document.body.addEventListener("htmx:responseError", function (event) {

@@ -119,6 +119,21 @@ def test_a_failed_request_says_why(page: Page, ale_server, demo_login, console_e
     form.get_by_role("button", name="Preview").click()
     expect(alert).to_contain_text("ale could not be reached. Check your connection, then try again.")
     page.unroute("**/variables/dotenv/")
+    alert.get_by_role("button", name="Dismiss").click()
+
+    # From a modal dialog, which covers the page, the sentence shows in the dialog: here the
+    # preview's Apply meets a server that is down (503: with DEBUG on, as here, django-htmx
+    # shows its own page for a 500).
+    form.get_by_role("button", name="Preview").click()
+    dialog = page.locator("dialog#modal")
+    expect(dialog).to_be_visible()
+    console_errors.expect("status of 503", "Response Status Error Code 503", "htmx:afterRequest")
+    page.route("**/variables/dotenv/apply/", lambda route: route.fulfill(status=503, body="<h1>Service Unavailable</h1>"))
+    dialog.get_by_role("button", name=re.compile("Apply")).click()
+    expect(dialog.get_by_role("alert")).to_contain_text("ale could not do this (error 503). Try again in a moment.")
+    expect(dialog.get_by_role("alert")).to_be_in_viewport()
+    page.screenshot(path="/tmp/ale-request-error-dialog.png")
+    expect(alert).to_be_empty()
 
 
 def test_the_colour_bar_spans_the_column_above_the_messages(page: Page, ale_server, demo_login):
