@@ -16,6 +16,8 @@ KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_DOTENV_BYTES = 256 * 1024
 MAX_VARIABLES = 500
 MAX_VALUE_CHARS = 64 * 1024
+# Said for a dropped file, a chosen one and pasted text alike, and for a paste too large to read.
+TOO_LARGE_MESSAGE = f"The file is larger than {MAX_DOTENV_BYTES // 1024} KiB; a .env file is much smaller."
 _DOUBLE_QUOTED_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\", "$": "$"}
 
 
@@ -115,7 +117,7 @@ def parse_dotenv(text: str) -> DotenvResult:
 def decode_upload(data: bytes) -> str:
     """The text of an uploaded `.env` file; ValueError with a sentence for the user otherwise."""
     if len(data) > MAX_DOTENV_BYTES:
-        raise ValueError(f"The file is larger than {MAX_DOTENV_BYTES // 1024} KiB; a .env file is much smaller.")
+        raise ValueError(TOO_LARGE_MESSAGE)
     if b"\x00" in data:
         raise ValueError("This is not a text file.")
     try:

@@ -60,6 +60,9 @@ class EnvironmentCreateForm(_EnvironmentNameMixin, forms.Form):
     )
 
     def __init__(self, *args, project: Project, **kwargs) -> None:
+        # The selector holds this form on every tab, the Settings tab its rename form: ids of
+        # their own keep "Environment Name" on the right field.
+        kwargs.setdefault("auto_id", "env-create-%s")
         super().__init__(*args, **kwargs)
         self.project = project
         self.fields["source"].queryset = Environment.objects.filter(project=project, deleting_at__isnull=True)
@@ -78,6 +81,7 @@ class EnvironmentRenameForm(_EnvironmentNameMixin, forms.Form):
 
     def __init__(self, *args, environment: Environment, **kwargs) -> None:
         kwargs.setdefault("initial", {"name": environment.name})
+        kwargs.setdefault("auto_id", "env-rename-%s")
         super().__init__(*args, **kwargs)
         self.project = environment.project
         self.exclude_pk = environment.pk

@@ -27,7 +27,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from environments import actions
 from environments.access import get_environment_for_user
-from environments.dotenv import decode_upload, parse_dotenv
+from environments.dotenv import MAX_DOTENV_BYTES, TOO_LARGE_MESSAGE, decode_upload, parse_dotenv
 from environments.forms import FirewallForm, VariableForm
 from environments.migration import (
     DocumentError,
@@ -39,7 +39,7 @@ from environments.migration import (
     referenced_secret_keys,
 )
 from environments.models import Environment, EnvironmentVariable
-from spaces.http import HtmxHttpRequest, wants_fragment
+from spaces.http import HtmxHttpRequest, too_big_message, wants_fragment
 
 TOKEN_MAX_AGE = 60 * 60
 _YAML_SALT = "environments.yaml-apply"
@@ -237,15 +237,16 @@ def variables_restart(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
 def _dotenv_text(request: HtmxHttpRequest) -> str:
     upload = request.FILES.get("file")
     if upload is not None:
-        if upload.size > 256 * 1024:
-            raise ValueError("The file is larger than 256 KiB; a .env file is much smaller.")
-        return decode_upload(upload.read(256 * 1024 + 1))
+        if upload.size > MAX_DOTENV_BYTES:
+            raise ValueError(TOO_LARGE_MESSAGE)
+        return decode_upload(upload.read(MAX_DOTENV_BYTES + 1))
     text = request.POST.get("text", "")
     return decode_upload(text.encode())
 
 
 # Values stay out of Django's error reports, should this view ever fail.
 @sensitive_post_parameters("value", "text")
+@too_big_message(TOO_LARGE_MESSAGE)
 @require_POST
 @login_required
 def dotenv_preview(request: HtmxHttpRequest, env_id: str) -> HttpResponse:

@@ -30,6 +30,11 @@ logger = logging.getLogger(__name__)
 CARD_UPDATE = "card.update"
 ENVIRONMENT_REMOVED = "environment.removed"
 
+# The tab whose page shows a message's element, under "tab" in the message: the consumer does
+# not send it to a page that said it shows another tab. A message without one goes to all.
+SHOWN_ON_INFORMATION = "information"
+SHOWN_ON_EVENTS = "events"
+
 
 def group_name(environment_public_id: str) -> str:
     return f"environment-{environment_public_id}"
@@ -52,7 +57,10 @@ def publish_services(services: Iterable[Service]) -> None:
     one costs a query here.
     """
     messages = [
-        (group_name(service.environment.public_id), {"type": CARD_UPDATE, "html": render_card(service)})
+        (
+            group_name(service.environment.public_id),
+            {"type": CARD_UPDATE, "html": render_card(service), "tab": SHOWN_ON_INFORMATION},
+        )
         for service in services
     ]
     if messages:
@@ -65,7 +73,7 @@ def publish_service_removed(environment_public_id: str, service_public_id: str) 
     The element asks for an out-of-band `delete` swap of the card with its id.
     """
     html = format_html('<div id="service-{}" hx-swap-oob="delete"></div>', service_public_id)
-    message = {"type": CARD_UPDATE, "html": str(html)}
+    message = {"type": CARD_UPDATE, "html": str(html), "tab": SHOWN_ON_INFORMATION}
     transaction.on_commit(lambda: send_now([(group_name(environment_public_id), message)]))
 
 
@@ -77,11 +85,12 @@ def render_event_list(environment: Environment) -> str:
 
 
 def publish_event_list(environment: Environment) -> None:
-    """Send the Events tab's list (root `id="event-list"`) on commit; pages on other tabs ignore it."""
+    """Send the Events tab's list (root `id="event-list"`) on commit, to the pages on that tab."""
 
     def send() -> None:
         # Rendered after the commit so that it lists the events just written.
-        send_now([(group_name(environment.public_id), {"type": CARD_UPDATE, "html": render_event_list(environment)})])
+        html = render_event_list(environment)
+        send_now([(group_name(environment.public_id), {"type": CARD_UPDATE, "html": html, "tab": SHOWN_ON_EVENTS})])
 
     transaction.on_commit(send)
 

@@ -37,7 +37,10 @@ from spaces.http import HtmxHttpRequest, wants_fragment
 FORM_IDS = "deploy-%s"
 
 # Sent with a successful modal submit: static/js/services.js closes the open dialog on it.
+# After the swap: a dialog closed before it leaves the answer's form detached, and htmx then
+# looks for the answer's out-of-band flash message inside the closed dialog, not the page.
 CLOSE_MODAL_TRIGGER = "ale:modal-close"
+CLOSE_MODAL_HEADER = "HX-Trigger-After-Swap"
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -74,7 +77,7 @@ def _card_response(request: HtmxHttpRequest, service: Service, *, close_modal: b
     html = render_to_string("services/_card.html", {"service": service}, request=request)
     response = HttpResponse(html + _messages_oob(request))
     if close_modal:
-        response["HX-Trigger"] = CLOSE_MODAL_TRIGGER
+        response[CLOSE_MODAL_HEADER] = CLOSE_MODAL_TRIGGER
     return response
 
 

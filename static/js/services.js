@@ -96,26 +96,95 @@
 
   // --- cards from the live socket
 
+  // A card whose button has a request out (htmx marks the form .htmx-request) is not replaced
+  // under it: the answer would land in the detached card, and htmx would look for the answer's
+  // out-of-band parts (the flash message) inside that card and miss them. The socket's card
+  // waits for the answer, then goes in if it is still newer than what the page shows.
+  function swapWhenIdle(card) {
+    var current = document.getElementById(card.id);
+    if (!current) return;
+    if (current.querySelector(".htmx-request")) {
+      setTimeout(function () { swapWhenIdle(card); }, 100);
+    } else if (changedAt(card) > changedAt(current)) {
+      htmx.swap(current, card.outerHTML, { swapStyle: "outerHTML" });
+    }
+  }
+
   document.body.addEventListener("htmx:oobBeforeSwap", function (event) {
     var target = event.detail.target;
     var fragment = event.detail.fragment;
     var incoming = fragment && (fragment.firstElementChild || fragment);
-    if (isVersionedCard(target) && isVersionedCard(incoming) && changedAt(incoming) < changedAt(target)) {
+    if (!isVersionedCard(target) || !isVersionedCard(incoming)) return;
+    if (changedAt(incoming) < changedAt(target)) {
       event.detail.shouldSwap = false;
+    } else if (target.querySelector(".htmx-request")) {
+      event.detail.shouldSwap = false;
+      var waiting = incoming.cloneNode(true);
+      setTimeout(function () { swapWhenIdle(waiting); }, 100);
     }
   });
 
-  // A card whose service the page does not show yet: a service deployed from another tab or by
-  // another member. It joins the grid (one being deleted does not come back). While further
-  // pages of cards are still to load, it may belong to one of them: appended now it would sit
-  // out of order, so it is left to come with its page, rendered then from the current state.
-  document.body.addEventListener("htmx:oobErrorNoTarget", function (event) {
-    var card = event.detail.content;
-    var grid = document.getElementById("service-grid");
-    if (!grid || !isVersionedCard(card) || card.getAttribute("data-status") === "deleting") return;
-    if (document.querySelector("[data-more-services]")) return;
-    grid.appendChild(card);
-    htmx.process(card);
+  // Out-of-band parts for what the page does not show (`hx-ext="page-targets"` on the
+  // environment page, for its socket and its requests): the socket serves every tab, and Start
+  // All answers with every card. htmx logs each part with no target as an error; they are
+  // dropped here instead, except a card for a service the page does not show yet (deployed
+  // from another tab or by another member), which joins the grid; one being deleted does not
+  // come back. While further pages of cards are still to load it may belong to one of them:
+  // appended now it would sit out of order, so it is left to come with its page.
+  function oobTarget(element, value) {
+    var colon = value ? value.indexOf(":") : -1;
+    if (colon > 0) return value.substring(colon + 1);
+    return element.id ? "#" + CSS.escape(element.id) : null;
+  }
+
+  function joinsTheGrid(element) {
+    return isVersionedCard(element) && element.getAttribute("data-status") !== "deleting" &&
+      document.getElementById("service-grid") && !document.querySelector("[data-more-services]");
+  }
+
+  htmx.defineExtension("page-targets", {
+    transformResponse: function (text, xhr) {
+      if (text.indexOf("id=") < 0) return text;
+      var template = document.createElement("template");
+      template.innerHTML = text;
+      var changed = false;
+      Array.prototype.slice.call(template.content.children).forEach(function (element) {
+        var value = element.getAttribute("hx-swap-oob");
+        // An answer's own content is not out of band; every part of a socket message is.
+        if (xhr && value === null) return;
+        var selector = oobTarget(element, value);
+        if (!selector || document.querySelector(selector)) return;
+        changed = true;
+        if (joinsTheGrid(element)) {
+          var wrapper = document.createElement("div");
+          wrapper.setAttribute("hx-swap-oob", "beforeend:#service-grid");
+          element.removeAttribute("hx-swap-oob");
+          element.replaceWith(wrapper);
+          wrapper.appendChild(element);
+        } else {
+          element.remove();
+        }
+      });
+      return changed ? template.innerHTML : text;
+    }
+  });
+
+  // The socket is told which tab the page shows when it opens (again, after a drop) and when
+  // the tab changes, and then sends only what that tab shows (environments/consumers.py).
+  var liveSocket = null;
+
+  function sayTab() {
+    var tabs = document.querySelector("nav.tabs[data-tab]");
+    if (liveSocket && tabs) liveSocket.send(JSON.stringify({ tab: tabs.getAttribute("data-tab") }));
+  }
+
+  document.body.addEventListener("htmx:wsOpen", function (event) {
+    liveSocket = event.detail.socketWrapper;
+    sayTab();
+  });
+
+  document.body.addEventListener("htmx:afterSettle", function (event) {
+    if (event.detail.target && event.detail.target.id === "env-body") sayTab();
   });
 
   // --- cards from a button's response

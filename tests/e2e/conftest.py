@@ -186,15 +186,71 @@ def browser():
             chromium.close()
 
 
+class ConsoleErrors:
+    """Console errors and uncaught exceptions of every page of the contexts a journey opens.
+
+    A journey fails on any of them: an htmx error (a swap with no target, a failed request)
+    is logged there and nowhere else, so it would pass unseen while the page misbehaves.
+    """
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.expected: list[str] = []
+
+    def expect(self, *texts: str) -> None:
+        """The journey is about to cause an error containing each of `texts` (a page that
+        answers 404 on purpose, and htmx's own line about it): those are not held against it."""
+        self.expected.extend(texts)
+
+    def watch(self, context) -> None:
+        context.on("page", self._watch_page)
+        for page in context.pages:
+            self._watch_page(page)
+
+    def _watch_page(self, page) -> None:
+        page.on("console", lambda message: self._console(page, message))
+        page.on("pageerror", lambda error: self.errors.append(f"{page.url}: uncaught {error}"))
+
+    def _console(self, page, message) -> None:
+        if message.type != "error":
+            return
+        for index, text in enumerate(self.expected):
+            if text in message.text:
+                del self.expected[index]
+                return
+        self.errors.append(f"{page.url}: {message.text}")
+
+
 @pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
-    context.set_default_timeout(10_000)
-    page = context.new_page()
+def console_errors() -> Iterator[ConsoleErrors]:
+    watcher = ConsoleErrors()
+    yield watcher
+    assert not watcher.errors, "the browser console showed errors:\n" + "\n".join(watcher.errors)
+
+
+@pytest.fixture
+def new_context(browser, console_errors: ConsoleErrors):
+    """Opens browser contexts (a second user's browser, say) whose pages are watched for console
+    errors like `page`'s; each is closed at the end of the test."""
+    opened = []
+
+    def open_context():
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        context.set_default_timeout(10_000)
+        console_errors.watch(context)
+        opened.append(context)
+        return context
+
     try:
-        yield page
+        yield open_context
     finally:
-        context.close()
+        for context in opened:
+            context.close()
+
+
+@pytest.fixture
+def page(new_context):
+    return new_context().new_page()
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,10 @@
-"""Steps the browser journeys share: signing in and creating a project."""
+"""Steps the browser journeys share: signing in, creating a project, the accessibility scan."""
 
 from __future__ import annotations
 
 import re
 
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import Locator, Page, expect
 
 ENV_URL = re.compile(r"/environments/[a-z0-9]{12}/$")
@@ -32,3 +33,23 @@ def open_deploy_modal(page: Page) -> Locator:
     modal = page.locator("dialog#modal")
     expect(modal).to_be_visible()
     return modal
+
+
+def assert_accessible(page: Page, where: str) -> None:
+    """Run axe-core (the copy axe-playwright-python ships) on the page as it is now; fail on any
+    serious or critical finding, naming the rule, the elements and how to fix them. Ids must be
+    unique too: axe no longer checks that, and a label whose `for` matches two fields names
+    only the first."""
+    duplicates = page.evaluate(
+        "() => { const seen = {}; document.querySelectorAll('[id]').forEach(e => { seen[e.id] = (seen[e.id] || 0) + 1; });"
+        " return Object.keys(seen).filter(id => seen[id] > 1); }"
+    )
+    assert not duplicates, f"ids used more than once on {where} ({page.url}): {duplicates}"
+    results = Axe().run(page)
+    findings = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
+    report = "\n".join(
+        f"- {v['id']} ({v['impact']}): {v['help']}\n"
+        + "\n".join(f"    {', '.join(map(str, node['target']))}: {node['failureSummary']}" for node in v["nodes"][:5])
+        for v in findings
+    )
+    assert not findings, f"axe found serious or critical problems on {where} ({page.url}):\n{report}"

@@ -11,7 +11,7 @@ import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from playwright.sync_api import Page, expect
 
-from tests.e2e.steps import sign_in
+from tests.e2e.steps import assert_accessible, sign_in
 from tests.fixtures.devcluster import start_devcluster_process, stop_process
 
 pytestmark = pytest.mark.e2e
@@ -93,6 +93,7 @@ def test_logs_arrive_live_and_can_be_searched_and_downloaded(page: Page, ale_ser
         arg=seen,
     )
     expect(page.locator("select[name=container]")).to_have_value("app")
+    assert_accessible(page, "the Log view")
 
     # Search: hits are counted and highlighted; next moves to another one.
     page.get_by_label("Search the logs").fill("cache refreshed")
@@ -140,6 +141,7 @@ def test_a_terminal_runs_commands_and_follows_the_window_size(page: Page, ale_se
     # The frame wears the environment's colour (main's grey) and name.
     expect(page.locator(".terminal-frame")).to_have_css("border-top-color", "rgb(154, 163, 175)")
     expect(page.locator(".terminal-frame-label")).to_contain_text("main")
+    assert_accessible(page, "the Terminal")
 
     screen = page.locator(".xterm-rows")
     page.locator(".terminal-host").click()

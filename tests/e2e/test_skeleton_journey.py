@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from environments.colors import PALETTE
+from tests.e2e.steps import assert_accessible
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +41,7 @@ def test_it_walks_from_sign_in_to_deleting_an_environment(page: Page, ale_stack,
     expect(page.locator(".env-handle")).to_have_text("@demo/journey")
     expect(page.locator(".env-badge")).to_contain_text("main")
     expect(page.get_by_text("No services yet")).to_be_visible()
+    assert_accessible(page, "the Information tab")
 
     # Add an environment from the selector.
     selector = page.locator("[data-env-selector]")
@@ -82,10 +84,12 @@ def test_it_walks_from_sign_in_to_deleting_an_environment(page: Page, ale_stack,
     page.get_by_role("link", name="Events").click()
     expect(page).to_have_url(staging_url + "events/")
     expect(page.get_by_text("No events yet")).to_be_visible()
+    assert_accessible(page, "the Events tab")
     page.get_by_role("link", name="Settings").click()
     expect(page).to_have_url(staging_url + "settings/")
     expect(page.get_by_role("heading", name="Environment Information")).to_be_visible()
     expect(page.get_by_role("heading", name="Project Information")).to_be_visible()
+    assert_accessible(page, "the Settings tab")
     page.screenshot(path="/tmp/ale-settings.png", full_page=True)
 
     # Set it as the default: opening the project now loads staging.

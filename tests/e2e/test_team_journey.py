@@ -12,7 +12,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.steps import ENV_URL, open_deploy_modal, sign_in
+from tests.e2e.steps import ENV_URL, assert_accessible, open_deploy_modal, sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -34,7 +34,7 @@ ResourceAllocation.objects.update_or_create(space=space, defaults={"max_running_
 """ % {"password": PASSWORD}
 
 
-def test_an_invited_member_signs_up_deploys_and_meets_the_allocation(page: Page, browser, ale_stack):
+def test_an_invited_member_signs_up_deploys_and_meets_the_allocation(page: Page, new_context, console_errors, ale_stack):
     ale_stack.manage("shell", "-c", SETUP)
     base = ale_stack.url("").rstrip("/")
 
@@ -47,13 +47,13 @@ def test_an_invited_member_signs_up_deploys_and_meets_the_allocation(page: Page,
     page.get_by_role("button", name="Invite").click()
     expect(page.get_by_text("Invitation sent to newcomer@example.com.")).to_be_visible()
     expect(page.locator(".invitation-list")).to_contain_text("newcomer@example.com")
+    assert_accessible(page, "the Team page")
     links = re.findall(r"http://127\.0\.0\.1:\d+/invitations/[A-Za-z0-9_-]+/", ale_stack.log())
     assert links, "the invitation e-mail is in the server's output"
     link = links[-1]
 
     # The newcomer opens the link in a browser of their own and signs up.
-    newcomer = browser.new_context(viewport={"width": 1280, "height": 800})
-    newcomer.set_default_timeout(10_000)
+    newcomer = new_context()
     other = newcomer.new_page()
     try:
         other.goto(link)
@@ -65,7 +65,8 @@ def test_an_invited_member_signs_up_deploys_and_meets_the_allocation(page: Page,
         other.get_by_role("button", name="Sign up and join").click()
         expect(other.get_by_text("Welcome to acme-team.")).to_be_visible()
 
-        # The link is spent.
+        # The link is spent (answered 404, which the console reports).
+        console_errors.expect("status of 404")
         other.goto(link)
         expect(other.get_by_role("heading", name="This invitation cannot be used")).to_be_visible()
 

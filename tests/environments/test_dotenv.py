@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from urllib.parse import urlencode
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -120,3 +121,30 @@ def test_it_shows_errors_and_offers_no_apply(owner_client, main_env, htmx_header
     assert "The file holds no variables." in owner_client.post(url, {"text": "  "}, headers=htmx_headers).content.decode()
     response = owner_client.post(url, {"text": "A=1"})
     assert response.status_code == 200 and '<section class="card dotenv-preview"' in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_it_answers_a_paste_too_large_to_read_with_the_files_limit(owner_client, main_env, htmx_headers):
+    # Larger than Django reads of a form (DATA_UPLOAD_MAX_MEMORY_SIZE): refused before the view,
+    # in the words the file drop uses, for htmx to show; no longer a blank 400.
+    url = reverse("environments:dotenv-preview", args=[main_env.public_id])
+    pasted = "A=" + "x" * (5 * 1024 * 1024) + "\n"
+    # As the page sends it (multipart, the form also takes a file) and as a plain form.
+    for body, content_type in ((None, None), (urlencode({"text": pasted}), "application/x-www-form-urlencoded")):
+        if body is None:
+            response = owner_client.post(url, {"text": pasted}, headers=htmx_headers)
+        else:
+            response = owner_client.post(url, body, content_type=content_type, headers=htmx_headers)
+        assert response.status_code == 413
+        assert response["Content-Type"] == "text/plain; charset=utf-8"
+        assert response.content.decode() == "The file is larger than 256 KiB; a .env file is much smaller."
+    assert not EnvironmentVariable.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_names_the_limit_for_any_form_too_large_to_read(owner_client, main_env, htmx_headers):
+    url = reverse("environments:variable-set", args=[main_env.public_id])
+    response = owner_client.post(url, {"key": "BIG", "value": "x" * (3 * 1024 * 1024)}, headers=htmx_headers)
+    assert response.status_code == 413
+    assert response.content.decode() == "This form is larger than 2.5\xa0MB, the most ale accepts at once. Send less, or in parts."
+    assert not EnvironmentVariable.objects.exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import pytest
@@ -185,3 +186,54 @@ async def test_it_leaves_the_group_on_disconnect(member, main_env, flush_layer):
     group_key = layer._group_key(live.group_name(main_env.public_id))
     connection = layer.connection(layer.consistent_hash(group_key))
     assert await connection.zcard(group_key) == 0
+
+
+async def test_it_sends_a_page_only_what_the_tab_it_shows_has(member, main_env, flush_layer):
+    service = await sync_to_async(make_service)(main_env)
+    communicator = await socket(main_env, user=member)
+    assert (await communicator.connect())[0]
+
+    async def on_tab(tab: str) -> None:
+        await communicator.send_to(text_data=json.dumps({"tab": tab}))
+        assert await communicator.receive_nothing(timeout=0.2)  # and the consumer has read it
+
+    async def publish_both() -> None:
+        await sync_to_async(live.publish_service)(service)
+        await sync_to_async(live.publish_event_list)(main_env)
+
+    # Settings shows neither cards nor events.
+    await on_tab("settings")
+    await publish_both()
+    assert await communicator.receive_nothing(timeout=0.5)
+
+    await on_tab("events")
+    await publish_both()
+    assert 'id="event-list"' in await communicator.receive_from(timeout=5)
+    assert await communicator.receive_nothing(timeout=0.5)
+
+    await on_tab("information")
+    await publish_both()
+    assert f'id="service-{service.public_id}"' in await communicator.receive_from(timeout=5)
+    assert await communicator.receive_nothing(timeout=0.5)
+
+    # A tab it does not know, or a message too long to read, changes nothing.
+    await on_tab("admin")
+    await communicator.send_to(text_data=json.dumps({"tab": "events", "pad": "x" * 100}))
+    await publish_both()
+    assert f'id="service-{service.public_id}"' in await communicator.receive_from(timeout=5)
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+
+
+async def test_a_page_that_has_not_said_its_tab_is_sent_everything(member, main_env, flush_layer):
+    service = await sync_to_async(make_service)(main_env)
+    communicator = await socket(main_env, user=member)
+    assert (await communicator.connect())[0]
+
+    await sync_to_async(live.publish_service)(service)
+    await sync_to_async(live.publish_event_list)(main_env)
+
+    received = {await communicator.receive_from(timeout=5), await communicator.receive_from(timeout=5)}
+    assert any(f'id="service-{service.public_id}"' in html for html in received)
+    assert any('id="event-list"' in html for html in received)
+    await communicator.disconnect()

@@ -96,7 +96,7 @@ class TestDeploy:
         assert response.status_code == 200
         assert response["HX-Retarget"] == "#service-grid"
         assert response["HX-Reswap"] == "beforeend"
-        assert response["HX-Trigger"] == "ale:modal-close"
+        assert response["HX-Trigger-After-Swap"] == "ale:modal-close"
         html = response.content.decode()
         assert f'id="service-{service.public_id}"' in html
         assert "Deploying" in html
@@ -267,7 +267,7 @@ class TestButtons:
         response = member_client.post(service_url("delete", service), **HX)
         service.refresh_from_db()
         assert service.status == "deleting"
-        assert response["HX-Trigger"] == "ale:modal-close"
+        assert response["HX-Trigger-After-Swap"] == "ale:modal-close"
         html = response.content.decode()
         # A card being deleted has no buttons left.
         assert "Deleting" in html and service_url("start", service) not in html and service_url("stop", service) not in html
