@@ -80,12 +80,13 @@ class DevCluster:
 
     def __init__(self, *, port: int = 0, data_dir: str | os.PathLike[str] | None = None,
                  pod_ready_seconds: float = 1.0, bookmark_seconds: float = 60.0, history_size: int = 1000,
-                 backoff_seconds: float | None = None, token: str | None = None, tls: bool = False):
+                 backoff_seconds: float | None = None, token: str | None = None, tls: bool = False,
+                 ingress_port: int | None = None):
         self._port = port
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._options: dict[str, Any] = {"pod_ready_seconds": pod_ready_seconds, "bookmark_seconds": bookmark_seconds,
                                          "history_size": history_size, "backoff_base": backoff_seconds,
-                                         "tls": tls}
+                                         "tls": tls, "ingress_port": ingress_port}
         self.token = token or load_token(self._data_dir)
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -98,6 +99,12 @@ class DevCluster:
     def url(self) -> str:
         scheme = "https" if self._options["tls"] else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ingress_url(self) -> str:
+        """Where the emulated ingress controller listens (`ingress_port` given), else ""."""
+        ingress = self._server.ingress if self._server is not None else None
+        return f"http://127.0.0.1:{ingress.port}" if ingress is not None else ""
 
     @property
     def faults(self) -> Faults:
