@@ -114,11 +114,16 @@ def start_devcluster(
     log: Path | None = None,
     pod_ready_seconds: float | None = None,
 ) -> Path:
-    """Start the bundled Kubernetes API emulator; return the kubeconfig it writes."""
+    """Start the bundled Kubernetes API emulator; return the kubeconfig it writes.
+
+    Its emulated ingress listens on a free port too, written next to the kubeconfig before the
+    kubeconfig itself (`ingress_port_of`).
+    """
     kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-    if kubeconfig.exists():
-        kubeconfig.unlink()
+    for stale in (kubeconfig, ingress_port_file(kubeconfig)):
+        stale.unlink(missing_ok=True)
     args = [sys.executable, "-m", "devcluster", "--port", "0", "--kubeconfig", str(kubeconfig)]
+    args += ["--ingress-port", "0", "--ingress-port-file", str(ingress_port_file(kubeconfig))]
     if data_dir is not None:
         args += ["--data", str(data_dir)]
     if pod_ready_seconds is not None:
@@ -133,6 +138,15 @@ def start_devcluster(
 
     wait_until(ready, 30, "The devcluster")
     return kubeconfig
+
+
+def ingress_port_file(kubeconfig: Path) -> Path:
+    return kubeconfig.with_name("ingress-port")
+
+
+def ingress_port_of(kubeconfig: Path) -> int:
+    """The port of the emulated ingress of the devcluster `start_devcluster` started."""
+    return int(ingress_port_file(kubeconfig).read_text())
 
 
 def with_redis(command: list[str]) -> int:
