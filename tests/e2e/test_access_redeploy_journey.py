@@ -100,6 +100,10 @@ def test_the_log_view_follows_a_redeploy_to_the_new_pod(page: Page, ale_stack, d
     assert re.fullmatch(r"── Now following pod (shop-\S+) · revision 2 · started \S+ \S+ UTC ──", text), text
     new = re.search(r"pod (shop-\S+) ·", text).group(1)
     assert new != old
+    # The old pod's last words, then the marker, then the new pod's start.
+    rows = page.locator(".log-row").all_text_contents()
+    at = next(i for i, row in enumerate(rows) if "Now following pod" in row)
+    assert "received SIGTERM, shutting down" in rows[at - 2] and rows[at - 1].endswith("bye"), rows[: at + 1]
     # The new pod's own lines follow, and the pod list has caught up.
     expect(page.locator(".log-row", has_text=f"pod {new})")).to_have_count(1, timeout=LIVE)
     pods = page.locator("select[name=pod] option")
