@@ -229,6 +229,7 @@ class LogConsumer(_StreamConsumer):
 
     readers: dict[str, LogReader]
     build: Build | None = None
+    shown_container = ""
 
     async def connect(self) -> None:
         service = await self._service_or_refuse()
@@ -295,6 +296,7 @@ class LogConsumer(_StreamConsumer):
             await self._end(CLOSE_NO_POD)
             return
         container = self._container(chosen[0]) if chosen else ""
+        self.shown_container = container
         await self.send(
             text_data=_dumps(
                 {
@@ -372,7 +374,9 @@ class LogConsumer(_StreamConsumer):
             since=self.options.since if since is None else since,
             encoded=True,
         )
-        reader = LogReader(kube, self.service.namespace, pod.name, options, self.pipe)
+        reader = LogReader(
+            kube, self.service.namespace, pod.name, options, self.pipe, container_id=pod.container_ids.get(container, "")
+        )
         self.readers[pod.name] = reader
         reader.start()
 
@@ -386,7 +390,7 @@ class LogConsumer(_StreamConsumer):
                         "t": "pods",
                         "pods": [pod.as_json() for pod in pods],
                         "pod": current,
-                        "container": self._container(listed) if listed else self.wanted_container,
+                        "container": self._container(listed) if listed else self.shown_container,
                     }
                 )
             )

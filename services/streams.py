@@ -102,6 +102,7 @@ class PodInfo:
     running: frozenset[str] = frozenset()
     created: str = ""
     replica_set: str = ""  # the ReplicaSet that made it: where its revision is written
+    container_ids: dict[str, str] = field(default_factory=dict)  # a restart changes a container's
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +122,7 @@ def _pod_info(pod: dict) -> PodInfo:
         phase=status.get("phase", "Unknown"),
         containers=tuple(c.get("name", "") for c in spec.get("containers") or []),
         restarts={s.get("name", ""): int(s.get("restartCount") or 0) for s in statuses},
+        container_ids={s.get("name", ""): s.get("containerID", "") for s in statuses if s.get("containerID")},
         running=frozenset(s.get("name", "") for s in statuses if "running" in (s.get("state") or {})),
         created=metadata.get("creationTimestamp") or "",
         replica_set=next(
@@ -580,13 +582,16 @@ class LogReader:
     the pipe is full the task waits, stops reading, and TCP pushes back to the cluster.
     """
 
-    def __init__(self, kube: KubeClient, namespace: str, pod: str, options: LogOptions, pipe: Pipe) -> None:
+    def __init__(
+        self, kube: KubeClient, namespace: str, pod: str, options: LogOptions, pipe: Pipe, *, container_id: str = ""
+    ) -> None:
         self.kube, self.namespace, self.pod, self.options, self.pipe = kube, namespace, pod, options, pipe
         self._last = timestamp_key(options.since) if options.since else ""
         self._task: asyncio.Task[None] | None = None
-        # The id of the container whose log this follows: another one after the log ended is a
-        # restart, announced by a marker line before the new container's first line.
-        self._container_id: str | None = None
+        # The id of the container whose log this follows (from the pod list the caller read):
+        # another one after the log ended is a restart, announced by a marker line before the
+        # new container's first line.
+        self._container_id = container_id
         # True while a stream is open: a follower that switches pods lets a pod that is
         # shutting down finish its last lines first.
         self.streaming = False
@@ -631,9 +636,7 @@ class LogReader:
 
     async def _loop(self) -> None:
         first, wait, failures = True, REOPEN_SECONDS, 0
-        following = self.options.follow and not self.options.previous
-        # A followed log learns its container first, to know a restart from it later.
-        ended = following
+        ended = False
         while not self.pipe.closed:
             if ended and not await self._check_container():
                 self.pipe.put_nowait(Status(self.pod, "ended", "The pod is gone."))
@@ -690,7 +693,7 @@ class LogReader:
         if status is None or not status.get("containerID"):
             return True
         known, self._container_id = self._container_id, status["containerID"]
-        if known is None or known == self._container_id:
+        if not known or known == self._container_id:
             return True
         # The new container's start: running, or already ended (a quick crash).
         state, last = status.get("state") or {}, status.get("lastState") or {}

@@ -264,6 +264,21 @@ async def test_it_marks_a_crash_restart_and_goes_on_with_the_new_container(env, 
     await communicator.disconnect()
 
 
+async def test_all_pods_mode_tells_the_page_when_a_pod_joins(env, member):
+    service = await sync_to_async(run_service)(env, env={"LOG_RATE": "5"})
+    communicator = await socket(logs_path(service, pod="*"), user=member)
+    assert (await communicator.connect())[0]
+    hello = await receive_json(communicator)
+    assert hello["container"] == "app" and len(hello["pods"]) == 1
+
+    kube = await sync_to_async(client_for)(env.cluster)
+    await sync_to_async(kube.scale)(service.namespace, service.name, 2)
+    listed, _ = await until(communicator, lambda m: m["t"] == "pods" and len(m["pods"]) == 2, 30)
+    # The page keeps showing every pod, and the container it shows.
+    assert listed["pod"] == "*" and listed["container"] == "app"
+    await communicator.disconnect()
+
+
 def log_tasks() -> list[asyncio.Task]:
     return [task for task in asyncio.all_tasks() if task.get_name().startswith("ale-log-") and not task.done()]
 
