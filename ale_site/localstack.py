@@ -114,15 +114,13 @@ def start_devcluster(
     log: Path | None = None,
     pod_ready_seconds: float | None = None,
 ) -> Path:
-    """Start the bundled Kubernetes API emulator; return the kubeconfig it writes.
-
-    Its emulated ingress listens on a free port too, written next to the kubeconfig before the
-    kubeconfig itself (`ingress_port_of`).
-    """
+    """Start the bundled Kubernetes API emulator; return the kubeconfig it writes."""
     kubeconfig.parent.mkdir(parents=True, exist_ok=True)
-    for stale in (kubeconfig, ingress_port_file(kubeconfig)):
-        stale.unlink(missing_ok=True)
+    if kubeconfig.exists():
+        kubeconfig.unlink()
     args = [sys.executable, "-m", "devcluster", "--port", "0", "--kubeconfig", str(kubeconfig)]
+    # Its emulated ingress on a free port, written next to the kubeconfig before the kubeconfig.
+    ingress_port_file(kubeconfig).unlink(missing_ok=True)
     args += ["--ingress-port", "0", "--ingress-port-file", str(ingress_port_file(kubeconfig))]
     if data_dir is not None:
         args += ["--data", str(data_dir)]
