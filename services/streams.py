@@ -636,7 +636,8 @@ class LogReader:
 
     async def _loop(self) -> None:
         first, wait, failures = True, REOPEN_SECONDS, 0
-        ended = False
+        following = self.options.follow and not self.options.previous
+        ended, waits = False, 0
         while not self.pipe.closed:
             if ended and not await self._check_container():
                 self.pipe.put_nowait(Status(self.pod, "ended", "The pod is gone."))
@@ -644,6 +645,13 @@ class LogReader:
             try:
                 stream = await self._open(first)
             except ClusterError as exc:
+                if following and exc.status == 400 and "is waiting to start" in exc.user_message:
+                    # Its container is not there yet (being created, its image pulled): a
+                    # followed log waits for it rather than end.
+                    waits += 1
+                    self.pipe.put_nowait(Status(self.pod, "waiting", exc.user_message))
+                    await asyncio.sleep(min(REOPEN_MAX_SECONDS, REOPEN_SECONDS * 2 ** min(waits, 4) / 4))
+                    continue
                 if not exc.retryable:
                     self.pipe.put_nowait(Status(self.pod, "ended" if exc.status == 404 else "error", exc.user_message))
                     return
@@ -654,6 +662,9 @@ class LogReader:
             if failures:
                 self.pipe.put_nowait(Status(self.pod, "streaming", "Reconnected."))
                 failures = 0
+            if waits:
+                self.pipe.put_nowait(Status(self.pod, "streaming", ""))
+                waits = 0
             first, ended = False, False
             self.streaming = True
             try:
@@ -668,7 +679,7 @@ class LogReader:
                 self.pipe.put_nowait(Status(self.pod, "reconnecting", "The log stream broke; reconnecting…"))
                 await asyncio.sleep(min(REOPEN_MAX_SECONDS, REOPEN_SECONDS * 2**failures))
                 continue
-            if not (self.options.follow and not self.options.previous):
+            if not following:
                 self.pipe.put_nowait(Status(self.pod, "ended", ""))
                 return
             # A followed log ends when its container stops: look again (a restart brings a new

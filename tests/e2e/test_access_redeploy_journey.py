@@ -112,3 +112,33 @@ def test_the_log_view_follows_a_redeploy_to_the_new_pod(page: Page, ale_stack, d
     expect(page.locator("[data-role=status]")).not_to_have_text("The log ended.")
     assert page.evaluate("window.__sameDocument") is True
     assert errors_on(console_errors, r"/logs/") == []
+
+
+def test_the_log_view_marks_a_crash_restart(page: Page, ale_stack, demo_login, console_errors):
+    username, password = demo_login
+    sign_in(page, ale_stack.url(""), username, password)
+    create_project(page, "crashes", "Crashes")
+    modal = open_deploy_modal(page)
+    modal.get_by_label("Service name").fill("worker")
+    modal.get_by_label("Container image").fill("crash-app:1")
+    modal.get_by_label("Port").fill("8080")
+    modal.get_by_role("button", name="Deploy", exact=True).click()
+    expect(page.locator("dialog#modal")).to_have_count(0)
+
+    page.locator(".service-card", has_text="worker").get_by_role("link", name="Log view").click()
+    # The crashed container's traceback, the marker, then the new container's start: rows read
+    # in one go, since the view scrolls on as the container keeps crashing.
+    page.wait_for_function(
+        """() => {
+            const rows = [...document.querySelectorAll('.log-row')].map(row => row.textContent);
+            return rows.some((row, i) => row.includes('Container worker restarted') && i > 0
+                && rows[i - 1].includes('ConnectionError: could not connect')
+                && (rows[i + 1] || '').includes('starting crash-app'));
+        }""",
+        timeout=ROLLOUT,
+    )
+    text = page.locator("[data-role=marker]").last.text_content() or ""
+    assert re.fullmatch(
+        r"── Container worker restarted \(restart \d+\) · pod worker-\S+ · revision 1 · started \S+ \S+ UTC ──", text
+    ), text
+    assert errors_on(console_errors, r"/logs/") == []

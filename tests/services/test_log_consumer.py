@@ -13,7 +13,9 @@ from asgiref.sync import sync_to_async
 from django.utils import timezone
 
 from clusters.client import client_for
+from environments.manifests import render_environment
 from services.manifests import render_service
+from services.models import Service
 from services.streams import short_pod_name, split_stamp
 from spaces.actions import create_project
 from tests.services.stream_helpers import (
@@ -276,6 +278,28 @@ async def test_all_pods_mode_tells_the_page_when_a_pod_joins(env, member):
     listed, _ = await until(communicator, lambda m: m["t"] == "pods" and len(m["pods"]) == 2, 30)
     # The page keeps showing every pod, and the container it shows.
     assert listed["pod"] == "*" and listed["container"] == "app"
+    await communicator.disconnect()
+
+
+def apply_without_waiting(environment, image: str) -> Service:
+    service = Service.objects.create(environment=environment, name="app", image=image, port=8080)
+    client_for(environment.cluster).apply(render_environment(environment) + render_service(service))
+    wait_for(lambda: pods_of(service), what="a pod")
+    return service
+
+
+async def test_it_waits_for_a_container_that_has_not_started_instead_of_failing(env, member):
+    service = await sync_to_async(apply_without_waiting)(env, "registry.example/does-not-exist:1")
+    communicator = await socket(logs_path(service), user=member)
+    assert (await communicator.connect())[0]
+    await receive_json(communicator)
+    waiting, seen = await until(communicator, lambda m: m["t"] == "status" and m["state"] != "streaming", 15)
+    assert waiting["state"] == "waiting", waiting
+    assert "is waiting to start" in waiting["message"]
+    # It keeps looking: again a waiting status, never an error or an end.
+    again, seen = await until(communicator, lambda m: m["t"] == "status", 15)
+    assert again["state"] == "waiting"
+    assert not [m for m in seen if m["t"] == "status" and m["state"] in ("error", "ended")]
     await communicator.disconnect()
 
 
