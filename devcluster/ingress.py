@@ -187,7 +187,8 @@ class IngressProxy:
         containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
         if not containers:
             return None
-        runs = self.server.controllers.kubelet.runs_for(pod["metadata"]["namespace"], pod["metadata"]["name"], containers[0])
+        metadata = pod["metadata"]
+        runs = self.server.controllers.kubelet.runs_for(metadata["namespace"], metadata["name"], containers[0])
         if not runs or runs[-1].finished_at is not None:
             return None
         return runs[-1]

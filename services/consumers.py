@@ -396,8 +396,8 @@ class LogConsumer(_StreamConsumer):
             )
 
     async def _follow_newest(self, kube: KubeClient, shown: list[PodInfo], current: PodInfo) -> None:
-        """The "Newest running pod" choice: when a redeploy (or a deletion) ends the pod being read, move
-        on to the newest running one, with a marker line between the two logs.
+        """The "Newest running pod" choice: when a redeploy (or a deletion) ends the pod being
+        read, move on to the newest running one, with a marker line between the two logs.
 
         The old pod's reader is left to finish while its stream is open (a pod shutting down
         prints its last lines then), for at most SWITCH_GRACE_SECONDS.

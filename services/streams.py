@@ -708,13 +708,14 @@ class LogReader:
             return True
         # The new container's start: running, or already ended (a quick crash).
         state, last = status.get("state") or {}, status.get("lastState") or {}
-        started = next((s.get("startedAt") for s in (state.get("running"), state.get("terminated"), last.get("terminated")) if s), "")
+        runs = (state.get("running"), state.get("terminated"), last.get("terminated"))
+        started = next((run.get("startedAt") or "" for run in runs if run), "")
         try:
             revision = await in_thread(pod_revision, self.kube, self.namespace, _pod_info(pod).replica_set)
         except ClusterError:
             revision = ""
         restarts = int(status.get("restartCount") or 0)
-        text = restart_marker(self.pod, status.get("name", ""), restarts, revision, started or "")
+        text = restart_marker(self.pod, status.get("name", ""), restarts, revision, started)
         await self.pipe.put_async(Marker(self.pod, "restart", text))
         return True
 
