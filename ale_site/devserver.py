@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from ale_site.localstack import BASE_DIR, Stack, StopSignals, start_devcluster, start_embedded_redis
+from ale_site.localstack import BASE_DIR, Stack, StopSignals, ingress_port_of, start_devcluster, start_embedded_redis
 
 PALETTE = ["36", "33", "35", "32", "34", "31"]
 
@@ -59,6 +59,7 @@ def main() -> None:
             print(f"Redis (embedded) on {env['REDIS_URL']}")
         else:
             print(f"Redis at {env['REDIS_URL']}")
+        ingress_port: int | None = None
         if env.get("ALE_DEVCLUSTER", "on").lower() not in {"off", "0", "false", "no"}:
             kubeconfig = Path(env.get("DEVCLUSTER_KUBECONFIG", var_dir / "kubeconfig"))
             # Over TLS: kubectl sends its token only over https, and the README promises that
@@ -67,10 +68,17 @@ def main() -> None:
                 stack, kubeconfig, data_dir=var_dir / "devcluster" / "state", log=log_dir / "devcluster.log", tls=True
             )
             env["DEVCLUSTER_KUBECONFIG"] = str(kubeconfig)
+            ingress_port = ingress_port_of(kubeconfig)
             print(f"devcluster running; kubeconfig at {kubeconfig} (log: {log_dir / 'devcluster.log'})")
 
         manage = [sys.executable, "manage.py"]
         run_step(manage + ["migrate", "--noinput", "-v", "0"], env)
+        if ingress_port is not None:
+            # Access links of the local cluster open its emulated ingress: browsers resolve
+            # every *.localhost name to this computer.
+            local = ["--name", "local", "--devcluster", "--ingress-domain", "localhost"]
+            local += ["--access-port", str(ingress_port)]
+            run_step(manage + ["register_cluster", *local], env)
         url = f"http://{options.host}:{options.port}/"
         run_step(manage + ["seed_demo", "--url", url], env)
 

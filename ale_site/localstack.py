@@ -208,6 +208,9 @@ def start_devcluster(
     if kubeconfig.exists():
         kubeconfig.unlink()
     args = [sys.executable, "-m", "devcluster", "--port", "0", "--kubeconfig", str(kubeconfig)]
+    # Its emulated ingress on a free port, written next to the kubeconfig before the kubeconfig.
+    ingress_port_file(kubeconfig).unlink(missing_ok=True)
+    args += ["--ingress-port", "0", "--ingress-port-file", str(ingress_port_file(kubeconfig))]
     if data_dir is not None:
         args += ["--data", str(data_dir)]
     if pod_ready_seconds is not None:
@@ -224,6 +227,15 @@ def start_devcluster(
 
     wait_until(ready, 30, "The devcluster")
     return kubeconfig
+
+
+def ingress_port_file(kubeconfig: Path) -> Path:
+    return kubeconfig.with_name("ingress-port")
+
+
+def ingress_port_of(kubeconfig: Path) -> int:
+    """The port of the emulated ingress of the devcluster `start_devcluster` started."""
+    return int(ingress_port_file(kubeconfig).read_text())
 
 
 def with_redis(command: list[str]) -> int:

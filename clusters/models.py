@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.core.validators import RegexValidator, validate_slug
+from django.core.validators import MaxValueValidator, RegexValidator, validate_slug
 from django.db import models
 
 
@@ -11,6 +11,12 @@ def _default_tolerations() -> list:
 
 def _default_node_selector() -> dict:
     return {}
+
+
+# Public names that resolve every subdomain to 127.0.0.1, and top-level domains reserved for
+# private networks or tests (RFC 6761, RFC 6762, ICANN's .internal), which resolve nowhere public.
+LOOPBACK_DOMAINS = ("localtest.me", "lvh.me")
+PRIVATE_TLDS = frozenset({"local", "internal", "lan", "test", "example", "invalid", "intranet", "corp", "home"})
 
 
 class Cluster(models.Model):
@@ -36,6 +42,13 @@ class Cluster(models.Model):
     context = models.CharField(max_length=200, blank=True, help_text="Kubeconfig context; blank for its current one.")
     ingress_domain = models.CharField(
         max_length=253, blank=True, help_text="Access URLs are SERVICE-ENVIRONMENT_ID.THIS_DOMAIN."
+    )
+    access_port = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(65535)],
+        help_text="Port of the Access URLs when the ingress does not listen on the scheme's default (80 or 443): "
+        "a NodePort, or the bundled cluster's emulated ingress, which make run sets. Blank: the default.",
     )
     ingress_controller_namespace = models.CharField(
         max_length=63,
@@ -136,6 +149,35 @@ class Cluster(models.Model):
     def url_scheme(self) -> str:
         """The scheme of the Access URLs its ingress serves."""
         return "http" if self.tls == self.Tls.NONE else "https"
+
+    def access_url_for(self, host: str) -> str:
+        """The URL of `host` on this cluster's ingress: its scheme, and its port when set."""
+        port = f":{self.access_port}" if self.access_port else ""
+        return f"{self.url_scheme}://{host}{port}"
+
+    @property
+    def access_hint(self) -> str:
+        """Why the Access links of this cluster may not open in a visitor's browser, or "".
+
+        Checked by name only, never by a DNS lookup (a page render must not wait on one): a domain
+        reserved for local or private use resolves nowhere on the public Internet. The bundled
+        cluster with its emulated ingress (`access_port` set) serves its `localhost` names itself.
+        """
+        domain = self.ingress_domain.strip(".").lower()
+        if not domain:
+            return "This cluster has no ingress domain, so web services get no Access link."
+        if self.connection == self.Connection.DEVCLUSTER and self.access_port:
+            return ""
+        if domain == "localhost" or domain.endswith(".localhost"):
+            return f"*.{domain} names the visitor's own computer: the Access link opens only there."
+        if domain in LOOPBACK_DOMAINS or domain.endswith(tuple(f".{name}" for name in LOOPBACK_DOMAINS)):
+            return (
+                f"*.{domain} resolves to 127.0.0.1: the Access link opens only on a computer whose port "
+                f"{self.access_port or (80 if self.url_scheme == 'http' else 443)} reaches the cluster's ingress."
+            )
+        if domain.rsplit(".", 1)[-1] in PRIVATE_TLDS or domain.endswith(".home.arpa"):
+            return f"{domain} is not a public domain: the Access link opens only where its DNS resolves it."
+        return ""
 
     def clean(self) -> None:
         if self.tls == self.Tls.CERT_MANAGER and not self.tls_issuer:

@@ -94,7 +94,8 @@ class DevCluster:
     def __init__(self, *, port: int = 0, data_dir: str | os.PathLike[str] | None = None,
                  pod_ready_seconds: float = 1.0, bookmark_seconds: float = 60.0, history_size: int = 1000,
                  backoff_seconds: float | None = None, token: str | None = None, tls: bool = False,
-                 restricted_identity: list[str] | None = None, leak_mib_per_second: float | None = None):
+                 restricted_identity: list[str] | None = None, leak_mib_per_second: float | None = None,
+                 ingress_port: int | None = None):
         """`restricted_identity`: rules (`get,list:pods`, see authz.parse_rule) of a second user, whose
         token `restricted_token` holds and whose context `write_kubeconfig` adds."""
         self._port = port
@@ -104,7 +105,8 @@ class DevCluster:
         self._options: dict[str, Any] = {"pod_ready_seconds": pod_ready_seconds, "bookmark_seconds": bookmark_seconds,
                                          "history_size": history_size, "backoff_base": backoff_seconds,
                                          "tls": tls, "restricted_token": self.restricted_token,
-                                         "restricted_rules": tuple(parse_rule(r) for r in restricted_identity or ())}
+                                         "restricted_rules": tuple(parse_rule(r) for r in restricted_identity or ()),
+                                         "ingress_port": ingress_port}
         if leak_mib_per_second is not None:
             self._options["leak_mib_per_second"] = leak_mib_per_second
         self._thread: threading.Thread | None = None
@@ -118,6 +120,12 @@ class DevCluster:
     def url(self) -> str:
         scheme = "https" if self._options["tls"] else "http"
         return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ingress_url(self) -> str:
+        """Where the emulated ingress controller listens (`ingress_port` given), else ""."""
+        ingress = self._server.ingress if self._server is not None else None
+        return f"http://127.0.0.1:{ingress.port}" if ingress is not None else ""
 
     @property
     def faults(self) -> Faults:

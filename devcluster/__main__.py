@@ -1,5 +1,6 @@
 """python -m devcluster --port PORT --kubeconfig PATH [--data DIR] [--pod-ready-seconds S] [--tls]
-[--restricted-identity VERBS:RESOURCES ...] [--leak-mib-per-second N] [--log-level LEVEL]"""
+[--restricted-identity VERBS:RESOURCES ...] [--leak-mib-per-second N]
+[--ingress-port PORT [--ingress-port-file PATH]] [--log-level LEVEL]"""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +32,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--leak-mib-per-second", type=float, default=LEAK_DEFAULT_MIB_PER_SECOND,
                         help="how fast the memory of images named *leak* grows until they are OOMKilled "
                              "(a container's LEAK_MIB_PER_SECOND env overrides it)")
+    parser.add_argument("--ingress-port", type=int, default=None,
+                        help="serve the Ingress hosts on this port of 127.0.0.1 (0 picks a free one; default: no ingress)")
+    parser.add_argument("--ingress-port-file", type=Path, default=None,
+                        help="write the ingress port there once it listens (for a port picked with 0)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -51,8 +56,12 @@ async def serve(args: argparse.Namespace) -> None:
     server = DevServer(token=token, data_dir=args.data, pod_ready_seconds=args.pod_ready_seconds,
                        bookmark_seconds=args.bookmark_seconds, tls=args.tls, restricted_token=restricted_token,
                        restricted_rules=tuple(parse_rule(r) for r in args.restricted_identity or ()),
-                       leak_mib_per_second=args.leak_mib_per_second)
+                       leak_mib_per_second=args.leak_mib_per_second, ingress_port=args.ingress_port)
     port = await server.start(args.port)
+    if server.ingress is not None:
+        print(f"devcluster ingress listening on http://127.0.0.1:{server.ingress.port}", flush=True)
+        if args.ingress_port_file is not None:
+            _write_atomically(args.ingress_port_file, f"{server.ingress.port}\n")
     url = f"{'https' if args.tls else 'http'}://127.0.0.1:{port}"
     write_kubeconfig(args.kubeconfig, url, token, server.ca_pem, restricted_token)
     print(f"devcluster listening on {url}", flush=True)
@@ -63,6 +72,14 @@ async def serve(args: argparse.Namespace) -> None:
     await stop.wait()
     logging.getLogger("devcluster").info("shutting down")
     await server.stop()
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # Readers poll for the file: they must never see it half written.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
 
 
 def main(argv: list[str] | None = None) -> int:

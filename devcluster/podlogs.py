@@ -883,7 +883,14 @@ async def _follow(request: web.Request, resp: web.StreamResponse,
         current = runs()
         run = _find_run(current, tl.run) if current is not None else None
         if run is None:
-            return  # pod deleted or run forgotten: kubelet ends the stream too
+            # Pod deleted: kubelet ends the stream too, but only after what the container printed
+            # while it stopped (its shutdown lines). The kubelet finished the run in place
+            # before it removed the pod.
+            last = tl.run
+            if last.finished_at is not None and (last.started_at, last.finished_at, last.exit_code) != tl.snapshot:
+                tl = _Timeline(last)
+                await _send(resp, out.chunks(tl, min(pos, tl.total - len(tl.epi_t)), tl.total))
+            return
         if (run.started_at, run.finished_at, run.exit_code) != tl.snapshot:
             tl = _Timeline(run)
             if tl.total is not None:

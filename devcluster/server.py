@@ -22,6 +22,7 @@ from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
 from .authz import IDENTITY, Authorizer, Rule
 from .controllers import NAMESPACE, POD, ControllerManager
 from .faults import Faults
+from .ingress import IngressProxy
 from .kinds import GROUP_VERSIONS, Kind, Obj
 from .metrics import Metrics
 from .nodes import ensure_node
@@ -126,7 +127,8 @@ class DevServer:
     def __init__(self, *, token: str, data_dir: Path | None = None, pod_ready_seconds: float = 1.0,
                  bookmark_seconds: float = 60.0, history_size: int = 1000, backoff_base: float | None = None,
                  save_delay: float = 1.0, tls: bool = False, restricted_token: str | None = None,
-                 restricted_rules: tuple[Rule, ...] = (), leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND):
+                 restricted_rules: tuple[Rule, ...] = (), leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND,
+                 ingress_port: int | None = None):
         self.token = token
         self.authz = Authorizer(token, restricted_token, restricted_rules)
         self.data_dir = data_dir
@@ -155,6 +157,9 @@ class DevServer:
         self._tls_dir = (data_dir or Path(tempfile.mkdtemp(prefix="devcluster-tls-"))) if tls else None
         # The PEM a kubeconfig must trust when serving TLS (None for plain http).
         self.ca_pem: bytes | None = None
+        # The emulated ingress controller, on a port of its own when asked for (devcluster/ingress.py).
+        self.ingress = IngressProxy(self) if ingress_port is not None else None
+        self._ingress_port = ingress_port
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -192,9 +197,13 @@ class DevServer:
             # Pods survive a restart like a rebooted node: their containers start again.
             self.controllers.kubelet.observe(_fake_added("pods", pod))
         self.store.on_dirty = self._schedule_save
+        if self.ingress is not None:
+            await self.ingress.start(self._ingress_port or 0)
         return self.port
 
     async def stop(self) -> None:
+        if self.ingress is not None:
+            await self.ingress.stop()
         self.store.drop_watchers()
         await self.controllers.stop()
         if self.runner is not None:

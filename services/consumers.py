@@ -11,6 +11,9 @@ logs, server → browser
   {"t":"hello","pods":[…],"pod":"<name>|*","container":…,"previous":bool,"keepalive":s}
   {"t":"lines","pod":…,"lines":["<timestamp> <text>", …],"seq":N}   N: bytes sent so far
   {"t":"status","pod":…,"state":"streaming|reconnecting|ended|error|waiting","message":…}
+  {"t":"marker","pod":…,"kind":"pod|restart","text":…}   a line of the viewer's own between two
+      pods' logs (the view moved on after a redeploy) or two containers' (a restart)
+  {"t":"pods","pods":[…],"pod":…,"container":…}   the service's pods changed
   {"t":"ping"}
 logs, browser → server
   {"t":"ack","seq":N}   everything up to N is in the viewer's buffer
@@ -59,6 +62,7 @@ from services.streams import (
     Lines,
     LogOptions,
     LogReader,
+    Marker,
     Opened,
     Output,
     Pipe,
@@ -67,6 +71,8 @@ from services.streams import (
     join_threads,
     list_service_pods,
     may_open_terminal,
+    pod_marker,
+    pod_revision,
 )
 
 logger = logging.getLogger(__name__)
@@ -102,6 +108,10 @@ LOG_FRAME_BYTES = 512 * 1024
 LOG_FRAME_SMALL = 32 * 1024
 POD_WAIT_SECONDS = 2.0
 ALL_PODS_RELIST_SECONDS = 10.0
+# "Newest running pod" looks this often whether its pod is still there (a redeploy replaces it)
+# and whether the pod list changed; a pod shutting down may finish printing for this long.
+NEWEST_POD_RELIST_SECONDS = 2.0
+SWITCH_GRACE_SECONDS = 30.0
 
 TERMINAL_HIGH_WATERMARK = 100_000
 TERMINAL_LOW_WATERMARK = 5_000
@@ -310,6 +320,7 @@ class LogConsumer(_StreamConsumer):
 
     readers: dict[str, LogReader]
     build: Build | None = None
+    shown_container = ""
 
     async def connect(self) -> None:
         service = await self._service_or_refuse()
@@ -377,6 +388,7 @@ class LogConsumer(_StreamConsumer):
             await self._end(CLOSE_NO_POD)
             return
         container = self._container(chosen[0]) if chosen else ""
+        self.shown_container = container
         await self.send(
             text_data=_dumps(
                 {
@@ -395,7 +407,9 @@ class LogConsumer(_StreamConsumer):
             self._read(kube, pod)
         tasks = [asyncio.create_task(self._pump())]
         if self.wanted_pod == "*":
-            tasks.append(asyncio.create_task(self._follow_new_pods(kube)))
+            tasks.append(asyncio.create_task(self._follow_new_pods(kube, pods)))
+        elif not self.wanted_pod and not self.options.previous and self.build is None:
+            tasks.append(asyncio.create_task(self._follow_newest(kube, pods, chosen[0])))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -442,20 +456,81 @@ class LogConsumer(_StreamConsumer):
             return self.wanted_container
         return pod.containers[0] if pod.containers else ""
 
-    def _read(self, kube: KubeClient, pod: PodInfo) -> None:
+    def _read(self, kube: KubeClient, pod: PodInfo, *, since: str | None = None) -> None:
         assert self.pipe is not None
+        container = self._container(pod)
         options = LogOptions(
-            container=self._container(pod) or None,
+            container=container or None,
             tail=self.options.tail,
             previous=self.options.previous,
-            since=self.options.since,
+            since=self.options.since if since is None else since,
             encoded=True,
         )
-        reader = LogReader(kube, self.service.namespace, pod.name, options, self.pipe)
+        reader = LogReader(
+            kube, self.service.namespace, pod.name, options, self.pipe, container_id=pod.container_ids.get(container, "")
+        )
         self.readers[pod.name] = reader
         reader.start()
 
-    async def _follow_new_pods(self, kube: KubeClient) -> None:
+    async def _send_pods(self, pods: list[PodInfo], shown: list[PodInfo], current: str) -> None:
+        """Tell the page the service's pods when they changed since `shown`."""
+        if [pod.as_json() for pod in pods] != [pod.as_json() for pod in shown]:
+            listed = next((pod for pod in pods if pod.name == current), None)
+            await self.send(
+                text_data=_dumps(
+                    {
+                        "t": "pods",
+                        "pods": [pod.as_json() for pod in pods],
+                        "pod": current,
+                        "container": self._container(listed) if listed else self.shown_container,
+                    }
+                )
+            )
+
+    async def _follow_newest(self, kube: KubeClient, shown: list[PodInfo], current: PodInfo) -> None:
+        """The "Newest running pod" choice: when a redeploy (or a deletion) ends the pod being
+        read, move on to the newest running one, with a marker line between the two logs.
+
+        The old pod's reader is left to finish while its stream is open (a pod shutting down
+        prints its last lines then), for at most SWITCH_GRACE_SECONDS.
+        """
+        assert self.pipe is not None
+        gone_since: float | None = None
+        while True:
+            await asyncio.sleep(NEWEST_POD_RELIST_SECONDS)
+            try:
+                pods = await self._pods(kube)
+            except ClusterError:
+                continue
+            await self._send_pods(pods, shown, current.name)
+            shown = pods
+            if any(pod.name == current.name for pod in pods):
+                gone_since = None
+                continue
+            running = [pod for pod in pods if pod.phase == "Running"]
+            if not running:
+                continue  # a Recreate rollout: the new pod is still starting
+            loop = asyncio.get_running_loop()
+            gone_since = gone_since if gone_since is not None else loop.time()
+            old = self.readers.get(current.name)
+            if old is not None and old.streaming and loop.time() - gone_since < SWITCH_GRACE_SECONDS:
+                continue
+            if old is not None:
+                await old.stop()
+                del self.readers[current.name]
+            current, gone_since = running[-1], None
+            try:
+                revision = await in_thread(pod_revision, kube, self.service.namespace, current.replica_set)
+            except ClusterError:
+                revision = ""
+            # Through the pipe, after what the old reader handed over and before the new one's lines.
+            await self.pipe.put_async(Marker(current.name, "pod", pod_marker(current, revision)))
+            await self._send_pods(pods, [], current.name)
+            # The new pod's own log from its start (its tail): its lines may be older than the
+            # old pod's last one, so the browser's resume point does not apply to it.
+            self._read(kube, current, since="")
+
+    async def _follow_new_pods(self, kube: KubeClient, shown: list[PodInfo]) -> None:
         """All-pods mode: a pod that appears later (a scale-up, a new rollout) joins the view."""
         while True:
             await asyncio.sleep(ALL_PODS_RELIST_SECONDS)
@@ -463,6 +538,8 @@ class LogConsumer(_StreamConsumer):
                 pods = await self._pods(kube)
             except ClusterError:
                 continue
+            await self._send_pods(pods, shown, "*")
+            shown = pods
             for pod in pods:
                 if pod.name not in self.readers and len(self.readers) < MAX_PODS and pod.phase != "Pending":
                     await self._status(pod.name, "streaming", "A new pod joined.")
@@ -502,7 +579,7 @@ class LogConsumer(_StreamConsumer):
             size += getattr(item, "size", 0)
         return size
 
-    async def _send_items(self, items: list[Lines | Status]) -> None:
+    async def _send_items(self, items: list[Lines | Status | Marker]) -> None:
         """One frame per run of a pod's lines, built from the JSON strings the readers made:
         the loop only joins them."""
         pod: str | None = None
@@ -522,6 +599,10 @@ class LogConsumer(_StreamConsumer):
                 self._sent += item.size
             elif isinstance(item, Status):
                 await self._status(item.pod, item.state, item.message)
+            elif isinstance(item, Marker):
+                await self.send(
+                    text_data=_dumps({"t": "marker", "pod": item.pod, "kind": item.kind, "text": item.text})
+                )
 
 
 class TerminalConsumer(_StreamConsumer):

@@ -277,12 +277,13 @@ class Service(models.Model):
         The first custom domain when there is one (`https://shop.example.com`), else the
         generated host (`http://api-k3xq9w2m4p7d.localtest.me`), else empty when the cluster
         has no ingress domain. https when the cluster serves TLS (`Cluster.tls`), so that the
-        link never promises a certificate nobody issued.
+        link never promises a certificate nobody issued; with the cluster's `access_port` when
+        its ingress listens on another port than the scheme's (the bundled cluster's does).
         """
         if not self.is_web:
             return ""
         host = self.custom_domains[0] if self.custom_domains else self.generated_host
-        return f"{self.environment.cluster.url_scheme}://{host}" if host else ""
+        return self.environment.cluster.access_url_for(host) if host else ""
 
     @property
     def external_address(self) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from clusters.client import AsyncLogStream, ClusterError, ExecSession, KubeClient
+from clusters.client import AsyncLogStream, ClusterError, ExecSession, KubeClient, in_thread
 from environments.models import Environment
 from services.ansi import MAX_LINE_CHARS, ascii_block_is_clean, block_is_clean, sanitize, strip_all
 from services.models import Service
@@ -101,6 +101,8 @@ class PodInfo:
     restarts: dict[str, int] = field(default_factory=dict)
     running: frozenset[str] = frozenset()
     created: str = ""
+    replica_set: str = ""  # the ReplicaSet that made it: where its revision is written
+    container_ids: dict[str, str] = field(default_factory=dict)  # a restart changes a container's
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -120,8 +122,13 @@ def _pod_info(pod: dict) -> PodInfo:
         phase=status.get("phase", "Unknown"),
         containers=tuple(c.get("name", "") for c in spec.get("containers") or []),
         restarts={s.get("name", ""): int(s.get("restartCount") or 0) for s in statuses},
+        container_ids={s.get("name", ""): s.get("containerID", "") for s in statuses if s.get("containerID")},
         running=frozenset(s.get("name", "") for s in statuses if "running" in (s.get("state") or {})),
         created=metadata.get("creationTimestamp") or "",
+        replica_set=next(
+            (ref.get("name", "") for ref in metadata.get("ownerReferences") or [] if ref.get("kind") == "ReplicaSet"),
+            "",
+        ),
     )
 
 
@@ -134,6 +141,39 @@ def list_service_pods(kube: KubeClient, service: Service) -> list[PodInfo]:
     items, _ = kube.list("v1", "Pod", namespace=service.namespace, label_selector=f"ale.dev/service={service.public_id}")
     pods = [_pod_info(item) for item in items if not (item.get("metadata") or {}).get("deletionTimestamp")]
     return sorted(pods, key=lambda pod: (pod.created, pod.name))
+
+
+def pod_revision(kube: KubeClient, namespace: str, replica_set: str) -> str:
+    """The Deployment revision a pod runs, from its ReplicaSet ("" when it has none)."""
+    if not replica_set:
+        return ""
+    owner = kube.get("apps/v1", "ReplicaSet", replica_set, namespace) or {}
+    return str(((owner.get("metadata") or {}).get("annotations") or {}).get("deployment.kubernetes.io/revision", ""))
+
+
+def _clock(ts: str) -> str:
+    """An RFC 3339 timestamp as the marker lines show it: `2026-12-05 20:41:07 UTC`."""
+    return f"{ts[:10]} {ts[11:19]} UTC" if is_timestamp(ts) else ""
+
+
+def pod_marker(pod: PodInfo, revision: str) -> str:
+    """The line between two pods' logs when the view moves on to `pod` (after a redeploy)."""
+    parts = [f"Now following pod {pod.name}"]
+    if revision:
+        parts.append(f"revision {revision}")
+    if _clock(pod.created):
+        parts.append(f"started {_clock(pod.created)}")
+    return "── " + " · ".join(parts) + " ──"
+
+
+def restart_marker(pod: str, container: str, restarts: int, revision: str, started: str) -> str:
+    """The line between two containers' logs when the container restarted (a crash, an OOM kill)."""
+    parts = [f"Container {container} restarted (restart {restarts})", f"pod {pod}"]
+    if revision:
+        parts.append(f"revision {revision}")
+    if _clock(started):
+        parts.append(f"started {_clock(started)}")
+    return "── " + " · ".join(parts) + " ──"
 
 
 def short_pod_name(pod: str) -> str:
@@ -524,6 +564,15 @@ class Status:
     message: str = ""
 
 
+@dataclass
+class Marker:
+    """A line of the viewer's own between two pods' or two containers' logs."""
+
+    pod: str
+    kind: str  # "pod": the view moved on to another pod; "restart": the container restarted
+    text: str
+
+
 class LogReader:
     """One pod's log, followed on the event loop into a pipe, reopened after a restart or a break.
 
@@ -533,10 +582,19 @@ class LogReader:
     the pipe is full the task waits, stops reading, and TCP pushes back to the cluster.
     """
 
-    def __init__(self, kube: KubeClient, namespace: str, pod: str, options: LogOptions, pipe: Pipe) -> None:
+    def __init__(
+        self, kube: KubeClient, namespace: str, pod: str, options: LogOptions, pipe: Pipe, *, container_id: str = ""
+    ) -> None:
         self.kube, self.namespace, self.pod, self.options, self.pipe = kube, namespace, pod, options, pipe
         self._last = timestamp_key(options.since) if options.since else ""
         self._task: asyncio.Task[None] | None = None
+        # The id of the container whose log this follows (from the pod list the caller read):
+        # another one after the log ended is a restart, announced by a marker line before the
+        # new container's first line.
+        self._container_id = container_id
+        # True while a stream is open: a follower that switches pods lets a pod that is
+        # shutting down finish its last lines first.
+        self.streaming = False
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"ale-log-{self.pod}")
@@ -578,10 +636,22 @@ class LogReader:
 
     async def _loop(self) -> None:
         first, wait, failures = True, REOPEN_SECONDS, 0
+        following = self.options.follow and not self.options.previous
+        ended, waits = False, 0
         while not self.pipe.closed:
+            if ended and not await self._check_container():
+                self.pipe.put_nowait(Status(self.pod, "ended", "The pod is gone."))
+                return
             try:
                 stream = await self._open(first)
             except ClusterError as exc:
+                if following and exc.status == 400 and "is waiting to start" in exc.user_message:
+                    # Its container is not there yet (being created, its image pulled): a
+                    # followed log waits for it rather than end.
+                    waits += 1
+                    self.pipe.put_nowait(Status(self.pod, "waiting", exc.user_message))
+                    await asyncio.sleep(min(REOPEN_MAX_SECONDS, REOPEN_SECONDS * 2 ** min(waits, 4) / 4))
+                    continue
                 if not exc.retryable:
                     self.pipe.put_nowait(Status(self.pod, "ended" if exc.status == 404 else "error", exc.user_message))
                     return
@@ -592,9 +662,16 @@ class LogReader:
             if failures:
                 self.pipe.put_nowait(Status(self.pod, "streaming", "Reconnected."))
                 failures = 0
-            first = False
-            async with stream:
-                got = await self._read(stream)
+            if waits:
+                self.pipe.put_nowait(Status(self.pod, "streaming", ""))
+                waits = 0
+            first, ended = False, False
+            self.streaming = True
+            try:
+                async with stream:
+                    got = await self._read(stream)
+            finally:
+                self.streaming = False
             if got is None:  # the pipe closed or the connection broke
                 if self.pipe.closed:
                     return
@@ -602,13 +679,45 @@ class LogReader:
                 self.pipe.put_nowait(Status(self.pod, "reconnecting", "The log stream broke; reconnecting…"))
                 await asyncio.sleep(min(REOPEN_MAX_SECONDS, REOPEN_SECONDS * 2**failures))
                 continue
-            if not (self.options.follow and not self.options.previous):
+            if not following:
                 self.pipe.put_nowait(Status(self.pod, "ended", ""))
                 return
             # A followed log ends when its container stops: look again (a restart brings a new
             # one), less and less often while nothing new appears.
             wait = REOPEN_SECONDS if got else min(REOPEN_MAX_SECONDS, wait * 2)
+            ended = True
             await asyncio.sleep(wait)
+
+    async def _check_container(self) -> bool:
+        """Before a followed log is (re)opened: False when the pod is gone. When its container
+        is another one than before (a restart), a marker goes first, so that the new
+        container's lines come after it."""
+        try:
+            pod = await in_thread(self.kube.get, "v1", "Pod", self.pod, self.namespace)
+        except ClusterError:
+            return True  # the reopen says what is wrong, and retries
+        if pod is None:
+            return False
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        wanted = self.options.container
+        status = next((s for s in statuses if wanted is None or s.get("name") == wanted), None)
+        if status is None or not status.get("containerID"):
+            return True
+        known, self._container_id = self._container_id, status["containerID"]
+        if not known or known == self._container_id:
+            return True
+        # The new container's start: running, or already ended (a quick crash).
+        state, last = status.get("state") or {}, status.get("lastState") or {}
+        runs = (state.get("running"), state.get("terminated"), last.get("terminated"))
+        started = next((run.get("startedAt") or "" for run in runs if run), "")
+        try:
+            revision = await in_thread(pod_revision, self.kube, self.namespace, _pod_info(pod).replica_set)
+        except ClusterError:
+            revision = ""
+        restarts = int(status.get("restartCount") or 0)
+        text = restart_marker(self.pod, status.get("name", ""), restarts, revision, started)
+        await self.pipe.put_async(Marker(self.pod, "restart", text))
+        return True
 
     async def _read(self, stream: AsyncLogStream) -> int | None:
         """Pass the stream's lines on; the number passed, or None when it broke or the pipe closed."""

@@ -3,7 +3,9 @@
  * pause, timestamps; reconnects with backoff after a blip and resumes after its last line.
  *
  * Protocol: see services/consumers.py. Every "lines" frame is acknowledged once its lines are
- * in the buffer, which is what lets the server send more (its flow control).
+ * in the buffer, which is what lets the server send more (its flow control). A "marker" is a
+ * line of the viewer's own (the view moved on to a redeploy's new pod, a container restarted);
+ * "pods" refreshes the pod list.
  */
 (function () {
   "use strict";
@@ -167,6 +169,13 @@
       else if (msg.state === "ended") setStatus(who + (previousBox.checked ? "End of the previous container's log." : "The log ended."), "");
       else if (msg.state === "waiting") setStatus(msg.message, "warning");
       else if (msg.state === "streaming") setStatus(who + (msg.message || "Streaming."), "ok");
+    } else if (msg.t === "marker" && typeof msg.text === "string") {
+      // A redeploy replaced the pod, or the container restarted: a line of the viewer's own
+      // between the two logs, then the new one's lines.
+      mark(msg.pod, msg.text);
+      if (msg.kind === "pod") setStatus("Streaming from " + msg.pod + ".", "ok");
+    } else if (msg.t === "pods" && Array.isArray(msg.pods)) {
+      fillPods(msg.pods, msg.pod, msg.container);
     } else if (msg.t === "ping") {
       ws.send('{"t":"pong"}');
     }
@@ -240,6 +249,15 @@
     schedule();
   }
 
+  function mark(pod, text) {
+    lines.push({ pod: pod || "", ts: "", text: text, plain: text, marker: true });
+    if (paused) {
+      unseen += 1;
+      pauseButton.textContent = "Resume (" + unseen.toLocaleString() + " new)";
+    }
+    schedule();
+  }
+
   // --- drawing
 
   function schedule() {
@@ -265,6 +283,13 @@
       var line = lines[i];
       var row = document.createElement("div");
       row.className = "log-row";
+      if (line.marker) {
+        row.className = "log-row log-marker";
+        row.setAttribute("data-role", "marker");
+        row.textContent = line.text;
+        frag.appendChild(row);
+        continue;
+      }
       if (allPods) {
         var label = document.createElement("span");
         label.className = "log-pod";

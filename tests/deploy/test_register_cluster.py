@@ -75,3 +75,19 @@ def test_it_registers_how_the_cluster_serves_https_and_refuses_half_of_it():
     with pytest.raises(CommandError, match="ClusterIssuer"):
         call_command("register_cluster", "--in-cluster", "--name", "other", "--tls", "cert_manager")
     assert not Cluster.objects.filter(name="other").exists()
+
+
+@pytest.mark.django_db
+def test_it_points_the_bundled_cluster_at_its_ingress_port_and_can_clear_it():
+    call_command("register_cluster", "--devcluster", "--name", "local", "--ingress-domain", "localhost",
+                 "--access-port", "18081")
+    cluster = Cluster.objects.get(name="local")
+    assert (cluster.connection, cluster.ingress_domain, cluster.access_port) == ("devcluster", "localhost", 18081)
+    call_command("register_cluster", "--devcluster", "--name", "local", "--access-port", "0")
+    assert Cluster.objects.get(name="local").access_port is None
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_port_out_of_range():
+    with pytest.raises(CommandError, match="access_port: Ensure this value is less than or equal to 65535."):
+        call_command("register_cluster", "--devcluster", "--name", "local", "--access-port", "70000")

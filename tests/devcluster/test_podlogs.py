@@ -266,6 +266,22 @@ def test_follow_ends_when_the_pod_is_deleted(server: LogServer, api: client.Core
     assert 0.5 < time.time() - started < 2
 
 
+def test_a_deleted_pod_s_follower_gets_its_shutdown_lines_first(server: LogServer, api: client.CoreV1Api) -> None:
+    run = run_of("ghcr.io/acme/api:2", ago=3)
+    server.pods["deleted"] = [run]
+
+    def delete() -> None:
+        # What the kubelet does on a deletion: the run finished in place, then the pod removed
+        # before a follower looks again.
+        run.finished_at, run.exit_code = time.time(), 143
+        server.pods["deleted"] = None
+
+    threading.Timer(0.5, delete).start()
+    lines = list(watch.Watch().stream(api.read_namespaced_pod_log, "deleted", NS))
+    assert lines[-2].endswith("received SIGTERM, shutting down") and lines[-1].endswith("bye")
+    assert lines == [s for _, s in lines_between(run, run.started_at, run.finished_at + 1)]
+
+
 def test_follow_through_watch_stream(server: LogServer, api: client.CoreV1Api) -> None:
     run = run_of("ghcr.io/acme/worker:3", ago=4.5, lasts=5.0)
     server.pods["wat"] = [run]

@@ -130,7 +130,7 @@ def ale_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AleServer]:
 def ale_stack(ale_server: AleServer) -> Iterator[AleServer]:
     """`ale_server` with what makes deploys real: the devcluster (pods ready in 0.3 s), a Celery
     worker and the cluster watcher, all on the server's database, queue and channel prefix."""
-    from ale_site.localstack import Stack, start_devcluster, wait_until
+    from ale_site.localstack import Stack, ingress_port_of, start_devcluster, wait_until
 
     stack = Stack()
     logs = ale_server.var_dir
@@ -140,6 +140,12 @@ def ale_stack(ale_server: AleServer) -> Iterator[AleServer]:
             Path(ale_server.env["DEVCLUSTER_KUBECONFIG"]),
             log=logs / "devcluster.log",
             pod_ready_seconds=0.3,
+        )
+        # As `make run` does: the local cluster's Access links open the devcluster's ingress.
+        port = ingress_port_of(Path(ale_server.env["DEVCLUSTER_KUBECONFIG"]))
+        ale_server.manage(
+            "register_cluster", "--name", "local", "--devcluster", "--ingress-domain", "localhost",
+            "--access-port", str(port),
         )
         worker_log = logs / "worker.log"
         with worker_log.open("wb") as output:

@@ -10,8 +10,13 @@ from urllib.parse import urlparse
 import pytest
 from asgiref.sync import sync_to_async
 
+from django.utils import timezone
+
 from clusters.client import client_for
+from environments.manifests import render_environment
 from services.consumers import LogConsumer
+from services.manifests import render_service
+from services.models import Service
 from services.streams import short_pod_name, split_stamp
 from spaces.actions import create_project
 from tests.services.stream_helpers import (
@@ -208,6 +213,94 @@ async def test_it_stops_reading_while_the_browser_is_behind_and_loses_nothing(en
     rest = await collect_lines(communicator, 60000 - len(received), timeout=20)
     received += [seq for message in rest for seq in seqs(message)]
     assert received == list(range(60000))
+    await communicator.disconnect()
+
+
+def redeploy(service) -> None:
+    """What the reconcile task applies for a redeploy: the same spec with a new pod template."""
+    service.redeployed_at = timezone.now()
+    service.save(update_fields=["redeployed_at"])
+    client_for(service.environment.cluster).apply(render_service(service))
+
+
+async def test_newest_pod_moves_to_the_new_pod_after_a_redeploy_with_a_marker(env, member):
+    service = await sync_to_async(run_service)(env, env={"LOG_RATE": "20"})
+    communicator = await socket(logs_path(service), user=member)
+    assert (await communicator.connect())[0]
+    hello = await receive_json(communicator)
+    old = hello["pod"]
+    await collect_lines(communicator, 5)
+
+    await sync_to_async(redeploy)(service)
+    # The view moves on to the new pod by itself, and the page's pod list learns of it.
+    marker, before = await until(communicator, lambda m: m["t"] == "marker", 30)
+    new = marker["pod"]
+    assert marker["kind"] == "pod" and new != old
+    assert re.fullmatch(
+        rf"── Now following pod {new} · revision 2 · started \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC ──", marker["text"]
+    ), marker["text"]
+    # Every line before the marker is the old pod's, every line after it the new one's.
+    assert all(f"pod={old}" in text for m in before if m["t"] == "lines" for text in texts(m))
+    after = await collect_lines(communicator, 5, timeout=15)
+    assert all(f"pod={new}" in text for m in after for text in texts(m))
+    listed = [m for m in before if m["t"] == "pods"]
+    assert new in [pod["name"] for pod in listed[0]["pods"]]
+    assert any(m["pod"] == new and [pod["name"] for pod in m["pods"]] == [new] for m in listed)
+    await communicator.disconnect()
+
+
+async def test_it_marks_a_crash_restart_and_goes_on_with_the_new_container(env, member):
+    service = await sync_to_async(run_service)(env, image="crash-app:1")
+    communicator = await socket(logs_path(service, tail="all"), user=member)
+    assert (await communicator.connect())[0]
+    hello = await receive_json(communicator)
+    marker, before = await until(communicator, lambda m: m["t"] == "marker", 30)
+    assert marker["kind"] == "restart" and marker["pod"] == hello["pod"]
+    assert re.fullmatch(
+        rf"── Container app restarted \(restart \d+\) · pod {hello['pod']} · revision 1 · started \S+ \S+ UTC ──",
+        marker["text"],
+    ), marker["text"]
+    # The crashed container's traceback came before the marker, the new one's start after it.
+    assert any("ConnectionError: could not connect" in text for m in before if m["t"] == "lines" for text in texts(m))
+    message, _ = await until(communicator, lambda m: m["t"] == "lines", 15)
+    assert "starting crash-app" in texts(message)[0]
+    await communicator.disconnect()
+
+
+async def test_all_pods_mode_tells_the_page_when_a_pod_joins(env, member):
+    service = await sync_to_async(run_service)(env, env={"LOG_RATE": "5"})
+    communicator = await socket(logs_path(service, pod="*"), user=member)
+    assert (await communicator.connect())[0]
+    hello = await receive_json(communicator)
+    assert hello["container"] == "app" and len(hello["pods"]) == 1
+
+    kube = await sync_to_async(client_for)(env.cluster)
+    await sync_to_async(kube.scale)(service.namespace, service.name, 2)
+    listed, _ = await until(communicator, lambda m: m["t"] == "pods" and len(m["pods"]) == 2, 30)
+    # The page keeps showing every pod, and the container it shows.
+    assert listed["pod"] == "*" and listed["container"] == "app"
+    await communicator.disconnect()
+
+
+def apply_without_waiting(environment, image: str) -> Service:
+    service = Service.objects.create(environment=environment, name="app", image=image, port=8080)
+    client_for(environment.cluster).apply(render_environment(environment) + render_service(service))
+    wait_for(lambda: pods_of(service), what="a pod")
+    return service
+
+
+async def test_it_waits_for_a_container_that_has_not_started_instead_of_failing(env, member):
+    service = await sync_to_async(apply_without_waiting)(env, "registry.example/does-not-exist:1")
+    communicator = await socket(logs_path(service), user=member)
+    assert (await communicator.connect())[0]
+    await receive_json(communicator)
+    waiting, seen = await until(communicator, lambda m: m["t"] == "status" and m["state"] != "streaming", 15)
+    assert waiting["state"] == "waiting", waiting
+    assert "is waiting to start" in waiting["message"]
+    # It keeps looking: again a waiting status, never an error or an end.
+    again, seen = await until(communicator, lambda m: m["t"] == "status", 15)
+    assert again["state"] == "waiting"
+    assert not [m for m in seen if m["t"] == "status" and m["state"] in ("error", "ended")]
     await communicator.disconnect()
 
 

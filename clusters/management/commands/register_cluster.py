@@ -2,6 +2,7 @@
 
     manage.py register_cluster --in-cluster --name this --ingress-domain apps.example.com
     manage.py register_cluster --name prod --kubeconfig /path/to/kubeconfig --context prod
+    manage.py register_cluster --name local --devcluster --ingress-domain localhost --access-port 8081
 
 Idempotent: running it again updates the fields given and leaves the others alone, so the
 migration Job can run it on every release.
@@ -35,9 +36,15 @@ class Command(BaseCommand):
             "--in-cluster", action="store_true", help="The cluster ale runs in, through the pod's service account."
         )
         source.add_argument("--kubeconfig", type=Path, help="A kubeconfig file whose content is stored.")
+        source.add_argument(
+            "--devcluster", action="store_true", help="The bundled development cluster (`make run` starts it)."
+        )
         parser.add_argument("--context", help="Kubeconfig context (default: its current one).")
         parser.add_argument("--display-name", help="Name shown to users.")
         parser.add_argument("--ingress-domain", help="Access URLs are <service>-<environment id>.<this domain>.")
+        parser.add_argument(
+            "--access-port", type=int, help="Port of Access URLs when the ingress is not on 80/443; 0 for the default."
+        )
         parser.add_argument("--external-host", help="Host shown in external TCP addresses.")
         parser.add_argument("--external-service-type", choices=Cluster.ExternalServiceType.values)
         parser.add_argument("--tls", choices=Cluster.Tls.values, help="How Access URLs get https.")
@@ -49,6 +56,8 @@ class Command(BaseCommand):
         fields: dict[str, Any] = {}
         if options["in_cluster"]:
             fields.update(connection=Cluster.Connection.IN_CLUSTER, kubeconfig="", context="")
+        elif options["devcluster"]:
+            fields.update(connection=Cluster.Connection.DEVCLUSTER, kubeconfig="", context="")
         else:
             try:
                 fields.update(connection=Cluster.Connection.KUBECONFIG, kubeconfig=options["kubeconfig"].read_text())
@@ -68,6 +77,8 @@ class Command(BaseCommand):
         ):
             if options[option] is not None:
                 fields[option] = options[option]
+        if options["access_port"] is not None:
+            fields["access_port"] = options["access_port"] or None
 
         with transaction.atomic():
             cluster = Cluster.objects.select_for_update().filter(name=options["name"]).first()
