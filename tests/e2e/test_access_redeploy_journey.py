@@ -9,10 +9,9 @@ and the devcluster's emulated ingress that the local cluster's Access links poin
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import ConsoleMessage, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.e2e.steps import create_project, open_deploy_modal, sign_in
 
@@ -20,25 +19,6 @@ pytestmark = pytest.mark.e2e
 
 LIVE = 20_000  # ms: a worker task, a pod start (0.3 s) and a watch event, on a busy machine
 ROLLOUT = 45_000  # ms: a redeploy's new pod, the old one's shutdown and the log view's next look
-
-
-@pytest.fixture
-def console_errors(page: Page) -> Iterator[list[tuple[str, str]]]:
-    """The browser console's errors while the journey runs, as (page URL, text)."""
-    errors: list[tuple[str, str]] = []
-
-    def collect(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            errors.append((message.page.url if message.page else "", message.text))
-
-    page.context.on("console", collect)
-    yield errors
-
-
-def errors_on(errors: list[tuple[str, str]], pattern: str) -> list[str]:
-    # The environment page's own console errors (htmx out-of-band targets) are another
-    # journey's subject; these journeys answer for the pages they are about.
-    return [text for url, text in errors if re.search(pattern, url)]
 
 
 def deploy(page: Page, name: str, image: str, port: str) -> None:
@@ -52,7 +32,7 @@ def deploy(page: Page, name: str, image: str, port: str) -> None:
     expect(card.locator(".status")).to_have_text("Running", timeout=LIVE)
 
 
-def test_access_opens_the_welcome_page_of_the_service(page: Page, ale_stack, demo_login, console_errors):
+def test_access_opens_the_welcome_page_of_the_service(page: Page, ale_stack, demo_login):
     username, password = demo_login
     sign_in(page, ale_stack.url(""), username, password)
     create_project(page, "access", "Access")
@@ -68,10 +48,9 @@ def test_access_opens_the_welcome_page_of_the_service(page: Page, ale_stack, dem
     welcome = opened.value
     expect(welcome.get_by_role("heading", name="Welcome to nginx!")).to_be_visible(timeout=LIVE)
     expect(welcome.get_by_text("Served by pod web-")).to_be_visible()
-    assert errors_on(console_errors, r"\.localhost:") == []
 
 
-def test_the_log_view_follows_a_redeploy_to_the_new_pod(page: Page, ale_stack, demo_login, console_errors):
+def test_the_log_view_follows_a_redeploy_to_the_new_pod(page: Page, ale_stack, demo_login):
     username, password = demo_login
     sign_in(page, ale_stack.url(""), username, password)
     create_project(page, "follow", "Follow")
@@ -111,10 +90,9 @@ def test_the_log_view_follows_a_redeploy_to_the_new_pod(page: Page, ale_stack, d
     expect(pods.filter(has_text=old)).to_have_count(0, timeout=LIVE)
     expect(page.locator("[data-role=status]")).not_to_have_text("The log ended.")
     assert page.evaluate("window.__sameDocument") is True
-    assert errors_on(console_errors, r"/logs/") == []
 
 
-def test_the_log_view_marks_a_crash_restart(page: Page, ale_stack, demo_login, console_errors):
+def test_the_log_view_marks_a_crash_restart(page: Page, ale_stack, demo_login):
     username, password = demo_login
     sign_in(page, ale_stack.url(""), username, password)
     create_project(page, "crashes", "Crashes")
@@ -141,4 +119,3 @@ def test_the_log_view_marks_a_crash_restart(page: Page, ale_stack, demo_login, c
     assert re.fullmatch(
         r"── Container worker restarted \(restart \d+\) · pod worker-\S+ · revision 1 · started \S+ \S+ UTC ──", text
     ), text
-    assert errors_on(console_errors, r"/logs/") == []
