@@ -48,7 +48,7 @@ from yaml.nodes import ScalarNode
 
 from environments.models import Environment, EnvironmentVariable
 from services.forms import ENV_KEY_RE, ServiceForm, form_data_from_spec, format_mib
-from services.models import SPEC_FIELDS, Revision, Service, disk_rule_errors
+from services.models import SPEC_FIELDS, Revision, Service, disk_rule_errors, spec_secret_keys
 
 API_VERSION = "ale/v1"
 KIND = "Environment"
@@ -635,14 +635,6 @@ def service_document(name: str, spec: dict[str, Any], state: str) -> dict[str, A
         item["customDomains"] = list(spec["custom_domains"])
     item["state"] = state
     return item
-
-
-def spec_secret_keys(spec: dict[str, Any]) -> set[str]:
-    """Environment secrets a spec needs: its `${{ secrets.KEY }}` variables and a Git token."""
-    keys = {v["secret"] for v in spec.get("env_vars") or [] if "secret" in v}
-    if spec.get("git_token_secret"):
-        keys.add(spec["git_token_secret"])
-    return keys
 
 
 def referenced_secret_keys(services: list[Service]) -> list[str]:

@@ -18,6 +18,7 @@ from environments import actions
 from environments.access import get_environment_for_user
 from environments.forms import DeleteConfirmForm, EnvironmentCreateForm, EnvironmentRenameForm
 from environments.models import ClusterEvent, Environment
+from services import guards
 from services.access import card_page
 from services.models import Service
 from spaces.access import get_project_for_user, live_projects, spaces_for_user
@@ -69,6 +70,7 @@ def _render_tab(
             # The grid's sentinel asking for the next page: only those cards and the next sentinel.
             start = (page - 1) * CARDS_PER_PAGE
             cards, has_more = card_page(environment, start, start + CARDS_PER_PAGE)
+            guards.note_missing_secrets(cards)
             return render(
                 request,
                 "environments/_service_page.html",
@@ -90,6 +92,12 @@ def _render_tab(
             )
         ]
         context["missing_secrets"] = missing_secrets_for_cards(environment, referring)
+        lacking = set(context["missing_secrets"])
+        if lacking:
+            # What each stopped card lacks to start, from the list just read (no query more).
+            for service in context["services"]:
+                if service.desired_state == Service.DesiredState.STOPPED:
+                    service.missing_secrets = sorted(service.secret_keys & lacking)
     elif tab == "events":
         context["events"] = ClusterEvent.objects.recent(environment)
     elif tab == "settings":

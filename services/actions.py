@@ -21,7 +21,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from environments.models import Environment
-from services import builds, live
+from services import builds, guards, live
 from services.models import SPEC_FIELDS, Revision, Service, disk_rule_errors
 from spaces import audit
 from spaces.resources import check_services
@@ -209,6 +209,7 @@ def start_service(acting_user: AbstractBaseUser | None, service: Service) -> Ser
     """Scale the service back to its replicas."""
     service = _lock(service)
     check_services([service])
+    guards.check_secrets([service])
     _start_locked(service)
     audit.record(
         acting_user, service.environment.project.space_id, audit.Action.SERVICE_START,
@@ -248,6 +249,8 @@ def start_all(acting_user: AbstractBaseUser | None, environment: Environment) ->
     stopped = list(stopped)
     # All of them together, before any starts: either every one fits or none starts.
     check_services(stopped)
+    if stopped:
+        guards.check_secrets(stopped)
     count = 0
     for service in stopped:
         _start_locked(service)

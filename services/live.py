@@ -21,6 +21,8 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
+from services import guards
+
 if TYPE_CHECKING:
     from environments.models import Environment
     from services.models import Service
@@ -51,6 +53,9 @@ def publish_services(services: Iterable[Service]) -> None:
     The services must have `environment` loaded (select_related) when many are sent, or each
     one costs a query here.
     """
+    services = list(services)
+    # A stopped card says which secrets it lacks to start, as the page renders it.
+    guards.note_missing_secrets(services)
     messages = [
         (group_name(service.environment.public_id), {"type": CARD_UPDATE, "html": render_card(service)})
         for service in services

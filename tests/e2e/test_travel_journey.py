@@ -147,6 +147,31 @@ def test_it_carries_an_environment_by_yaml_fills_its_secrets_and_clones_it(page:
     page.get_by_role("link", name="Settings").click()
     expect(page.locator("[data-missing-secrets]")).to_contain_text("These secrets are referenced but not set: API_TOKEN")
     page.get_by_role("link", name="Information").click()
+
+    # Start All refuses while the web service's secret is missing, and says where to set it.
+    web_card = page.locator(".service-card", has_text="web")
+    expect(web_card.locator("[data-card-missing-secrets]")).to_contain_text("no secret API_TOKEN")
     page.locator("[data-env-selector] summary").first.click()
     page.get_by_role("button", name=re.compile("Start All")).click()
+    expect(page.locator("#messages")).to_contain_text(
+        "Cannot start web: this environment has no secret API_TOKEN. Set it in Settings → Secret Management"
+    )
+    for card in cards.all():
+        expect(card.locator(".status")).to_have_text("Stopped")
+
+    # The message's link leads to Secret Management; the secret set there, Start All runs them.
+    page.locator("#messages [data-set-secrets]").click()
+    expect(page.get_by_role("heading", name="Secret Management")).to_be_visible()
+    secrets = page.locator("#secrets .variable-form")
+    secrets.get_by_label("Key").fill("API_TOKEN")
+    secrets.get_by_label("Value").fill("tok-qa")
+    secrets.get_by_role("button", name="Save variable").click()
+    expect(page.locator('tr[data-variable="API_TOKEN"]')).to_be_visible()
+    expect(page.locator("[data-missing-secrets]")).to_have_count(0)
+    page.get_by_role("link", name="Information").click()
+    expect(web_card.locator("[data-card-missing-secrets]")).to_have_count(0)
+    page.locator("[data-env-selector] summary").first.click()
+    page.get_by_role("button", name=re.compile("Start All")).click()
+    expect(page.locator("#messages")).to_contain_text("Starting 2 services.")
     expect(page.locator(".service-card", has_text="db").locator(".status")).to_have_text("Running", timeout=LIVE)
+    expect(web_card.locator(".status")).to_have_text("Running", timeout=LIVE)

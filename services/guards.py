@@ -1,0 +1,75 @@
+"""What refuses a service to start, beyond the allocation (`spaces.resources`) and the disk's
+rules (`services.models.disk_rule_errors`): secrets it reads that its environment lacks.
+
+Pure reads: the lifecycle transitions call the checks, the cards call `note_missing_secrets`
+to say why a stopped service cannot start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from django.core.exceptions import ValidationError
+
+from environments.models import EnvironmentVariable
+from services.models import Service
+
+
+class MissingSecrets(ValidationError):
+    """Services asked to start that read environment secrets the environment does not have.
+
+    A `ValidationError` like every refusal, so that callers that only show messages need
+    nothing more; pages that can link to Secret Management read `keys` and `environment_public_id`.
+    """
+
+    def __init__(self, environment_public_id: str, missing: dict[str, list[str]]) -> None:
+        self.environment_public_id = environment_public_id
+        self.services = sorted(missing)
+        self.keys = sorted({key for keys in missing.values() for key in keys})
+        super().__init__(missing_secrets_message(self.services, self.keys))
+
+
+def missing_secrets_message(services: Sequence[str], keys: Sequence[str]) -> str:
+    secrets = "secret" if len(keys) == 1 else "secrets"
+    them = "it" if len(keys) == 1 else "them"
+    return (
+        f"Cannot start {', '.join(services)}: this environment has no {secrets} {', '.join(keys)}. "
+        f"Set {them} in Settings → Secret Management, then start again."
+    )
+
+
+def missing_secrets(services: Iterable[Service]) -> dict[str, list[str]]:
+    """The secrets each service reads and its environment lacks, by service name (only those
+    that lack some). One query per environment, and none when no service reads a secret."""
+    wanted: dict[int, list[Service]] = {}
+    for service in services:
+        if service.secret_keys:
+            wanted.setdefault(service.environment_id, []).append(service)
+    missing: dict[str, list[str]] = {}
+    for environment_id, readers in wanted.items():
+        keys = set().union(*(service.secret_keys for service in readers))
+        have = set(
+            EnvironmentVariable.objects.filter(environment_id=environment_id, key__in=keys).values_list("key", flat=True)
+        )
+        for service in readers:
+            lacking = sorted(service.secret_keys - have)
+            if lacking:
+                missing[service.name] = lacking
+    return missing
+
+
+def check_secrets(services: Sequence[Service]) -> None:
+    """Refuse to start services whose secrets are not set: they would run with the variable
+    empty. The services belong to one environment."""
+    missing = missing_secrets(services)
+    if missing:
+        raise MissingSecrets(services[0].environment.public_id, missing)
+
+
+def note_missing_secrets(services: Iterable[Service]) -> None:
+    """Set `missing_secrets` on each stopped service that could not start for want of a secret,
+    so that its card says why and links to where they are set."""
+    stopped = [s for s in services if s.desired_state == Service.DesiredState.STOPPED]
+    missing = missing_secrets(stopped)
+    for service in stopped:
+        service.missing_secrets = missing.get(service.name, [])
