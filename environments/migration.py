@@ -47,8 +47,10 @@ from yaml.events import (
 from yaml.nodes import ScalarNode
 
 from environments.models import Environment, EnvironmentVariable
+from services import guards
 from services.forms import ENV_KEY_RE, ServiceForm, form_data_from_spec, format_mib
 from services.models import SPEC_FIELDS, Revision, Service, disk_rule_errors, spec_secret_keys
+from spaces.resources import check_allocation, spec_from_fields
 
 API_VERSION = "ale/v1"
 KIND = "Environment"
@@ -890,6 +892,45 @@ def enqueue_reconcile(environment: Environment, services: list[Service]) -> None
     )
 
 
+def check_plan(environment: Environment, the_plan: Plan) -> None:
+    """Raise what Apply refuses, as the deploy and the card's Start refuse it: a name held by a
+    service being deleted, the disk's rules (`plan` collected both), the whole file against the
+    space's allocation (all of it or nothing), and secrets missing for a stopped service the
+    file starts. The preview runs it too, so that it shows the refusal before Apply."""
+    if the_plan.blocked:
+        raise ValidationError(the_plan.blocked)
+    check_allocation(
+        environment.project.space_id,
+        [
+            (item.service.pk if item.service else None,
+             spec_from_fields(item.name, item.spec, running=item.state == Service.DesiredState.RUNNING))
+            for item in the_plan.services
+            if item.action in ("create", "change")
+        ],
+    )  # fmt: skip
+    starting = {
+        item.name: spec_secret_keys(item.spec)
+        for item in the_plan.changed
+        if item.service is not None
+        and item.service.desired_state == Service.DesiredState.STOPPED
+        and item.state == Service.DesiredState.RUNNING
+    }
+    missing = guards.missing_for_specs(environment.pk, starting)
+    if missing:
+        raise guards.MissingSecrets(environment.public_id, missing)
+
+
+def preview_refusals(environment: Environment, the_plan: Plan) -> list[str]:
+    """What `check_plan` would refuse now, as sentences for the preview (nothing is written)."""
+    try:
+        # The allocation check reads under the space's lock, as Apply does.
+        with transaction.atomic():
+            check_plan(environment, the_plan)
+    except ValidationError as exc:
+        return exc.messages
+    return []
+
+
 @transaction.atomic
 def apply_document(
     acting_user: AbstractBaseUser | None,
@@ -917,18 +958,9 @@ def apply_document(
             "confirm it to apply."
         )
     from spaces import audit
-    from spaces.resources import check_allocation, spec_from_fields
 
-    # The whole file against the allocation before anything is written: all of it, or nothing.
-    check_allocation(
-        environment.project.space_id,
-        [
-            (item.service.pk if item.service else None,
-             spec_from_fields(item.name, item.spec, running=item.state == Service.DesiredState.RUNNING))
-            for item in the_plan.services
-            if item.action in ("create", "change")
-        ],
-    )
+    # Before anything is written: all of it, or nothing.
+    check_plan(environment, the_plan)
     written = write_services(acting_user, environment, the_plan.services, cause="yaml")
     firewall_changed = False
     if the_plan.firewall_change is not None:

@@ -36,6 +36,7 @@ from environments.migration import (
     export_yaml,
     parse_document,
     plan,
+    preview_refusals,
     referenced_secret_keys,
 )
 from environments.models import Environment, EnvironmentVariable
@@ -129,13 +130,18 @@ def yaml_preview(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
         document = parse_document(data, environment)
     except DocumentError as exc:
         return _preview_response(request, environment, errors=exc.messages, filename=filename)
+    the_plan = plan(environment, document)
+    refusals = preview_refusals(environment, the_plan)
+    if refusals:
+        # What Apply would refuse, shown now rather than after the user confirms.
+        return _preview_response(request, environment, errors=refusals, filename=filename)
     text = data.decode("utf-8-sig")
     return _page_or_fragment(
         request,
         environment,
         "environments/_yaml_preview.html",
         {
-            "plan": plan(environment, document),
+            "plan": the_plan,
             "yaml_b64": _b64(text),
             "token": _sign(environment, request, text, _YAML_SALT),
             "filename": filename,

@@ -41,21 +41,23 @@ def missing_secrets_message(services: Sequence[str], keys: Sequence[str]) -> str
 def missing_secrets(services: Iterable[Service]) -> dict[str, list[str]]:
     """The secrets each service reads and its environment lacks, by service name (only those
     that lack some). One query per environment, and none when no service reads a secret."""
-    wanted: dict[int, list[Service]] = {}
+    wanted: dict[int, dict[str, set[str]]] = {}
     for service in services:
         if service.secret_keys:
-            wanted.setdefault(service.environment_id, []).append(service)
+            wanted.setdefault(service.environment_id, {})[service.name] = service.secret_keys
     missing: dict[str, list[str]] = {}
     for environment_id, readers in wanted.items():
-        keys = set().union(*(service.secret_keys for service in readers))
-        have = set(
-            EnvironmentVariable.objects.filter(environment_id=environment_id, key__in=keys).values_list("key", flat=True)
-        )
-        for service in readers:
-            lacking = sorted(service.secret_keys - have)
-            if lacking:
-                missing[service.name] = lacking
+        missing.update(missing_for_specs(environment_id, readers))
     return missing
+
+
+def missing_for_specs(environment_id: int, readers: dict[str, set[str]]) -> dict[str, list[str]]:
+    """`missing_secrets` for specs not saved yet (a YAML file's): the keys each name reads."""
+    keys = set().union(*readers.values()) if readers else set()
+    if not keys:
+        return {}
+    have = set(EnvironmentVariable.objects.filter(environment_id=environment_id, key__in=keys).values_list("key", flat=True))
+    return {name: sorted(wanted - have) for name, wanted in readers.items() if wanted - have}
 
 
 def check_secrets(services: Sequence[Service]) -> None:

@@ -35,6 +35,12 @@ spec:
       resources: {cpu: 0.1, memory: 64Mi}
 """
 
+# Three services of 3 vCPU: each within the per-service maximum, together over the space's 8.
+OVER_ALLOCATION = "apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n" + "".join(
+    f"    - {{name: big{i}, kind: web, image: 'nginx:1.27', port: 80, resources: {{cpu: 3, memory: 64Mi}}}}\n"
+    for i in range(3)
+)
+
 
 def drop(page: Page, selector: str, name: str, content: str) -> None:
     """Drag a file from the desktop and drop it on `selector`, as a person would."""
@@ -75,10 +81,21 @@ def test_it_carries_an_environment_by_yaml_fills_its_secrets_and_clones_it(page:
     expect(modal).to_be_visible()
     expect(modal.get_by_role("heading", name="Apply YAML to main")).to_be_visible()
     expect(modal.locator("[data-yaml-created] li")).to_have_count(2)
+    expect(modal.get_by_role("heading", name="To create")).to_be_visible()
     expect(modal).to_contain_text("Secrets to set in Settings → Secret Management after applying")
     expect(page.locator(".service-card")).to_have_count(0)
     modal.get_by_role("button", name="Apply").click()
     expect(page.get_by_text("YAML applied: 2 created, 0 changed, 0 unchanged.")).to_be_visible()
+    expect(page.locator(".service-card")).to_have_count(2)
+
+    # A file over the space's allocation: the preview says what Apply would refuse, and
+    # offers no Apply.
+    drop(page, ".env-page", "big.yaml", OVER_ALLOCATION)
+    expect(modal.get_by_role("heading", name="This file cannot be applied")).to_be_visible()
+    expect(modal).to_contain_text("On-demand vCPU: this needs")
+    expect(modal.get_by_role("button", name="Apply")).to_have_count(0)
+    modal.get_by_role("button", name="Close").click()
+    expect(page.locator("dialog#modal")).to_have_count(0)
     expect(page.locator(".service-card")).to_have_count(2)
 
     # A hostile file is refused with its line, and nothing changes.
