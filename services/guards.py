@@ -7,12 +7,13 @@ to say why a stopped service cannot start.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from django.core.exceptions import ValidationError
 
 from environments.models import EnvironmentVariable
-from services.models import Service
+from services.models import Service, spec_secret_keys
 
 
 class MissingSecrets(ValidationError):
@@ -75,3 +76,10 @@ def note_missing_secrets(services: Iterable[Service]) -> None:
     missing = missing_secrets(stopped)
     for service in stopped:
         service.missing_secrets = missing.get(service.name, [])
+
+
+def check_specs_secrets(environment_id: int, environment_public_id: str, specs: Mapping[str, Mapping[str, Any]]) -> None:
+    """`check_secrets` for services a YAML file starts, with the specs it gives them (by name)."""
+    missing = missing_for_specs(environment_id, {name: spec_secret_keys(dict(spec)) for name, spec in specs.items()})
+    if missing:
+        raise MissingSecrets(environment_public_id, missing)
