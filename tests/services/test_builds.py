@@ -340,7 +340,7 @@ def test_the_resync_repairs_a_lost_build_task_and_a_vanished_job(celery_worker, 
 
     from django.utils import timezone
 
-    from clusters.tasks import resync_cluster
+    from services.resync import resync_cluster
     from services.builds import image_for, job_name_for
 
     long_ago = timezone.now() - timedelta(hours=1)
