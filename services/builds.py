@@ -16,6 +16,7 @@ from typing import Any
 
 from services.ansi import strip_all
 from services.models import Build, Service
+from services.streams import pod_info
 
 # kaniko's Job names: the service name, shortened so that `-build-<id>` fits a DNS label.
 _JOB_NAME_SERVICE_MAX = 63 - len("-build-") - 12
@@ -103,8 +104,6 @@ def list_build_pods(kube: Any, service: Service, build: Build) -> list[Any]:
     """The pod(s) of one build's Job, oldest first, as the log viewer lists pods. Selected by the
     build's label in the service's namespace: the browser names a build number, never a pod
     outside it."""
-    from services.streams import _pod_info
-
     items, _ = kube.list("v1", "Pod", namespace=service.namespace, label_selector=f"ale.dev/build={build.public_id}")
-    pods = [_pod_info(item) for item in items if not (item.get("metadata") or {}).get("deletionTimestamp")]
+    pods = [pod_info(item) for item in items if not (item.get("metadata") or {}).get("deletionTimestamp")]
     return sorted(pods, key=lambda pod: (pod.created, pod.name))

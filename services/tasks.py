@@ -218,11 +218,11 @@ def run_build(self: Task, build_id: int) -> str:
         kube.delete(*JOB, build.job_name, environment.namespace)
         return "cancelled"
     logger.info("%s: Job applied", what)
-    _prune_builds(kube, service)
+    prune_builds(kube, service)
     return "building"
 
 
-def _prune_builds(kube, service: Service) -> None:
+def prune_builds(kube, service: Service) -> None:
     """Keep the last `Build.KEEP` builds of the service; older ones go with their Jobs."""
     old = list(service.builds.order_by("-number")[Build.KEEP :].values_list("pk", "job_name"))
     for _, job_name in old:

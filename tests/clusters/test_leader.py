@@ -28,7 +28,7 @@ def kube(kubeconfig_path, settings) -> KubeClient:
     return client_for(Cluster(name="local", connection="devcluster"))
 
 
-def make_elector(kube: KubeClient, namespace: str, identity: str) -> LeaderElector:
+def make_elector(kube: KubeClient | Callable[[], KubeClient], namespace: str, identity: str) -> LeaderElector:
     return LeaderElector(
         kube, name="ale-watcher", namespace=namespace, identity=identity,
         lease_seconds=LEASE_SECONDS, renew_deadline=1.2, retry_period=0.2,
@@ -151,8 +151,8 @@ def test_it_loses_a_write_race_on_resource_version(kube, namespace):
     stale = kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)
     # Someone renews between our read and our write: the compare-and-swap refuses ours.
     assert first.try_acquire_or_renew()
-    second = make_elector(kube, namespace, "watcher-b")
-    second._client = lambda: _StaleReads(kube, stale)  # type: ignore[method-assign]
+    # The elector takes a client factory: this one's reads return the old copy.
+    second = make_elector(lambda: _StaleReads(kube, stale), namespace, "watcher-b")  # type: ignore[arg-type, return-value]
     assert not second.try_acquire_or_renew()
     assert kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"]["holderIdentity"] == "watcher-a"
 
