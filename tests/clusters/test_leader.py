@@ -15,6 +15,7 @@ import pytest
 from clusters.client import KubeClient, client_for
 from clusters.leader import LEASE_API_VERSION, LeaderElector
 from clusters.models import Cluster
+from environments.tasks import reconcile_environment
 from tests.factories import make_project, make_space
 from tests.fixtures.celery_worker import BASE_DIR, database_url
 
@@ -211,8 +212,6 @@ class WatcherProcess:
 
 @pytest.fixture
 def watcher_env(transactional_db, kubeconfig_path, namespace, owner, monkeypatch) -> dict[str, str]:
-    from environments.tasks import reconcile_environment
-
     # The environment only needs to exist for the watcher; no worker is there to reconcile it.
     monkeypatch.setattr(reconcile_environment, "delay", lambda *args, **kwargs: None)
     make_project(make_space(owner=owner, name="leaders"), by=owner, name="leaders")

@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from environments import actions
 from environments.models import Environment, EnvironmentVariable
-from services.models import Service
+from services.models import Revision, Service
 from tests.environments.travel import enqueued, make_shop
 from tests.factories import local_cluster, make_project
 
@@ -137,8 +137,6 @@ def test_it_shows_on_the_stopped_cards_which_secrets_they_lack(owner_client, mai
 
 
 def test_it_clones_in_a_few_queries_whatever_the_number_of_services(main_env, owner, django_assert_max_num_queries, django_capture_on_commit_callbacks):
-    from services.models import Revision
-
     services = [Service(environment=main_env, name=f"s{i:03}", image="nginx:1.27", port=80) for i in range(100)]
     Service.objects.bulk_create(services)
     with django_capture_on_commit_callbacks(execute=False), django_assert_max_num_queries(25):

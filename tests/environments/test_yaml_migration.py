@@ -11,9 +11,15 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from clusters.models import Cluster
 from environments import migration
+from environments.actions import create_environment
 from environments.models import EnvironmentVariable
-from services.models import Revision, Service
+from services import actions as service_actions
+from services.actions import delete_service, deploy_service
+from services.forms import ServiceForm, spec_of
+from services.models import SPEC_FIELDS, Revision, Service
+from spaces.models import ResourceAllocation
 from tests.environments.travel import enqueued, make_service, make_shop
 from tests.fixtures.celery_worker import celery_queue  # noqa: F401
 from tests.factories import make_environment
@@ -73,7 +79,6 @@ def test_it_exports_a_readable_versioned_document_without_secret_values(main_env
 
 
 def test_it_round_trips_export_import_export_byte_for_byte(main_env, project, owner, django_capture_on_commit_callbacks):
-    from environments.actions import create_environment
     from tests.factories import make_cluster
 
     make_shop(main_env, owner)
@@ -235,8 +240,6 @@ def test_it_applies_200_services_in_a_bounded_number_of_queries(staging, owner, 
     services = "".join(f"    - {{name: s{i:03}, kind: web, image: 'nginx:1.27', port: 80}}\n" for i in range(200))
     data = f"apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n{services}".encode()
     # 200 running services are far beyond the default profile: operations would allocate more.
-    from spaces.models import ResourceAllocation
-
     ResourceAllocation.objects.create(
         space=staging.project.space, on_demand_cpu_millicores=100_000, on_demand_memory_mib=100_000, max_running_services=200
     )
@@ -246,8 +249,6 @@ def test_it_applies_200_services_in_a_bounded_number_of_queries(staging, owner, 
 
 
 def test_it_refuses_a_name_held_by_a_service_being_deleted(staging, owner):
-    from services.actions import delete_service
-
     delete_service(owner, make_service(staging, owner, name="api"))
     text = "apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n    - {name: api, kind: web, image: 'nginx:1.27', port: 80}\n"
     with pytest.raises(ValidationError, match="api is being deleted"):
@@ -288,9 +289,6 @@ def test_it_grows_a_disk_from_a_file(staging, owner, django_capture_on_commit_ca
 
 
 def test_it_refuses_at_apply_a_shrink_the_preview_did_not_see(staging, owner, django_capture_on_commit_callbacks):
-    from services.actions import deploy_service
-    from services.forms import ServiceForm, spec_of
-
     service = make_service(staging, owner, name="db", kind="tcp", image="postgres:16", port="5432", disk="2Gi")
     document = migration.parse_document(database_file("3Gi"), staging)
     form = ServiceForm({**spec_of(service), "disk": "5Gi"}, environment=staging, service=service)
@@ -373,8 +371,6 @@ def test_it_serialises_applies_with_the_service_verbs(main_env, owner, celery_qu
 
     from django.db import connection
 
-    from services import actions as service_actions
-
     service = make_service(main_env, owner, name="api", image="nginx:1.26", port="80")
     images = [f"nginx:1.{minor}" for minor in range(27, 32)]
     errors: list[BaseException] = []
@@ -413,8 +409,6 @@ def test_it_serialises_applies_with_the_service_verbs(main_env, owner, celery_qu
 
 
 def test_it_carries_a_git_service_with_its_build_settings_and_keeps_its_built_image(main_env, staging, owner, django_capture_on_commit_callbacks):
-    from clusters.models import Cluster
-
     Cluster.objects.filter(pk=main_env.cluster_id).update(registry="registry.local:5000/ale")
     main_env.cluster.refresh_from_db()
     staging.cluster.refresh_from_db()
@@ -446,8 +440,6 @@ def test_it_carries_a_git_service_with_its_build_settings_and_keeps_its_built_im
 
 
 def test_it_knows_every_spec_field():
-    from services.models import SPEC_FIELDS
-
     # A field added to the spec must be written by `service_document` and read back by
     # `_service_form_data`, or a YAML round trip silently drops it: extend both, then this list.
     carried = {

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from clusters.client import client_for
-from services.streams import short_pod_name, split_stamp
+from services.streams import LineSplitter, short_pod_name, split_stamp
 from spaces.actions import create_project
 from tests.services.stream_helpers import (
     connections_to,
@@ -305,8 +305,6 @@ async def test_it_ignores_garbage_and_closes_on_a_huge_message(env, member):
     ],
 )
 def test_the_encoded_lines_of_a_block_are_the_json_of_its_sanitised_lines(block):
-    from services.streams import LineSplitter
-
     splitter = LineSplitter()
     payload, count, stamp = splitter.encode(block)
     lines = splitter.lines(block)
