@@ -12,7 +12,7 @@ from django.utils import timezone
 from clusters.models import Cluster
 from environments.colors import next_color
 from environments.forms import validate_cidrs
-from environments.migration import PlannedService, referenced_secret_keys, writes_of
+from environments.yaml_document import PlannedService, referenced_secret_keys, writes_of
 from environments.models import MAIN, Environment, EnvironmentVariable
 from environments.secrets import encrypt
 from environments.tasks import delete_environment as delete_environment_task

@@ -1,6 +1,6 @@
 """The environment page's tabs: what each shows, rendered whole or, for htmx, as the tab alone.
 
-Shared by `environments.views` (the page, rename, delete) and `environments.travel_views`
+Shared by `environments.views` (the page, rename, delete) and `environments.config_views`
 (variables, secrets, the firewall), which both answer with the tab they changed.
 """
 
@@ -21,7 +21,7 @@ from environments.forms import (
     FirewallForm,
     VariableForm,
 )
-from environments.migration import referenced_secret_keys
+from environments.yaml_document import referenced_secret_keys
 from environments.models import ClusterEvent, Environment, EnvironmentVariable
 from services import guards
 from services.access import card_page

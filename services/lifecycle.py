@@ -6,7 +6,7 @@ registers what follows on commit: the reconcile that carries the row to its clus
 build that comes first) and the live card. Callers:
 
 * `services.actions` — the user's verbs, after the access check and the allocation;
-* `environments.migration` and `environments.actions` — a YAML apply, a clone, deleting an
+* `environments.yaml_document` and `environments.actions` — a YAML apply, a clone, deleting an
   environment: the same transitions, in bulk where there are many services;
 * `services.tasks` — what the cluster said: a build's end, a permanent failure;
 * `services.observed` — what the watcher and the resync see.

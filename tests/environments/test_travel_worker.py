@@ -9,7 +9,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from clusters.client import client_for
-from environments import actions, migration
+from environments import actions, yaml_document
 from services.actions import start_all
 from spaces.actions import create_project
 from tests.fixtures.celery_worker import celery_queue, celery_worker, start_celery_worker  # noqa: F401
@@ -44,7 +44,7 @@ def test_it_carries_a_yaml_file_and_a_clone_to_the_cluster(celery_worker, kube_c
     env = create_project(acting_user=owner, space=space, name="trip", display_name="", cluster=kube_cluster).environments.get()
     actions.set_variables(acting_user=owner, environment=env, values={"DB_PASSWORD": "pw-in-the-cluster"}, is_secret=True)
 
-    result = migration.import_file(owner, env, FILE)
+    result = yaml_document.import_file(owner, env, FILE)
     assert result.created == ["db", "web"]
     wait_for(lambda: replicas(kube, env.namespace, "web") == 1 and replicas(kube, env.namespace, "db") == 1, what="both deployments")
     secret = wait_for(lambda: kube.get("v1", "Secret", "ale-env", env.namespace), what="the ale-env secret")

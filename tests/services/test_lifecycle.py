@@ -10,7 +10,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from environments import actions as environment_actions
-from environments import migration
+from environments import yaml_document
 from services import actions, lifecycle
 from services.forms import ServiceForm, spec_of
 from services.models import Build, Service
@@ -49,7 +49,7 @@ def test_it_builds_a_git_service_whose_branch_a_yaml_file_changes_cancelling_the
     first = service.builds.get()
     assert first.status == Build.Status.QUEUED
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        result = migration.import_file(owner, main_env, git_file("release"))
+        result = yaml_document.import_file(owner, main_env, git_file("release"))
     assert result.changed == ["shop"]
     first.refresh_from_db()
     assert (first.status, first.reason) == (Build.Status.CANCELLED, "Superseded by a newer deploy.")
@@ -77,7 +77,7 @@ def test_it_builds_from_a_yaml_file_as_the_deploy_modal_does(main_env, owner, dj
 def test_it_leaves_the_builds_alone_when_a_yaml_file_keeps_the_branch(main_env, owner, django_capture_on_commit_callbacks):
     service = deploy_git(main_env, owner)
     with django_capture_on_commit_callbacks(execute=False):
-        result = migration.import_file(owner, main_env, git_file("main"))
+        result = yaml_document.import_file(owner, main_env, git_file("main"))
     assert result.unchanged == ["shop"]
     assert list(service.builds.values_list("status", flat=True)) == [Build.Status.QUEUED]
 
@@ -90,7 +90,7 @@ def test_it_drops_the_old_branch_image_of_a_stopped_git_service_so_that_its_star
     Build.objects.filter(service=service).update(status=Build.Status.SUCCEEDED)
     actions.stop_service(owner, service)
     with django_capture_on_commit_callbacks(execute=False):
-        migration.import_file(owner, main_env, git_file("release", state="stopped"))
+        yaml_document.import_file(owner, main_env, git_file("release", state="stopped"))
     service.refresh_from_db()
     assert (service.branch, service.image, service.desired_state) == ("release", "", "stopped")
     with django_capture_on_commit_callbacks(execute=False):
@@ -113,7 +113,7 @@ def test_it_refuses_a_missing_secret_with_the_same_words_from_a_card_start_all_a
     for attempt in (
         lambda: actions.start_service(owner, service),
         lambda: actions.start_all(owner, main_env),
-        lambda: migration.import_file(owner, main_env, file),
+        lambda: yaml_document.import_file(owner, main_env, file),
     ):
         with pytest.raises(ValidationError) as raised:
             attempt()
@@ -132,7 +132,7 @@ def test_it_refuses_the_allocation_with_the_same_words_from_a_card_start_all_a_c
     for attempt in (
         lambda: actions.start_service(owner, service),
         lambda: actions.start_all(owner, main_env),
-        lambda: migration.import_file(owner, main_env, file),
+        lambda: yaml_document.import_file(owner, main_env, file),
     ):
         with pytest.raises(ValidationError) as raised:
             attempt()
@@ -157,7 +157,7 @@ def test_it_refuses_the_allocation_with_the_same_words_from_a_card_start_all_a_c
 
 def test_it_refuses_a_shrinking_disk_with_the_same_words_from_a_rollback_and_a_yaml_apply(main_env, owner, django_capture_on_commit_callbacks):
     service = make_service(main_env, owner, name="db", kind="tcp", image="postgres:16", port="5432", disk="2Gi")
-    document = migration.parse_document(
+    document = yaml_document.parse_document(
         b"apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n"
         b"    - {name: db, kind: tcp, image: 'postgres:16', port: 5432, resources: {disk: 3Gi}}\n",
         main_env,
@@ -167,7 +167,7 @@ def test_it_refuses_a_shrinking_disk_with_the_same_words_from_a_rollback_and_a_y
     with django_capture_on_commit_callbacks(execute=False):
         actions.deploy_service(owner, main_env, form.cleaned_data, service)
     with pytest.raises(ValidationError) as from_file:
-        migration.apply_document(owner, main_env, document)
+        yaml_document.apply_document(owner, main_env, document)
     with pytest.raises(ValidationError) as rolled_back:
         actions.rollback_service(owner, service, service.revisions.get(number=1))
     assert from_file.value.messages == [f"db: {message}" for message in rolled_back.value.messages]

@@ -12,7 +12,7 @@ from django.urls import reverse
 
 from clusters.client import ClusterError, client_for
 from clusters.models import Cluster
-from environments import migration
+from environments import yaml_document
 from environments.actions import clone_environment, create_environment, delete_environment
 from environments.manifests import render_resource_quota
 from environments.tasks import reconcile_environment
@@ -120,7 +120,7 @@ def test_it_counts_the_disks_of_stopped_services_from_a_file(space, main_env, ow
         + "".join(f"    - {{name: db{i}, kind: tcp, image: 'postgres:16', port: 5432, state: stopped, resources: {{disk: 768Mi}}}}\n" for i in range(2))
     )
     with pytest.raises(AllocationExceeded, match="On-demand disk: this needs 1.5 GiB, 1 GiB of 1 GiB is left"):
-        migration.import_file(owner, main_env, text.encode())
+        yaml_document.import_file(owner, main_env, text.encode())
     assert not Service.objects.exists()
 
 
@@ -186,7 +186,7 @@ def test_it_refuses_a_yaml_file_over_the_allocation_and_applies_nothing(space, m
         + "".join(f"    - {{name: s{i}, kind: web, image: 'nginx:1.27', port: 80, resources: {{cpu: 0.4, memory: 256Mi}}}}\n" for i in range(3))
     )
     with pytest.raises(AllocationExceeded, match="On-demand vCPU: this needs 1.2 vCPU, 1.0 vCPU of 1.0 vCPU is left"):
-        migration.import_file(owner, main_env, text.encode())
+        yaml_document.import_file(owner, main_env, text.encode())
     assert not Service.objects.exists()
 
 

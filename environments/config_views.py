@@ -1,4 +1,4 @@
-"""Views of environments that travel: YAML download and upload, variables and secrets, the
+"""Views of an environment's configuration: YAML download and upload, variables and secrets, the
 firewall. Each is access → action → response, like `environments.views`.
 
 The YAML upload is two steps. The preview validates the file and shows the plan; its confirm
@@ -29,7 +29,7 @@ from environments import actions
 from environments.access import get_environment_for_user
 from environments.dotenv import decode_upload, parse_dotenv
 from environments.forms import FirewallForm, VariableForm
-from environments.migration import (
+from environments.yaml_document import (
     MAX_BYTES,
     DocumentError,
     apply_document,

@@ -1,4 +1,4 @@
-"""Environment migration: one YAML document with every service's deployment settings.
+"""The YAML document of an environment: every service's deployment settings, in one file.
 
     apiVersion: ale/v1
     kind: Environment
