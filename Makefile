@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test test-fast e2e bench check clean
+.PHONY: run test test-fast lint-imports e2e bench check clean
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,11 +17,15 @@ run: $(STAMP)
 
 # The whole suite, browser journeys included. Redis: REDIS_URL, else 127.0.0.1:6379, else an
 # embedded one; the database: DATABASE_URL, else SQLite.
-test: $(STAMP)
+# `lint-imports` first: a new import cycle or a layer crossed (.importlinter) fails the build.
+test: $(STAMP) lint-imports
 	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) lint-imports
 	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+
+lint-imports: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 
 e2e: $(STAMP)
 	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest -m e2e $(PYTEST_ARGS)

@@ -179,6 +179,8 @@ CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "ale")
 # A task that is not acknowledged within this time is handed to another worker; it must exceed
 # the longest task (a reconcile with all its retries stays well under ten minutes).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(env("CELERY_VISIBILITY_TIMEOUT", "900"))}
+# Autodiscovery loads each app's tasks.py; the resync lives beside them, in services/resync.py.
+CELERY_IMPORTS = ("services.resync",)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # Clusters: with no cluster registered, ale uses the bundled devcluster, whose kubeconfig
@@ -228,9 +230,9 @@ TERMINAL_IDLE_TIMEOUT = int(env("TERMINAL_IDLE_TIMEOUT", "1800"))
 STREAM_KEEPALIVE_SECONDS = int(env("STREAM_KEEPALIVE_SECONDS", "25"))
 
 CELERY_BEAT_SCHEDULE = {
-    "prune-events": {"task": "clusters.tasks.prune_events", "schedule": 3600.0},
+    "prune-events": {"task": "environments.tasks.prune_events", "schedule": 3600.0},
     "resync-statuses": {
-        "task": "clusters.tasks.resync",
+        "task": "services.resync.resync",
         "schedule": float(env("RESYNC_INTERVAL_SECONDS", "60")),
         # A backlog of resyncs is worth one: drop those the workers could not start in time.
         "options": {"expires": float(env("RESYNC_INTERVAL_SECONDS", "60"))},

@@ -134,7 +134,7 @@ def measure(size: int, requests: int) -> dict[str, float | int]:
     with connection.execute_wrapper(count):
         response = client.get(url, secure=True)
     # The tab renders the first page of cards; the rest load as the grid scrolls into view.
-    from environments.views import CARDS_PER_PAGE
+    from environments.tabs import CARDS_PER_PAGE
 
     assert response.content.decode().count('class="card service-card"') == min(size, CARDS_PER_PAGE)
     timings = []

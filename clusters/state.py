@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=ale"
 SERVICE_LABEL = "ale.dev/service"
@@ -66,6 +66,25 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.services or self.all_services or self.events or self.namespaces_gone or self.builds)
+
+
+@dataclass
+class WriteResult:
+    """What a writer of changes (`ChangesWriter`) did with them."""
+
+    # The rows written (services whose card changed), for logs and tests.
+    changed: list[Any] = field(default_factory=list)
+    events_written: int = 0
+    # Services whose row moved under us (a task or a user wrote it): to derive again.
+    retry: set[str] = field(default_factory=set)
+
+
+class ChangesWriter(Protocol):
+    """Turns what changed in a cluster into rows: `services.observed.write_changes`, registered
+    with `clusters.watcher.register_writer` when the apps are ready. The transport never
+    imports what it writes."""
+
+    def __call__(self, cluster_id: int, state: ClusterState, changes: Changes) -> WriteResult: ...
 
 
 class ClusterState:

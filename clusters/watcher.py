@@ -14,8 +14,10 @@ Per cluster, five `ResourceWatcher` threads keep a `ClusterState` current:
   `services.tasks.finish_build`, which reads its log in a worker.
 
 A sixth thread, the writer, wakes every `flush_interval`, takes what changed and hands it to
-`clusters.sync.write_changes` in one transaction: a burst of a hundred pod updates becomes one
-read of the affected services and at most one write per service whose card changed. Nothing is
+the registered `ChangesWriter` (`services.observed.write_changes`, which `services.apps`
+registers at startup: this package imports no app), in one transaction: a burst of a hundred
+pod updates becomes one read of the affected services and at most one write per service whose
+card changed. Nothing is
 written until every kind has been listed once, so a half-known cluster never produces a wrong
 status; each (re)list then re-derives every service of the cluster, which is what repairs the
 database after a restart or a missed watch.
@@ -44,12 +46,26 @@ from clusters.state import (
     NAMESPACES,
     PODS,
     Changes,
+    ChangesWriter,
     ClusterState,
 )
-from clusters.sync import write_changes
 from clusters.watch import ResourceWatcher, backoff_delay
 
 logger = logging.getLogger(__name__)
+
+_writer: ChangesWriter | None = None
+
+
+def register_writer(writer: ChangesWriter) -> None:
+    """Name the function that stores what the watchers see (once, at startup)."""
+    global _writer
+    _writer = writer
+
+
+def registered_writer() -> ChangesWriter:
+    if _writer is None:
+        raise RuntimeError("No writer of cluster changes is registered: is the services app installed?")
+    return _writer
 
 # (kind name in ClusterState, api version, kind, label selector)
 WATCHED = (
@@ -57,7 +73,7 @@ WATCHED = (
     (DEPLOYMENTS, "apps/v1", "Deployment", MANAGED_BY_SELECTOR),
     (PODS, "v1", "Pod", MANAGED_BY_SELECTOR),
     (EVENTS, "v1", "Event", None),
-    # Build Jobs: a finished one hands its build to `services.tasks.finish_build`.
+    # Build Jobs: the writer hands a finished one's build to `services.tasks.finish_build`.
     (JOBS, "batch/v1", "Job", BUILD_SELECTOR),
 )
 
@@ -72,8 +88,10 @@ class ClusterWatcher:
         flush_interval: float = 0.25,
         watch_timeout: int = 60,
         backoff_cap: float = 30.0,
+        writer: ChangesWriter | None = None,
     ) -> None:
         self.cluster = cluster
+        self.write_changes = writer or registered_writer()
         self.state = ClusterState()
         self.flush_interval = flush_interval
         self.stop_event = threading.Event()
@@ -160,7 +178,7 @@ class ClusterWatcher:
         # A long-lived thread must not hold on to a connection the database has dropped.
         close_old_connections()
         try:
-            result = write_changes(self.cluster.pk, self.state, changes)
+            result = self.write_changes(self.cluster.pk, self.state, changes)
         except Exception:
             self.state.give_back(changes)
             raise

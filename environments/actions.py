@@ -5,15 +5,24 @@ from __future__ import annotations
 from functools import partial
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from clusters.models import Cluster
 from environments.colors import next_color
-from environments.models import MAIN, Environment
+from environments.forms import validate_cidrs
+from environments.yaml_document import PlannedService, referenced_secret_keys, writes_of
+from environments.models import MAIN, Environment, EnvironmentVariable
+from environments.secrets import encrypt
 from environments.tasks import delete_environment as delete_environment_task
 from environments.tasks import reconcile_environment
+from services import lifecycle
+from services.actions import redeploy_service
+from services.models import Service
+from spaces import audit
 from spaces.models import Project
+from spaces.resources import check_allocation, spec_from_fields
 
 
 def _lock(project: Project) -> Project:
@@ -34,8 +43,6 @@ def create_environment(
     environment = Environment.objects.create(
         project=project, name=name, cluster=cluster, color=color, created_by=acting_user
     )
-    from spaces import audit
-
     audit.record(
         acting_user, project.space_id, audit.Action.ENVIRONMENT_CREATE,
         f"Created environment {name} on {cluster.name}", project=project, environment=environment,
@@ -80,10 +87,10 @@ def delete_environment(*, acting_user: AbstractBaseUser, environment: Environmen
         # The colour is free at once: a new environment may take it while this one goes.
         environment.color = ""
         environment.save(update_fields=["deleting_at", "color"])
+        # Its services as any deleted service: builds cancelled, cards saying so.
+        lifecycle.begin_delete_environment(environment)
     # robust: the mark is committed either way; a broker outage must not fail the request.
     transaction.on_commit(partial(delete_environment_task.delay, environment.pk), robust=True)
-    from spaces import audit
-
     audit.record(
         acting_user, project.space_id, audit.Action.ENVIRONMENT_DELETE, f"Deleted environment {environment.name}",
         project=project, environment=environment,
@@ -113,9 +120,6 @@ def set_variables(
     """Create or replace variables (one from the form, many from a `.env` file); returns the
     keys (created, replaced). A key keeps being a secret once it is one: replacing it from a
     form for plain variables must not reveal it in the list."""
-    from environments.models import EnvironmentVariable
-    from environments.secrets import encrypt
-
     Environment.objects.select_for_update(of=("self",)).filter(pk=environment.pk).first()
     existing = {v.key: v for v in EnvironmentVariable.objects.filter(environment=environment, key__in=list(values))}
     created, replaced, changed_rows = [], [], []
@@ -146,8 +150,6 @@ def set_variables(
         EnvironmentVariable.objects.bulk_update(changed_rows, ["value_encrypted", "is_secret", "updated_by", "updated_at"])
     if values:
         _enqueue_environment(environment)
-        from spaces import audit
-
         # Keys only: the log never holds a value, secret or not.
         audit.record(
             acting_user, environment.project.space_id, audit.Action.SECRETS_CHANGE,
@@ -159,13 +161,9 @@ def set_variables(
 
 @transaction.atomic
 def delete_variable(*, acting_user: AbstractBaseUser, environment: Environment, key: str) -> bool:
-    from environments.models import EnvironmentVariable
-
     deleted, _ = EnvironmentVariable.objects.filter(environment=environment, key=key).delete()
     if deleted:
         _enqueue_environment(environment)
-        from spaces import audit
-
         audit.record(
             acting_user, environment.project.space_id, audit.Action.SECRETS_CHANGE,
             f"Deleted {key} from {environment.name}", environment=environment, details={"deleted": [key]},
@@ -178,9 +176,6 @@ def restart_services_using_variables(*, acting_user: AbstractBaseUser, environme
 
     Every service reads them (`envFrom`), so every running one restarts; stopped services read
     the new values when they start. Returns how many were restarted."""
-    from services.actions import redeploy_service
-    from services.models import Service
-
     running = (
         Service.objects.filter(environment=environment, desired_state=Service.DesiredState.RUNNING)
         .exclude(status=Service.Status.DELETING)
@@ -202,10 +197,6 @@ def set_firewall(
 ) -> Environment:
     """Open or close external TCP access. Opening needs the user's explicit confirmation that
     it admits every IP address (or the listed ranges)."""
-    from django.core.exceptions import ValidationError
-
-    from environments.migration import validate_cidrs
-
     environment = Environment.objects.select_for_update(of=("self",)).select_related("cluster", "project__space").get(pk=environment.pk)
     if environment.is_deleting:
         raise ValidationError("This environment is being deleted.")
@@ -222,8 +213,6 @@ def set_firewall(
     environment.external_allow_cidrs = cidrs
     environment.save(update_fields=["allow_external_tcp", "external_allow_cidrs"])
     _enqueue_environment(environment)
-    from spaces import audit
-
     audit.record(
         acting_user, environment.project.space_id, audit.Action.FIREWALL_CHANGE,
         f"{'Allowed' if allow else 'Closed'} external TCP connections to {environment.name}",
@@ -245,13 +234,6 @@ def clone_environment(
     refer to until they are set. The copy is a bulk write in this transaction (a few queries
     whatever the number of services), so it is done when the page reloads.
     """
-    from environments.migration import PlannedService, enqueue_reconcile, write_services
-    from services import live
-    from services.models import Service
-
-    from spaces import audit
-    from spaces.resources import check_allocation, spec_from_fields
-
     services = Service.objects.filter(environment=source).exclude(status=Service.Status.DELETING).order_by("name")
     # A custom domain serves one service per cluster: on the same cluster the clone goes without.
     taken = {
@@ -269,7 +251,7 @@ def clone_environment(
     # nothing behind.
     check_allocation(source.project.space_id, [(None, spec_from_fields(p.name, p.spec, running=False)) for p in planned])
     environment = create_environment(acting_user=acting_user, project=source.project, name=name, cluster=cluster)
-    written = write_services(acting_user, environment, planned, cause="clone")
+    written = lifecycle.write_many(acting_user, environment, writes_of(planned), cause="clone")
     # Where each card says the service came from until it is deployed.
     Service.objects.filter(pk__in=[s.pk for s in written]).update(cloned_from=source.name, cloned_by=acting_user)
     for service in written:
@@ -279,18 +261,11 @@ def clone_environment(
         f"Cloned {source.name} as {environment.name} ({len(written)} service{'s' if len(written) != 1 else ''}, stopped)",
         environment=environment, details={"source": source.public_id, "services": [s.name for s in written]},
     )
-    if written:
-        live.publish_services(written)
-        enqueue_reconcile(environment, written)
     return environment
 
 
 def missing_secret_keys(environment: Environment) -> list[str]:
     """Keys the environment's services refer to (`${{ secrets.KEY }}`) that are not set."""
-    from environments.migration import referenced_secret_keys
-    from environments.models import EnvironmentVariable
-    from services.models import Service
-
     services = list(Service.objects.filter(environment=environment).exclude(status=Service.Status.DELETING).only("env_vars", "git_token_secret"))
     have = set(EnvironmentVariable.objects.filter(environment=environment).values_list("key", flat=True))
     return [key for key in referenced_secret_keys(services) if key not in have]

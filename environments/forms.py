@@ -1,10 +1,26 @@
 from __future__ import annotations
 
+import ipaddress
+import re
+
 from django import forms
 
 from clusters.models import Cluster
 from environments.models import Environment
 from spaces.models import Project
+
+
+def validate_cidrs(values: list[str]) -> list[str]:
+    """CIDRs (IPv4 or IPv6) normalised (`10.0.0.1/8` → `10.0.0.0/8`); ValueError naming the bad one."""
+    result: list[str] = []
+    for value in values:
+        try:
+            network = ipaddress.ip_network(value.strip(), strict=False)
+        except ValueError:
+            raise ValueError(f"“{value}” is not an IP address range like 203.0.113.0/24 or 2001:db8::/32.") from None
+        if str(network) not in result:
+            result.append(str(network))
+    return result
 
 
 class _EnvironmentNameMixin:
@@ -153,10 +169,6 @@ class FirewallForm(forms.Form):
         self.environment = environment
 
     def clean_allow_cidrs(self) -> list[str]:
-        import re
-
-        from environments.migration import validate_cidrs
-
         items = [item for item in re.split(r"[\s,]+", self.cleaned_data["allow_cidrs"].strip()) if item]
         try:
             return validate_cidrs(items)

@@ -5,6 +5,7 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models.functions import Lower
 
+from environments.secrets import decrypt, encrypt
 from spaces.ids import new_public_id
 
 MAIN = "main"
@@ -111,14 +112,10 @@ class EnvironmentVariable(models.Model):
 
     @property
     def value(self) -> str:
-        from environments.secrets import decrypt
-
         return decrypt(self.value_encrypted)
 
     @value.setter
     def value(self, plaintext: str) -> None:
-        from environments.secrets import encrypt
-
         self.value_encrypted = encrypt(plaintext)
 
 

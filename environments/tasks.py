@@ -1,11 +1,15 @@
-"""Celery tasks that carry an environment to its cluster: its namespace, and its deletion."""
+"""Celery tasks that carry an environment to its cluster (its namespace, its deletion), and the
+hourly pruning of its old events."""
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from celery import Task, shared_task
+from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 
 from clusters.client import ClusterError, client_for
 from environments.manifests import (
@@ -16,9 +20,11 @@ from environments.manifests import (
     render_external_access,
     render_resource_quota,
 )
-from environments.models import Environment, EnvironmentVariable
-from services.tasks import MAX_RETRIES, retry_or_give_up
+from environments.models import ClusterEvent, Environment, EnvironmentVariable
+from services.models import Service
+from services.tasks import MAX_RETRIES, reconcile_service, retry_or_give_up
 from spaces.models import Project
+from spaces.resources import limits_for_space
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +42,6 @@ def _environment(environment_id: int) -> Environment | None:
 def _apply_environment(kube, environment: Environment) -> None:
     """Namespace, isolation, the `ale-env` Secret and the firewall's external access; the
     node ports the cluster gives are recorded on the services for their Copy Address."""
-    from services.models import Service
-
-    from spaces.resources import limits_for_space
-
     variables = {v.key: v.value for v in EnvironmentVariable.objects.filter(environment=environment)}
     quota = render_resource_quota(environment, limits_for_space(environment.project.space))
     kube.apply([*render_environment(environment), quota, render_env_secret(environment, variables)])
@@ -96,8 +98,6 @@ def reconcile_environment(self: Task, environment_id: int, service_ids: list[int
     if environment.is_deleting:
         return "deleting"
     if service_ids and self.request.retries == 0:
-        from services.tasks import reconcile_service
-
         # Each service's reconcile applies the namespace too, so they need not wait for this one.
         for service_id in service_ids:
             reconcile_service.delay(service_id)
@@ -148,3 +148,25 @@ def delete_environment(self: Task, environment_id: int) -> str:
             return "deleted with project"
     logger.info("%s: deleted", what)
     return "deleted"
+
+
+# Events past the retention period: in batches, since one huge DELETE holds SQLite's single
+# write lock for too long.
+PRUNE_BATCH = 5000
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def prune_events() -> int:
+    """Delete events last seen before the retention period; returns how many."""
+    cutoff = timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS)
+    total = 0
+    while True:
+        # In batches: one huge DELETE holds SQLite's single write lock for too long.
+        batch = list(ClusterEvent.objects.filter(last_seen__lt=cutoff).values_list("pk", flat=True)[:PRUNE_BATCH])
+        if not batch:
+            break
+        deleted, _ = ClusterEvent.objects.filter(pk__in=batch).delete()
+        total += deleted
+    if total:
+        logger.info("pruned %d event(s) older than %d day(s)", total, settings.EVENT_RETENTION_DAYS)
+    return total

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from environments import travel_views, views
+from environments import config_views, views
 
 app_name = "environments"
 
@@ -15,13 +15,13 @@ urlpatterns = [
     path("environments/<str:env_id>/set-default/", views.set_default, name="set-default"),
     path("environments/<str:env_id>/delete/", views.delete, name="delete"),
     path("projects/<str:project_id>/environments/new/", views.create, name="create"),
-    path("environments/<str:env_id>/yaml/", travel_views.download_yaml, name="download-yaml"),
-    path("environments/<str:env_id>/yaml/preview/", travel_views.yaml_preview, name="yaml-preview"),
-    path("environments/<str:env_id>/yaml/apply/", travel_views.yaml_apply, name="yaml-apply"),
-    path("environments/<str:env_id>/variables/", travel_views.variable_set, name="variable-set"),
-    path("environments/<str:env_id>/variables/delete/", travel_views.variable_delete, name="variable-delete"),
-    path("environments/<str:env_id>/variables/restart/", travel_views.variables_restart, name="variables-restart"),
-    path("environments/<str:env_id>/variables/dotenv/", travel_views.dotenv_preview, name="dotenv-preview"),
-    path("environments/<str:env_id>/variables/dotenv/apply/", travel_views.dotenv_apply, name="dotenv-apply"),
-    path("environments/<str:env_id>/firewall/", travel_views.firewall, name="firewall"),
+    path("environments/<str:env_id>/yaml/", config_views.download_yaml, name="download-yaml"),
+    path("environments/<str:env_id>/yaml/preview/", config_views.yaml_preview, name="yaml-preview"),
+    path("environments/<str:env_id>/yaml/apply/", config_views.yaml_apply, name="yaml-apply"),
+    path("environments/<str:env_id>/variables/", config_views.variable_set, name="variable-set"),
+    path("environments/<str:env_id>/variables/delete/", config_views.variable_delete, name="variable-delete"),
+    path("environments/<str:env_id>/variables/restart/", config_views.variables_restart, name="variables-restart"),
+    path("environments/<str:env_id>/variables/dotenv/", config_views.dotenv_preview, name="dotenv-preview"),
+    path("environments/<str:env_id>/variables/dotenv/apply/", config_views.dotenv_apply, name="dotenv-apply"),
+    path("environments/<str:env_id>/firewall/", config_views.firewall, name="firewall"),
 ]

@@ -1,25 +1,22 @@
-"""Builds of Git services: starting, cancelling and reading the outcome of a build Job.
+"""Builds of Git services: their names and images, reading the outcome of a build Job, and
+finding a build for the log viewer.
 
-A deploy of a Git service does not touch its Deployment: it records a `Build`, sets the service
-`building` and enqueues `services.tasks.run_build`, which applies the Job. The watcher notices
-the Job finish and enqueues `services.tasks.finish_build`, which reads the build log, records the
-result and, on success, points the service at the new image and reconciles it. A newer deploy
-cancels the build in progress (its Job is deleted), so only the newest one can move the service.
+A deploy of a Git service does not touch its Deployment: `services.lifecycle.start_build`
+records a `Build`, sets the service `building` and enqueues `services.tasks.run_build`, which
+applies the Job. The watcher notices the Job finish and enqueues `services.tasks.finish_build`,
+which reads the build log and hands the result to `services.lifecycle.finish_build`: on success
+the service points at the new image and is reconciled. A newer deploy cancels the build in
+progress (its Job is deleted), so only the newest one can move the service.
 """
 
 from __future__ import annotations
 
 import re
-from functools import partial
 from typing import Any
-
-from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
-from django.db.models import Max
-from django.utils import timezone
 
 from services.ansi import strip_all
 from services.models import Build, Service
+from services.streams import pod_info
 
 # kaniko's Job names: the service name, shortened so that `-build-<id>` fits a DNS label.
 _JOB_NAME_SERVICE_MAX = 63 - len("-build-") - 12
@@ -79,43 +76,6 @@ def commit_from_log(log: str) -> str:
     return match.group(1) if match else ""
 
 
-def cancel_active_builds(service: Service, reason: str) -> list[Build]:
-    """Cancel the service's queued and running builds (in the caller's transaction); their Jobs
-    are deleted once it commits."""
-    from services.tasks import delete_build_job
-
-    active = list(service.builds.filter(status__in=Build.ACTIVE))
-    if not active:
-        return []
-    now = timezone.now()
-    Build.objects.filter(pk__in=[build.pk for build in active]).update(
-        status=Build.Status.CANCELLED, reason=reason, finished_at=now
-    )
-    for build in active:
-        transaction.on_commit(partial(delete_build_job.delay, build.pk), robust=True)
-    return active
-
-
-def start_build(service: Service, acting_user: AbstractBaseUser | None) -> Build:
-    """Record a build of the service's repository and branch, set the service `building` and
-    enqueue the Job, once the caller's transaction commits. `service` is locked and saved by
-    the caller."""
-    from services.tasks import run_build
-
-    cancel_active_builds(service, "Superseded by a newer deploy.")
-    number = (service.builds.aggregate(last=Max("number"))["last"] or 0) + 1
-    build = Build(service=service, number=number, repository_url=service.repository_url, branch=service.branch,
-                  created_by=acting_user)
-    build.job_name = job_name_for(service, build.public_id)
-    build.image = image_for(service, number, build.public_id)
-    build.save()
-    service.status = Service.Status.BUILDING
-    service.status_reason = f"Building branch {service.branch}."
-    service.status_changed_at = timezone.now()
-    transaction.on_commit(partial(run_build.delay, build.pk), robust=True)
-    return build
-
-
 def latest_builds(service: Service) -> list[Build]:
     return list(service.builds.select_related("created_by")[: Build.KEEP])
 
@@ -144,8 +104,6 @@ def list_build_pods(kube: Any, service: Service, build: Build) -> list[Any]:
     """The pod(s) of one build's Job, oldest first, as the log viewer lists pods. Selected by the
     build's label in the service's namespace: the browser names a build number, never a pod
     outside it."""
-    from services.streams import _pod_info
-
     items, _ = kube.list("v1", "Pod", namespace=service.namespace, label_selector=f"ale.dev/build={build.public_id}")
-    pods = [_pod_info(item) for item in items if not (item.get("metadata") or {}).get("deletionTimestamp")]
+    pods = [pod_info(item) for item in items if not (item.get("metadata") or {}).get("deletionTimestamp")]
     return sorted(pods, key=lambda pod: (pod.created, pod.name))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -21,9 +20,9 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
-if TYPE_CHECKING:
-    from environments.models import Environment
-    from services.models import Service
+from environments.models import ClusterEvent, Environment
+from services import guards
+from services.models import Service
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +55,9 @@ def publish_services(services: Iterable[Service]) -> None:
     The services must have `environment` loaded (select_related) when many are sent, or each
     one costs a query here.
     """
+    services = list(services)
+    # A stopped card says which secrets it lacks to start, as the page renders it.
+    guards.note_missing_secrets(services)
     messages = [
         (
             group_name(service.environment.public_id),
@@ -78,8 +80,6 @@ def publish_service_removed(environment_public_id: str, service_public_id: str) 
 
 
 def render_event_list(environment: Environment) -> str:
-    from environments.models import ClusterEvent
-
     events = ClusterEvent.objects.recent(environment)
     return render_to_string("environments/_event_list.html", {"environment": environment, "events": events}).strip()
 

@@ -74,6 +74,14 @@ def disk_rule_errors(current_disk_mib: int, spec: dict[str, Any]) -> dict[str, s
     return errors
 
 
+def spec_secret_keys(spec: dict[str, Any]) -> set[str]:
+    """Environment secrets a spec needs: its `${{ secrets.KEY }}` variables and a Git token."""
+    keys = {v["secret"] for v in spec.get("env_vars") or [] if "secret" in v}
+    if spec.get("git_token_secret"):
+        keys.add(spec["git_token_secret"])
+    return keys
+
+
 def _empty_list() -> list:
     return []
 
@@ -181,6 +189,10 @@ class Service(models.Model):
             models.UniqueConstraint(fields=["environment", "name"], name="service_name_unique_in_environment"),
         ]
 
+    # The secrets a stopped service lacks to start, when a renderer looked them up
+    # (`services.guards.note_missing_secrets`): its card says so.
+    missing_secrets: tuple[str, ...] | list[str] = ()
+
     def __str__(self) -> str:
         return self.name
 
@@ -222,6 +234,11 @@ class Service(models.Model):
             "app.kubernetes.io/name": self.name,
             "ale.dev/service": self.public_id,
         }
+
+    @property
+    def secret_keys(self) -> set[str]:
+        """The environment secrets this service reads (it cannot start without them)."""
+        return spec_secret_keys({"env_vars": self.env_vars, "git_token_secret": self.git_token_secret})
 
     @property
     def is_git(self) -> bool:

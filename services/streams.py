@@ -114,7 +114,7 @@ class PodInfo:
         }
 
 
-def _pod_info(pod: dict) -> PodInfo:
+def pod_info(pod: dict) -> PodInfo:
     metadata, spec, status = pod.get("metadata") or {}, pod.get("spec") or {}, pod.get("status") or {}
     statuses = status.get("containerStatuses") or []
     return PodInfo(
@@ -139,7 +139,7 @@ def list_service_pods(kube: KubeClient, service: Service) -> list[PodInfo]:
     names a pod, never a namespace or a selector, and a name outside this list is refused.
     """
     items, _ = kube.list("v1", "Pod", namespace=service.namespace, label_selector=f"ale.dev/service={service.public_id}")
-    pods = [_pod_info(item) for item in items if not (item.get("metadata") or {}).get("deletionTimestamp")]
+    pods = [pod_info(item) for item in items if not (item.get("metadata") or {}).get("deletionTimestamp")]
     return sorted(pods, key=lambda pod: (pod.created, pod.name))
 
 

@@ -3,9 +3,10 @@
 A task takes an id and re-reads the row: it always applies the service as it is now, so a
 task that runs late, twice, or after a newer one leaves the same cluster state. Transient
 cluster errors retry with capped exponential backoff and full jitter; a permanent error, or
-the last failed retry, sets the service to `failed` with a reason its user can act on. Only
-`deploying`/`stopping` (set by the actions) and `failed` come from here: the watcher turns a
-service `running` or `stopped` when the cluster says so.
+the last failed retry, sets the service to `failed` with a reason its user can act on. Tasks
+write no state themselves: they re-read the row, talk to the cluster and hand what it said to
+`services.lifecycle` (a failure for the generation they applied, a build's end); the watcher
+turns a service `running` or `stopped` when the cluster says so.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
 
 from clusters.client import ClusterError, client_for
 from environments.manifests import render_environment
-from services import live
+from services import builds, lifecycle
 from services.manifests import BUILD_LABEL, CLAIM, JOB, MANAGED_KINDS, render_build_job, render_service, tls_secret_name
 from services.models import Build, Service
 
@@ -58,15 +58,6 @@ def retry_or_give_up(task: Task, exc: ClusterError, what: str, give_up: Callable
         exc,
     )
     give_up(exc.user_message)
-
-
-def _mark_failed(service: Service, reason: str) -> None:
-    values = {"status": Service.Status.FAILED, "status_reason": reason, "status_changed_at": timezone.now()}
-    # Only if no newer change came meanwhile: a new deploy's "deploying" is not this failure.
-    if Service.objects.filter(pk=service.pk, generation=service.generation).update(**values):
-        for name, value in values.items():
-            setattr(service, name, value)
-        live.publish_service(service)
 
 
 def _remove(kube, service: Service) -> None:
@@ -155,32 +146,24 @@ def reconcile_service(self: Task, service_id: int, generation: int | None = None
                     kube.delete(api_version, kind, service.name, service.namespace)
     except ClusterError as exc:
         prefix = "Could not delete the service: " if deleting else ""
-        retry_or_give_up(self, exc, what, lambda reason: _mark_failed(service, prefix + reason))
+        retry_or_give_up(self, exc, what, lambda reason: lifecycle.mark_failed(service, service.generation, prefix + reason))
         return "failed"
     if deleting:
         with transaction.atomic():
-            if Service.objects.filter(pk=service.pk, status=Service.Status.DELETING).delete()[0]:
-                live.publish_service_removed(service.environment.public_id, service.public_id)
+            lifecycle.finish_delete(service)
         logger.info("%s: deleted", what)
         return "deleted"
     return "applied"
 
 
 def _build_first(service: Service) -> str:
-    """A Git service asked to run with no image yet (from a YAML file, a clone started, a stale
-    task): it builds first, unless a build is already on its way."""
-    from services import actions, builds
-
+    """A Git service asked to run with no image yet builds first (`lifecycle.build_first`)."""
     with transaction.atomic():
-        service = actions._lock(service)
-        if service.status == Service.Status.BUILDING or service.image:
-            return "building"
-        if service.desired_state != Service.DesiredState.RUNNING:
-            return "stopped"
-        builds.start_build(service, None)
-        service.save(update_fields=["status", "status_reason", "status_changed_at", "updated_at"])
-        live.publish_service(service)
-    return "building"
+        try:
+            service = lifecycle.lock(service)
+        except ValidationError:
+            return "deleting"
+        return lifecycle.build_first(service)
 
 
 # --- builds --------------------------------------------------------------------------------------
@@ -199,18 +182,8 @@ def _build_row(build_id: int) -> Build | None:
 
 
 def _fail_build(build: Build, reason: str) -> None:
-    """The build failed before or outside its Job (the cluster refused it): say so on both."""
     with transaction.atomic():
-        if not Build.objects.filter(pk=build.pk, status__in=Build.ACTIVE).update(
-            status=Build.Status.FAILED, reason=reason, finished_at=timezone.now()
-        ):
-            return
-        values = {"status": Service.Status.FAILED, "status_reason": f"Build failed: {reason}", "status_changed_at": timezone.now()}
-        service = build.service
-        if Service.objects.filter(pk=service.pk, status=Service.Status.BUILDING).update(**values):
-            for name, value in values.items():
-                setattr(service, name, value)
-            live.publish_service(service)
+        lifecycle.fail_build(build, reason)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
@@ -239,19 +212,17 @@ def run_build(self: Task, build_id: int) -> str:
     except ClusterError as exc:
         retry_or_give_up(self, exc, what, lambda reason: _fail_build(build, reason))
         return "failed"
-    now = timezone.now()
-    Build.objects.filter(pk=build.pk, status=Build.Status.QUEUED).update(status=Build.Status.BUILDING, started_at=now)
-    if not Build.objects.filter(pk=build.pk, status=Build.Status.BUILDING).exists():
+    if not lifecycle.mark_build_running(build):
         # Cancelled while the Job was being applied: the cancellation's delete may have run
         # before the Job existed, so delete it again.
         kube.delete(*JOB, build.job_name, environment.namespace)
         return "cancelled"
     logger.info("%s: Job applied", what)
-    _prune_builds(kube, service)
+    prune_builds(kube, service)
     return "building"
 
 
-def _prune_builds(kube, service: Service) -> None:
+def prune_builds(kube, service: Service) -> None:
     """Keep the last `Build.KEEP` builds of the service; older ones go with their Jobs."""
     old = list(service.builds.order_by("-number")[Build.KEEP :].values_list("pk", "job_name"))
     for _, job_name in old:
@@ -278,8 +249,6 @@ def _read_build_log(kube, namespace: str, build: Build) -> str:
 def finish_build(self: Task, build_id: int) -> str:
     """Record the end of a build whose Job finished (or vanished), read from the cluster: the
     last log lines of a failure, the commit the builder reports; then move the service on."""
-    from services import actions, builds
-
     build = _build_row(build_id)
     if build is None:
         return "gone"
@@ -301,35 +270,12 @@ def finish_build(self: Task, build_id: int) -> str:
         reason = "The build's Job was deleted before it finished."
     else:
         reason = builds.last_lines(log) or builds.job_failure_message(job) or "The build failed."
-    now = timezone.now()
     with transaction.atomic():
-        try:
-            service = actions._lock(build.service)
-        except ValidationError:
-            return "deleting"
-        locked = Build.objects.select_for_update().filter(pk=build.pk, status__in=Build.ACTIVE).first()
-        if locked is None:
-            return "cancelled"
-        locked.status = Build.Status.SUCCEEDED if outcome == "succeeded" else Build.Status.FAILED
-        locked.reason = "" if outcome == "succeeded" else reason
-        locked.commit = builds.commit_from_log(log)
-        locked.finished_at = now
-        locked.started_at = locked.started_at or locked.created_at
-        locked.save(update_fields=["status", "reason", "commit", "finished_at", "started_at"])
-        if outcome == "succeeded":
-            service.image = locked.image
-            service.generation += 1
-            running = service.desired_state == Service.DesiredState.RUNNING
-            actions._set_status(service, Service.Status.DEPLOYING if running else Service.Status.STOPPING)
-            # Reconciles with the new image and publishes the card, on commit.
-            actions._save(service)
-        elif service.status == Service.Status.BUILDING:
-            # Nothing to reconcile: the Deployment keeps running the previous image, if any.
-            actions._set_status(service, Service.Status.FAILED, f"Build failed:\n{reason}")
-            service.save(update_fields=["status", "status_reason", "status_changed_at", "updated_at"])
-            live.publish_service(service)
-    logger.info("%s: %s", what, locked.status)
-    return locked.status
+        status = lifecycle.finish_build(
+            build, succeeded=outcome == "succeeded", reason=reason, commit=builds.commit_from_log(log)
+        )
+    logger.info("%s: %s", what, status)
+    return status
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)

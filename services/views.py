@@ -17,12 +17,14 @@ from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from environments.access import get_environment_for_user
 from environments.models import Environment
-from services import actions
+from services import actions, guards
 from services.access import cards_for_environment, get_service_for_user
 from services.forms import ServiceForm
 from services.manifests import DATA_MOUNT_PATH
@@ -74,6 +76,7 @@ def _back(request: HtmxHttpRequest, service: Service) -> HttpResponse:
 def _card_response(request: HtmxHttpRequest, service: Service, *, close_modal: bool = False) -> HttpResponse:
     if not wants_fragment(request):
         return _back(request, service)
+    guards.note_missing_secrets([service])
     html = render_to_string("services/_card.html", {"service": service}, request=request)
     response = HttpResponse(html + _messages_oob(request))
     if close_modal:
@@ -81,10 +84,23 @@ def _card_response(request: HtmxHttpRequest, service: Service, *, close_modal: b
     return response
 
 
-def _refused(request: HtmxHttpRequest, service: Service, error: ValidationError) -> HttpResponse:
-    """An action refused by its rules (the service or its environment is being deleted)."""
+def _flash_refusal(request: HtmxHttpRequest, error: ValidationError) -> None:
+    """The refusal's sentences as error messages; secrets come with a link to where they are set."""
+    if isinstance(error, guards.MissingSecrets):
+        settings_url = reverse("environments:settings", args=[error.environment_public_id]) + "#secrets"
+        messages.error(
+            request,
+            format_html('{} <a href="{}" data-set-secrets>Set secrets</a>', error.messages[0], settings_url),
+        )
+        return
     for message in error.messages:
         messages.error(request, message)
+
+
+def _refused(request: HtmxHttpRequest, service: Service, error: ValidationError) -> HttpResponse:
+    """An action refused by its rules (the service or its environment is being deleted, the
+    allocation, a secret it reads is missing)."""
+    _flash_refusal(request, error)
     return _card_response(request, service)
 
 
@@ -223,8 +239,7 @@ def start_all(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     try:
         count = actions.start_all(request.user, environment)
     except ValidationError as error:
-        for message in error.messages:
-            messages.error(request, message)
+        _flash_refusal(request, error)
         count = 0
     else:
         if count:
@@ -234,9 +249,11 @@ def start_all(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     if not wants_fragment(request):
         return redirect("environments:detail", env_id=environment.public_id)
     # Every card out of band (a page on another tab just ignores them), and the message.
+    services = cards_for_environment(environment)
+    guards.note_missing_secrets(services)
     cards = "".join(
         render_to_string("services/_card.html", {"service": service, "oob": True}, request=request)
-        for service in cards_for_environment(environment)
+        for service in services
     )
     return HttpResponse(cards + _messages_oob(request))
 

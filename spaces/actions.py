@@ -11,10 +11,11 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 
 from clusters.models import Cluster
-from environments.actions import create_environment
-from environments.models import MAIN
+from environments.actions import create_environment, delete_environment
+from environments.models import MAIN, Environment
 from spaces import audit
 from spaces.models import Membership, Project, Space
+from spaces.tasks import delete_space as delete_space_task
 
 
 def _space_name_for(username: str) -> str:
@@ -114,10 +115,6 @@ def delete_space(*, acting_user: AbstractBaseUser, space: Space) -> None:
     environments is deleted like a user deleting it (the namespace first, then the rows), and
     `spaces.tasks.delete_space` removes the space's row once its last project is gone.
     """
-    from environments.actions import delete_environment
-    from environments.models import Environment
-    from spaces.tasks import delete_space as delete_space_task
-
     # Not locked: the deploy check locks an environment and then the space, so locking the
     # space before its environments here could deadlock with a deploy. Environments are locked
     # one by one by `delete_environment`, as when a user deletes them.

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
+from functools import partial
+
 from django.contrib import admin
+from django.db import transaction
 from django.http import HttpRequest
+
+from environments.models import Environment
+from environments.tasks import reconcile_environment
 
 from spaces.models import (
     LIMIT_FIELDS,
@@ -18,13 +24,6 @@ from spaces.models import (
 def reapply_quotas(spaces) -> None:  # type: ignore[no-untyped-def]
     """Carry changed limits to the clusters: every namespace of the spaces gets its
     ResourceQuota again (the environment's reconcile renders it from the current limits)."""
-    from functools import partial
-
-    from django.db import transaction
-
-    from environments.models import Environment
-    from environments.tasks import reconcile_environment
-
     ids = list(Environment.objects.filter(project__space__in=spaces, deleting_at__isnull=True).values_list("pk", flat=True))
     for pk in ids:
         transaction.on_commit(partial(reconcile_environment.delay, pk), robust=True)

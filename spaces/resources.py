@@ -12,16 +12,13 @@ it holds from creation to deletion, so a stopped service's disk counts too.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
 from django.db.models import Case, Count, F, IntegerField, Q, Sum, Value, When
 
+from services.models import Service
 from spaces.allocation import DEFAULT_LIMITS, Excess, Limits, ServiceSpec, Usage, first_excess
 from spaces.models import LIMIT_FIELDS, ResourceAllocation, ResourceProfile, Space
-
-if TYPE_CHECKING:
-    from services.models import Service
 
 
 class AllocationExceeded(ValidationError):
@@ -56,8 +53,6 @@ def limits_for_space(space: Space) -> Limits:
 def spec_of(service: Service, *, running: bool | None = None) -> ServiceSpec:
     """The service's spec as the arithmetic sees it. Only TCP services get a disk (see
     `services.manifests`), so a web service's `disk_mib` counts nothing."""
-    from services.models import Service
-
     is_running = service.desired_state == Service.DesiredState.RUNNING if running is None else running
     return ServiceSpec(
         capacity=service.capacity,
@@ -73,8 +68,6 @@ def spec_of(service: Service, *, running: bool | None = None) -> ServiceSpec:
 def spec_from_fields(name: str, spec: dict, *, running: bool) -> ServiceSpec:
     """A spec not yet on a saved service (a YAML file's, a clone's), from `Service.snapshot()`
     shaped data."""
-    from services.models import Service
-
     kind = spec.get("kind", Service.Kind.WEB)
     return ServiceSpec(
         capacity=spec.get("capacity", Service.Capacity.ON_DEMAND),
@@ -91,8 +84,6 @@ def counted_services(space: Space):  # type: ignore[no-untyped-def]
     """The services that count against the space: every one (a stopped one still holds its
     disk) except those being deleted or in an environment going away (its namespace is being
     deleted, so what is in it no longer holds anything for the user)."""
-    from services.models import Service
-
     return Service.objects.filter(
         environment__project__space=space,
         environment__deleting_at__isnull=True,
@@ -102,8 +93,6 @@ def counted_services(space: Space):  # type: ignore[no-untyped-def]
 def usage_for_space(space: Space, *, exclude: Iterable[int] = ()) -> Usage:
     """What the space's services count (CPU and memory of running ones, every one's disk), in
     one aggregate query (a row per capacity)."""
-    from services.models import Service
-
     queryset = counted_services(space)
     excluded = [pk for pk in exclude if pk is not None]
     if excluded:

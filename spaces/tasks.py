@@ -6,6 +6,8 @@ import logging
 
 from celery import Task, shared_task
 
+from environments.actions import delete_environment
+from environments.models import Environment
 from spaces.models import Space
 
 logger = logging.getLogger(__name__)
@@ -20,9 +22,6 @@ def delete_space(self: Task, space_id: int) -> str:
     """Delete the space's row once its projects are gone (their environment deletions remove
     them with their namespaces). A space that still has members was not deleted by anyone:
     it is left alone, whatever a stray task says."""
-    from environments.actions import delete_environment
-    from environments.models import Environment
-
     space = Space.objects.filter(pk=space_id).first()
     if space is None:
         return "gone"

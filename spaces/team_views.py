@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from spaces import actions, invitations
 from spaces.access import get_space_for_owner, get_space_for_user, is_owner, live_projects, spaces_for_user
 from spaces.allocation import format_cpu, format_mib, meters
-from spaces.audit import filtered_entries
+from spaces.audit import csv_rows, filtered_entries
 from spaces.forms import InviteForm, RoleForm, SignupForm, SpaceDeleteForm, SpaceRenameForm
 from spaces.http import HtmxHttpRequest, wants_fragment
 from spaces.models import AuditEntry, Invitation, Membership, ResourceAllocation, Space
@@ -341,8 +341,6 @@ class _Echo:
 @login_required
 def audit_csv(request: HtmxHttpRequest, space_id: str) -> StreamingHttpResponse:
     """The same filtered entries as the page, all of them, streamed a chunk at a time."""
-    from spaces.audit import csv_rows
-
     space = get_space_for_owner(request.user, space_id)
     writer = csv.writer(_Echo())
     rows = (writer.writerow(row) for row in csv_rows(filtered_entries(space, _audit_params(request))))

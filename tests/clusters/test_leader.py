@@ -15,6 +15,7 @@ import pytest
 from clusters.client import KubeClient, client_for
 from clusters.leader import LEASE_API_VERSION, LeaderElector
 from clusters.models import Cluster
+from environments.tasks import reconcile_environment
 from tests.factories import make_project, make_space
 from tests.fixtures.celery_worker import BASE_DIR, database_url
 
@@ -28,7 +29,7 @@ def kube(kubeconfig_path, settings) -> KubeClient:
     return client_for(Cluster(name="local", connection="devcluster"))
 
 
-def make_elector(kube: KubeClient, namespace: str, identity: str) -> LeaderElector:
+def make_elector(kube: KubeClient | Callable[[], KubeClient], namespace: str, identity: str) -> LeaderElector:
     return LeaderElector(
         kube, name="ale-watcher", namespace=namespace, identity=identity,
         lease_seconds=LEASE_SECONDS, renew_deadline=1.2, retry_period=0.2,
@@ -151,8 +152,8 @@ def test_it_loses_a_write_race_on_resource_version(kube, namespace):
     stale = kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)
     # Someone renews between our read and our write: the compare-and-swap refuses ours.
     assert first.try_acquire_or_renew()
-    second = make_elector(kube, namespace, "watcher-b")
-    second._client = lambda: _StaleReads(kube, stale)  # type: ignore[method-assign]
+    # The elector takes a client factory: this one's reads return the old copy.
+    second = make_elector(lambda: _StaleReads(kube, stale), namespace, "watcher-b")  # type: ignore[arg-type, return-value]
     assert not second.try_acquire_or_renew()
     assert kube.get(LEASE_API_VERSION, "Lease", "ale-watcher", namespace)["spec"]["holderIdentity"] == "watcher-a"
 
@@ -211,8 +212,6 @@ class WatcherProcess:
 
 @pytest.fixture
 def watcher_env(transactional_db, kubeconfig_path, namespace, owner, monkeypatch) -> dict[str, str]:
-    from environments.tasks import reconcile_environment
-
     # The environment only needs to exist for the watcher; no worker is there to reconcile it.
     monkeypatch.setattr(reconcile_environment, "delay", lambda *args, **kwargs: None)
     make_project(make_space(owner=owner, name="leaders"), by=owner, name="leaders")

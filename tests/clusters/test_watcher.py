@@ -14,7 +14,7 @@ from django.core.management import call_command
 
 from clusters.client import client_for
 from clusters.models import Cluster
-from clusters.tasks import resync
+from services.resync import resync
 from clusters.watcher import ClusterWatcher, WatchManager
 from environments.manifests import render_environment
 from environments.models import ClusterEvent, Environment

@@ -11,7 +11,7 @@ import pytest
 
 from clusters.client import KubeClient, client_for
 from clusters.leader import LeaderElector
-from clusters.tasks import resync_cluster
+from services.resync import resync_cluster
 from clusters.watcher import ClusterWatcher
 from environments.actions import delete_environment, set_firewall
 from environments.tasks import delete_environment as delete_environment_task

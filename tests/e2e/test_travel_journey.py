@@ -35,6 +35,12 @@ spec:
       resources: {cpu: 0.1, memory: 64Mi}
 """
 
+# Three services of 3 vCPU: each within the per-service maximum, together over the space's 8.
+OVER_ALLOCATION = "apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n" + "".join(
+    f"    - {{name: big{i}, kind: web, image: 'nginx:1.27', port: 80, resources: {{cpu: 3, memory: 64Mi}}}}\n"
+    for i in range(3)
+)
+
 
 def drop(page: Page, selector: str, name: str, content: str) -> None:
     """Drag a file from the desktop and drop it on `selector`, as a person would."""
@@ -75,10 +81,21 @@ def test_it_carries_an_environment_by_yaml_fills_its_secrets_and_clones_it(page:
     expect(modal).to_be_visible()
     expect(modal.get_by_role("heading", name="Apply YAML to main")).to_be_visible()
     expect(modal.locator("[data-yaml-created] li")).to_have_count(2)
+    expect(modal.get_by_role("heading", name="To create")).to_be_visible()
     expect(modal).to_contain_text("Secrets to set in Settings → Secret Management after applying")
     expect(page.locator(".service-card")).to_have_count(0)
     modal.get_by_role("button", name="Apply").click()
     expect(page.get_by_text("YAML applied: 2 created, 0 changed, 0 unchanged.")).to_be_visible()
+    expect(page.locator(".service-card")).to_have_count(2)
+
+    # A file over the space's allocation: the preview says what Apply would refuse, and
+    # offers no Apply.
+    drop(page, ".env-page", "big.yaml", OVER_ALLOCATION)
+    expect(modal.get_by_role("heading", name="This file cannot be applied")).to_be_visible()
+    expect(modal).to_contain_text("On-demand vCPU: this needs")
+    expect(modal.get_by_role("button", name="Apply")).to_have_count(0)
+    modal.get_by_role("button", name="Close").click()
+    expect(page.locator("dialog#modal")).to_have_count(0)
     expect(page.locator(".service-card")).to_have_count(2)
 
     # A hostile file is refused with its line, and nothing changes.
@@ -147,6 +164,31 @@ def test_it_carries_an_environment_by_yaml_fills_its_secrets_and_clones_it(page:
     page.get_by_role("link", name="Settings").click()
     expect(page.locator("[data-missing-secrets]")).to_contain_text("These secrets are referenced but not set: API_TOKEN")
     page.get_by_role("link", name="Information").click()
+
+    # Start All refuses while the web service's secret is missing, and says where to set it.
+    web_card = page.locator(".service-card", has_text="web")
+    expect(web_card.locator("[data-card-missing-secrets]")).to_contain_text("no secret API_TOKEN")
     page.locator("[data-env-selector] summary").first.click()
     page.get_by_role("button", name=re.compile("Start All")).click()
+    expect(page.locator("#messages")).to_contain_text(
+        "Cannot start web: this environment has no secret API_TOKEN. Set it in Settings → Secret Management"
+    )
+    for card in cards.all():
+        expect(card.locator(".status")).to_have_text("Stopped")
+
+    # The message's link leads to Secret Management; the secret set there, Start All runs them.
+    page.locator("#messages [data-set-secrets]").click()
+    expect(page.get_by_role("heading", name="Secret Management")).to_be_visible()
+    secrets = page.locator("#secrets .variable-form")
+    secrets.get_by_label("Key").fill("API_TOKEN")
+    secrets.get_by_label("Value").fill("tok-qa")
+    secrets.get_by_role("button", name="Save variable").click()
+    expect(page.locator('tr[data-variable="API_TOKEN"]')).to_be_visible()
+    expect(page.locator("[data-missing-secrets]")).to_have_count(0)
+    page.get_by_role("link", name="Information").click()
+    expect(web_card.locator("[data-card-missing-secrets]")).to_have_count(0)
+    page.locator("[data-env-selector] summary").first.click()
+    page.get_by_role("button", name=re.compile("Start All")).click()
+    expect(page.locator("#messages")).to_contain_text("Starting 2 services.")
     expect(page.locator(".service-card", has_text="db").locator(".status")).to_have_text("Running", timeout=LIVE)
+    expect(web_card.locator(".status")).to_have_text("Running", timeout=LIVE)

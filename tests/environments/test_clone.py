@@ -8,7 +8,7 @@ from django.urls import reverse
 from environments import actions
 from environments.models import Environment, EnvironmentVariable
 from services import actions as service_actions
-from services.models import Service
+from services.models import Revision, Service
 from tests.environments.travel import enqueued, make_shop
 from tests.factories import local_cluster, make_project
 
@@ -81,18 +81,88 @@ def test_it_lists_the_missing_secrets_on_settings_until_they_are_set(owner_clien
     assert "referenced but not set" not in owner_client.get(url).content.decode()
 
 
-def test_it_starts_all_cloned_services(owner_client, main_env, owner, htmx_headers):
+def test_it_starts_all_cloned_services_once_their_secrets_are_set(owner_client, main_env, owner, htmx_headers):
     make_shop(main_env, owner)
     clone(owner_client, main_env)
     qa = Environment.objects.get(name="qa")
+    actions.set_variables(acting_user=owner, environment=qa, values={"DATABASE_URL": "a", "DB_PASSWORD": "b"}, is_secret=True)
     response = owner_client.post(reverse("services:start-all", args=[qa.public_id]), headers=htmx_headers)
     assert response.status_code == 200
     assert set(qa.services.values_list("desired_state", "status")) == {("running", "deploying")}
+    assert "Starting 3 services." in response.content.decode()
+
+
+def test_it_refuses_start_all_while_a_secret_is_missing_naming_it_and_where_to_set_it(owner_client, main_env, owner, htmx_headers):
+    make_shop(main_env, owner)
+    clone(owner_client, main_env)
+    qa = Environment.objects.get(name="qa")
+    actions.set_variables(acting_user=owner, environment=qa, values={"DATABASE_URL": "a"}, is_secret=True)
+    response = owner_client.post(reverse("services:start-all", args=[qa.public_id]), headers=htmx_headers)
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert (
+        "Cannot start db: this environment has no secret DB_PASSWORD. Set it in Settings → Secret Management, then start again."
+        in body
+    )
+    settings_url = reverse("environments:settings", args=[qa.public_id]) + "#secrets"
+    assert f'<a href="{settings_url}" data-set-secrets>Set secrets</a>' in body
+    # All or nothing, as for the allocation: the web service, whose secret is set, stays stopped too.
+    assert set(qa.services.values_list("desired_state", "status")) == {("stopped", "stopped")}
+    # The db card, swapped in out of band, says the same and links to Secret Management.
+    db = qa.services.get(name="db")
+    card = body[body.index(f'id="service-{db.public_id}"') :]
+    card = card[: card.index("</article>")]
+    assert "Cannot start: this environment has no secret <code>DB_PASSWORD</code>. Set it in" in card
+    assert f'<a href="{settings_url}">Secret Management</a>' in card
+    web = qa.services.get(name="web")
+    web_card = body[body.index(f'id="service-{web.public_id}"') :]
+    assert "Cannot start" not in web_card[: web_card.index("</article>")]
+
+
+def test_it_refuses_start_all_from_a_plain_form_with_the_message_on_the_page(owner_client, main_env, owner):
+    make_shop(main_env, owner)
+    clone(owner_client, main_env)
+    qa = Environment.objects.get(name="qa")
+    response = owner_client.post(reverse("services:start-all", args=[qa.public_id]), follow=True)
+    body = response.content.decode()
+    assert "Cannot start db, web: this environment has no secrets DATABASE_URL, DB_PASSWORD. Set them in" in body
+    assert not qa.services.filter(desired_state="running").exists()
+
+
+def test_it_refuses_start_on_a_card_while_its_secret_is_missing(owner_client, member_client, main_env, owner, htmx_headers):
+    make_shop(main_env, owner)
+    clone(owner_client, main_env)
+    qa = Environment.objects.get(name="qa")
+    db = qa.services.get(name="db")
+    url = reverse("services:start", args=[db.public_id])
+    body = member_client.post(url, headers=htmx_headers).content.decode()
+    assert "Cannot start db: this environment has no secret DB_PASSWORD." in body
+    assert "Cannot start: this environment has no secret <code>DB_PASSWORD</code>." in body
+    db.refresh_from_db()
+    assert (db.desired_state, db.status) == ("stopped", "stopped")
+    # A service that reads no secret starts.
+    worker = qa.services.get(name="worker")
+    member_client.post(reverse("services:start", args=[worker.public_id]), headers=htmx_headers)
+    worker.refresh_from_db()
+    assert worker.desired_state == "running"
+    # Once set, the same button starts it.
+    actions.set_variables(acting_user=owner, environment=qa, values={"DB_PASSWORD": "b"}, is_secret=True)
+    body = member_client.post(url, headers=htmx_headers).content.decode()
+    assert "Cannot start" not in body
+    db.refresh_from_db()
+    assert db.desired_state == "running"
+
+
+def test_it_shows_on_the_stopped_cards_which_secrets_they_lack(owner_client, main_env, owner):
+    make_shop(main_env, owner)
+    clone(owner_client, main_env)
+    qa = Environment.objects.get(name="qa")
+    body = owner_client.get(reverse("environments:detail", args=[qa.public_id])).content.decode()
+    assert body.count("data-card-missing-secrets") == 2
+    assert "Cannot start: this environment has no secret <code>DATABASE_URL</code>." in body
 
 
 def test_it_clones_in_a_few_queries_whatever_the_number_of_services(main_env, owner, django_assert_max_num_queries, django_capture_on_commit_callbacks):
-    from services.models import Revision
-
     services = [Service(environment=main_env, name=f"s{i:03}", image="nginx:1.27", port=80) for i in range(100)]
     Service.objects.bulk_create(services)
     with django_capture_on_commit_callbacks(execute=False), django_assert_max_num_queries(25):

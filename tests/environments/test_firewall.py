@@ -12,6 +12,7 @@ from environments import actions
 from environments.manifests import EXTERNAL_POLICY, external_service_name, render_environment, render_external_access
 from environments.tasks import reconcile_environment
 from services.models import Service
+from spaces.actions import create_project
 from tests.environments.travel import enqueued, make_service
 from tests.fixtures.clusters import kube_cluster  # noqa: F401
 from tests.fixtures.devcluster import kubeconfig_path  # noqa: F401
@@ -127,8 +128,6 @@ def test_it_enqueues_the_environment_reconcile_for_a_new_tcp_service_when_open(m
 
 
 def test_it_applies_external_services_records_node_ports_and_removes_them(kube_cluster, space, owner, member_client):
-    from spaces.actions import create_project
-
     Cluster.objects.filter(pk=kube_cluster.pk).update(external_host="203.0.113.10")
     environment = create_project(acting_user=owner, space=space, name="fw", display_name="", cluster=kube_cluster).environments.get()
     db = make_service(environment, owner, name="db", kind="tcp", image="postgres:16", port="5432")

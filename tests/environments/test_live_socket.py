@@ -14,7 +14,7 @@ from django.test import Client
 
 from ale_site.asgi import application
 from clusters.state import DEPLOYMENTS, EVENTS, NAMESPACES, PODS, ClusterState
-from clusters.sync import write_changes
+from services.observed import write_changes
 from environments.consumers import CLOSE_ENVIRONMENT_GONE
 from services import live
 from services.models import Service

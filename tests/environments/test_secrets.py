@@ -18,7 +18,9 @@ from environments.manifests import ENV_SECRET, render_env_secret
 from environments.models import EnvironmentVariable
 from environments.secrets import SecretDecryptionError, decrypt
 from environments.tasks import reconcile_environment
+from services.actions import stop_service
 from services.manifests import render_deployment
+from spaces.actions import create_project
 from tests.environments.travel import enqueued, make_service
 from tests.fixtures.clusters import kube_cluster  # noqa: F401
 from tests.fixtures.devcluster import kubeconfig_path  # noqa: F401
@@ -132,7 +134,6 @@ def test_it_adds_and_replaces_a_secret_and_offers_a_restart(owner_client, main_e
 def test_it_restarts_the_running_services(owner_client, main_env, owner, htmx_headers):
     running = make_service(main_env, owner, name="api")
     stopped = make_service(main_env, owner, name="batch")
-    from services.actions import stop_service
 
     stop_service(owner, stopped)
     response = owner_client.post(reverse("environments:variables-restart", args=[main_env.public_id]), headers=htmx_headers)
@@ -200,8 +201,6 @@ def test_it_gives_every_service_the_env_secret_through_env_from(main_env, owner)
 
 
 def test_it_applies_the_env_secret_to_the_cluster_and_drops_deleted_keys(kube_cluster, space, owner):
-    from spaces.actions import create_project
-
     environment = create_project(acting_user=owner, space=space, name="vault", display_name="", cluster=kube_cluster).environments.get()
     set_secret(environment, owner)
     set_secret(environment, owner, "MODE", "prod", is_secret=False)

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from environments.models import Environment
-from environments.views import CARDS_PER_PAGE
+from environments.tabs import CARDS_PER_PAGE
 from services.models import Service
 
 pytestmark = pytest.mark.django_db

@@ -6,9 +6,10 @@ from __future__ import annotations
 import base64
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from clusters.client import client_for
-from environments import actions, migration
+from environments import actions, yaml_document
 from services.actions import start_all
 from spaces.actions import create_project
 from tests.fixtures.celery_worker import celery_queue, celery_worker, start_celery_worker  # noqa: F401
@@ -43,7 +44,7 @@ def test_it_carries_a_yaml_file_and_a_clone_to_the_cluster(celery_worker, kube_c
     env = create_project(acting_user=owner, space=space, name="trip", display_name="", cluster=kube_cluster).environments.get()
     actions.set_variables(acting_user=owner, environment=env, values={"DB_PASSWORD": "pw-in-the-cluster"}, is_secret=True)
 
-    result = migration.import_file(owner, env, FILE)
+    result = yaml_document.import_file(owner, env, FILE)
     assert result.created == ["db", "web"]
     wait_for(lambda: replicas(kube, env.namespace, "web") == 1 and replicas(kube, env.namespace, "db") == 1, what="both deployments")
     secret = wait_for(lambda: kube.get("v1", "Secret", "ale-env", env.namespace), what="the ale-env secret")
@@ -55,8 +56,12 @@ def test_it_carries_a_yaml_file_and_a_clone_to_the_cluster(celery_worker, kube_c
     cloned_secret = wait_for(lambda: kube.get("v1", "Secret", "ale-env", clone.namespace), what="the clone's (empty) secret")
     assert not cloned_secret.get("data")
 
+    # Start All waits for the secret the database reads.
+    with pytest.raises(ValidationError, match="Cannot start db: this environment has no secret DB_PASSWORD"):
+        start_all(owner, clone)
+    actions.set_variables(acting_user=owner, environment=clone, values={"DB_PASSWORD": "pw-of-qa"}, is_secret=True)
     assert start_all(owner, clone) == 2
     wait_for(lambda: replicas(kube, clone.namespace, "web") == 1 and replicas(kube, clone.namespace, "db") == 1, what="started clones")
     log = celery_worker.log()
     assert "Traceback" not in log
-    assert "pw-in-the-cluster" not in log
+    assert "pw-in-the-cluster" not in log and "pw-of-qa" not in log

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 
-from environments.migration import MAX_BYTES, DocumentError, parse_document
+from environments.yaml_document import MAX_BYTES, DocumentError, parse_document
 from services.models import Service
 
 pytestmark = pytest.mark.django_db

@@ -11,9 +11,15 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from environments import migration
+from clusters.models import Cluster
+from environments import yaml_document
+from environments.actions import create_environment
 from environments.models import EnvironmentVariable
-from services.models import Revision, Service
+from services import actions as service_actions
+from services.actions import delete_service, deploy_service
+from services.forms import ServiceForm, spec_of
+from services.models import SPEC_FIELDS, Revision, Service
+from spaces.models import ResourceAllocation
 from tests.environments.travel import enqueued, make_service, make_shop
 from tests.fixtures.celery_worker import celery_queue  # noqa: F401
 from tests.factories import make_environment
@@ -41,7 +47,7 @@ def staging(project, owner):
 def test_it_exports_a_readable_versioned_document_without_secret_values(main_env, owner):
     make_shop(main_env, owner)
     EnvironmentVariable.objects.create(environment=main_env, key="API_TOKEN", value_encrypted="x", is_secret=True)
-    document = yaml.safe_load(migration.export_yaml(main_env))
+    document = yaml.safe_load(yaml_document.export_yaml(main_env))
     assert (document["apiVersion"], document["kind"]) == ("ale/v1", "Environment")
     assert document["metadata"]["name"] == "main"
     assert document["metadata"]["project"] == "shop"
@@ -73,17 +79,16 @@ def test_it_exports_a_readable_versioned_document_without_secret_values(main_env
 
 
 def test_it_round_trips_export_import_export_byte_for_byte(main_env, project, owner, django_capture_on_commit_callbacks):
-    from environments.actions import create_environment
     from tests.factories import make_cluster
 
     make_shop(main_env, owner)
-    first = migration.export_yaml(main_env)
+    first = yaml_document.export_yaml(main_env)
     # An empty environment on another cluster, where the custom domain is free.
     with django_capture_on_commit_callbacks(execute=False):
         staging = create_environment(acting_user=owner, project=project, name="staging", cluster=make_cluster())
-        result = migration.import_file(owner, staging, first.encode())
+        result = yaml_document.import_file(owner, staging, first.encode())
     assert (result.created, result.changed) == (["db", "web", "worker"], [])
-    assert spec_part(migration.export_yaml(staging)) == spec_part(first)
+    assert spec_part(yaml_document.export_yaml(staging)) == spec_part(first)
     for name in ("db", "web", "worker"):
         assert Service.objects.get(environment=staging, name=name).snapshot() == Service.objects.get(
             environment=main_env, name=name
@@ -118,8 +123,8 @@ spec:
       state: stopped
       env: [{name: TOKEN, secret: API_TOKEN}]
 """
-    document = migration.parse_document(text.encode(), staging)
-    plan = migration.plan(staging, document)
+    document = yaml_document.parse_document(text.encode(), staging)
+    plan = yaml_document.plan(staging, document)
     assert [p.name for p in plan.created] == ["new-one"]
     assert [p.name for p in plan.unchanged] == ["cache"]
     [api] = plan.changed
@@ -184,7 +189,7 @@ def test_it_binds_the_token_to_the_environment_and_the_user(owner_client, member
 def _shop_file(main_env, owner) -> bytes:
     make_shop(main_env, owner)
     main_env.services.filter(name="web").update(custom_domains=[])
-    return migration.export_yaml(main_env).encode()
+    return yaml_document.export_yaml(main_env).encode()
 
 
 def test_it_applies_all_or_nothing(main_env, staging, owner, monkeypatch):
@@ -198,7 +203,7 @@ def test_it_applies_all_or_nothing(main_env, staging, owner, monkeypatch):
     # A failure after the services are written, while their revisions are being written.
     monkeypatch.setattr(Revision.objects, "bulk_create", fail)
     with pytest.raises(RuntimeError):
-        migration.import_file(owner, staging, data)
+        yaml_document.import_file(owner, staging, data)
     assert list(Service.objects.filter(environment=staging).values_list("name", flat=True)) == ["db"]
     db = Service.objects.get(environment=staging, name="db")
     assert db.snapshot() == before
@@ -208,12 +213,12 @@ def test_it_applies_all_or_nothing(main_env, staging, owner, monkeypatch):
 def test_it_changes_nothing_when_the_same_file_is_applied_twice(main_env, staging, owner, django_capture_on_commit_callbacks):
     data = _shop_file(main_env, owner)
     with django_capture_on_commit_callbacks(execute=False):
-        first = migration.import_file(owner, staging, data)
+        first = yaml_document.import_file(owner, staging, data)
     assert first.change_count == 3
     generations = dict(Service.objects.filter(environment=staging).values_list("name", "generation"))
     revisions = Revision.objects.filter(service__environment=staging).count()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        second = migration.import_file(owner, staging, data)
+        second = yaml_document.import_file(owner, staging, data)
     assert (second.change_count, second.unchanged) == (0, ["db", "web", "worker"])
     assert dict(Service.objects.filter(environment=staging).values_list("name", "generation")) == generations
     assert Revision.objects.filter(service__environment=staging).count() == revisions
@@ -224,7 +229,7 @@ def test_it_changes_a_service_with_a_new_revision(staging, owner, django_capture
     service = make_service(staging, owner, name="api", image="nginx:1.26", port="80")
     text = "apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n    - {name: api, kind: web, image: 'nginx:1.27', port: 80, state: stopped}\n"
     with django_capture_on_commit_callbacks(execute=False):
-        result = migration.import_file(owner, staging, text.encode())
+        result = yaml_document.import_file(owner, staging, text.encode())
     assert result.changed == ["api"]
     service.refresh_from_db()
     assert (service.image, service.desired_state, service.status, service.generation) == ("nginx:1.27", "stopped", "stopping", 2)
@@ -235,23 +240,19 @@ def test_it_applies_200_services_in_a_bounded_number_of_queries(staging, owner, 
     services = "".join(f"    - {{name: s{i:03}, kind: web, image: 'nginx:1.27', port: 80}}\n" for i in range(200))
     data = f"apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n{services}".encode()
     # 200 running services are far beyond the default profile: operations would allocate more.
-    from spaces.models import ResourceAllocation
-
     ResourceAllocation.objects.create(
         space=staging.project.space, on_demand_cpu_millicores=100_000, on_demand_memory_mib=100_000, max_running_services=200
     )
     with django_capture_on_commit_callbacks(execute=False), django_assert_max_num_queries(30):
-        result = migration.import_file(owner, staging, data)
+        result = yaml_document.import_file(owner, staging, data)
     assert len(result.created) == 200
 
 
 def test_it_refuses_a_name_held_by_a_service_being_deleted(staging, owner):
-    from services.actions import delete_service
-
     delete_service(owner, make_service(staging, owner, name="api"))
     text = "apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n    - {name: api, kind: web, image: 'nginx:1.27', port: 80}\n"
     with pytest.raises(ValidationError, match="api is being deleted"):
-        migration.import_file(owner, staging, text.encode())
+        yaml_document.import_file(owner, staging, text.encode())
 
 
 def database_file(disk: str, replicas: int = 1) -> bytes:
@@ -263,16 +264,16 @@ def database_file(disk: str, replicas: int = 1) -> bytes:
 
 
 def test_it_refuses_replicas_with_a_disk_from_a_file(staging, owner):
-    with pytest.raises(migration.DocumentError, match=r"spec.services\[0\].resources.replicas.*runs one replica"):
-        migration.import_file(owner, staging, database_file("1Gi", replicas=2))
+    with pytest.raises(yaml_document.DocumentError, match=r"spec.services\[0\].resources.replicas.*runs one replica"):
+        yaml_document.import_file(owner, staging, database_file("1Gi", replicas=2))
     assert not Service.objects.filter(environment=staging).exists()
 
 
 @pytest.mark.parametrize("disk, says", [("1Gi", "never shrink"), ("", "cannot be removed")])
 def test_it_refuses_a_file_that_shrinks_or_drops_a_disk(staging, owner, disk, says):
     service = make_service(staging, owner, name="db", kind="tcp", image="postgres:16", port="5432", disk="2Gi")
-    with pytest.raises(migration.DocumentError, match=rf"spec.services\[0\].resources.disk.*2 GiB.*{says}") as raised:
-        migration.import_file(owner, staging, database_file(disk))
+    with pytest.raises(yaml_document.DocumentError, match=rf"spec.services\[0\].resources.disk.*2 GiB.*{says}") as raised:
+        yaml_document.import_file(owner, staging, database_file(disk))
     assert "Deleting the service deletes its disk" in str(raised.value)
     service.refresh_from_db()
     assert (service.disk_mib, service.generation) == (2048, 1)
@@ -281,40 +282,37 @@ def test_it_refuses_a_file_that_shrinks_or_drops_a_disk(staging, owner, disk, sa
 def test_it_grows_a_disk_from_a_file(staging, owner, django_capture_on_commit_callbacks):
     service = make_service(staging, owner, name="db", kind="tcp", image="postgres:16", port="5432", disk="2Gi")
     with django_capture_on_commit_callbacks(execute=False):
-        result = migration.import_file(owner, staging, database_file("4Gi"))
+        result = yaml_document.import_file(owner, staging, database_file("4Gi"))
     assert result.changed == ["db"]
     service.refresh_from_db()
     assert service.disk_mib == 4096
 
 
 def test_it_refuses_at_apply_a_shrink_the_preview_did_not_see(staging, owner, django_capture_on_commit_callbacks):
-    from services.actions import deploy_service
-    from services.forms import ServiceForm, spec_of
-
     service = make_service(staging, owner, name="db", kind="tcp", image="postgres:16", port="5432", disk="2Gi")
-    document = migration.parse_document(database_file("3Gi"), staging)
+    document = yaml_document.parse_document(database_file("3Gi"), staging)
     form = ServiceForm({**spec_of(service), "disk": "5Gi"}, environment=staging, service=service)
     assert form.is_valid(), form.errors
     deploy_service(owner, staging, form.cleaned_data, service)
     with pytest.raises(ValidationError, match="db: .*5 GiB"):
-        migration.apply_document(owner, staging, document)
+        yaml_document.apply_document(owner, staging, document)
     service.refresh_from_db()
     assert service.disk_mib == 5120
 
 
 def test_it_refuses_a_domain_another_environment_uses(main_env, staging, owner):
     make_shop(main_env, owner)
-    with pytest.raises(migration.DocumentError, match=r"spec.services\[1\].customDomains \(line \d+\): shop.example.com is already used"):
-        migration.parse_document(migration.export_yaml(main_env).encode(), staging)
+    with pytest.raises(yaml_document.DocumentError, match=r"spec.services\[1\].customDomains \(line \d+\): shop.example.com is already used"):
+        yaml_document.parse_document(yaml_document.export_yaml(main_env).encode(), staging)
 
 
 def test_it_needs_a_confirmation_to_open_the_firewall_from_a_file(staging, owner):
     text = "apiVersion: ale/v1\nkind: Environment\nspec:\n  services: []\n  firewall: {allowExternalTcp: true, allowCidrs: ['10.1.2.3/8']}\n"
     with pytest.raises(ValidationError, match="opens the environment to all IP addresses"):
-        migration.import_file(owner, staging, text.encode())
+        yaml_document.import_file(owner, staging, text.encode())
     staging.refresh_from_db()
     assert staging.allow_external_tcp is False
-    migration.import_file(owner, staging, text.encode(), confirm_firewall=True)
+    yaml_document.import_file(owner, staging, text.encode(), confirm_firewall=True)
     staging.refresh_from_db()
     assert (staging.allow_external_tcp, staging.external_allow_cidrs) == (True, ["10.0.0.0/8"])
 
@@ -373,8 +371,6 @@ def test_it_serialises_applies_with_the_service_verbs(main_env, owner, celery_qu
 
     from django.db import connection
 
-    from services import actions as service_actions
-
     service = make_service(main_env, owner, name="api", image="nginx:1.26", port="80")
     images = [f"nginx:1.{minor}" for minor in range(27, 32)]
     errors: list[BaseException] = []
@@ -383,7 +379,7 @@ def test_it_serialises_applies_with_the_service_verbs(main_env, owner, celery_qu
         try:
             for image in images:
                 text = f"apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n    - {{name: api, kind: web, image: '{image}', port: 80}}\n"
-                migration.import_file(owner, main_env, text.encode())
+                yaml_document.import_file(owner, main_env, text.encode())
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
@@ -413,8 +409,6 @@ def test_it_serialises_applies_with_the_service_verbs(main_env, owner, celery_qu
 
 
 def test_it_carries_a_git_service_with_its_build_settings_and_keeps_its_built_image(main_env, staging, owner, django_capture_on_commit_callbacks):
-    from clusters.models import Cluster
-
     Cluster.objects.filter(pk=main_env.cluster_id).update(registry="registry.local:5000/ale")
     main_env.cluster.refresh_from_db()
     staging.cluster.refresh_from_db()
@@ -425,7 +419,7 @@ def test_it_carries_a_git_service_with_its_build_settings_and_keeps_its_built_im
     )
     # What a finished build leaves on the service.
     Service.objects.filter(pk=service.pk).update(image="registry.local:5000/ale/app:b1")
-    text = migration.export_yaml(main_env)
+    text = yaml_document.export_yaml(main_env)
     document = yaml.safe_load(text)
     assert document["spec"]["services"][0]["repository"] == {
         "url": "https://github.com/acme/shop.git", "branch": "main", "path": "services/app",
@@ -435,19 +429,17 @@ def test_it_carries_a_git_service_with_its_build_settings_and_keeps_its_built_im
     assert document["spec"]["secrets"] == ["GIT_TOKEN"]
 
     with django_capture_on_commit_callbacks(execute=False):
-        assert migration.import_file(owner, staging, text.encode()).created == ["app"]
-        assert spec_part(migration.export_yaml(staging)) == spec_part(text)
+        assert yaml_document.import_file(owner, staging, text.encode()).created == ["app"]
+        assert spec_part(yaml_document.export_yaml(staging)) == spec_part(text)
         # Applied again where it came from: nothing changes, and the built image stays.
-        again = migration.import_file(owner, main_env, text.encode())
+        again = yaml_document.import_file(owner, main_env, text.encode())
     assert again.unchanged == ["app"]
     service.refresh_from_db()
     assert service.image == "registry.local:5000/ale/app:b1"
-    assert migration.plan(staging, migration.parse_document(text.encode(), staging)).missing_secrets == ["GIT_TOKEN"]
+    assert yaml_document.plan(staging, yaml_document.parse_document(text.encode(), staging)).missing_secrets == ["GIT_TOKEN"]
 
 
 def test_it_knows_every_spec_field():
-    from services.models import SPEC_FIELDS
-
     # A field added to the spec must be written by `service_document` and read back by
     # `_service_form_data`, or a YAML round trip silently drops it: extend both, then this list.
     carried = {

@@ -16,13 +16,16 @@ from django.urls import reverse
 
 from clusters.client import client_for
 from clusters.watcher import ClusterWatcher
-from services import actions
-from services.builds import commit_from_log, last_lines
-from services.forms import ServiceForm
 from environments.actions import set_variables
 from environments.manifests import render_environment
+from services import actions
+from services.access import get_service_for_user
+from services.builds import commit_from_log, image_for, job_name_for, last_lines
+from services.forms import ServiceForm
 from services.manifests import git_context, render_build_job
 from services.models import Build, Service
+from services.resync import resync_cluster
+from services.tasks import prune_builds
 from spaces.actions import create_project
 from tests.services.stream_helpers import delete_namespace, receive_json, socket, wait_for
 
@@ -176,8 +179,6 @@ def test_a_git_deploy_builds_first_and_a_newer_deploy_cancels_the_build(main_env
 @pytest.mark.django_db
 def test_the_card_shows_building_with_its_elapsed_time(main_env, owner):
     from django.template.loader import render_to_string
-
-    from services.access import get_service_for_user
 
     service = deploy_git(main_env, owner, repository_path="web")
     html = render_to_string("services/_card.html", {"service": get_service_for_user(owner, service.public_id)})
@@ -340,8 +341,6 @@ def test_the_resync_repairs_a_lost_build_task_and_a_vanished_job(celery_worker, 
 
     from django.utils import timezone
 
-    from clusters.tasks import resync_cluster
-    from services.builds import image_for, job_name_for
 
     long_ago = timezone.now() - timedelta(hours=1)
     service = Service.objects.create(
@@ -373,9 +372,6 @@ def test_the_resync_repairs_a_lost_build_task_and_a_vanished_job(celery_worker, 
 
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_it_keeps_the_last_ten_builds_and_deletes_the_jobs_of_older_ones(build_env, owner):
-    from services.builds import image_for, job_name_for
-    from services.tasks import _prune_builds
-
     kube = client_for(build_env.cluster)
     service = Service.objects.create(
         environment=build_env, name="many", source="git", repository_url=REPO, branch="main", port=8000,
@@ -390,7 +386,7 @@ def test_it_keeps_the_last_ten_builds_and_deletes_the_jobs_of_older_ones(build_e
     oldest, kept = rows[0], rows[2]
     kube.apply([render_build_job(oldest), render_build_job(kept)])
 
-    _prune_builds(kube, Service.objects.select_related("environment").get(pk=service.pk))
+    prune_builds(kube, Service.objects.select_related("environment").get(pk=service.pk))
 
     assert list(service.builds.order_by("number").values_list("number", flat=True)) == list(range(3, 13))
     assert kube.get("batch/v1", "Job", oldest.job_name, build_env.namespace) is None

@@ -17,7 +17,7 @@ from environments.manifests import render_environment
 from services.consumers import LogConsumer
 from services.manifests import render_service
 from services.models import Service
-from services.streams import short_pod_name, split_stamp
+from services.streams import LineSplitter, short_pod_name, split_stamp
 from spaces.actions import create_project
 from tests.services.stream_helpers import (
     connections_to,
@@ -434,8 +434,6 @@ async def test_a_failing_background_task_closes_the_socket(env, member, monkeypa
     ],
 )
 def test_the_encoded_lines_of_a_block_are_the_json_of_its_sanitised_lines(block):
-    from services.streams import LineSplitter
-
     splitter = LineSplitter()
     payload, count, stamp = splitter.encode(block)
     lines = splitter.lines(block)

@@ -10,7 +10,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from clusters.client import client_for
-from clusters.tasks import resync_cluster
+from services.resync import resync_cluster
 from environments.models import Environment
 from services.models import Service
 from spaces.actions import create_project

@@ -15,7 +15,8 @@ from environments.tasks import reconcile_environment
 from services import actions
 from services.forms import ServiceForm
 from services.models import Service
-from services.tasks import MAX_RETRIES, RETRY_MAX_SECONDS, _mark_failed, reconcile_service, retry_delay
+from services.lifecycle import mark_failed
+from services.tasks import MAX_RETRIES, RETRY_MAX_SECONDS, reconcile_service, retry_delay
 from spaces.actions import create_project
 from tests.waiting import wait_for
 
@@ -411,7 +412,7 @@ def test_it_leaves_a_newer_deploy_alone_when_an_older_one_fails(env, owner):
     stale = Service.objects.get(pk=service.pk)
     deploy(env, owner, service, image="nginx:1.28")
     # A task that read the older row fails: the newer generation's "deploying" stays.
-    _mark_failed(stale, "refused")
+    assert not mark_failed(stale, stale.generation, "refused")
     service.refresh_from_db()
     assert service.status == Service.Status.DEPLOYING
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from clusters.client import client_for
-from clusters.tasks import resync_cluster
+from services.resync import resync_cluster
 from environments.actions import delete_environment
 from environments.models import Environment
 from services import actions

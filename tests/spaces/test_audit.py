@@ -11,7 +11,7 @@ import pytest
 from django.urls import reverse
 
 from environments import actions as env_actions
-from environments import migration
+from environments import yaml_document
 from services import actions
 from services.models import TerminalSession
 from spaces import actions as space_actions
@@ -85,7 +85,7 @@ def test_it_records_firewall_yaml_clone_and_environment_changes(space, project, 
     deploy(main_env, owner)
     env_actions.set_firewall(acting_user=owner, environment=main_env, allow=True, cidrs=["10.0.0.0/8"], confirmed=True)
     text = "apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n    - {name: web, kind: web, image: 'nginx:1.27', port: 80}\n"
-    migration.import_file(owner, main_env, text.encode())
+    yaml_document.import_file(owner, main_env, text.encode())
     clone = env_actions.clone_environment(acting_user=owner, source=main_env, name="copy", cluster=local_cluster())
     env_actions.delete_environment(acting_user=owner, environment=clone)
     recorded = actions_of(space)

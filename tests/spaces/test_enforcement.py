@@ -10,12 +10,16 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from environments import migration
-from environments.actions import clone_environment
+from clusters.client import ClusterError, client_for
+from clusters.models import Cluster
+from environments import yaml_document
+from environments.actions import clone_environment, create_environment, delete_environment
 from environments.manifests import render_resource_quota
+from environments.tasks import reconcile_environment
 from services import actions
+from services.manifests import render_claim, render_deployment
 from services.models import Revision, Service
-from spaces.models import ResourceAllocation
+from spaces.models import ResourceAllocation, ResourceProfile
 from spaces.resources import AllocationExceeded, limits_for_space, usage_for_space
 from tests.factories import local_cluster, make_environment, make_project
 from tests.spaces.helpers import allocate, deploy, form_data
@@ -116,7 +120,7 @@ def test_it_counts_the_disks_of_stopped_services_from_a_file(space, main_env, ow
         + "".join(f"    - {{name: db{i}, kind: tcp, image: 'postgres:16', port: 5432, state: stopped, resources: {{disk: 768Mi}}}}\n" for i in range(2))
     )
     with pytest.raises(AllocationExceeded, match="On-demand disk: this needs 1.5 GiB, 1 GiB of 1 GiB is left"):
-        migration.import_file(owner, main_env, text.encode())
+        yaml_document.import_file(owner, main_env, text.encode())
     assert not Service.objects.exists()
 
 
@@ -145,8 +149,6 @@ def test_it_counts_every_environment_of_the_space_and_no_other_space(space, proj
 
 
 def test_it_frees_what_a_deleted_environment_held(space, project, main_env, owner):
-    from environments.actions import delete_environment
-
     allocate(space, max_running_services=1)
     staging = make_environment(project, by=owner, name="staging")
     deploy(staging, owner, name="one", cpu="0.1", memory="64Mi")
@@ -184,7 +186,7 @@ def test_it_refuses_a_yaml_file_over_the_allocation_and_applies_nothing(space, m
         + "".join(f"    - {{name: s{i}, kind: web, image: 'nginx:1.27', port: 80, resources: {{cpu: 0.4, memory: 256Mi}}}}\n" for i in range(3))
     )
     with pytest.raises(AllocationExceeded, match="On-demand vCPU: this needs 1.2 vCPU, 1.0 vCPU of 1.0 vCPU is left"):
-        migration.import_file(owner, main_env, text.encode())
+        yaml_document.import_file(owner, main_env, text.encode())
     assert not Service.objects.exists()
 
 
@@ -314,8 +316,6 @@ def test_it_renders_the_quota_with_the_spaces_totals(space, main_env):
 
 
 def test_it_declares_a_tcp_services_disk_as_the_claim_storage_the_quota_counts(space, main_env, owner):
-    from services.manifests import render_claim, render_deployment
-
     db = deploy(main_env, owner, name="db", kind="tcp", port=5432, disk="1Gi")
     assert render_claim(db)["spec"]["resources"]["requests"] == {"storage": "1024Mi"}
     container = render_deployment(db)["spec"]["template"]["spec"]["containers"][0]
@@ -351,11 +351,7 @@ def test_it_sums_usage_in_one_query(space, project, main_env, owner, django_asse
 def reconciled_environment(space, project, owner, devcluster, name: str):
     """An environment of the allocated space on a devcluster of its own, reconciled (so it
     carries `ale-quota`), and a client for that cluster."""
-    from clusters.client import client_for
-    from clusters.models import Cluster
     from devcluster import kubeconfig_text
-    from environments.actions import create_environment
-    from environments.tasks import reconcile_environment
 
     cluster = Cluster.objects.create(
         name=name, display_name=name, connection=Cluster.Connection.KUBECONFIG,
@@ -370,8 +366,6 @@ def reconciled_environment(space, project, owner, devcluster, name: str):
 def test_the_devcluster_refuses_a_pod_beyond_the_quota_the_environment_carries(space, project, owner, devcluster):
     """The environment's reconcile applies `ale-quota`; the cluster then holds the same line
     for whatever goes around ale."""
-    from clusters.client import ClusterError
-
     environment, kube = reconciled_environment(space, project, owner, devcluster, "quota")
     quota = kube.get("v1", "ResourceQuota", "ale-quota", environment.namespace)
     assert quota["spec"]["hard"]["limits.memory"] == "2048Mi"
@@ -391,8 +385,6 @@ def test_the_devcluster_refuses_a_pod_beyond_the_quota_the_environment_carries(s
 
 
 def test_the_devcluster_refuses_a_claim_beyond_the_storage_the_environment_carries(space, project, owner, devcluster):
-    from clusters.client import ClusterError
-
     environment, kube = reconciled_environment(space, project, owner, devcluster, "storage")
     assert kube.get("v1", "ResourceQuota", "ale-quota", environment.namespace)["spec"]["hard"]["requests.storage"] == "4096Mi"
 
@@ -432,8 +424,6 @@ def test_the_admin_lists_and_opens_the_models(admin_client, space, model):
 
 
 def test_saving_an_allocation_in_the_admin_reapplies_the_quotas(admin_client, space, project, main_env, owner, django_capture_on_commit_callbacks):
-    from spaces.models import ResourceProfile
-
     staging = make_environment(project, by=owner, name="staging")
     developer = ResourceProfile.objects.get(name="developer")
     data = {"space": space.pk, "profile": developer.pk, "max_running_services": "3"}

@@ -10,6 +10,7 @@ from django.urls import reverse
 from environments.models import Environment
 from spaces import actions
 from spaces.models import Membership, Space
+from spaces.tasks import delete_space
 from tests.factories import make_environment, make_user
 
 pytestmark = pytest.mark.django_db
@@ -86,8 +87,6 @@ class TestDelete:
         assert owner_client.get(reverse("spaces:detail", args=[space.public_id])).status_code == 404
 
     def test_it_removes_the_row_once_the_projects_are_gone(self, space, project, owner):
-        from spaces.tasks import delete_space
-
         actions.delete_space(acting_user=owner, space=space)
         delete_space.apply(args=[space.pk])  # the project is still there: it waits for it
         assert Space.objects.filter(pk=space.pk).exists()
@@ -96,8 +95,6 @@ class TestDelete:
         assert not Space.objects.filter(pk=space.pk).exists()
 
     def test_its_task_leaves_a_space_with_members_alone(self, space):
-        from spaces.tasks import delete_space
-
         assert delete_space.apply(args=[space.pk]).result == "not deleting"
         assert Space.objects.filter(pk=space.pk).exists()
 

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from django.utils import timezone as dj_timezone
 
-from clusters.state import DEPLOYMENTS, EVENTS, NAMESPACES, PODS, Changes, ClusterState
-from clusters.sync import match_service, write_changes
-from clusters.tasks import prune_events
+from clusters.state import DEPLOYMENTS, EVENTS, NAMESPACES, PODS, Changes, ClusterState, WriteResult
+from environments.tasks import prune_events
+from services.observed import match_service, store_statuses, write_changes
 from environments.models import ClusterEvent
 from services.models import Service
 
@@ -135,10 +135,8 @@ class TestStatuses:
         # A user stops the service between the watcher's read and its write.
         Service.objects.filter(pk=web.pk).update(desired_state="stopped", status="stopping", generation=2)
 
-        from clusters.sync import WriteResult, _store_statuses
-
         result = WriteResult()
-        _store_statuses([web], state, result)
+        store_statuses([web], state, result)
 
         assert result.retry == {web.public_id}
         assert Service.objects.get(pk=web.pk).status == "stopping"

@@ -1,26 +1,26 @@
 """From a `ClusterState` to the database and the browsers: statuses, events, removed pages.
 
-`write_changes` is the one place where what the cluster says becomes rows: the watcher calls it
-with what changed since its last call, the periodic resync with everything it listed. It writes
-a service only when something its card shows changed, stores events in one statement per
-batch, and publishes the changed cards once the transaction commits.
+`write_changes` is the one place where what the cluster says becomes rows: the watcher
+(`clusters.watcher`, through the writer `services.apps` registers at startup) calls it with
+what changed since its last call, the periodic resync (`services.resync`) with everything it
+listed. A service's status goes through `services.lifecycle.observe`, written only when
+something its card shows changed; events are stored in one statement per batch, and the
+changed cards are published once the transaction commits.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
 from datetime import timezone as dt_timezone
 
 from django.db import transaction
 from django.utils import timezone
 
-from clusters.state import WARNING_WINDOW_SECONDS, Changes, ClusterState, Obj, environment_id_of_namespace
+from clusters.state import WARNING_WINDOW_SECONDS, Changes, ClusterState, Obj, WriteResult, environment_id_of_namespace
 from environments.models import ClusterEvent, Environment
-from services import live
+from services import lifecycle, live, queue
 from services.builds import job_outcome
 from services.models import Build, Service
 from services.status import ObservedStatus, derive_status
@@ -32,14 +32,6 @@ BATCH = 500
 
 # What the card needs beyond the service row; loaded with the services in one query.
 CARD_RELATED = ("environment__project__space", "environment__cluster", "deployed_by")
-
-
-@dataclass
-class WriteResult:
-    changed: list[Service] = field(default_factory=list)
-    events_written: int = 0
-    # Services whose row moved under us (a task or a user wrote it): to derive again.
-    retry: set[str] = field(default_factory=set)
 
 
 def parse_time(value: str | None) -> datetime | None:
@@ -185,36 +177,18 @@ def derive_for(service: Service, state: ClusterState) -> ObservedStatus:
     )
 
 
-def _store_statuses(services: Iterable[Service], state: ClusterState, result: WriteResult) -> None:
+def store_statuses(services: Iterable[Service], state: ClusterState, result: WriteResult) -> None:
+    """Derive each service's status from the state and write those that changed; a service
+    whose row moved under the derivation goes to `result.retry`, to be derived again."""
     now = timezone.now()
     for service in services:
         observed = derive_for(service, state)
         if observed == (service.status, service.status_reason, service.ready_replicas):
             continue
-        values = {
-            "status": observed.status,
-            "status_reason": observed.reason,
-            "ready_replicas": observed.ready_replicas,
-        }
-        if observed.status != service.status:
-            values["status_changed_at"] = now
-        # Compare-and-set on what the derivation read: a user or a task that changed the
-        # service meanwhile wins, and the service is derived again from its new row.
-        updated = Service.objects.filter(
-            pk=service.pk,
-            status=service.status,
-            status_reason=service.status_reason,
-            ready_replicas=service.ready_replicas,
-            desired_state=service.desired_state,
-            replicas=service.replicas,
-            generation=service.generation,
-        ).update(**values)
-        if not updated:
+        if lifecycle.observe(service, observed, now):
+            result.changed.append(service)
+        else:
             result.retry.add(service.public_id)
-            continue
-        for name, value in values.items():
-            setattr(service, name, value)
-        result.changed.append(service)
 
 
 def services_to_derive(cluster_id: int, changes: Changes) -> list[Service]:
@@ -245,7 +219,7 @@ def write_changes(
             changes.services |= warned
         if services is None:
             services = services_to_derive(cluster_id, changes)
-        _store_statuses(services, state, result)
+        store_statuses(services, state, result)
         live.publish_services(result.changed)
         if changed_environments:
             for environment in Environment.objects.filter(pk__in=changed_environments):
@@ -263,8 +237,6 @@ def _hand_over_builds(cluster_id: int, state: ClusterState, changes: Changes) ->
     The task reads the build log and moves the service on; the watcher only notices. A build
     already finished in the database is skipped, so a relist does not enqueue it again.
     """
-    from services.tasks import finish_build
-
     jobs = state.build_jobs(None if changes.all_services else changes.builds)
     done = {build for build, job in jobs.items() if job_outcome(job) is not None}
     vanished = changes.builds - set(jobs)
@@ -274,7 +246,7 @@ def _hand_over_builds(cluster_id: int, state: ClusterState, changes: Changes) ->
     # A build whose Job is not applied yet (queued) has nothing to vanish.
     for pk, public_id, status in active.filter(status__in=Build.ACTIVE).values_list("pk", "public_id", "status"):
         if public_id in done or status == Build.Status.BUILDING:
-            transaction.on_commit(partial(finish_build.delay, pk), robust=True)
+            queue.on_commit(queue.FINISH_BUILD, pk)
 
 
 def _publish_removed(cluster_id: int, namespaces: set[str]) -> None:

@@ -1,4 +1,4 @@
-"""Views of environments that travel: YAML download and upload, variables and secrets, the
+"""Views of an environment's configuration: YAML download and upload, variables and secrets, the
 firewall. Each is access → action → response, like `environments.views`.
 
 The YAML upload is two steps. The preview validates the file and shows the plan; its confirm
@@ -29,16 +29,18 @@ from environments import actions
 from environments.access import get_environment_for_user
 from environments.dotenv import MAX_DOTENV_BYTES, TOO_LARGE_MESSAGE, decode_upload, parse_dotenv
 from environments.forms import FirewallForm, VariableForm
-from environments.migration import (
-    DocumentError,
+from environments.yaml_document import (
     MAX_BYTES,
+    DocumentError,
+    apply_document,
     export_filename,
     export_yaml,
     parse_document,
     plan,
-    referenced_secret_keys,
+    preview_refusals,
 )
 from environments.models import Environment, EnvironmentVariable
+from environments.tabs import render_tab
 from spaces.http import HtmxHttpRequest, too_big_message, wants_fragment
 
 TOKEN_MAX_AGE = 60 * 60
@@ -129,13 +131,18 @@ def yaml_preview(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
         document = parse_document(data, environment)
     except DocumentError as exc:
         return _preview_response(request, environment, errors=exc.messages, filename=filename)
+    the_plan = plan(environment, document)
+    refusals = preview_refusals(environment, the_plan)
+    if refusals:
+        # What Apply would refuse, shown now rather than after the user confirms.
+        return _preview_response(request, environment, errors=refusals, filename=filename)
     text = data.decode("utf-8-sig")
     return _page_or_fragment(
         request,
         environment,
         "environments/_yaml_preview.html",
         {
-            "plan": plan(environment, document),
+            "plan": the_plan,
             "yaml_b64": _b64(text),
             "token": _sign(environment, request, text, _YAML_SALT),
             "filename": filename,
@@ -153,8 +160,6 @@ def yaml_apply(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
         return _preview_response(
             request, environment, errors=["This preview has expired or the file differs from the one previewed: drop it again."]
         )
-    from environments.migration import apply_document
-
     try:
         document = parse_document(text.encode(), environment)
         result = apply_document(
@@ -179,9 +184,7 @@ def yaml_apply(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
 
 
 def _settings_response(request: HtmxHttpRequest, environment: Environment, **extra: Any) -> HttpResponse:
-    from environments.views import _render_tab
-
-    return _render_tab(request, environment, "settings", **extra)
+    return render_tab(request, environment, "settings", **extra)
 
 
 def _saved(request: HtmxHttpRequest, environment: Environment, message: str, *, offer_restart: bool = False) -> HttpResponse:
@@ -346,43 +349,3 @@ def firewall(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     else:
         message = "External TCP connections are blocked."
     return _saved(request, environment, message)
-
-
-def settings_context(request: HtmxHttpRequest, environment: Environment) -> dict[str, Any]:
-    """What the Settings tab's Secret Management and Firewall sections show."""
-    from services.models import Service
-
-    variables = list(EnvironmentVariable.objects.filter(environment=environment))
-    services = list(
-        Service.objects.filter(environment=environment).exclude(status=Service.Status.DELETING).only(
-            "name", "kind", "port", "env_vars", "git_token_secret", "external_node_port", "desired_state", "environment_id"
-        )
-    )
-    have = {v.key for v in variables}
-    referenced = referenced_secret_keys(services)
-    tcp_services = [s for s in services if s.kind == Service.Kind.TCP]
-    for service in tcp_services:
-        # Already loaded: `external_address` reads the environment and its cluster.
-        service.environment = environment
-    return {
-        # Plain variables show their value; a secret's value is never decrypted for a page.
-        "variables": [
-            {"key": v.key, "is_secret": v.is_secret, "value": "" if v.is_secret else v.value} for v in variables
-        ],
-        "missing_secrets": [key for key in referenced if key not in have],
-        "variable_form": VariableForm(),
-        "firewall_form": FirewallForm(environment=environment),
-        "tcp_services": tcp_services,
-        "running_count": sum(1 for s in services if s.desired_state == Service.DesiredState.RUNNING),
-        "offer_restart": request.GET.get("restart") == "1",
-    }
-
-
-def missing_secrets_for_cards(environment: Environment, services: list[Any]) -> list[str]:
-    """Secret keys the Information tab's services refer to and the environment lacks (after a
-    clone, say). No query unless a service refers to a secret at all."""
-    referenced = set(referenced_secret_keys([s for s in services if s.status != "deleting"]))
-    if not referenced:
-        return []
-    have = set(EnvironmentVariable.objects.filter(environment=environment, key__in=referenced).values_list("key", flat=True))
-    return sorted(referenced - have)

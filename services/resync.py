@@ -1,36 +1,33 @@
-"""Periodic tasks (Celery beat) that keep the observed side honest.
+"""The periodic resync (Celery beat) that keeps the observed side honest.
 
 `resync` lists what the watcher watches and repairs whatever a watch missed, with the same
-derivation and the same writer. It re-enqueues the reconcile of a service that has been
-`deploying` for long with no Deployment in its cluster, or `deleting` for long (a lost task, a
-broker that was down when the action committed), and the deletion of an environment whose
-deletion task gave up or was lost. `prune_events` drops events past the retention period.
+derivation and the same writer (`services.observed`). It re-enqueues the reconcile of a service
+that has been `deploying` for long with no Deployment in its cluster, or `deleting` for long (a
+lost task, a broker that was down when the action committed), and the deletion of an
+environment whose deletion task gave up or was lost.
 
-These live here rather than in `environments/tasks.py` and `services/tasks.py`, which hold the
-desired-state tasks: everything in this module only reads clusters, never writes them.
+Apart from `services/tasks.py`, which holds the desired-state tasks: everything here only reads
+clusters, never writes them. Loaded by the worker through `CELERY_IMPORTS`.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from functools import partial
 
 from celery import shared_task
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from clusters.client import ClusterError, client_for
 from clusters.models import Cluster
 from clusters.state import BUILD_SELECTOR, DEPLOYMENTS, EVENTS, JOBS, MANAGED_BY_SELECTOR, PODS, Changes, ClusterState
-from clusters.sync import services_to_derive, write_changes
-from environments.models import ClusterEvent, Environment
-from services.models import Service
+from environments.models import Environment
+from services import queue
+from services.models import Build, Service
+from services.observed import services_to_derive, write_changes
 
 logger = logging.getLogger(__name__)
-
-PRUNE_BATCH = 5000
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -82,8 +79,6 @@ def resync_cluster(cluster: Cluster) -> tuple[int, int]:
 
 
 def _requeue_stuck(services: list[Service], state: ClusterState) -> int:
-    from services.tasks import reconcile_service
-
     threshold = timezone.now() - timedelta(seconds=settings.SERVICE_STUCK_DEPLOY_SECONDS)
     stuck = [
         service
@@ -110,16 +105,13 @@ def _requeue_stuck(services: list[Service], state: ClusterState) -> int:
             "deleting" if service.status == Service.Status.DELETING else "deploying with no Deployment",
             service.status_changed_at,
         )
-        transaction.on_commit(partial(reconcile_service.delay, service.pk, service.generation), robust=True)
+        queue.on_commit(queue.RECONCILE_SERVICE, service.pk, service.generation)
     return len(stuck)
 
 
 def _requeue_stuck_builds(cluster: Cluster, jobs: list[dict]) -> int:
     """Builds queued for long (their `run_build` was lost) run again; builds running with no
     Job left in the cluster go to `finish_build`, which records why they ended."""
-    from services.models import Build
-    from services.tasks import finish_build, run_build
-
     threshold = timezone.now() - timedelta(seconds=settings.SERVICE_STUCK_DEPLOY_SECONDS)
     listed = {((job.get("metadata") or {}).get("labels") or {}).get("ale.dev/build") for job in jobs}
     stuck = Build.objects.filter(
@@ -128,9 +120,9 @@ def _requeue_stuck_builds(cluster: Cluster, jobs: list[dict]) -> int:
     count = 0
     for pk, public_id, status in stuck:
         if status == Build.Status.QUEUED:
-            transaction.on_commit(partial(run_build.delay, pk), robust=True)
+            queue.on_commit(queue.RUN_BUILD, pk)
         elif public_id not in listed:
-            transaction.on_commit(partial(finish_build.delay, pk), robust=True)
+            queue.on_commit(queue.FINISH_BUILD, pk)
         else:
             continue
         logger.warning("build %s (%s) stuck %s: handing it on", pk, public_id, status)
@@ -143,31 +135,12 @@ def _requeue_stuck_deletions(cluster: Cluster) -> int:
     (the cluster was unreachable, or the namespace stayed terminating past its polls) or was
     lost. Each gets the task again, once: `deleting_at` moves to now with a compare-and-set, so
     two resyncs never both start it and the next try waits a whole period again."""
-    from environments.tasks import delete_environment
-
     now = timezone.now()
     threshold = now - timedelta(seconds=settings.ENVIRONMENT_STUCK_DELETE_SECONDS)
     count = 0
     for pk, started in Environment.objects.filter(cluster=cluster, deleting_at__lt=threshold).values_list("pk", "deleting_at"):
         if Environment.objects.filter(pk=pk, deleting_at=started).update(deleting_at=now):
             logger.warning("environment %s being deleted since %s: deleting again", pk, started)
-            transaction.on_commit(partial(delete_environment.delay, pk), robust=True)
+            queue.on_commit(queue.DELETE_ENVIRONMENT, pk)
             count += 1
     return count
-
-
-@shared_task(acks_late=True, ignore_result=True)
-def prune_events() -> int:
-    """Delete events last seen before the retention period; returns how many."""
-    cutoff = timezone.now() - timedelta(days=settings.EVENT_RETENTION_DAYS)
-    total = 0
-    while True:
-        # In batches: one huge DELETE holds SQLite's single write lock for too long.
-        batch = list(ClusterEvent.objects.filter(last_seen__lt=cutoff).values_list("pk", flat=True)[:PRUNE_BATCH])
-        if not batch:
-            break
-        deleted, _ = ClusterEvent.objects.filter(pk__in=batch).delete()
-        total += deleted
-    if total:
-        logger.info("pruned %d event(s) older than %d day(s)", total, settings.EVENT_RETENTION_DAYS)
-    return total

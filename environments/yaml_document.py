@@ -1,4 +1,4 @@
-"""Environment migration: one YAML document with every service's deployment settings.
+"""The YAML document of an environment: every service's deployment settings, in one file.
 
     apiVersion: ale/v1
     kind: Environment
@@ -23,17 +23,14 @@ Applying is one transaction over bulk writes, then one `reconcile_environment` t
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import partial
 from typing import Any
 
 import yaml
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 from yaml.events import (
     AliasEvent,
@@ -46,9 +43,13 @@ from yaml.events import (
 )
 from yaml.nodes import ScalarNode
 
+from environments.forms import validate_cidrs
 from environments.models import Environment, EnvironmentVariable
+from services import guards, lifecycle, queue
 from services.forms import ENV_KEY_RE, ServiceForm, form_data_from_spec, format_mib
-from services.models import SPEC_FIELDS, Revision, Service, disk_rule_errors
+from services.models import Service, disk_rule_errors, spec_secret_keys
+from spaces import audit
+from spaces.resources import check_allocation, spec_from_fields
 
 API_VERSION = "ale/v1"
 KIND = "Environment"
@@ -465,19 +466,6 @@ def _service_form_data(errors: _Errors, item: dict, path: Path) -> tuple[dict[st
     return data, state
 
 
-def validate_cidrs(values: list[str]) -> list[str]:
-    """CIDRs (IPv4 or IPv6) normalised (`10.0.0.1/8` → `10.0.0.0/8`); ValueError naming the bad one."""
-    result: list[str] = []
-    for value in values:
-        try:
-            network = ipaddress.ip_network(value.strip(), strict=False)
-        except ValueError:
-            raise ValueError(f"“{value}” is not an IP address range like 203.0.113.0/24 or 2001:db8::/32.") from None
-        if str(network) not in result:
-            result.append(str(network))
-    return result
-
-
 def _taken_domains(environment: Environment, names_in_file: set[str]) -> set[str]:
     """Custom domains of services the file does not describe, on the environment's cluster."""
     others = (
@@ -635,14 +623,6 @@ def service_document(name: str, spec: dict[str, Any], state: str) -> dict[str, A
         item["customDomains"] = list(spec["custom_domains"])
     item["state"] = state
     return item
-
-
-def spec_secret_keys(spec: dict[str, Any]) -> set[str]:
-    """Environment secrets a spec needs: its `${{ secrets.KEY }}` variables and a Git token."""
-    keys = {v["secret"] for v in spec.get("env_vars") or [] if "secret" in v}
-    if spec.get("git_token_secret"):
-        keys.add(spec["git_token_secret"])
-    return keys
 
 
 def referenced_secret_keys(services: list[Service]) -> list[str]:
@@ -815,87 +795,50 @@ class ApplyResult:
         return len(self.created) + len(self.changed) + (1 if self.firewall_changed else 0)
 
 
-def write_services(
-    acting_user: AbstractBaseUser | None,
-    environment: Environment,
-    planned: list[PlannedService],
-    *,
-    cause: str,
-) -> list[Service]:
-    """Create and change services in bulk, with their revisions; the caller holds the
-    environment's lock and a transaction. Returns the services written, for the reconcile."""
-    now = timezone.now()
-    new_services: list[Service] = []
-    for item in planned:
-        if item.action != "create":
-            continue
-        running = item.state == Service.DesiredState.RUNNING
-        service = Service(
-            environment=environment,
-            name=item.name,
-            generation=1,
-            desired_state=item.state,
-            # A new stopped service has nothing in the cluster to stop.
-            status=Service.Status.DEPLOYING if running else Service.Status.STOPPED,
-            status_changed_at=now,
-            deployed_by=acting_user if running else None,
-            deployed_at=now if running else None,
-        )
-        service.apply_snapshot(item.spec)
-        new_services.append(service)
-    Service.objects.bulk_create(new_services)
-
-    changed: list[Service] = []
-    revised: list[Service] = []
-    for item in planned:
-        if item.action != "change" or item.service is None:
-            continue
-        service = item.service
-        service.apply_snapshot(item.spec)
-        service.generation += 1
-        service.desired_state = item.state
-        running = item.state == Service.DesiredState.RUNNING
-        service.status = Service.Status.DEPLOYING if running else Service.Status.STOPPING
-        service.status_reason = ""
-        service.status_changed_at = now
-        service.updated_at = now
-        if item.spec_changed:
-            service.deployed_by = acting_user
-            service.deployed_at = now
-            revised.append(service)
-        changed.append(service)
-    if changed:
-        Service.objects.bulk_update(
-            changed,
-            [*SPEC_FIELDS, "generation", "desired_state", "status", "status_reason", "status_changed_at",
-             "deployed_by", "deployed_at", "updated_at"],
-        )  # fmt: skip
-    last = {}
-    if revised:
-        last = dict(
-            Revision.objects.filter(service__in=revised).values("service").annotate(last=Max("number")).values_list("service", "last")
-        )
-    Revision.objects.bulk_create(
-        [Revision(service=s, number=1, spec=s.snapshot(), created_by=acting_user, cause=cause) for s in new_services]
-        + [
-            Revision(service=s, number=last.get(s.pk, 0) + 1, spec=s.snapshot(), created_by=acting_user, cause=cause)
-            for s in revised
-        ]
-    )
-    written = new_services + changed
-    for service in written:
-        # Loaded already: the card renders without a query per service.
-        service.environment = environment
-    return written
+def writes_of(planned: list[PlannedService]) -> list[lifecycle.SpecWrite]:
+    """The services a plan creates or changes, as the lifecycle's bulk write takes them."""
+    return [
+        lifecycle.SpecWrite(item.name, item.spec, item.state, item.service, item.spec_changed if item.service else True)
+        for item in planned
+        if item.action in ("create", "change")
+    ]
 
 
-def enqueue_reconcile(environment: Environment, services: list[Service]) -> None:
-    """One task on commit: the environment's objects, then a reconcile per service from it."""
-    from environments.tasks import reconcile_environment
+def check_plan(environment: Environment, the_plan: Plan) -> None:
+    """Raise what Apply refuses, as the deploy and the card's Start refuse it: a name held by a
+    service being deleted, the disk's rules (`plan` collected both), the whole file against the
+    space's allocation (all of it or nothing), and secrets missing for a stopped service the
+    file starts. The preview runs it too, so that it shows the refusal before Apply."""
+    if the_plan.blocked:
+        raise ValidationError(the_plan.blocked)
+    check_allocation(
+        environment.project.space_id,
+        [
+            (item.service.pk if item.service else None,
+             spec_from_fields(item.name, item.spec, running=item.state == Service.DesiredState.RUNNING))
+            for item in the_plan.services
+            if item.action in ("create", "change")
+        ],
+    )  # fmt: skip
+    starting = {
+        item.name: item.spec
+        for item in the_plan.changed
+        if item.service is not None
+        and item.service.desired_state == Service.DesiredState.STOPPED
+        and item.state == Service.DesiredState.RUNNING
+    }
+    guards.check_specs_secrets(environment.pk, environment.public_id, starting)
 
-    transaction.on_commit(
-        partial(reconcile_environment.delay, environment.pk, [s.pk for s in services]), robust=True
-    )
+
+def preview_refusals(environment: Environment, the_plan: Plan) -> list[str]:
+    """What `check_plan` would refuse now, as sentences for the preview (nothing is written)."""
+    try:
+        # The allocation check reads under the space's lock, as Apply does.
+        with transaction.atomic():
+            check_plan(environment, the_plan)
+    except ValidationError as exc:
+        return exc.messages
+    return []
 
 
 @transaction.atomic
@@ -907,15 +850,7 @@ def apply_document(
     confirm_firewall: bool = False,
 ) -> ApplyResult:
     """Apply a validated document: all of it or, on any error, nothing."""
-    from services import live
-
-    environment = (
-        Environment.objects.select_for_update(of=("self",))
-        .select_related("project__space", "cluster")
-        .get(pk=environment.pk)
-    )
-    if environment.is_deleting:
-        raise ValidationError("This environment is being deleted.")
+    environment = lifecycle.lock_environment(environment)
     the_plan = plan(environment, document, lock=True)
     if the_plan.blocked:
         raise ValidationError(the_plan.blocked)
@@ -924,20 +859,9 @@ def apply_document(
             "This file allows external TCP connections, which opens the environment to all IP addresses: "
             "confirm it to apply."
         )
-    from spaces import audit
-    from spaces.resources import check_allocation, spec_from_fields
-
-    # The whole file against the allocation before anything is written: all of it, or nothing.
-    check_allocation(
-        environment.project.space_id,
-        [
-            (item.service.pk if item.service else None,
-             spec_from_fields(item.name, item.spec, running=item.state == Service.DesiredState.RUNNING))
-            for item in the_plan.services
-            if item.action in ("create", "change")
-        ],
-    )
-    written = write_services(acting_user, environment, the_plan.services, cause="yaml")
+    # Before anything is written: all of it, or nothing.
+    check_plan(environment, the_plan)
+    written = lifecycle.write_many(acting_user, environment, writes_of(the_plan.services), cause="yaml")
     firewall_changed = False
     if the_plan.firewall_change is not None:
         environment.allow_external_tcp, environment.external_allow_cidrs = the_plan.firewall_change
@@ -955,9 +879,9 @@ def apply_document(
                 "firewall_changed": firewall_changed,
             },
         )
-    if written or firewall_changed:
-        live.publish_services(written)
-        enqueue_reconcile(environment, written)
+    if firewall_changed and not written:
+        # The bulk write enqueued nothing: the environment's reconcile applies the firewall.
+        queue.on_commit(queue.RECONCILE_ENVIRONMENT, environment.pk, [])
     return ApplyResult(
         created=[p.name for p in the_plan.created],
         changed=[p.name for p in the_plan.changed],
