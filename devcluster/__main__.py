@@ -31,6 +31,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--leak-mib-per-second", type=float, default=LEAK_DEFAULT_MIB_PER_SECOND,
                         help="how fast the memory of images named *leak* grows until they are OOMKilled "
                              "(a container's LEAK_MIB_PER_SECOND env overrides it)")
+    parser.add_argument("--no-metrics-api", dest="metrics_api", action="store_false",
+                        help="serve no metrics.k8s.io, as a cluster without metrics-server")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -51,7 +53,7 @@ async def serve(args: argparse.Namespace) -> None:
     server = DevServer(token=token, data_dir=args.data, pod_ready_seconds=args.pod_ready_seconds,
                        bookmark_seconds=args.bookmark_seconds, tls=args.tls, restricted_token=restricted_token,
                        restricted_rules=tuple(parse_rule(r) for r in args.restricted_identity or ()),
-                       leak_mib_per_second=args.leak_mib_per_second)
+                       leak_mib_per_second=args.leak_mib_per_second, metrics_api=args.metrics_api)
     port = await server.start(args.port)
     url = f"{'https' if args.tls else 'http'}://127.0.0.1:{port}"
     write_kubeconfig(args.kubeconfig, url, token, server.ca_pem, restricted_token)

@@ -98,8 +98,11 @@ class DevServer:
     def __init__(self, *, token: str, data_dir: Path | None = None, pod_ready_seconds: float = 1.0,
                  bookmark_seconds: float = 60.0, history_size: int = 1000, backoff_base: float | None = None,
                  save_delay: float = 1.0, tls: bool = False, restricted_token: str | None = None,
-                 restricted_rules: tuple[Rule, ...] = (), leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND):
+                 restricted_rules: tuple[Rule, ...] = (), leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND,
+                 metrics_api: bool = True):
         self.token = token
+        # False: a cluster without metrics-server, where metrics.k8s.io is not there at all.
+        self.metrics_api = metrics_api
         self.authz = Authorizer(token, restricted_token, restricted_rules)
         self.data_dir = data_dir
         self.store = Store(history_size)
@@ -260,6 +263,8 @@ class DevServer:
                   "/apis": None, "/api/v1": None}
         if path == "/_devcluster/faults":
             return await self._faults_admin(request)
+        if not self.metrics_api and path.startswith("/apis/metrics.k8s.io"):
+            raise _page_not_found()
         if path in simple and request.method not in ("GET", "HEAD"):
             raise _method_not_allowed()
         if path == "/version":
@@ -293,7 +298,7 @@ class DevServer:
     def _group_list(self) -> Obj:
         groups = []
         for gv in GROUP_VERSIONS:
-            if gv == "v1":
+            if gv == "v1" or (not self.metrics_api and gv.startswith("metrics.k8s.io/")):
                 continue
             group = self._group(gv.split("/")[0])
             if group and group not in groups:

@@ -1,0 +1,400 @@
+"""CPU and memory over time: the sampler, the roll-ups and the reads behind the charts.
+
+Each cluster is read once per `METRICS_INTERVAL_SECONDS` by its own Celery task: one list of
+PodMetrics (metrics.k8s.io) for every ale pod, and one list of the same pods for what ended and
+restarted (`lastState.terminated`: the out-of-memory kills). The numbers are summed per service,
+kept per pod too, and written with one bulk insert per table. Beat's tick (`sample_metrics`)
+enqueues the reads; a cluster that fails waits longer each time (`MetricsSource.next_attempt_at`)
+and, being its own task, never holds up another. A cluster that does not serve the metrics API
+is recorded as such, and the pages say so in one sentence.
+
+Storage is downsampled: raw samples for 6 hours, minute roll-ups for 2 days, ten-minute roll-ups
+for `METRICS_RETENTION_DAYS`; `roll_up_metrics` (beat, every minute) rolls up and prunes. Each
+chart range reads one resolution, so a chart is one range scan of the
+(service, resolution, at) index.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from functools import partial
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Avg, F, Max
+from django.utils import timezone
+
+from clusters.client import ClusterError, client_for
+from clusters.models import Cluster
+from services.models import (
+    ContainerTermination,
+    MetricSample,
+    MetricsSource,
+    PodMetricSample,
+    Resolution,
+    Service,
+)
+
+logger = logging.getLogger(__name__)
+
+# Every pod of a service (build pods carry `ale.dev/build` instead of `ale.dev/service`).
+SERVICE_SELECTOR = "app.kubernetes.io/managed-by=ale,ale.dev/service"
+SERVICE_LABEL = "ale.dev/service"
+
+# Rows per INSERT: under SQLite's bound-parameter limit (7 columns each).
+BATCH = 1000
+PRUNE_BATCH = 5000
+# A failing cluster is read again after interval x 2^failures, at most this long.
+MAX_BACKOFF_SECONDS = 600
+# A cluster without the metrics API is asked again this often: metrics-server may be installed.
+UNAVAILABLE_RECHECK_SECONDS = 600
+
+RAW_KEEP_SECONDS = 6 * 3600
+MINUTE_KEEP_SECONDS = 2 * 86400
+
+# The chart ranges: how far back, and which resolution holds that many points (about a
+# thousand at most: 1h raw = 240, 6h raw = 1,440, 24h minute = 1,440, 7d ten-minute = 1,008).
+RANGES: dict[str, tuple[int, int]] = {
+    "1h": (3600, Resolution.RAW),
+    "6h": (6 * 3600, Resolution.RAW),
+    "24h": (86400, Resolution.MINUTE),
+    "7d": (7 * 86400, Resolution.TEN_MINUTES),
+}
+DEFAULT_RANGE = "1h"
+
+_QUANTITY = re.compile(r"^([0-9.]+)([a-zA-Z]*)$")
+_SUFFIXES = {
+    "": 1.0, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+    "Ki": 1024.0, "Mi": 1024.0**2, "Gi": 1024.0**3, "Ti": 1024.0**4,
+}
+
+
+def parse_quantity(value: str | None) -> float:
+    """A Kubernetes quantity (`1500000n`, `250m`, `262144Ki`, `1Gi`) as a number; 0 when absent
+    or unreadable (a sample with a part missing is still worth keeping)."""
+    match = _QUANTITY.match((value or "").strip())
+    if not match or match.group(2) not in _SUFFIXES:
+        return 0.0
+    try:
+        return float(match.group(1)) * _SUFFIXES[match.group(2)]
+    except ValueError:
+        return 0.0
+
+
+def retention_seconds(resolution: int) -> int:
+    if resolution == Resolution.RAW:
+        return RAW_KEEP_SECONDS
+    if resolution == Resolution.MINUTE:
+        return MINUTE_KEEP_SECONDS
+    return settings.METRICS_RETENTION_DAYS * 86400
+
+
+# --- pure: from what the cluster says to rows ----------------------------------------------------
+
+
+@dataclass
+class Reading:
+    """One sampling of a cluster: per service (public id) and per pod."""
+
+    services: dict[str, tuple[float, int, int]] = field(default_factory=dict)  # cpu, memory, pods
+    pods: list[tuple[str, str, float, int]] = field(default_factory=list)  # service, pod, cpu, memory
+
+
+def read_pod_metrics(items: Iterable[Mapping[str, Any]]) -> Reading:
+    """Sum each PodMetrics' containers per pod, and the pods per service (by `ale.dev/service`)."""
+    reading = Reading()
+    totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0, 0])
+    for item in items:
+        meta = item.get("metadata") or {}
+        service = (meta.get("labels") or {}).get(SERVICE_LABEL)
+        if not service:
+            continue
+        cpu = sum(parse_quantity((c.get("usage") or {}).get("cpu")) for c in item.get("containers") or [])
+        memory = int(sum(parse_quantity((c.get("usage") or {}).get("memory")) for c in item.get("containers") or []))
+        reading.pods.append((service, meta.get("name", ""), cpu, memory))
+        total = totals[service]
+        total[0] += cpu
+        total[1] += memory
+        total[2] += 1
+    reading.services = {service: (cpu, int(memory), int(pods)) for service, (cpu, memory, pods) in totals.items()}
+    return reading
+
+
+def _epoch(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return int((parsed if parsed.tzinfo else parsed.replace(tzinfo=dt_timezone.utc)).timestamp())
+
+
+@dataclass(frozen=True)
+class Termination:
+    service: str
+    pod: str
+    container: str
+    restart_count: int
+    reason: str
+    exit_code: int | None
+    at: int
+    memory_limit_bytes: int | None
+
+
+def read_terminations(pods: Iterable[Mapping[str, Any]]) -> list[Termination]:
+    """The last termination of every restarted container, from the pods' `lastState`."""
+    found = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        service = (meta.get("labels") or {}).get(SERVICE_LABEL)
+        if not service:
+            continue
+        limits = {
+            c.get("name", ""): ((c.get("resources") or {}).get("limits") or {}).get("memory")
+            for c in (pod.get("spec") or {}).get("containers") or []
+        }
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            ended = (status.get("lastState") or {}).get("terminated") or {}
+            restarts = int(status.get("restartCount") or 0)
+            at = _epoch(ended.get("finishedAt"))
+            if not ended or restarts < 1 or at is None:
+                continue
+            limit = parse_quantity(limits.get(status.get("name", "")))
+            found.append(
+                Termination(
+                    service=service,
+                    pod=meta.get("name", ""),
+                    container=status.get("name", ""),
+                    restart_count=restarts,
+                    reason=ended.get("reason") or "",
+                    exit_code=ended.get("exitCode"),
+                    at=at,
+                    memory_limit_bytes=int(limit) or None,
+                )
+            )
+    return found
+
+
+# --- the sampler ------------------------------------------------------------------------------
+
+
+@dataclass
+class SampleResult:
+    state: str
+    services: int = 0
+    pods: int = 0
+    terminations: int = 0
+
+
+def sample_cluster(cluster: Cluster, *, now: float | None = None) -> SampleResult:
+    """Read one cluster's usage and store it. Raises ClusterError when the cluster fails;
+    returns state `unavailable` when it serves no metrics API."""
+    kube = client_for(cluster)
+    items = kube.pod_metrics(label_selector=SERVICE_SELECTOR)
+    if items is None:
+        return SampleResult(MetricsSource.State.UNAVAILABLE)
+    pods, _ = kube.list("v1", "Pod", label_selector=SERVICE_SELECTOR)
+    moment = time.time() if now is None else now
+    # Aligned to the interval: a read repeated within one interval (a task redelivered) lands
+    # on the same key and is dropped by the unique constraint instead of doubling a point.
+    at = int(moment) - int(moment) % settings.METRICS_INTERVAL_SECONDS
+    return write_sample(cluster.pk, at, read_pod_metrics(items), read_terminations(pods))
+
+
+def write_sample(cluster_id: int, at: int, reading: Reading, terminations: list[Termination]) -> SampleResult:
+    """Store one reading: one query for the services' ids, one bulk insert per table."""
+    public_ids = set(reading.services) | {t.service for t in terminations}
+    ids = dict(
+        Service.objects.filter(environment__cluster_id=cluster_id, public_id__in=public_ids).values_list(
+            "public_id", "pk"
+        )
+    )
+    samples = [
+        MetricSample(service_id=ids[s], resolution=Resolution.RAW, at=at, cpu_cores=cpu, memory_bytes=mem, pods=n)
+        for s, (cpu, mem, n) in reading.services.items()
+        if s in ids
+    ]
+    pod_samples = [
+        PodMetricSample(service_id=ids[s], pod=pod, resolution=Resolution.RAW, at=at, cpu_cores=cpu, memory_bytes=mem)
+        for s, pod, cpu, mem in reading.pods
+        if s in ids
+    ]
+    ended = [
+        ContainerTermination(
+            service_id=ids[t.service],
+            pod=t.pod,
+            container=t.container,
+            restart_count=t.restart_count,
+            reason=t.reason,
+            exit_code=t.exit_code,
+            at=t.at,
+            memory_limit_bytes=t.memory_limit_bytes,
+        )
+        for t in terminations
+        if t.service in ids
+    ]
+    with transaction.atomic():
+        MetricSample.objects.bulk_create(samples, batch_size=BATCH, ignore_conflicts=True)
+        PodMetricSample.objects.bulk_create(pod_samples, batch_size=BATCH, ignore_conflicts=True)
+        if ended:
+            ContainerTermination.objects.bulk_create(ended, batch_size=BATCH, ignore_conflicts=True)
+    return SampleResult(MetricsSource.State.OK, len(samples), len(pod_samples), len(ended))
+
+
+def backoff_seconds(failures: int, retry_after: float | None = None) -> float:
+    """Capped exponential backoff with full jitter, never sooner than the server's Retry-After."""
+    ceiling = min(settings.METRICS_INTERVAL_SECONDS * 2 ** max(failures, 0), MAX_BACKOFF_SECONDS)
+    return max(random.uniform(settings.METRICS_INTERVAL_SECONDS, ceiling), retry_after or 0.0)
+
+
+def claim_due_clusters(now: datetime | None = None) -> list[int]:
+    """The clusters whose read is due, each claimed for this tick with a compare-and-set."""
+    now = now or timezone.now()
+    interval = timedelta(seconds=settings.METRICS_INTERVAL_SECONDS)
+    cluster_ids = list(Cluster.objects.filter(environments__isnull=False).distinct().values_list("pk", flat=True))
+    existing = set(MetricsSource.objects.filter(cluster_id__in=cluster_ids).values_list("cluster_id", flat=True))
+    MetricsSource.objects.bulk_create(
+        [MetricsSource(cluster_id=pk) for pk in cluster_ids if pk not in existing], ignore_conflicts=True
+    )
+    due = []
+    for pk, next_attempt in MetricsSource.objects.filter(cluster_id__in=cluster_ids).values_list(
+        "cluster_id", "next_attempt_at"
+    ):
+        if next_attempt is not None and next_attempt > now:
+            continue
+        # Claimed until the next tick; the read sets the real next time (later, when it fails).
+        if MetricsSource.objects.filter(cluster_id=pk, next_attempt_at=next_attempt).update(
+            next_attempt_at=now + interval - timedelta(seconds=1)
+        ):
+            due.append(pk)
+    return due
+
+
+def sample_and_record(cluster: Cluster) -> SampleResult | None:
+    """Sample one cluster and record how it went on its MetricsSource; None when it failed."""
+    now = timezone.now()
+    source, _ = MetricsSource.objects.get_or_create(cluster=cluster)
+    try:
+        result = sample_cluster(cluster)
+    except ClusterError as exc:
+        failures = source.failures + 1
+        delay = backoff_seconds(failures, exc.retry_after)
+        MetricsSource.objects.filter(pk=source.pk).update(
+            state=MetricsSource.State.FAILING,
+            failures=failures,
+            message=exc.user_message,
+            next_attempt_at=now + timedelta(seconds=delay),
+        )
+        logger.warning("metrics of cluster %s: %s (attempt %d, next in %.0f s)", cluster.name, exc, failures, delay)
+        return None
+    if result.state == MetricsSource.State.UNAVAILABLE:
+        MetricsSource.objects.filter(pk=source.pk).update(
+            state=result.state,
+            failures=0,
+            message="The cluster does not serve metrics.k8s.io (metrics-server is not installed).",
+            next_attempt_at=now + timedelta(seconds=UNAVAILABLE_RECHECK_SECONDS),
+        )
+        return result
+    MetricsSource.objects.filter(pk=source.pk).update(
+        state=result.state, failures=0, message="", last_sampled_at=now
+    )
+    return result
+
+
+@shared_task(ignore_result=True)
+def sample_metrics() -> int:
+    """Beat's tick: enqueue one read per due cluster (each its own task, so a slow or failing
+    cluster never delays another); returns how many."""
+    due = claim_due_clusters()
+    for pk in due:
+        transaction.on_commit(partial(sample_cluster_metrics.delay, pk), robust=True)
+    return len(due)
+
+
+@shared_task(ignore_result=True, expires=60)
+def sample_cluster_metrics(cluster_id: int) -> str:
+    cluster = Cluster.objects.filter(pk=cluster_id).first()
+    if cluster is None:
+        return "gone"
+    result = sample_and_record(cluster)
+    return result.state if result else MetricsSource.State.FAILING
+
+
+# --- roll-ups and pruning ------------------------------------------------------------------------
+
+
+def roll_up(now: float | None = None) -> dict[str, int]:
+    """Minute roll-ups of the raw samples, ten-minute ones of the minutes, for every bucket that
+    is complete and not rolled up yet; then prune each resolution past its retention."""
+    moment = int(time.time() if now is None else now)
+    # A bucket is complete once the sample of its last interval can no longer arrive.
+    settled = moment - settings.METRICS_INTERVAL_SECONDS
+    counts: dict[str, int] = {}
+    for source, target in ((Resolution.RAW, Resolution.MINUTE), (Resolution.MINUTE, Resolution.TEN_MINUTES)):
+        for model, keys in ((MetricSample, ("service_id",)), (PodMetricSample, ("service_id", "pod"))):
+            end = settled - settled % target
+            last = model.objects.filter(resolution=target).aggregate(last=Max("at"))["last"]
+            start = last + target if last is not None else end - retention_seconds(source)
+            start -= start % target
+            if start >= end:
+                continue
+            extra = {"pods": Max("pods")} if model is MetricSample else {}
+            rows = (
+                model.objects.filter(resolution=source, at__gte=start, at__lt=end)
+                .annotate(bucket=F("at") - F("at") % target)
+                .values(*keys, "bucket")
+                .annotate(cpu=Avg("cpu_cores"), memory=Max("memory_bytes"), **extra)
+                .order_by()
+            )
+            made = [
+                model(
+                    resolution=target,
+                    at=row.pop("bucket"),
+                    cpu_cores=row.pop("cpu"),
+                    memory_bytes=row.pop("memory"),
+                    **row,
+                )
+                for row in rows
+            ]
+            model.objects.bulk_create(made, batch_size=BATCH, ignore_conflicts=True)
+            counts[f"{model.__name__}:{target}"] = len(made)
+    counts["pruned"] = prune(moment)
+    return counts
+
+
+def prune(now: int) -> int:
+    total = 0
+    for model in (MetricSample, PodMetricSample):
+        for resolution in Resolution.values:
+            cutoff = now - retention_seconds(resolution)
+            while True:
+                # In batches: one huge DELETE holds SQLite's single write lock for too long.
+                batch = list(
+                    model.objects.filter(resolution=resolution, at__lt=cutoff).values_list("pk", flat=True)[:PRUNE_BATCH]
+                )
+                if not batch:
+                    break
+                total += model.objects.filter(pk__in=batch).delete()[0]
+    cutoff = now - settings.METRICS_RETENTION_DAYS * 86400
+    total += ContainerTermination.objects.filter(at__lt=cutoff).delete()[0]
+    return total
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def roll_up_metrics() -> dict[str, int]:
+    return roll_up()
+
+
+
+
