@@ -36,6 +36,7 @@ from django.utils import timezone
 
 from clusters.client import ClusterError, client_for
 from clusters.models import Cluster
+from services import charts
 from services.models import (
     ContainerTermination,
     MetricSample,
@@ -398,3 +399,79 @@ def roll_up_metrics() -> dict[str, int]:
 
 
 
+
+
+# --- reads for the pages -------------------------------------------------------------------------
+
+
+def metrics_unavailable(cluster_id: int) -> bool:
+    """Whether the cluster was found to serve no metrics API at its last read."""
+    return MetricsSource.objects.filter(cluster_id=cluster_id, state=MetricsSource.State.UNAVAILABLE).exists()
+
+
+def termination_title(termination: ContainerTermination) -> str:
+    when = datetime.fromtimestamp(termination.at, tz=dt_timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    if termination.is_oom:
+        limit = f", at its {charts.format_memory(termination.memory_limit_bytes)} limit" if termination.memory_limit_bytes else ""
+        what = f"Out of memory kill{limit}"
+    else:
+        what = f"Restart ({termination.reason or 'exited'}, exit code {termination.exit_code})"
+    return f"{what}: {termination.pod} ({termination.container}), restart {termination.restart_count}, {when}"
+
+
+def service_charts(service: Service, range_key: str, *, per_pod: bool = False, now: float | None = None) -> list:
+    """The Metrics tab's CPU and memory charts for `range_key` (one of RANGES)."""
+    seconds, resolution = RANGES[range_key]
+    end = time.time() if now is None else now
+    start = end - seconds
+    rows = list(
+        MetricSample.objects.filter(service=service, resolution=resolution, at__gte=start)
+        .order_by("at")
+        .values_list("at", "cpu_cores", "memory_bytes")
+    )
+    cpu_lines = [charts.Line("All pods", [(at, cpu) for at, cpu, _ in rows], "line-total")]
+    memory_lines = [charts.Line("All pods", [(at, mem) for at, _, mem in rows], "line-total")]
+    if per_pod:
+        pods: dict[str, list[tuple[int, float, int]]] = defaultdict(list)
+        for pod, at, cpu, mem in (
+            PodMetricSample.objects.filter(service=service, resolution=resolution, at__gte=start)
+            .order_by("at")
+            .values_list("pod", "at", "cpu_cores", "memory_bytes")
+        ):
+            pods[pod].append((at, cpu, mem))
+        for index, (pod, points) in enumerate(sorted(pods.items())):
+            css = f"line-pod line-pod-{index % 6}"
+            cpu_lines.append(charts.Line(pod, [(at, cpu) for at, cpu, _ in points], css))
+            memory_lines.append(charts.Line(pod, [(at, mem) for at, _, mem in points], css))
+    markers = [
+        charts.Marker(
+            revision.created_at.timestamp(),
+            f"Revision {revision.number} · {revision.spec.get('image') or 'built from Git'} · "
+            f"{revision.created_by.username if revision.created_by else 'ale'}",
+            "marker-revision",
+        )
+        for revision in service.revisions.filter(created_at__gte=datetime.fromtimestamp(start, tz=dt_timezone.utc))
+        .select_related("created_by")
+        .order_by("number")
+    ]
+    markers += [
+        charts.Marker(t.at, termination_title(t), "marker-oom" if t.is_oom else "marker-restart")
+        for t in ContainerTermination.objects.filter(service=service, at__gte=start).order_by("at")
+    ]
+    # Requests equal limits in ale's manifests; both are drawn, the limit over the request.
+    cpu_cores = service.cpu_millicores / 1000 * service.desired_replicas
+    memory_bytes = service.memory_mib * charts.MIB * service.desired_replicas
+    every = f" (× {service.desired_replicas} pods)" if service.desired_replicas > 1 else ""
+    return [
+        charts.draw(
+            name="cpu", title="CPU", start=start, end=end, lines=cpu_lines, markers=markers, fmt=charts.format_cpu,
+            levels=[charts.Level(f"Request{every}", cpu_cores, "level-request"),
+                    charts.Level(f"Limit{every}", cpu_cores, "level-limit")],
+        ),
+        charts.draw(
+            name="memory", title="Memory", start=start, end=end, lines=memory_lines, markers=markers,
+            fmt=charts.format_memory,
+            levels=[charts.Level(f"Request{every}", memory_bytes, "level-request"),
+                    charts.Level(f"Limit{every}", memory_bytes, "level-limit")],
+        ),
+    ]

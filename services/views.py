@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -22,7 +23,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from environments.access import get_environment_for_user
 from environments.models import Environment
-from services import actions
+from services import actions, metrics
 from services.access import cards_for_environment, get_service_for_user
 from services.forms import ServiceForm
 from services.manifests import DATA_MOUNT_PATH
@@ -35,6 +36,11 @@ from spaces.http import HtmxHttpRequest, wants_fragment
 # The modal sits in pages that have forms of their own (the selector's "Create new
 # environment" has a `name` too): its own id prefix keeps every label on its field.
 FORM_IDS = "deploy-%s"
+
+NO_METRICS_API = (
+    "This service's cluster has no metrics API (metrics-server is not installed), so ale cannot show its CPU "
+    "and memory."
+)
 
 # Sent with a successful modal submit: static/js/services.js closes the open dialog on it.
 CLOSE_MODAL_TRIGGER = "ale:modal-close"
@@ -286,3 +292,35 @@ def rollback(request: HtmxHttpRequest, service_id: str, number: int) -> HttpResp
         messages.success(request, f"Rolling {service.name} back to revision {number}.")
     # The revisions list changed too: the whole page again (htmx follows the redirect).
     return redirect("services:detail", service_id=service.public_id)
+
+
+@require_GET
+@login_required
+def metrics_tab(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
+    """The Metrics tab: CPU and memory charts drawn on the server. Its charts element polls this
+    view while the tab is open and gets back just that element."""
+    service = get_service_for_user(request.user, service_id)
+    range_key = request.GET.get("range", metrics.DEFAULT_RANGE)
+    if range_key not in metrics.RANGES:
+        return HttpResponse(
+            f"Unknown range {range_key!r}: choose one of {', '.join(metrics.RANGES)}.",
+            status=400,
+            content_type="text/plain",
+        )
+    per_pod = request.GET.get("pods") == "1"
+    unavailable = metrics.metrics_unavailable(service.environment.cluster_id)
+    context = _page_context(
+        request,
+        {
+            "environment": service.environment,
+            "service": service,
+            "ranges": list(metrics.RANGES),
+            "range": range_key,
+            "per_pod": per_pod,
+            "no_metrics_api": NO_METRICS_API if unavailable else "",
+            "charts": [] if unavailable else metrics.service_charts(service, range_key, per_pod=per_pod),
+            "poll_seconds": settings.METRICS_INTERVAL_SECONDS,
+        },
+    )
+    template = "services/_metrics_charts.html" if wants_fragment(request) else "services/metrics.html"
+    return render(request, template, context)
