@@ -31,7 +31,7 @@ from typing import Any
 from celery import shared_task
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Avg, F, Max
+from django.db.models import Avg, Exists, F, Max, OuterRef, Subquery
 from django.utils import timezone
 
 from clusters.client import ClusterError, client_for
@@ -43,6 +43,8 @@ from services.models import (
     MetricsSource,
     PodMetricSample,
     Resolution,
+    Revision,
+    RevisionUsage,
     Service,
 )
 
@@ -394,7 +396,9 @@ def prune(now: int) -> int:
 
 @shared_task(acks_late=True, ignore_result=True)
 def roll_up_metrics() -> dict[str, int]:
-    return roll_up()
+    counts = roll_up()
+    counts["measured"] = record_revision_usage()
+    return counts
 
 
 
@@ -475,3 +479,149 @@ def service_charts(service: Service, range_key: str, *, per_pod: bool = False, n
                     charts.Level(f"Limit{every}", memory_bytes, "level-limit")],
         ),
     ]
+
+
+# --- after a deploy settles ----------------------------------------------------------------------
+
+# A deploy is measured this long after it was made: pods have started and warmed up.
+SETTLE_SECONDS = 300
+# The first minute after a deploy (start-up) is left out of its measure.
+WARM_UP_SECONDS = 60
+# The card mentions a change between two revisions above this fraction.
+CHANGE_THRESHOLD = 0.25
+
+
+def record_revision_usage(now: float | None = None) -> int:
+    """Measure each running service whose deploy has settled and is not measured yet; keep the
+    last two measures per service (what the card compares)."""
+    moment = time.time() if now is None else now
+    settled = datetime.fromtimestamp(moment - SETTLE_SECONDS, tz=dt_timezone.utc)
+    latest = Revision.objects.filter(service=OuterRef("pk")).order_by("-number").values("number")[:1]
+    measured = RevisionUsage.objects.filter(service=OuterRef("pk"), measured_from=OuterRef("deployed_at"))
+    candidates = (
+        Service.objects.filter(status=Service.Status.RUNNING, deployed_at__lte=settled)
+        .annotate(revision=Subquery(latest))
+        .exclude(Exists(measured))
+        .exclude(revision=None)
+        .values_list("pk", "revision", "deployed_at")
+    )
+    made = 0
+    for pk, number, deployed_at in candidates:
+        since = max(deployed_at.timestamp() + WARM_UP_SECONDS, moment - RAW_KEEP_SECONDS)
+        usage = MetricSample.objects.filter(service_id=pk, resolution=Resolution.RAW, at__gte=since).aggregate(
+            cpu=Avg("cpu_cores"), memory=Avg("memory_bytes")
+        )
+        if usage["cpu"] is None:
+            continue
+        RevisionUsage.objects.update_or_create(
+            service_id=pk,
+            number=number,
+            defaults={"cpu_cores": usage["cpu"], "memory_bytes": int(usage["memory"]), "measured_from": deployed_at},
+        )
+        keep = RevisionUsage.objects.filter(service_id=pk).order_by("-number").values_list("pk", flat=True)[:2]
+        RevisionUsage.objects.filter(service_id=pk).exclude(pk__in=list(keep)).delete()
+        made += 1
+    return made
+
+
+def usage_change(current: RevisionUsage, previous: RevisionUsage) -> str:
+    """"memory +85% since revision 12", naming the resources that moved past the threshold."""
+    parts = []
+    for name, now_value, then_value in (
+        ("CPU", current.cpu_cores, previous.cpu_cores),
+        ("memory", current.memory_bytes, previous.memory_bytes),
+    ):
+        if then_value and abs(now_value - then_value) / then_value > CHANGE_THRESHOLD:
+            parts.append(f"{name} {(now_value - then_value) / then_value:+.0%}")
+    return f"{', '.join(parts)} since revision {previous.number}" if parts else ""
+
+
+# --- the cards -----------------------------------------------------------------------------------
+
+SPARK_SECONDS = 3600
+
+
+@dataclass
+class CardMetrics:
+    cpu_path: str = ""
+    memory_path: str = ""
+    cpu_now: str = ""
+    memory_now: str = ""
+    oom: str = ""
+    change: str = ""
+
+
+def oom_sentence(limit_bytes: int | None, restarts: int) -> str:
+    limit = f"used its {charts.format_memory(limit_bytes)} limit" if limit_bytes else "used all the memory it could"
+    times = "1 time" if restarts == 1 else f"{restarts} times"
+    return f"Out of memory: {limit}, restarted {times}."
+
+
+def oom_sentences(services: list[Service], now: float | None = None) -> dict[int, str]:
+    """The out-of-memory sentence of each service killed for memory in the last day since its
+    last deploy (a kill before it may be what the user fixed), in one query."""
+    moment = time.time() if now is None else now
+    by_pk = {service.pk: service for service in services}
+    sentences: dict[int, str] = {}
+    for termination in ContainerTermination.objects.filter(
+        service_id__in=by_pk, reason="OOMKilled", at__gte=moment - 86400
+    ).order_by("service_id", "-at"):
+        service = by_pk[termination.service_id]
+        if termination.service_id in sentences or (
+            service.deployed_at and termination.at < service.deployed_at.timestamp()
+        ):
+            continue
+        sentences[termination.service_id] = oom_sentence(termination.memory_limit_bytes, termination.restart_count)
+    return sentences
+
+
+def card_metrics(services: list[Service], now: float | None = None) -> dict[int, CardMetrics]:
+    """Sparklines (CPU and memory, last hour), the out-of-memory sentence and the change since
+    the previous revision for every card, in three queries whatever the number of cards."""
+    moment = time.time() if now is None else now
+    start = moment - SPARK_SECONDS
+    by_pk = {service.pk: service for service in services}
+    found: dict[int, CardMetrics] = {pk: CardMetrics() for pk in by_pk}
+    if not by_pk:
+        return found
+    points: dict[int, list[tuple[int, float, int]]] = defaultdict(list)
+    # One raw sample a minute: 60 points a card, fresh to the last minute.
+    for pk, at, cpu, memory in (
+        MetricSample.objects.filter(service_id__in=by_pk, resolution=Resolution.RAW, at__gte=start)
+        .annotate(offset=F("at") % 60)
+        .filter(offset__lt=settings.METRICS_INTERVAL_SECONDS)
+        .order_by("service_id", "at")
+        .values_list("service_id", "at", "cpu_cores", "memory_bytes")
+    ):
+        points[pk].append((at, cpu, memory))
+    for pk, series in points.items():
+        service = by_pk[pk]
+        card = found[pk]
+        card.cpu_path = charts.sparkline(
+            [(at, cpu) for at, cpu, _ in series], start=start, end=moment,
+            ceiling=service.cpu_millicores / 1000 * service.replicas,
+        )
+        card.memory_path = charts.sparkline(
+            [(at, mem) for at, _, mem in series], start=start, end=moment,
+            ceiling=service.memory_mib * charts.MIB * service.replicas,
+        )
+        card.cpu_now = charts.format_cpu(series[-1][1])
+        card.memory_now = charts.format_memory(series[-1][2])
+    for pk, sentence in oom_sentences(services, moment).items():
+        found[pk].oom = sentence
+    usages: dict[int, list[RevisionUsage]] = defaultdict(list)
+    for usage in RevisionUsage.objects.filter(service_id__in=by_pk).order_by("service_id", "-number"):
+        usages[usage.service_id].append(usage)
+    for pk, pair in usages.items():
+        service = by_pk[pk]
+        if len(pair) >= 2 and service.deployed_at and pair[0].measured_from == service.deployed_at:
+            found[pk].change = usage_change(pair[0], pair[1])
+    return found
+
+
+def attach_card_metrics(services: list[Service]) -> list[Service]:
+    """Set `card_metrics` on each service (what `services/_card_metrics.html` reads)."""
+    cards = card_metrics(services)
+    for service in services:
+        service.card_metrics = cards[service.pk]
+    return services

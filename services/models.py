@@ -532,3 +532,18 @@ class MetricsSource(models.Model):
 
     def __str__(self) -> str:
         return f"{self.cluster_id}: {self.state}"
+
+
+class RevisionUsage(models.Model):
+    """What a revision used once its deploy had settled: the mean CPU and memory from a few
+    minutes after it was deployed until it was measured. The card compares the last two."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+")
+    number = models.PositiveIntegerField()
+    cpu_cores = models.FloatField()
+    memory_bytes = models.BigIntegerField()
+    # The deploy it measured (`Service.deployed_at` then): a newer deploy is not measured yet.
+    measured_from = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["service", "number"], name="revision_usage_unique")]
