@@ -17,6 +17,7 @@ chart range reads one resolution, so a chart is one range scan of the
 from __future__ import annotations
 
 import logging
+import math
 import random
 import re
 import time
@@ -625,3 +626,96 @@ def attach_card_metrics(services: list[Service]) -> list[Service]:
     for service in services:
         service.card_metrics = cards[service.pk]
     return services
+
+
+# --- right-sizing --------------------------------------------------------------------------------
+
+# Requests at least this many times the suggestion are "far above" what the service uses.
+OVERSIZE_FACTOR = 2
+# Headroom over the busiest 5% of the last day: CPU is throttled when short, memory is killed.
+CPU_HEADROOM = 1.5
+MEMORY_HEADROOM = 1.3
+# At least an hour of minutes (or of raw samples) before ale judges a size.
+MIN_POINTS = 60
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    p95_cpu_cores: float
+    p95_memory_bytes: int
+    cpu_millicores: int
+    memory_mib: int
+    frees_cpu_millicores: int
+    frees_memory_mib: int
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
+
+
+def suggest_size(
+    per_pod: list[tuple[float, float]], *, cpu_millicores: int, memory_mib: int, replicas: int,
+    min_cpu_millicores: int = 100, min_memory_mib: int = 16,
+) -> Suggestion | None:
+    """A smaller size for one pod when its request is far above its p95 use, or None.
+
+    `per_pod` is (CPU cores, memory bytes) per pod over the last day. Pure: tested alone.
+    """
+    if len(per_pod) < MIN_POINTS:
+        return None
+    p95_cpu = percentile([cpu for cpu, _ in per_pod], 0.95)
+    p95_memory = percentile([memory for _, memory in per_pod], 0.95)
+    cpu = max(min_cpu_millicores, math.ceil(p95_cpu * CPU_HEADROOM * 1000 / 50) * 50)
+    memory = max(min_memory_mib, math.ceil(p95_memory * MEMORY_HEADROOM / charts.MIB / 32) * 32)
+    cpu_far = cpu_millicores >= OVERSIZE_FACTOR * cpu
+    memory_far = memory_mib >= OVERSIZE_FACTOR * memory
+    if not (cpu_far or memory_far):
+        return None
+    cpu = cpu if cpu_far else cpu_millicores
+    memory = memory if memory_far else memory_mib
+    return Suggestion(
+        p95_cpu_cores=p95_cpu,
+        p95_memory_bytes=int(p95_memory),
+        cpu_millicores=cpu,
+        memory_mib=memory,
+        frees_cpu_millicores=(cpu_millicores - cpu) * replicas,
+        frees_memory_mib=(memory_mib - memory) * replicas,
+    )
+
+
+def right_size(service: Service, now: float | None = None) -> Suggestion | None:
+    """The service page's suggestion, from the last day's minutes (raw samples for a service
+    younger than its first minutes): one query."""
+    moment = time.time() if now is None else now
+    rows = list(
+        MetricSample.objects.filter(service=service, resolution__in=(Resolution.RAW, Resolution.MINUTE),
+                                    at__gte=moment - 86400, pods__gt=0)
+        .values_list("resolution", "cpu_cores", "memory_bytes", "pods")
+    )
+    minutes = [(cpu / pods, memory / pods) for resolution, cpu, memory, pods in rows if resolution == Resolution.MINUTE]
+    raw = [(cpu / pods, memory / pods) for resolution, cpu, memory, pods in rows if resolution == Resolution.RAW]
+    return suggest_size(
+        minutes if len(minutes) >= MIN_POINTS else raw,
+        cpu_millicores=service.cpu_millicores, memory_mib=service.memory_mib, replicas=service.replicas,
+    )
+
+
+def measured_for_space(space_id: int, now: float | None = None) -> dict[tuple[str, str], float]:
+    """What the space's running services use now, by (capacity, "cpu"|"memory"): millicores and
+    MiB, from each service's latest sample of the last two intervals. One query."""
+    moment = time.time() if now is None else now
+    latest: dict[int, tuple[int, str, float, int]] = {}
+    for pk, capacity, at, cpu, memory in MetricSample.objects.filter(
+        service__environment__project__space_id=space_id,
+        service__desired_state=Service.DesiredState.RUNNING,
+        resolution=Resolution.RAW,
+        at__gte=moment - 2 * settings.METRICS_INTERVAL_SECONDS,
+    ).values_list("service_id", "service__capacity", "at", "cpu_cores", "memory_bytes"):
+        if pk not in latest or latest[pk][0] < at:
+            latest[pk] = (at, capacity, cpu, memory)
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    for _, capacity, cpu, memory in latest.values():
+        totals[(capacity, "cpu")] += cpu * 1000
+        totals[(capacity, "memory")] += memory / charts.MIB
+    return dict(totals)

@@ -23,15 +23,16 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from environments.access import get_environment_for_user
 from environments.models import Environment
-from services import actions, metrics
+from services import actions, charts, metrics
 from services.access import cards_for_environment, get_service_for_user
 from services.forms import ServiceForm
 from services.manifests import DATA_MOUNT_PATH
 from services.models import Build, Service
 from services.streams import may_open_terminal
 from spaces.access import live_projects, spaces_for_user
-from spaces.allocation import format_mib
+from spaces.allocation import CAPACITY_LABELS, CPU, MEMORY, format_cpu, format_mib
 from spaces.http import HtmxHttpRequest, wants_fragment
+from spaces.resources import limits_for_space
 
 # The modal sits in pages that have forms of their own (the selector's "Create new
 # environment" has a `name` too): its own id prefix keeps every label on its field.
@@ -266,9 +267,26 @@ def detail(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
             "disk_path": DATA_MOUNT_PATH,
             # The Terminal link only for those the environment's setting lets in.
             "may_open_terminal": may_open_terminal(request.user, service.environment),
+            "right_size": _right_size(service),
         },
     )
     return render(request, "services/detail.html", context)
+
+
+def _right_size(service: Service) -> dict[str, str] | None:
+    """The suggestion of a smaller size, in the words the page shows, or None."""
+    suggestion = metrics.right_size(service)
+    if suggestion is None:
+        return None
+    limits = limits_for_space(service.environment.project.space)
+    capacity = service.capacity
+    return {
+        "used": f"{charts.format_cpu(suggestion.p95_cpu_cores)} and {charts.format_memory(suggestion.p95_memory_bytes)}",
+        "size": f"{format_cpu(suggestion.cpu_millicores)} and {format_mib(suggestion.memory_mib)}",
+        "frees": f"{format_cpu(suggestion.frees_cpu_millicores)} and {format_mib(suggestion.frees_memory_mib)}",
+        "of": f"{format_cpu(limits.total(capacity, CPU))} and {format_mib(limits.total(capacity, MEMORY))} "
+        f"{CAPACITY_LABELS[capacity].lower()}",
+    }
 
 
 @require_http_methods(["GET", "POST"])
