@@ -6,6 +6,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from clusters.client import client_for
@@ -82,17 +83,24 @@ def test_it_records_an_out_of_memory_kill_with_the_limit(env, owner, kube_cluste
     assert ContainerTermination.objects.filter(service=leak, restart_count=termination.restart_count).count() == 1
 
 
-def test_it_records_a_cluster_without_the_metrics_api(db, space, owner, bare_devcluster):
+def test_it_records_a_cluster_without_the_metrics_api_and_the_tab_says_so(
+    db, space, owner, member_client, bare_devcluster
+):
     cluster = Cluster.objects.create(
         name="bare", connection=Cluster.Connection.KUBECONFIG,
         kubeconfig=kubeconfig_text(bare_devcluster.url, bare_devcluster.token),
     )
-    make_env(cluster, space, owner, name="bare")
+    env = make_env(cluster, space, owner, name="bare")
+    service = deploy(env, owner, name="web", replicas="1")
+    assert reconcile(service) == "applied"
     result = metrics.sample_and_record(cluster)
     assert result.state == MetricsSource.State.UNAVAILABLE
     source = MetricsSource.objects.get(cluster=cluster)
     assert source.state == MetricsSource.State.UNAVAILABLE
     assert "metrics-server" in source.message
+    html = member_client.get(reverse("services:metrics", args=[service.public_id])).content.decode()
+    assert "cluster has no metrics API (metrics-server is not installed), so ale cannot show its CPU and memory." in html
+    assert "data-chart=" not in html
 
 
 def test_it_backs_off_a_failing_cluster_without_delaying_the_others(db, space, owner, kube_cluster):

@@ -67,6 +67,8 @@ def test_it_answers_htmx_with_the_charts_alone_for_each_range(member_client, ser
         assert html.lstrip().startswith('<section id="metrics-charts"')
         assert f'data-range="{key}" aria-current="true"' in html
         assert "<html" not in html
+        # Live while open: the element polls its own range every sampling interval.
+        assert f'hx-get="{url(service, range=key)}" hx-trigger="every 15s" hx-swap="outerHTML"' in html
     week = member_client.get(url(service, range="7d"), **HX).content.decode()
     assert "now 0.200 vCPU" in week
 
