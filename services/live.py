@@ -21,6 +21,8 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
+from services.metrics import attach_card_metrics
+
 if TYPE_CHECKING:
     from environments.models import Environment
     from services.models import Service
@@ -51,6 +53,11 @@ def publish_services(services: Iterable[Service]) -> None:
     The services must have `environment` loaded (select_related) when many are sent, or each
     one costs a query here.
     """
+    services = list(services)
+    if len(services) > 1:
+        # The cards' sparklines and sentences for the whole batch in three queries, not three
+        # per card (a relist publishes every card of a cluster).
+        attach_card_metrics(services)
     messages = [
         (group_name(service.environment.public_id), {"type": CARD_UPDATE, "html": render_card(service)})
         for service in services

@@ -11,7 +11,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from services import actions, metrics
+from services import actions, live, metrics
+from services.access import CARD_RELATED
 from services.models import ContainerTermination, MetricSample, Resolution, Service
 from tests.services.test_tasks import deploy, make_env, reconcile
 from tests.services.test_views import make_service
@@ -117,3 +118,13 @@ def test_it_compares_the_new_revision_with_the_previous_once_it_settles(member_c
     assert "Memory +85% since revision 1" in html
     # Each deploy is measured once.
     assert metrics.record_revision_usage() == 0
+
+
+def test_it_publishes_a_batch_of_live_cards_with_their_sparklines_in_three_queries(
+    main_env, django_assert_num_queries
+):
+    add_services(main_env, 20)
+    loaded = list(Service.objects.filter(environment=main_env).select_related(*CARD_RELATED))
+    with django_assert_num_queries(3):
+        live.publish_services(loaded)
+    assert all(service.card_metrics.cpu_path for service in loaded)
