@@ -7,7 +7,7 @@ shows its numbers). Hover text is the SVG `<title>` of each marker, which every 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 WIDTH = 720
@@ -69,7 +69,11 @@ def format_memory(value: float) -> str:
     return f"{value / MIB:.0f} MiB" if value >= 10 * MIB else f"{value / MIB:.1f} MiB"
 
 
-def _path(points: Sequence[tuple[float, float]], x, y) -> str:
+def _path(points: Sequence[tuple[float, float]], x: Callable[[float], float], y: Callable[[float], float]) -> str:
+    if len(points) == 1:
+        # One sample (a service just started): a short dash, since a lone point draws nothing.
+        (t, v), = points
+        return f"M{max(x(t) - 6, 0):.1f},{y(v):.1f} L{x(t):.1f},{y(v):.1f}"
     return "M" + " L".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points) if points else ""
 
 
@@ -82,7 +86,7 @@ def draw(
     lines: Sequence[Line],
     levels: Sequence[Level] = (),
     markers: Sequence[Marker] = (),
-    fmt=format_cpu,
+    fmt: Callable[[float], str] = format_cpu,
     width: int = WIDTH,
     height: int = HEIGHT,
 ) -> DrawnChart:

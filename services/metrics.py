@@ -424,7 +424,9 @@ def termination_title(termination: ContainerTermination) -> str:
     return f"{what}: {termination.pod} ({termination.container}), restart {termination.restart_count}, {when}"
 
 
-def service_charts(service: Service, range_key: str, *, per_pod: bool = False, now: float | None = None) -> list:
+def service_charts(
+    service: Service, range_key: str, *, per_pod: bool = False, now: float | None = None
+) -> list[charts.DrawnChart]:
     """The Metrics tab's CPU and memory charts for `range_key` (one of RANGES)."""
     seconds, resolution = RANGES[range_key]
     end = time.time() if now is None else now
