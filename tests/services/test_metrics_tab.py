@@ -101,3 +101,19 @@ def test_it_reads_a_week_in_a_constant_number_of_queries(member_client, service,
     with django_assert_max_num_queries(12):
         response = member_client.get(url(service, range="7d"))
     assert response.status_code == 200
+
+
+def test_it_reads_a_chart_with_one_range_scan_of_the_index(service):
+    from django.db import connection
+
+    _, resolution = metrics.RANGES["7d"]
+    query = MetricSample.objects.filter(service=service, resolution=resolution, at__gte=0).order_by("at").values_list(
+        "at", "cpu_cores", "memory_bytes"
+    )
+    plan = query.explain()
+    if connection.vendor == "sqlite":
+        # The unique constraint's index (SQLite names it sqlite_autoindex_...), all three columns.
+        assert re.search(r"SEARCH services_metricsample USING INDEX \S+ \(service_id=\? AND resolution=\? AND at>\?\)", plan), plan
+        assert "TEMP B-TREE" not in plan, plan  # the index's order is the chart's: no sort
+    else:
+        assert "metric_sample_unique" in plan, plan
