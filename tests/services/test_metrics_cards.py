@@ -51,9 +51,10 @@ def test_it_draws_every_cards_sparklines_in_the_same_number_of_queries(
         html = page(member_client, main_env)
     assert html.count("data-sparklines") == 10
     assert "CPU 0.300 vCPU" in html and "Memory 20 MiB" in html
-    add_services(main_env, 50, start=10)
+    add_services(main_env, 190, start=10)
     with django_assert_num_queries(len(first.captured_queries)):
         html = page(member_client, main_env)
+    # A page of cards (CARDS_PER_PAGE), each with its sparklines.
     assert html.count("data-sparklines") == 60
 
 
