@@ -52,6 +52,8 @@ class DrawnChart:
     markers: list[dict] = field(default_factory=list)
     ticks: list[dict] = field(default_factory=list)
     latest: str = ""
+    # The value at the top edge: the chart's scale, said in words under it.
+    top: str = ""
     empty: bool = True
 
 
@@ -102,7 +104,7 @@ def draw(
     def y(v: float) -> float:
         return height - v / top * height
 
-    chart = DrawnChart(name=name, title=title, width=width, height=height)
+    chart = DrawnChart(name=name, title=title, width=width, height=height, top=fmt(top))
     chart.lines = [{"label": line.label, "d": _path(line.points, x, y), "css": line.css} for line in lines]
     chart.empty = not any(line.points for line in lines)
     chart.levels = [
