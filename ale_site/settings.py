@@ -216,6 +216,11 @@ WATCHER_LEASE_SECONDS = int(env("WATCHER_LEASE_SECONDS", "15"))
 WATCHER_LEASE_CLUSTER = env("WATCHER_LEASE_CLUSTER", "")
 
 EVENT_RETENTION_DAYS = int(env("EVENT_RETENTION_DAYS", "7"))
+# CPU and memory charts: each cluster's metrics API is read once per interval (metrics-server
+# itself scrapes every 15 s, so reading more often only repeats its numbers); raw samples are
+# kept 6 hours, minute averages 2 days, ten-minute averages this many days.
+METRICS_INTERVAL_SECONDS = int(env("METRICS_INTERVAL_SECONDS", "15"))
+METRICS_RETENTION_DAYS = int(env("METRICS_RETENTION_DAYS", "30"))
 # A service `deploying` this long with no Deployment in its cluster gets its reconcile again.
 SERVICE_STUCK_DEPLOY_SECONDS = int(env("SERVICE_STUCK_DEPLOY_SECONDS", "300"))
 # An environment still being deleted this long after its deletion (last) started gets its
@@ -229,8 +234,17 @@ ENVIRONMENT_STUCK_DELETE_SECONDS = int(env("ENVIRONMENT_STUCK_DELETE_SECONDS", "
 TERMINAL_IDLE_TIMEOUT = int(env("TERMINAL_IDLE_TIMEOUT", "1800"))
 STREAM_KEEPALIVE_SECONDS = int(env("STREAM_KEEPALIVE_SECONDS", "25"))
 
+# The metrics tasks live beside the code that writes the samples, not in a `tasks` module.
+CELERY_IMPORTS = ("services.metrics",)
 CELERY_BEAT_SCHEDULE = {
     "prune-events": {"task": "environments.tasks.prune_events", "schedule": 3600.0},
+    "sample-metrics": {
+        "task": "services.metrics.sample_metrics",
+        "schedule": float(METRICS_INTERVAL_SECONDS),
+        # A sample taken late is a wrong sample: one the workers could not start in time goes.
+        "options": {"expires": float(METRICS_INTERVAL_SECONDS)},
+    },
+    "roll-up-metrics": {"task": "services.metrics.roll_up_metrics", "schedule": 60.0, "options": {"expires": 60.0}},
     "resync-statuses": {
         "task": "services.resync.resync",
         "schedule": float(env("RESYNC_INTERVAL_SECONDS", "60")),

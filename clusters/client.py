@@ -1079,6 +1079,23 @@ class KubeClient:
         items, _ = self.list("v1", "Event", namespace=namespace, field_selector=field_selector)
         return sorted(items, key=_event_time)
 
+    def pod_metrics(self, *, label_selector: str) -> builtins.list[dict] | None:
+        """PodMetrics (metrics.k8s.io/v1beta1) of the matching pods in every namespace, in one
+        list call; None when the cluster does not serve the metrics API (no metrics-server).
+
+        A 404 of the collection means the API group is not there: metrics-server answers an
+        empty list, never a 404, for a selector that matches nothing.
+        """
+        try:
+            page = self._request(
+                "GET", "/apis/metrics.k8s.io/v1beta1/pods", query=[("labelSelector", label_selector or None)]
+            )
+        except ClusterError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return builtins.list(page.get("items") or [])
+
     def can_i(self, verb: str, group: str, resource: str, *, namespace: str = "") -> bool:
         """Whether this client's own identity may `verb` `resource` (`pods`, `pods/log`) of API
         `group`: in `namespace`, or in every namespace and at the cluster scope when it is empty.

@@ -95,7 +95,7 @@ class DevCluster:
                  pod_ready_seconds: float = 1.0, bookmark_seconds: float = 60.0, history_size: int = 1000,
                  backoff_seconds: float | None = None, token: str | None = None, tls: bool = False,
                  restricted_identity: list[str] | None = None, leak_mib_per_second: float | None = None,
-                 ingress_port: int | None = None):
+                 ingress_port: int | None = None, metrics_api: bool = True):
         """`restricted_identity`: rules (`get,list:pods`, see authz.parse_rule) of a second user, whose
         token `restricted_token` holds and whose context `write_kubeconfig` adds."""
         self._port = port
@@ -109,6 +109,8 @@ class DevCluster:
                                          "ingress_port": ingress_port}
         if leak_mib_per_second is not None:
             self._options["leak_mib_per_second"] = leak_mib_per_second
+        if not metrics_api:
+            self._options["metrics_api"] = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Any = None

@@ -36,6 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="serve the Ingress hosts on this port of 127.0.0.1 (0 picks a free one; default: no ingress)")
     parser.add_argument("--ingress-port-file", type=Path, default=None,
                         help="write the ingress port there once it listens (for a port picked with 0)")
+    parser.add_argument("--no-metrics-api", dest="metrics_api", action="store_false",
+                        help="serve no metrics.k8s.io, as a cluster without metrics-server")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -56,7 +58,8 @@ async def serve(args: argparse.Namespace) -> None:
     server = DevServer(token=token, data_dir=args.data, pod_ready_seconds=args.pod_ready_seconds,
                        bookmark_seconds=args.bookmark_seconds, tls=args.tls, restricted_token=restricted_token,
                        restricted_rules=tuple(parse_rule(r) for r in args.restricted_identity or ()),
-                       leak_mib_per_second=args.leak_mib_per_second, ingress_port=args.ingress_port)
+                       leak_mib_per_second=args.leak_mib_per_second, ingress_port=args.ingress_port,
+                       metrics_api=args.metrics_api)
     port = await server.start(args.port)
     if server.ingress is not None:
         print(f"devcluster ingress listening on http://127.0.0.1:{server.ingress.port}", flush=True)

@@ -128,8 +128,10 @@ class DevServer:
                  bookmark_seconds: float = 60.0, history_size: int = 1000, backoff_base: float | None = None,
                  save_delay: float = 1.0, tls: bool = False, restricted_token: str | None = None,
                  restricted_rules: tuple[Rule, ...] = (), leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND,
-                 ingress_port: int | None = None):
+                 ingress_port: int | None = None, metrics_api: bool = True):
         self.token = token
+        # False: a cluster without metrics-server, where metrics.k8s.io is not there at all.
+        self.metrics_api = metrics_api
         self.authz = Authorizer(token, restricted_token, restricted_rules)
         self.data_dir = data_dir
         self.store = Store(history_size)
@@ -303,6 +305,8 @@ class DevServer:
             return await self._faults_admin(request)
         if path.startswith("/openapi/"):
             return openapi_response(self.openapi, request, path)
+        if not self.metrics_api and path.startswith("/apis/metrics.k8s.io"):
+            raise _page_not_found()
         if path in simple and request.method not in ("GET", "HEAD"):
             raise _method_not_allowed()
         if path == "/version":
@@ -336,7 +340,7 @@ class DevServer:
     def _group_list(self) -> Obj:
         groups = []
         for gv in GROUP_VERSIONS:
-            if gv == "v1":
+            if gv == "v1" or (not self.metrics_api and gv.startswith("metrics.k8s.io/")):
                 continue
             group = self._group(gv.split("/")[0])
             if group and group not in groups:

@@ -9,6 +9,7 @@ from django.http import Http404
 
 from environments.access import environments_for_user
 from environments.models import Environment
+from services.metrics import attach_card_metrics
 from services.models import Service
 
 # What a card renders beyond the service row itself: loaded with it, never per card.
@@ -33,7 +34,7 @@ def cards_for_environment(environment: Environment) -> list[Service]:
     Through the reverse manager each service shares the `environment` object already loaded
     (with its project, space and cluster), so no card reads it again.
     """
-    return list(environment.services.select_related("deployed_by", "cloned_by").order_by("name"))
+    return attach_card_metrics(list(environment.services.select_related("deployed_by", "cloned_by").order_by("name")))
 
 
 def card_page(environment: Environment, start: int, stop: int) -> tuple[list[Service], bool]:
@@ -43,4 +44,5 @@ def card_page(environment: Environment, start: int, stop: int) -> tuple[list[Ser
     costs no `count()`.
     """
     rows = list(environment.services.select_related("deployed_by", "cloned_by").order_by("name")[start : stop + 1])
-    return rows[: stop - start], len(rows) > stop - start
+    # Sparklines and sentences of the whole page in three queries, not three per card.
+    return attach_card_metrics(rows[: stop - start]), len(rows) > stop - start

@@ -23,6 +23,7 @@ from django.utils.html import format_html
 from environments.models import ClusterEvent, Environment
 from services import guards
 from services.models import Service
+from services.metrics import attach_card_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ def publish_services(services: Iterable[Service]) -> None:
     services = list(services)
     # A stopped card says which secrets it lacks to start, as the page renders it.
     guards.note_missing_secrets(services)
+    if len(services) > 1:
+        # The cards' sparklines and sentences for the whole batch in three queries, not three
+        # per card (a relist publishes every card of a cluster).
+        attach_card_metrics(services)
     messages = [
         (
             group_name(service.environment.public_id),

@@ -438,3 +438,130 @@ class Build(models.Model):
         if self.started_at is None or self.finished_at is None:
             return None
         return max(0, int((self.finished_at - self.started_at).total_seconds()))
+
+
+# --- CPU and memory over time (services/metrics.py writes these) ---------------------------------
+
+
+class Resolution(models.IntegerChoices):
+    """Seconds one sample stands for: the sampler's raw reads, and the beat's minute and
+    ten-minute roll-ups of them."""
+
+    RAW = 0, "raw"
+    MINUTE = 60, "1 minute"
+    TEN_MINUTES = 600, "10 minutes"
+
+
+class MetricSample(models.Model):
+    """A service's CPU and memory at one moment: the sum over its pods.
+
+    `at` is epoch seconds (the start of the bucket for a roll-up): an integer that SQLite and
+    PostgreSQL bucket alike (`at - at % 60`) and that costs 8 bytes. A roll-up holds the mean CPU
+    and the peak memory of its bucket: memory is what an out-of-memory kill is about, and a
+    mean would hide the peak that caused it.
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+")
+    resolution = models.PositiveSmallIntegerField(choices=Resolution.choices)
+    at = models.BigIntegerField()
+    cpu_cores = models.FloatField()
+    memory_bytes = models.BigIntegerField()
+    pods = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            # Also the index of every chart: one service, one resolution, a range of `at`.
+            models.UniqueConstraint(fields=["service", "resolution", "at"], name="metric_sample_unique"),
+        ]
+        indexes = [
+            # Pruning and the roll-ups walk one resolution by age across all services.
+            models.Index(fields=["resolution", "at"], name="metric_sample_age"),
+        ]
+
+
+class PodMetricSample(models.Model):
+    """One pod's CPU and memory: the per-pod lines of the Metrics tab."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+")
+    pod = models.CharField(max_length=253)
+    resolution = models.PositiveSmallIntegerField(choices=Resolution.choices)
+    at = models.BigIntegerField()
+    cpu_cores = models.FloatField()
+    memory_bytes = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["service", "resolution", "at", "pod"], name="pod_metric_sample_unique"),
+        ]
+        indexes = [models.Index(fields=["resolution", "at"], name="pod_metric_sample_age")]
+
+
+class ContainerTermination(models.Model):
+    """A container of the service that ended and was restarted: the markers on the charts, and
+    the out-of-memory explanation on the card.
+
+    Read from the pod's `lastState.terminated` at each sample; (pod, container, restart count)
+    names one termination, so seeing it again at the next sample writes nothing.
+    """
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+")
+    pod = models.CharField(max_length=253)
+    container = models.CharField(max_length=253)
+    restart_count = models.PositiveIntegerField()
+    reason = models.CharField(max_length=64, blank=True)
+    exit_code = models.IntegerField(null=True, blank=True)
+    at = models.BigIntegerField()
+    # The container's memory limit when it ended: "used its 256 MiB limit" stays true after the
+    # user raised the limit.
+    memory_limit_bytes = models.BigIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "pod", "container", "restart_count"], name="container_termination_unique"
+            ),
+        ]
+        indexes = [models.Index(fields=["service", "at"], name="container_termination_recent")]
+
+    @property
+    def is_oom(self) -> bool:
+        return self.reason == "OOMKilled"
+
+
+class MetricsSource(models.Model):
+    """How reading a cluster's metrics API goes: when to read it next, and why not.
+
+    One row per cluster. `next_attempt_at` is both the schedule and the claim: the beat's tick
+    moves it forward with a compare-and-set before it enqueues the cluster's read, so two ticks
+    never read one cluster twice, and a failing cluster's backoff is simply a later time.
+    """
+
+    class State(models.TextChoices):
+        OK = "ok", "Sampling"
+        UNAVAILABLE = "unavailable", "No metrics API"
+        FAILING = "failing", "Failing"
+
+    cluster = models.OneToOneField("clusters.Cluster", on_delete=models.CASCADE, related_name="metrics_source")
+    state = models.CharField(max_length=12, choices=State.choices, default=State.OK)
+    failures = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_sampled_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.cluster_id}: {self.state}"
+
+
+class RevisionUsage(models.Model):
+    """What a revision used once its deploy had settled: the mean CPU and memory from a few
+    minutes after it was deployed until it was measured. The card compares the last two."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="+")
+    number = models.PositiveIntegerField()
+    cpu_cores = models.FloatField()
+    memory_bytes = models.BigIntegerField()
+    # The deploy it measured (`Service.deployed_at` then): a newer deploy is not measured yet.
+    measured_from = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["service", "number"], name="revision_usage_unique")]

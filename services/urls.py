@@ -10,6 +10,7 @@ urlpatterns = [
     path("environments/<str:env_id>/services/new/", views.deploy, name="deploy"),
     path("environments/<str:env_id>/start-all/", views.start_all, name="start-all"),
     path("services/<str:service_id>/", views.detail, name="detail"),
+    path("services/<str:service_id>/metrics/", views.metrics_tab, name="metrics"),
     path("services/<str:service_id>/edit/", views.edit, name="edit"),
     path("services/<str:service_id>/start/", views.start, name="start"),
     path("services/<str:service_id>/stop/", views.stop, name="stop"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -24,19 +25,25 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from environments.access import get_environment_for_user
 from environments.models import Environment
-from services import actions, guards
+from services import actions, charts, guards, metrics
 from services.access import cards_for_environment, get_service_for_user
 from services.forms import ServiceForm
 from services.manifests import DATA_MOUNT_PATH
 from services.models import Build, Service
 from services.streams import may_open_terminal
 from spaces.access import live_projects, spaces_for_user
-from spaces.allocation import format_mib
+from spaces.allocation import CAPACITY_LABELS, CPU, MEMORY, format_cpu, format_mib
 from spaces.http import HtmxHttpRequest, wants_fragment
+from spaces.resources import limits_for_space
 
 # The modal sits in pages that have forms of their own (the selector's "Create new
 # environment" has a `name` too): its own id prefix keeps every label on its field.
 FORM_IDS = "deploy-%s"
+
+NO_METRICS_API = (
+    "This service's cluster has no metrics API (metrics-server is not installed), so ale cannot show its CPU "
+    "and memory."
+)
 
 # Sent with a successful modal submit: static/js/services.js closes the open dialog on it.
 # After the swap: a dialog closed before it leaves the answer's form detached, and htmx then
@@ -280,9 +287,26 @@ def detail(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
             "disk_path": DATA_MOUNT_PATH,
             # The Terminal link only for those the environment's setting lets in.
             "may_open_terminal": may_open_terminal(request.user, service.environment),
+            "right_size": _right_size(service),
         },
     )
     return render(request, "services/detail.html", context)
+
+
+def _right_size(service: Service) -> dict[str, str] | None:
+    """The suggestion of a smaller size, in the words the page shows, or None."""
+    suggestion = metrics.right_size(service)
+    if suggestion is None:
+        return None
+    limits = limits_for_space(service.environment.project.space)
+    capacity = service.capacity
+    return {
+        "used": f"{charts.format_cpu(suggestion.p95_cpu_cores)} and {charts.format_memory(suggestion.p95_memory_bytes)}",
+        "size": f"{format_cpu(suggestion.cpu_millicores)} and {format_mib(suggestion.memory_mib)}",
+        "frees": f"{format_cpu(suggestion.frees_cpu_millicores)} and {format_mib(suggestion.frees_memory_mib)}",
+        "of": f"{format_cpu(limits.total(capacity, CPU))} and {format_mib(limits.total(capacity, MEMORY))} "
+        f"{CAPACITY_LABELS[capacity].lower()}",
+    }
 
 
 @require_http_methods(["GET", "POST"])
@@ -306,3 +330,35 @@ def rollback(request: HtmxHttpRequest, service_id: str, number: int) -> HttpResp
         messages.success(request, f"Rolling {service.name} back to revision {number}.")
     # The revisions list changed too: the whole page again (htmx follows the redirect).
     return redirect("services:detail", service_id=service.public_id)
+
+
+@require_GET
+@login_required
+def metrics_tab(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
+    """The Metrics tab: CPU and memory charts drawn on the server. Its charts element polls this
+    view while the tab is open and gets back just that element."""
+    service = get_service_for_user(request.user, service_id)
+    range_key = request.GET.get("range", metrics.DEFAULT_RANGE)
+    if range_key not in metrics.RANGES:
+        return HttpResponse(
+            f"Unknown range {range_key!r}: choose one of {', '.join(metrics.RANGES)}.",
+            status=400,
+            content_type="text/plain",
+        )
+    per_pod = request.GET.get("pods") == "1"
+    unavailable = metrics.metrics_unavailable(service.environment.cluster_id)
+    context = _page_context(
+        request,
+        {
+            "environment": service.environment,
+            "service": service,
+            "ranges": list(metrics.RANGES),
+            "range": range_key,
+            "per_pod": per_pod,
+            "no_metrics_api": NO_METRICS_API if unavailable else "",
+            "charts": [] if unavailable else metrics.service_charts(service, range_key, per_pod=per_pod),
+            "poll_seconds": settings.METRICS_INTERVAL_SECONDS,
+        },
+    )
+    template = "services/_metrics_charts.html" if wants_fragment(request) else "services/metrics.html"
+    return render(request, template, context)

@@ -251,6 +251,8 @@ class Meter:
     allowed_text: str
     # A line under the meter, for what the numbers alone would misstate.
     note: str = ""
+    # What the pods use now (the metrics API), beside what they request: "" when unknown.
+    measured_text: str = ""
 
     @property
     def percent(self) -> int:
@@ -263,8 +265,11 @@ class Meter:
         return self.used > self.allowed
 
 
-def meters(limits: Limits, usage: Usage) -> dict[str, list[Meter]]:
-    """Used against allocated, grouped as the panel shows them: on-demand, spot, services."""
+def meters(
+    limits: Limits, usage: Usage, measured: dict[tuple[str, str], float] | None = None
+) -> dict[str, list[Meter]]:
+    """Used against allocated, grouped as the panel shows them: on-demand, spot, services.
+    `measured` is what the pods use now by (capacity, resource), in millicores and MiB."""
     groups: dict[str, list[Meter]] = {}
     for capacity in CAPACITIES:
         groups[CAPACITY_LABELS[capacity]] = [
@@ -274,6 +279,11 @@ def meters(limits: Limits, usage: Usage) -> dict[str, list[Meter]]:
                 limits.total(capacity, resource),
                 format_amount(resource, usage.used(capacity, resource)),
                 format_amount(resource, limits.total(capacity, resource)),
+                measured_text=(
+                    format_amount(resource, round(measured[(capacity, resource)]))
+                    if measured and (capacity, resource) in measured
+                    else ""
+                ),
             )
             for resource in RESOURCES
         ]

@@ -18,6 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from services.metrics import measured_for_space
 from spaces import actions, invitations
 from spaces.access import get_space_for_owner, get_space_for_user, is_owner, live_projects, spaces_for_user
 from spaces.allocation import format_cpu, format_mib, meters
@@ -359,7 +360,7 @@ def usage(request: HtmxHttpRequest, space_id: str) -> HttpResponse:
     `spaces/_usage.html`), so no page pays for it in its own queries."""
     space = get_space_for_user(request.user, space_id)
     context = {
-        "groups": meters(limits_for_space(space), usage_for_space(space)),
+        "groups": meters(limits_for_space(space), usage_for_space(space), measured_for_space(space.pk)),
         "is_space_owner": is_owner(request.user, space),
     }
     if wants_fragment(request):

@@ -54,6 +54,7 @@ FIXED_METHODS: dict[str, set[tuple[str, str, str]]] = {
     "open_log_stream_async": {("", "pods/log", "get")},
     "open_exec": {("", "pods/exec", "get"), ("", "pods/exec", "create")},
     "can_i": {("authorization.k8s.io", "selfsubjectaccessreviews", "create")},
+    "pod_metrics": {("metrics.k8s.io", "pods", "list")},
 }
 # Classes that take (client, api_version, kind) and then list and watch that kind.
 FORWARDERS = {"ResourceWatcher": (1, frozenset({"list", "watch"}))}

@@ -427,7 +427,9 @@ class TestCard:
 
     def test_it_renders_without_queries(self, owner, main_env, service, django_assert_num_queries):
         loaded = get_service_for_user(owner, service.public_id)
-        with django_assert_num_queries(0):
+        # A card alone (an action's answer, a live push) reads its own sparklines, out-of-memory
+        # kills and revision usage; a page of cards has them loaded for all at once.
+        with django_assert_num_queries(3):
             self.render(loaded)
         cards = cards_for_environment(main_env)
         with django_assert_num_queries(0):
