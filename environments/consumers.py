@@ -16,7 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.http import Http404
 
 from environments.access import get_environment_for_user
-from environments.views import TABS
+from environments.tabs import TABS
 from services.live import group_name
 
 # Sent when the environment was deleted: the htmx ws extension reconnects only after abnormal

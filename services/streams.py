@@ -711,7 +711,7 @@ class LogReader:
         runs = (state.get("running"), state.get("terminated"), last.get("terminated"))
         started = next((run.get("startedAt") or "" for run in runs if run), "")
         try:
-            revision = await in_thread(pod_revision, self.kube, self.namespace, _pod_info(pod).replica_set)
+            revision = await in_thread(pod_revision, self.kube, self.namespace, pod_info(pod).replica_set)
         except ClusterError:
             revision = ""
         restarts = int(status.get("restartCount") or 0)
