@@ -1,0 +1,32 @@
+"""Per-token rate limit: a fixed window counter in Redis, shared by every web process."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from django.conf import settings
+
+_client: redis.Redis | None = None
+
+
+def _redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return _client
+
+
+def hit(token_id: int) -> int | None:
+    """Count one request; None when within the limit, else the seconds until the window ends."""
+    window = settings.API_RATE_WINDOW_SECONDS
+    now = time.time()
+    start = int(now // window) * window
+    key = f"ale:api:rate:{token_id}:{start}"
+    pipe = _redis().pipeline()
+    pipe.incr(key)
+    pipe.expire(key, window + 5)
+    count, _ = pipe.execute()
+    if count > settings.API_RATE_LIMIT:
+        return max(1, int(start + window - now + 0.999))
+    return None

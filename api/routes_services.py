@@ -1,0 +1,263 @@
+"""/api/v1/services: the same access helpers and actions as the service pages."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db.models import Max
+from django.http import Http404, HttpRequest
+from ninja import Query, Router, Schema
+
+from api import access, idempotency, problems
+from api.models import ApiToken
+from api.schemas import DeployedOut, ProblemOut, RevisionOut, RollbackIn, ServiceIn, ServiceOut, ServiceStatusOut, WaitOut
+from environments.access import get_environment_for_user
+from environments.models import Environment
+from services import actions
+from services.access import get_service_for_user
+from services.forms import ServiceForm, form_data_from_spec
+from services.models import Service
+
+router = Router(tags=["services"])
+
+ERRORS = {frozenset({401, 403, 404, 422, 429}): ProblemOut}
+WAIT_POLL_SECONDS = 0.5
+
+
+def _token(request: HttpRequest) -> ApiToken:
+    return request.auth  # type: ignore[attr-defined,return-value]
+
+
+def service_out(service: Service, revision: int | None) -> dict[str, Any]:
+    """A service as the API shows it; `environment` with its cluster must be loaded."""
+    return {
+        "id": service.public_id,
+        "name": service.name,
+        "environment": service.environment.public_id,
+        "kind": service.kind,
+        "source": service.source,
+        "image": service.image,
+        "branch": service.branch,
+        "port": service.port,
+        "cpu": str(Decimal(service.cpu_millicores) / 1000),
+        "memory_mib": service.memory_mib,
+        "disk_mib": service.disk_mib,
+        "replicas": service.replicas,
+        "ready_replicas": service.ready_replicas,
+        "desired_state": service.desired_state,
+        "status": service.status,
+        "reason": service.status_reason,
+        "revision": revision,
+        "addresses": {
+            "access_url": service.access_url,
+            "private": service.private_address,
+            "external": service.external_address,
+            "hosts": service.hosts,
+        },
+        "deployed_by": service.deployed_by.get_username() if service.deployed_by else None,
+        "deployed_at": service.deployed_at,
+    }
+
+
+def _latest_revision(service: Service) -> int | None:
+    return service.revisions.aggregate(last=Max("number"))["last"]
+
+
+def _service(request: HttpRequest, service_id: str, *, write: bool, deploy_key_allowed: bool = False) -> Service:
+    """token → access helper → scope: the one way every service operation finds its service."""
+    token = _token(request)
+    if deploy_key_allowed:
+        access.check_deploy_key_service(token, service_id)
+    else:
+        access.check_not_deploy_key(token)
+    service = get_service_for_user(token.user, service_id)
+    access.check_space(token, access.service_space_id(service))
+    if write:
+        access.check_write(token)
+    return service
+
+
+def _environment(request: HttpRequest, env_id: str, *, write: bool) -> Environment:
+    token = _token(request)
+    access.check_not_deploy_key(token)
+    environment = get_environment_for_user(token.user, env_id)
+    access.check_space(token, environment.project.space_id)
+    if write:
+        access.check_write(token)
+    return environment
+
+
+def _form_data(payload: ServiceIn, service: Service | None) -> dict[str, Any]:
+    """The modal's data: a change starts from the service as the edit modal shows it, a new
+    service from the modal's defaults; then what the request gives."""
+    if service is not None:
+        data = form_data_from_spec(service.snapshot(), name=service.name)
+    else:
+        data = {name: field.initial for name, field in ServiceForm.base_fields.items() if field.initial is not None}
+    for field, value in payload.dict(exclude_unset=True).items():
+        data[field] = "" if value is None else value
+    return data
+
+
+def _deploy(request: HttpRequest, environment: Environment, payload: ServiceIn, service: Service | None) -> dict[str, Any]:
+    token = _token(request)
+    form = ServiceForm(_form_data(payload, service), environment=environment, service=service)
+    if not form.is_valid():
+        raise problems.from_form(form)
+    try:
+        deployed = actions.deploy_service(token.user, environment, form.cleaned_data, service=service)
+    except ValidationError as error:
+        raise problems.from_validation_error(error) from None
+    revision = _latest_revision(deployed) or 0
+    # JSON values: the answer may be stored for an Idempotency-Key.
+    return DeployedOut.model_validate({"service": service_out(deployed, revision), "revision": revision}).model_dump(mode="json")
+
+
+@router.get("/environments/{env_id}/services", response={200: list[ServiceOut], **ERRORS})
+def list_services(request: HttpRequest, env_id: str) -> list[dict[str, Any]]:
+    """The environment's services, in the cards' order."""
+    environment = _environment(request, env_id, write=False)
+    services = (
+        environment.services.select_related("deployed_by")
+        .annotate(latest_revision=Max("revisions__number"))
+        .order_by("name")
+    )
+    rows = []
+    for service in services:
+        service.environment = environment
+        rows.append(service_out(service, service.latest_revision))
+    return rows
+
+
+@router.post("/environments/{env_id}/services", response={201: DeployedOut, **ERRORS})
+def create_service(request: HttpRequest, env_id: str, payload: ServiceIn) -> Any:
+    """Deploy a new service (the deploy modal). Send `Idempotency-Key` to make a retry safe."""
+    environment = _environment(request, env_id, write=True)
+    if not payload.name:
+        raise problems.Problem(422, "name: This field is required.",
+                               errors=[{"field": "name", "code": "required", "message": "This field is required."}])
+    return idempotency.once(request, _token(request), 201, lambda: _deploy(request, environment, payload, None))
+
+
+class WaitQuery(Schema):
+    wait_for_revision: int | None = None
+    timeout: float = 60
+
+
+@router.get("/services/{service_id}", response={200: ServiceStatusOut, **ERRORS})
+def get_service(request: HttpRequest, service_id: str, query: Query[WaitQuery]) -> dict[str, Any]:
+    """A service's spec and status. With `wait_for_revision=N`, answers once that revision is
+    Running or has failed (with the card's reason), or after `timeout` seconds (at most
+    API_MAX_WAIT_SECONDS). It reads the database only: the watcher writes the status."""
+    service = _service(request, service_id, write=False, deploy_key_allowed=True)
+    wait = None
+    if query.wait_for_revision is not None:
+        service, wait = _wait(service, query.wait_for_revision, query.timeout)
+    return {**service_out(service, _latest_revision(service)), "wait": wait}
+
+
+def _wait(service: Service, number: int, timeout: float) -> tuple[Service, dict[str, Any]]:
+    if not service.revisions.filter(number=number).exists():
+        raise problems.Problem(
+            422, f"wait_for_revision: {service.name} has no revision {number}.",
+            errors=[{"field": "wait_for_revision", "code": "invalid", "message": f"{service.name} has no revision {number}."}],
+        )
+    deadline = time.monotonic() + max(0.0, min(timeout, settings.API_MAX_WAIT_SECONDS))
+    while True:
+        latest = _latest_revision(service)
+        if latest is not None and latest > number:
+            return service, {"revision": number, "outcome": "superseded", "reason": f"Revision {latest} was deployed since."}
+        if service.status == Service.Status.RUNNING:
+            return service, {"revision": number, "outcome": "running", "reason": ""}
+        if service.status == Service.Status.FAILED:
+            return service, {"revision": number, "outcome": "failed", "reason": service.status_reason}
+        if time.monotonic() >= deadline:
+            return service, {"revision": number, "outcome": "timeout", "reason": service.status_reason}
+        time.sleep(WAIT_POLL_SECONDS)
+        try:
+            service = Service.objects.select_related(
+                "environment__project__space", "environment__cluster", "deployed_by"
+            ).get(pk=service.pk)
+        except Service.DoesNotExist:
+            raise Http404("No such service.") from None
+
+
+@router.post("/services/{service_id}/deploy", response={201: DeployedOut, **ERRORS})
+def deploy_service(request: HttpRequest, service_id: str, payload: ServiceIn) -> Any:
+    """Deploy a new revision: the fields given change, the others keep their value (a CI job
+    sends `{"image": "…:sha"}`). Answers the revision number for `wait_for_revision`."""
+    service = _service(request, service_id, write=True, deploy_key_allowed=True)
+    if payload.name is not None and payload.name != service.name:
+        raise problems.Problem(422, "name: The name of a service cannot change.",
+                               errors=[{"field": "name", "code": "immutable", "message": "The name of a service cannot change."}])
+    token = _token(request)
+    return idempotency.once(request, token, 201, lambda: _deploy(request, service.environment, payload, service))
+
+
+def _lifecycle(request: HttpRequest, service_id: str, verb: Any) -> dict[str, Any]:
+    service = _service(request, service_id, write=True)
+    try:
+        service = verb(_token(request).user, service)
+    except ValidationError as error:
+        raise problems.from_validation_error(error) from None
+    return service_out(service, _latest_revision(service))
+
+
+@router.post("/services/{service_id}/start", response={200: ServiceOut, **ERRORS})
+def start_service(request: HttpRequest, service_id: str) -> dict[str, Any]:
+    return _lifecycle(request, service_id, actions.start_service)
+
+
+@router.post("/services/{service_id}/stop", response={200: ServiceOut, **ERRORS})
+def stop_service(request: HttpRequest, service_id: str) -> dict[str, Any]:
+    return _lifecycle(request, service_id, actions.stop_service)
+
+
+@router.post("/services/{service_id}/redeploy", response={200: ServiceOut, **ERRORS})
+def redeploy_service(request: HttpRequest, service_id: str) -> dict[str, Any]:
+    return _lifecycle(request, service_id, actions.redeploy_service)
+
+
+@router.delete("/services/{service_id}", response={200: ServiceOut, **ERRORS})
+def delete_service(request: HttpRequest, service_id: str) -> dict[str, Any]:
+    """Marks the service as being deleted; it goes once its objects are gone from the cluster."""
+    return _lifecycle(request, service_id, actions.delete_service)
+
+
+@router.post("/services/{service_id}/rollback", response={201: DeployedOut, **ERRORS})
+def rollback_service(request: HttpRequest, service_id: str, payload: RollbackIn) -> Any:
+    service = _service(request, service_id, write=True)
+    revision = service.revisions.filter(number=payload.revision).first()
+    if revision is None:
+        raise problems.Problem(422, f"revision: {service.name} has no revision {payload.revision}.",
+                               errors=[{"field": "revision", "code": "invalid", "message": f"{service.name} has no revision {payload.revision}."}])
+
+    def roll() -> dict[str, Any]:
+        try:
+            rolled = actions.rollback_service(_token(request).user, service, revision)
+        except ValidationError as error:
+            raise problems.from_validation_error(error) from None
+        number = _latest_revision(rolled) or 0
+        return DeployedOut.model_validate({"service": service_out(rolled, number), "revision": number}).model_dump(mode="json")
+
+    return idempotency.once(request, _token(request), 201, roll)
+
+
+@router.get("/services/{service_id}/revisions", response={200: list[RevisionOut], **ERRORS})
+def list_revisions(request: HttpRequest, service_id: str) -> list[dict[str, Any]]:
+    service = _service(request, service_id, write=False)
+    return [
+        {
+            "number": revision.number,
+            "cause": revision.cause,
+            "created_at": revision.created_at,
+            "created_by": revision.created_by.get_username() if revision.created_by else None,
+            "image": revision.spec.get("image", ""),
+            "branch": revision.spec.get("branch", ""),
+        }
+        for revision in service.revisions.select_related("created_by").order_by("-number")
+    ]

@@ -1,0 +1,116 @@
+"""/api/v1/spaces, projects, environments and the audit log: the pages' access helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja import Router
+
+from api import access
+from api.models import ApiToken
+from api.schemas import AuditEntryOut, EnvironmentOut, ProblemOut, ProjectOut, SpaceOut
+from environments.access import environments_for_user, get_environment_for_user
+from environments.models import Environment
+from spaces import audit
+from spaces.access import get_project_for_user, get_space_for_owner, get_space_for_user, spaces_for_user
+from spaces.models import Membership
+
+router = Router(tags=["spaces"])
+
+ERRORS = {frozenset({401, 403, 404, 422, 429}): ProblemOut}
+AUDIT_PAGE = 100
+
+
+def _token(request: HttpRequest) -> ApiToken:
+    token = request.auth  # type: ignore[attr-defined]
+    access.check_not_deploy_key(token)
+    return token
+
+
+def _environment_out(environment: Environment) -> dict[str, Any]:
+    project = environment.project
+    return {
+        "id": environment.public_id,
+        "name": environment.name,
+        "project": project.public_id,
+        "cluster": environment.cluster.name,
+        "namespace": environment.namespace,
+        "is_default": project.default_environment_id == environment.pk,
+        "color": environment.color,
+        "allow_external_tcp": environment.allow_external_tcp,
+    }
+
+
+@router.get("/spaces", response={200: list[SpaceOut], **ERRORS})
+def list_spaces(request: HttpRequest) -> list[dict[str, Any]]:
+    """The spaces the token reaches: its user's, narrowed to the token's scope."""
+    token = _token(request)
+    scope = access.space_ids_in_scope(token)
+    roles = dict(Membership.objects.filter(user=token.user).values_list("space_id", "role"))
+    spaces = spaces_for_user(token.user)
+    if scope is not None:
+        spaces = spaces.filter(pk__in=scope)
+    return [
+        {"id": space.public_id, "name": space.name, "is_default": space.is_default, "role": roles.get(space.pk, "")}
+        for space in spaces
+    ]
+
+
+@router.get("/spaces/{space_id}", response={200: SpaceOut, **ERRORS})
+def get_space(request: HttpRequest, space_id: str) -> dict[str, Any]:
+    token = _token(request)
+    space = get_space_for_user(token.user, space_id)
+    access.check_space(token, space.pk)
+    role = Membership.objects.filter(user=token.user, space=space).values_list("role", flat=True).first() or ""
+    return {"id": space.public_id, "name": space.name, "is_default": space.is_default, "role": role}
+
+
+@router.get("/spaces/{space_id}/projects", response={200: list[ProjectOut], **ERRORS})
+def list_projects(request: HttpRequest, space_id: str) -> list[dict[str, Any]]:
+    token = _token(request)
+    space = get_space_for_user(token.user, space_id)
+    access.check_space(token, space.pk)
+    return [
+        {"id": p.public_id, "name": p.name, "display_name": p.display_name, "space": space.public_id,
+         "handle": f"@{space.name}/{p.name}"}
+        for p in space.projects.order_by("name")
+    ]
+
+
+@router.get("/projects/{project_id}/environments", response={200: list[EnvironmentOut], **ERRORS})
+def list_environments(request: HttpRequest, project_id: str) -> list[dict[str, Any]]:
+    token = _token(request)
+    project = get_project_for_user(token.user, project_id)
+    access.check_space(token, project.space_id)
+    environments = environments_for_user(token.user).filter(project=project).select_related("cluster")
+    rows = []
+    for environment in environments:
+        environment.project = project
+        rows.append(_environment_out(environment))
+    return rows
+
+
+@router.get("/environments/{env_id}", response={200: EnvironmentOut, **ERRORS})
+def get_environment(request: HttpRequest, env_id: str) -> dict[str, Any]:
+    token = _token(request)
+    environment = get_environment_for_user(token.user, env_id)
+    access.check_space(token, environment.project.space_id)
+    return _environment_out(environment)
+
+
+@router.get("/spaces/{space_id}/audit", response={200: list[AuditEntryOut], **ERRORS})
+def audit_log(request: HttpRequest, space_id: str, before: int | None = None) -> list[dict[str, Any]]:
+    """The space's audit log, newest first, 100 entries at a time (owners only)."""
+    token = _token(request)
+    space = get_space_for_owner(token.user, space_id)
+    access.check_space(token, space.pk)
+    entries = audit.filtered_entries(space, {})
+    if before is not None:
+        entries = entries.filter(pk__lt=before)
+    return [
+        {"time": e.created_at, "user": e.actor_name, "action": e.action, "project": e.project_name,
+         "environment": e.environment_name, "service": e.service_name, "summary": e.summary,
+         "token": e.details.get("token")}
+        for e in entries[:AUDIT_PAGE]
+    ]

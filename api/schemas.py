@@ -1,0 +1,151 @@
+"""What the API answers and accepts; the OpenAPI document is generated from these."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from ninja import Schema
+from pydantic import ConfigDict
+
+
+class FieldError(Schema):
+    field: str | None
+    code: str
+    message: str
+
+
+class ProblemOut(Schema):
+    """RFC 9457 problem details (sent as application/problem+json)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] = []
+
+
+class SpaceOut(Schema):
+    id: str
+    name: str
+    is_default: bool
+    role: str
+
+
+class ProjectOut(Schema):
+    id: str
+    name: str
+    display_name: str
+    space: str
+    handle: str
+
+
+class EnvironmentOut(Schema):
+    id: str
+    name: str
+    project: str
+    cluster: str
+    namespace: str
+    is_default: bool
+    color: str
+    allow_external_tcp: bool
+
+
+class AddressesOut(Schema):
+    access_url: str
+    private: str
+    external: str
+    hosts: list[str]
+
+
+class ServiceOut(Schema):
+    id: str
+    name: str
+    environment: str
+    kind: str
+    source: str
+    image: str
+    branch: str
+    port: int
+    cpu: str
+    memory_mib: int
+    disk_mib: int
+    replicas: int
+    ready_replicas: int
+    desired_state: str
+    status: str
+    reason: str
+    revision: int | None
+    addresses: AddressesOut
+    deployed_by: str | None
+    deployed_at: datetime | None
+
+
+class WaitOut(Schema):
+    revision: int
+    outcome: Literal["running", "failed", "timeout", "superseded"]
+    reason: str
+
+
+class ServiceStatusOut(ServiceOut):
+    wait: WaitOut | None = None
+
+
+class DeployedOut(Schema):
+    service: ServiceOut
+    revision: int
+
+
+class RevisionOut(Schema):
+    number: int
+    cause: str
+    created_at: datetime
+    created_by: str | None
+    image: str
+    branch: str
+
+
+class ServiceIn(Schema):
+    """The deploy modal's fields, as it names them (cpu in vCPU, memory like `512Mi`, env_vars
+    as `KEY=value` lines). On a change, a field left out keeps its current value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    kind: Literal["web", "tcp"] | None = None
+    source: Literal["image", "git"] | None = None
+    image: str | None = None
+    repository_url: str | None = None
+    branch: str | None = None
+    repository_path: str | None = None
+    dockerfile: str | None = None
+    build_args: str | None = None
+    git_token_secret: str | None = None
+    port: int | None = None
+    command: str | None = None
+    args: str | None = None
+    env_vars: str | None = None
+    capacity: Literal["on_demand", "spot"] | None = None
+    cpu: str | None = None
+    memory: str | None = None
+    disk: str | None = None
+    replicas: int | None = None
+    health_check_path: str | None = None
+    custom_domains: str | None = None
+
+
+class RollbackIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    revision: int
+
+
+class AuditEntryOut(Schema):
+    time: datetime
+    user: str
+    action: str
+    project: str
+    environment: str
+    service: str
+    summary: str
+    token: str | None
