@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
+from ninja import Status
 
 from api import problems
 from api.models import ApiToken, IdempotentResponse
@@ -31,9 +32,14 @@ def _replay(saved: IdempotentResponse, fingerprint: str) -> HttpResponse:
             422, "This Idempotency-Key was used for a different request: use a new key for a new request.",
             errors=[{"field": "Idempotency-Key", "code": "reused", "message": "The key was used for a different request."}],
         )
-    reply = HttpResponse(json.dumps(saved.body), status=saved.status, content_type="application/json")
+    reply = _json(saved.status, saved.body)
     reply["Idempotent-Replayed"] = "true"
     return reply
+
+
+def _json(status: int, body: Any) -> HttpResponse:
+    # The first answer and its replays byte for byte the same: both rendered here.
+    return HttpResponse(json.dumps(body), status=status, content_type="application/json")
 
 
 def once(request: HttpRequest, token: ApiToken, status: int, create: Callable[[], Any]) -> Any:
@@ -43,7 +49,7 @@ def once(request: HttpRequest, token: ApiToken, status: int, create: Callable[[]
     """
     key = request.headers.get("Idempotency-Key", "").strip()
     if not key:
-        return status, create()
+        return Status(status, create())
     if len(key) > MAX_KEY_LENGTH:
         raise problems.Problem(422, f"An Idempotency-Key is at most {MAX_KEY_LENGTH} characters.")
     fingerprint = _fingerprint(request)
@@ -60,4 +66,4 @@ def once(request: HttpRequest, token: ApiToken, status: int, create: Callable[[]
         if saved is None:
             raise
         return _replay(saved, fingerprint)
-    return status, body
+    return _json(status, body)

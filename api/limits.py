@@ -17,8 +17,8 @@ def _redis() -> redis.Redis:
     return _client
 
 
-def hit(token_id: int) -> int | None:
-    """Count one request; None when within the limit, else the seconds until the window ends."""
+def hit(token_id: str) -> int | None:
+    """Count one request of a token (by public id: database ids repeat across test databases); None when within the limit, else the seconds until the window ends."""
     window = settings.API_RATE_WINDOW_SECONDS
     now = time.time()
     start = int(now // window) * window

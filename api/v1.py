@@ -31,7 +31,7 @@ class TokenAuth(AuthBase):
 
     def __call__(self, request: HttpRequest) -> ApiToken:
         token = authenticate(request.headers.get("Authorization", ""))
-        retry_after = limits.hit(token.pk)
+        retry_after = limits.hit(token.public_id)
         if retry_after is not None:
             raise problems.Problem(
                 429, f"This token made too many requests: try again in {retry_after} s.",
