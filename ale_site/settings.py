@@ -220,6 +220,9 @@ API_RATE_LIMIT = int(env("API_RATE_LIMIT", "600"))
 API_RATE_WINDOW_SECONDS = int(env("API_RATE_WINDOW_SECONDS", "60"))
 # The longest a `wait_for_revision` request blocks, in seconds.
 API_MAX_WAIT_SECONDS = int(env("API_MAX_WAIT_SECONDS", "300"))
+# How long a revision must stay Running before a wait calls it running: a container that
+# crashes is ready for a moment first (Kubernetes' minReadySeconds, for the same reason).
+API_WAIT_SETTLE_SECONDS = int(env("API_WAIT_SETTLE_SECONDS", "10"))
 
 EVENT_RETENTION_DAYS = int(env("EVENT_RETENTION_DAYS", "7"))
 # A service `deploying` this long with no Deployment in its cluster gets its reconcile again.

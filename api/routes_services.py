@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Max
 from django.http import Http404, HttpRequest
+from django.utils import timezone
 from ninja import Query, Router, Schema
 
 from api import access, idempotency, problems
@@ -151,13 +152,18 @@ class WaitQuery(Schema):
 @router.get("/services/{service_id}", response={200: ServiceStatusOut, **ERRORS})
 def get_service(request: HttpRequest, service_id: str, query: Query[WaitQuery]) -> dict[str, Any]:
     """A service's spec and status. With `wait_for_revision=N`, answers once that revision is
-    Running or has failed (with the card's reason), or after `timeout` seconds (at most
+    Running (and has stayed so for API_WAIT_SETTLE_SECONDS) or has failed (with the card's reason), or after `timeout` seconds (at most
     API_MAX_WAIT_SECONDS). It reads the database only: the watcher writes the status."""
     service = _service(request, service_id, write=False, deploy_key_allowed=True)
     wait = None
     if query.wait_for_revision is not None:
         service, wait = _wait(service, query.wait_for_revision, query.timeout)
     return {**service_out(service, _latest_revision(service)), "wait": wait}
+
+
+def _settled(service: Service) -> bool:
+    changed = service.status_changed_at
+    return changed is None or (timezone.now() - changed).total_seconds() >= settings.API_WAIT_SETTLE_SECONDS
 
 
 def _wait(service: Service, number: int, timeout: float) -> tuple[Service, dict[str, Any]]:
@@ -171,7 +177,7 @@ def _wait(service: Service, number: int, timeout: float) -> tuple[Service, dict[
         latest = _latest_revision(service)
         if latest is not None and latest > number:
             return service, {"revision": number, "outcome": "superseded", "reason": f"Revision {latest} was deployed since."}
-        if service.status == Service.Status.RUNNING:
+        if service.status == Service.Status.RUNNING and _settled(service):
             return service, {"revision": number, "outcome": "running", "reason": ""}
         if service.status == Service.Status.FAILED:
             return service, {"revision": number, "outcome": "failed", "reason": service.status_reason}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
@@ -78,7 +79,7 @@ class TestDeploy:
 class TestWait:
     def test_it_answers_running_once_the_revision_runs(self, client, owner, main_env):
         service = make_service(main_env, owner)
-        Service.objects.filter(pk=service.pk).update(status="running", status_changed_at=timezone.now())
+        Service.objects.filter(pk=service.pk).update(status="running", status_changed_at=timezone.now() - timedelta(minutes=1))
         body = client.get(f"/api/v1/services/{service.public_id}?wait_for_revision=1&timeout=5", **auth(make_token(owner))).json()
         assert body["wait"] == {"revision": 1, "outcome": "running", "reason": ""}
 
@@ -87,6 +88,14 @@ class TestWait:
         Service.objects.filter(pk=service.pk).update(status="failed", status_reason="The container keeps crashing (3 restarts).")
         body = client.get(f"/api/v1/services/{service.public_id}?wait_for_revision=1&timeout=5", **auth(make_token(owner))).json()
         assert body["wait"]["outcome"] == "failed" and "keeps crashing" in body["wait"]["reason"]
+
+    def test_it_waits_for_running_to_hold(self, client, owner, main_env, settings):
+        # A crashing container is ready for a moment: that moment is not "running".
+        settings.API_WAIT_SETTLE_SECONDS = 30
+        service = make_service(main_env, owner)
+        Service.objects.filter(pk=service.pk).update(status="running", status_changed_at=timezone.now())
+        body = client.get(f"/api/v1/services/{service.public_id}?wait_for_revision=1&timeout=0.6", **auth(make_token(owner))).json()
+        assert body["wait"]["outcome"] == "timeout" and body["status"] == "running"
 
     def test_it_times_out(self, client, owner, main_env):
         service = make_service(main_env, owner)
