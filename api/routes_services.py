@@ -9,9 +9,10 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Max
-from django.http import Http404, HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Query, Router, Schema
+from pydantic import Field
 
 from api import access, idempotency, problems
 from api.models import ApiToken
@@ -27,6 +28,9 @@ router = Router(tags=["services"])
 
 ERRORS = {frozenset({401, 403, 404, 422, 429}): ProblemOut}
 WAIT_POLL_SECONDS = 0.5
+# A page of the service list: a request's cost must not grow with the environment.
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
 
 
 def _token(request: HttpRequest) -> ApiToken:
@@ -99,7 +103,7 @@ def _form_data(payload: ServiceIn, service: Service | None) -> dict[str, Any]:
         data = form_data_from_spec(service.snapshot(), name=service.name)
     else:
         data = {name: field.initial for name, field in ServiceForm.base_fields.items() if field.initial is not None}
-    for field, value in payload.dict(exclude_unset=True).items():
+    for field, value in payload.model_dump(exclude_unset=True).items():
         data[field] = "" if value is None else value
     return data
 
@@ -118,15 +122,24 @@ def _deploy(request: HttpRequest, environment: Environment, payload: ServiceIn, 
     return DeployedOut.model_validate({"service": service_out(deployed, revision), "revision": revision}).model_dump(mode="json")
 
 
+class PageQuery(Schema):
+    limit: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    offset: int = Field(0, ge=0)
+
+
 @router.get("/environments/{env_id}/services", response={200: list[ServiceOut], **ERRORS})
-def list_services(request: HttpRequest, env_id: str) -> list[dict[str, Any]]:
-    """The environment's services, in the cards' order."""
+def list_services(request: HttpRequest, env_id: str, page: Query[PageQuery], response: HttpResponse) -> list[dict[str, Any]]:
+    """The environment's services, in the cards' order, `limit` at a time; a `Link` header
+    with rel="next" names the next page when there is one."""
     environment = _environment(request, env_id, write=False)
-    services = (
+    services = list(
         environment.services.select_related("deployed_by")
         .annotate(latest_revision=Max("revisions__number"))
-        .order_by("name")
+        .order_by("name")[page.offset : page.offset + page.limit + 1]
     )
+    if len(services) > page.limit:
+        services = services[: page.limit]
+        response["Link"] = f'<{request.path}?limit={page.limit}&offset={page.offset + page.limit}>; rel="next"'
     rows = []
     for service in services:
         service.environment = environment

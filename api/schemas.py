@@ -5,8 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from ninja import Schema
-from pydantic import ConfigDict
+from pydantic import BaseModel, ConfigDict
+
+
+class Schema(BaseModel):
+    """Plain pydantic models: ninja's Schema reads every field through a Django-aware getter,
+    which costs more than the rest of a 500-service list together; the endpoints hand dicts."""
 
 
 class FieldError(Schema):

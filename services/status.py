@@ -87,7 +87,8 @@ def derive_status(
             return ObservedStatus(FAILED, current_reason, 0)
         return ObservedStatus(DEPLOYING, "Waiting for the cluster to create the deployment.", 0)
 
-    if generation is not None and _applied_generation(deployment) < generation:
+    applied = _applied_generation(deployment)
+    if generation is not None and applied is not None and applied < generation:
         if current_status == FAILED:
             # The task's own refusal (a manifest the cluster rejected) stands, as above.
             return ObservedStatus(FAILED, current_reason, ready)
@@ -126,12 +127,14 @@ def _status(obj: Obj) -> Obj:
     return obj.get("status") or {}
 
 
-def _applied_generation(deployment: Obj) -> int:
-    """The service generation the Deployment was applied from (`services.manifests`)."""
+def _applied_generation(deployment: Obj) -> int | None:
+    """The service generation the Deployment was applied from (`services.manifests`); None
+    for one without the annotation (applied by hand, or before ale wrote it)."""
+    value = (_meta(deployment).get("annotations") or {}).get("ale.dev/generation")
     try:
-        return int((_meta(deployment).get("annotations") or {}).get("ale.dev/generation") or 0)
+        return int(value) if value is not None else None
     except ValueError:
-        return 0
+        return None
 
 
 def _pod_is_ready(pod: Obj) -> bool:

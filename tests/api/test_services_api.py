@@ -155,3 +155,17 @@ class TestDocument:
         page = client.get("/api/v1/docs").content.decode()
         assert "/static/ninja/swagger-ui-bundle.js" in page
         assert "cdn" not in page.lower()
+
+
+class TestPages:
+    def test_it_pages_the_service_list(self, client, owner, main_env):
+        for name in ("a", "b", "c"):
+            make_service(main_env, owner, name=name)
+        raw = make_token(owner)
+        first = client.get(f"/api/v1/environments/{main_env.public_id}/services?limit=2", **auth(raw))
+        assert [s["name"] for s in first.json()] == ["a", "b"]
+        assert first["Link"] == f'</api/v1/environments/{main_env.public_id}/services?limit=2&offset=2>; rel="next"'
+        last = client.get(f"/api/v1/environments/{main_env.public_id}/services?limit=2&offset=2", **auth(raw))
+        assert [s["name"] for s in last.json()] == ["c"] and "Link" not in last
+        refused = client.get(f"/api/v1/environments/{main_env.public_id}/services?limit=0", **auth(raw))
+        assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "limit"
