@@ -9,11 +9,9 @@ from ninja import Router
 
 from api import access
 from api.models import ApiToken
-from api.schemas import AuditEntryOut, EnvironmentOut, ProblemOut, ProjectOut, SpaceOut
-from environments.access import environments_for_user, get_environment_for_user
-from environments.models import Environment
+from api.schemas import AuditEntryOut, ProblemOut, ProjectOut, SpaceOut
 from spaces import audit
-from spaces.access import get_project_for_user, get_space_for_owner, get_space_for_user, spaces_for_user
+from spaces.access import get_space_for_owner, get_space_for_user, spaces_for_user
 from spaces.models import Membership
 
 router = Router(tags=["spaces"])
@@ -26,20 +24,6 @@ def _token(request: HttpRequest) -> ApiToken:
     token = request.auth  # type: ignore[attr-defined]
     access.check_not_deploy_key(token)
     return token
-
-
-def _environment_out(environment: Environment) -> dict[str, Any]:
-    project = environment.project
-    return {
-        "id": environment.public_id,
-        "name": environment.name,
-        "project": project.public_id,
-        "cluster": environment.cluster.name,
-        "namespace": environment.namespace,
-        "is_default": project.default_environment_id == environment.pk,
-        "color": environment.color,
-        "allow_external_tcp": environment.allow_external_tcp,
-    }
 
 
 @router.get("/spaces", response={200: list[SpaceOut], **ERRORS})
@@ -76,27 +60,6 @@ def list_projects(request: HttpRequest, space_id: str) -> list[dict[str, Any]]:
          "handle": f"@{space.name}/{p.name}"}
         for p in space.projects.order_by("name")
     ]
-
-
-@router.get("/projects/{project_id}/environments", response={200: list[EnvironmentOut], **ERRORS})
-def list_environments(request: HttpRequest, project_id: str) -> list[dict[str, Any]]:
-    token = _token(request)
-    project = get_project_for_user(token.user, project_id)
-    access.check_space(token, project.space_id)
-    environments = environments_for_user(token.user).filter(project=project).select_related("cluster")
-    rows = []
-    for environment in environments:
-        environment.project = project
-        rows.append(_environment_out(environment))
-    return rows
-
-
-@router.get("/environments/{env_id}", response={200: EnvironmentOut, **ERRORS})
-def get_environment(request: HttpRequest, env_id: str) -> dict[str, Any]:
-    token = _token(request)
-    environment = get_environment_for_user(token.user, env_id)
-    access.check_space(token, environment.project.space_id)
-    return _environment_out(environment)
 
 
 @router.get("/spaces/{space_id}/audit", response={200: list[AuditEntryOut], **ERRORS})

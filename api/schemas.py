@@ -153,3 +153,76 @@ class AuditEntryOut(Schema):
     service: str
     summary: str
     token: str | None
+
+
+class EnvironmentIn(Schema):
+    """The selector's "Create new environment": empty, or a clone of `source` (an environment
+    id of the same project; its services are copied, stopped)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    cluster: str
+    source: str | None = None
+
+
+class VariableOut(Schema):
+    key: str
+    is_secret: bool
+    # Null for a secret: secret values are write-only, here as on the page.
+    value: str | None
+    updated_at: datetime
+
+
+class VariableIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    value: str
+    is_secret: bool = True
+
+
+class VariableSetOut(Schema):
+    key: str
+    created: bool
+
+
+class EventOut(Schema):
+    type: str
+    reason: str
+    message: str
+    object: str
+    service: str | None
+    count: int
+    last_seen: datetime
+
+
+class YamlIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    yaml: str
+    confirm_firewall: bool = False
+
+
+class YamlOut(Schema):
+    yaml: str
+
+
+class PlannedServiceOut(Schema):
+    name: str
+    action: Literal["create", "change", "unchanged"]
+    changes: list[dict[str, str]]
+
+
+class YamlPlanOut(Schema):
+    services: list[PlannedServiceOut]
+    untouched: list[str]
+    missing_secrets: list[str]
+    opens_firewall: bool
+    blocked: list[str]
+
+
+class YamlAppliedOut(Schema):
+    created: list[str]
+    changed: list[str]
+    unchanged: list[str]
+    firewall_changed: bool

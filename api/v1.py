@@ -12,7 +12,7 @@ from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security.base import AuthBase
 
-from api import limits, problems, routes_services, routes_spaces
+from api import limits, problems, routes_environments, routes_services, routes_spaces
 from api.access import Unauthenticated, authenticate
 from api.actions import mark_used
 from api.models import ApiToken
@@ -111,4 +111,5 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 
 
 api.add_router("", routes_spaces.router)
+api.add_router("", routes_environments.router)
 api.add_router("", routes_services.router)
