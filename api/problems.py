@@ -22,6 +22,7 @@ TITLES = {
     413: "Request body too large",
     422: "Invalid input",
     429: "Too many requests",
+    502: "The cluster did not answer",
 }
 
 

@@ -15,12 +15,15 @@ from ninja import Query, Router, Schema
 from pydantic import Field
 
 from api import access, idempotency, problems
+from clusters.client import ClusterError, client_for
 from api.models import ApiToken
 from api.schemas import DeployedOut, ProblemOut, RevisionOut, RollbackIn, ServiceIn, ServiceOut, ServiceStatusOut, WaitOut
 from environments.access import get_environment_for_user
 from environments.models import Environment
 from services import actions
 from services.access import get_service_for_user
+from services.ansi import strip_all
+from services.streams import list_service_pods, short_pod_name
 from services.forms import ServiceForm, form_data_from_spec
 from services.models import Service
 
@@ -280,3 +283,63 @@ def list_revisions(request: HttpRequest, service_id: str) -> list[dict[str, Any]
         }
         for revision in service.revisions.select_related("created_by").order_by("-number")
     ]
+
+
+# --- logs --------------------------------------------------------------------------------------
+
+# What one request reads of each pod's log at most: the rest is for the Log view or a download.
+LOG_LIMIT_BYTES = 4 * 1024 * 1024
+MAX_TAIL = 10_000
+
+
+class LogQuery(Schema):
+    tail: int = Field(100, ge=1, le=MAX_TAIL)
+    since: int | None = Field(None, ge=1, description="Only lines of the last this many seconds.")
+    previous: bool = False
+    timestamps: bool = False
+    pod: str = Field("", description="A pod name, `*` for all pods, or empty for the newest pod.")
+    container: str = ""
+
+
+LOG_RESPONSES = {
+    "responses": {
+        "200": {"description": "The log as text, each line of all-pods mode labelled with its pod.",
+                "content": {"text/plain": {"schema": {"type": "string"}}}},
+    }
+}
+
+
+@router.get("/services/{service_id}/logs", response={200: str, 502: ProblemOut, **ERRORS}, openapi_extra=LOG_RESPONSES)
+def service_logs(request: HttpRequest, service_id: str, query: Query[LogQuery]) -> HttpResponse:
+    """The last `tail` lines of the service's log, colours removed (follow: the Log view)."""
+    service = _service(request, service_id, write=False)
+    try:
+        kube = client_for(service.environment.cluster)
+        pods = list_service_pods(kube, service)
+        if query.pod == "*":
+            chosen = pods
+        elif query.pod:
+            chosen = [pod for pod in pods if pod.name == query.pod]
+            if not chosen:
+                raise problems.Problem(422, f"pod: {service.name} has no pod {query.pod}.",
+                                       errors=[{"field": "pod", "code": "invalid", "message": f"{service.name} has no pod {query.pod}."}])
+        else:
+            chosen = pods[-1:]
+        parts = []
+        for pod in chosen:
+            container = query.container if query.container in pod.containers else (pod.containers or ("",))[0]
+            stream = kube.open_log_stream(
+                service.namespace, pod.name, container=container or None, follow=False, tail_lines=query.tail,
+                since_seconds=query.since, timestamps=query.timestamps, previous=query.previous, limit_bytes=LOG_LIMIT_BYTES,
+            )
+            try:
+                text = b"".join(stream.iter_chunks()).decode("utf-8", errors="replace")
+            finally:
+                stream.close()
+            label = f"[{short_pod_name(pod.name)}] " if query.pod == "*" else ""
+            parts.extend(f"{label}{line}\n" for line in strip_all(text).splitlines())
+    except ClusterError as error:
+        raise problems.Problem(502, error.user_message) from None
+    response = HttpResponse("".join(parts), content_type="text/plain; charset=utf-8")
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

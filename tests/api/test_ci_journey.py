@@ -12,7 +12,7 @@ import requests
 from clusters.client import client_for
 from clusters.watcher import ClusterWatcher
 from spaces.actions import create_project
-from tests.api.helpers import make_service
+from tests.api.helpers import make_service, make_token
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
@@ -62,3 +62,21 @@ def test_it_deploys_and_waits_like_a_ci_job(live_server, celery_worker, kube_clu
     # The key reaches nothing else.
     assert requests.post(f"{base}/stop", headers=headers, timeout=30).status_code == 403
     assert "Traceback" not in celery_worker.log()
+
+
+def test_it_reads_a_services_log(live_server, celery_worker, kube_cluster, space, owner):
+    project = create_project(acting_user=owner, space=space, name="shop", display_name="", cluster=kube_cluster)
+    env = project.environments.get()
+    kube = client_for(kube_cluster)
+    wait_for(lambda: kube.get("v1", "Namespace", env.namespace), what="the namespace")
+    service = make_service(env, owner, image="nginx:1.27")
+    wait_for(lambda: kube.list("v1", "Pod", namespace=env.namespace)[0], what="a pod")
+    headers = {"Authorization": f"Bearer {make_token(owner, permission='read')}"}
+    url = f"{live_server.url}/api/v1/services/{service.public_id}/logs"
+    response = wait_for(lambda: (r := requests.get(url, params={"tail": 5}, headers=headers, timeout=30)).text and r, what="log lines")
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
+    assert 0 < len(response.text.splitlines()) <= 5
+    labelled = requests.get(url, params={"pod": "*", "tail": 1}, headers=headers, timeout=30).text
+    assert labelled.startswith("[")
+    refused = requests.get(url, params={"pod": "nope"}, headers=headers, timeout=30)
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "pod"
