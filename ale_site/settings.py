@@ -78,7 +78,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "api.middleware.ApiTokenAuditMiddleware",
+    "api.middleware.ApiRequestMiddleware",
 ]
 
 ROOT_URLCONF = "ale_site.urls"

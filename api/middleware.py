@@ -4,12 +4,16 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
+from api import problems
 from spaces import audit
 
+API_PREFIX = "/api/"
 
-class ApiTokenAuditMiddleware:
-    """Forget the API token's name once its request is answered, so that the next request
-    served by the same thread records no token it did not use."""
+
+class ApiRequestMiddleware:
+    """Two things django-ninja leaves to the site: forget the API token's name once its request
+    is answered (so the next request served by the thread records no token it did not use), and
+    answer a wrong method as problem+json like every other API error (ninja's is plain text)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
@@ -17,6 +21,10 @@ class ApiTokenAuditMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         marker = audit.acting_token_name.set("")
         try:
-            return self.get_response(request)
+            response = self.get_response(request)
         finally:
             audit.acting_token_name.reset(marker)
+        if response.status_code == 405 and request.path.startswith(API_PREFIX):
+            allowed = response.get("Allow", "")
+            response = problems.response(405, f"{request.method} is not allowed here; use {allowed}.", headers={"Allow": allowed})
+        return response

@@ -11,7 +11,7 @@ from api import access
 from api.models import ApiToken
 from api.schemas import AuditEntryOut, ProblemOut, ProjectOut, SpaceOut
 from spaces import audit
-from spaces.access import get_space_for_owner, get_space_for_user, spaces_for_user
+from spaces.access import get_project_for_user, get_space_for_owner, get_space_for_user, spaces_for_user
 from spaces.models import Membership
 
 router = Router(tags=["spaces"])
@@ -60,6 +60,16 @@ def list_projects(request: HttpRequest, space_id: str) -> list[dict[str, Any]]:
          "handle": f"@{space.name}/{p.name}"}
         for p in space.projects.order_by("name")
     ]
+
+
+@router.get("/projects/{project_id}", response={200: ProjectOut, **ERRORS})
+def get_project(request: HttpRequest, project_id: str) -> dict[str, Any]:
+    token = _token(request)
+    project = get_project_for_user(token.user, project_id)
+    access.check_space(token, project.space_id)
+    space = project.space
+    return {"id": project.public_id, "name": project.name, "display_name": project.display_name,
+            "space": space.public_id, "handle": project.handle}
 
 
 @router.get("/spaces/{space_id}/audit", response={200: list[AuditEntryOut], **ERRORS})

@@ -34,6 +34,7 @@ def reads(service, env, space) -> list[str]:
         "/api/v1/spaces",
         f"/api/v1/spaces/{space.public_id}",
         f"/api/v1/spaces/{space.public_id}/projects",
+        f"/api/v1/projects/{env.project.public_id}",
         f"/api/v1/projects/{env.project.public_id}/environments",
         f"/api/v1/environments/{env.public_id}",
         f"/api/v1/environments/{env.public_id}/services",
@@ -159,3 +160,18 @@ class TestErrors:
         response = call(client, "post", f"/api/v1/services/{service.public_id}/deploy",
                         {"env_vars": "A=" + "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 10)}, auth(make_token(owner)))
         assert response.status_code == 413
+
+    def test_it_answers_a_wrong_method_as_a_problem(self, client, owner, service):
+        response = client.put(f"/api/v1/services/{service.public_id}/start", **auth(make_token(owner)))
+        assert response.status_code == 405
+        assert response["Content-Type"] == "application/problem+json" and response["Allow"] == "POST"
+
+    def test_it_serves_when_redis_is_down_without_counting(self, client, owner, settings):
+        from api import limits
+
+        limits._client = None
+        settings.REDIS_URL = "redis://127.0.0.1:1/0"
+        try:
+            assert client.get("/api/v1/spaces", **auth(make_token(owner))).status_code == 200
+        finally:
+            limits._client = None
