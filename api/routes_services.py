@@ -303,7 +303,7 @@ class LogQuery(Schema):
 
 LOG_RESPONSES = {
     "responses": {
-        "200": {"description": "The log as text, each line of all-pods mode labelled with its pod.",
+        200: {"description": "The log as text, each line of all-pods mode labelled with its pod.",
                 "content": {"text/plain": {"schema": {"type": "string"}}}},
     }
 }

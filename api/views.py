@@ -16,6 +16,15 @@ from spaces.access import spaces_for_user
 from spaces.http import HtmxHttpRequest
 
 
+# The new token rides in the session from the POST to the page after its redirect, and is
+# taken out when shown: a reload neither creates a second token nor shows the first again.
+NEW_TOKEN_KEY = "api_new_token"
+
+
+def _take_new_token(request: HtmxHttpRequest) -> str:
+    return request.session.pop(NEW_TOKEN_KEY, "")
+
+
 def _tokens_page(request: HtmxHttpRequest, form: TokenForm, *, new_token: str = "", status: int = 200) -> HttpResponse:
     tokens = (
         ApiToken.objects.filter(user=request.user, revoked_at__isnull=True)
@@ -30,7 +39,7 @@ def _tokens_page(request: HtmxHttpRequest, form: TokenForm, *, new_token: str = 
 @login_required
 def tokens(request: HtmxHttpRequest) -> HttpResponse:
     if request.method == "GET":
-        return _tokens_page(request, TokenForm(user=request.user))
+        return _tokens_page(request, TokenForm(user=request.user), new_token=_take_new_token(request))
     form = TokenForm(request.POST, user=request.user)
     if not form.is_valid():
         return _tokens_page(request, form, status=422)
@@ -41,8 +50,8 @@ def tokens(request: HtmxHttpRequest) -> HttpResponse:
         spaces=None if form.cleaned_data["all_spaces"] else form.cleaned_data["spaces"],
         expires_in_days=form.cleaned_data["expires_in_days"],
     )
-    # Rendered, not redirected: the token exists only in this response.
-    return _tokens_page(request, TokenForm(user=request.user), new_token=raw, status=201)
+    request.session[NEW_TOKEN_KEY] = raw
+    return redirect("api:tokens")
 
 
 @require_POST
@@ -70,6 +79,7 @@ def deploy_key(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
         _, raw = actions.create_deploy_key(
             request.user, service, name=form.cleaned_data["name"], expires_in_days=form.cleaned_data["expires_in_days"]
         )
-        context.update(new_token=raw, form=DeployKeyForm(initial={"expires_in_days": 90}))
-        return render(request, "api/deploy_key.html", context, status=201)
+        request.session[NEW_TOKEN_KEY] = raw
+        return redirect("api:deploy-key", service_id=service.public_id)
+    context["new_token"] = _take_new_token(request)
     return render(request, "api/deploy_key.html", context)

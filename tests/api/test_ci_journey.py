@@ -36,8 +36,8 @@ def test_it_deploys_and_waits_like_a_ci_job(live_server, celery_worker, kube_clu
 
     # A member makes the deploy key on the service page.
     page = member_client.post(f"/services/{service.public_id}/deploy-keys/", {"name": "GitHub Actions", "expires_in_days": "30"})
-    assert page.status_code == 201
-    headers = {"Authorization": f"Bearer {page.context['new_token']}"}
+    assert page.status_code == 302
+    headers = {"Authorization": f"Bearer {member_client.get(page['Location']).context['new_token']}"}
     base = f"{live_server.url}/api/v1/services/{service.public_id}"
 
     # The three lines of the README: deploy, wait, read the outcome.
