@@ -175,3 +175,13 @@ class TestErrors:
             assert client.get("/api/v1/spaces", **auth(make_token(owner))).status_code == 200
         finally:
             limits._client = None
+
+
+def test_it_names_the_token_on_the_audit_page(client, owner, owner_client, service, space):
+    raw = make_token(owner, name="GitHub Actions")
+    call(client, "post", f"/api/v1/services/{service.public_id}/stop", {}, auth(raw))
+    page = owner_client.get(f"/spaces/{space.public_id}/audit/").content.decode()
+    assert "via token GitHub Actions" in page
+    # A request of the pages afterwards records no token it did not use.
+    owner_client.post(f"/services/{service.public_id}/start/")
+    assert "token" not in AuditEntry.objects.filter(action="service.start").get().details
