@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Max
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils import timezone
 from ninja import Query, Router, Schema
 from pydantic import Field
@@ -23,7 +25,9 @@ from environments.models import Environment
 from services import actions
 from services.access import get_service_for_user
 from services.ansi import strip_all
-from services.streams import list_service_pods, short_pod_name
+from services.streams import LogOptions, LogReader, Pipe, list_service_pods, short_pod_name, split_stamp
+from services.streams import Lines as LogLines
+from services.streams import Status as LogStatus
 from services.forms import ServiceForm, form_data_from_spec
 from services.models import Service
 
@@ -299,6 +303,7 @@ class LogQuery(Schema):
     timestamps: bool = False
     pod: str = Field("", description="A pod name, `*` for all pods, or empty for the newest pod.")
     container: str = ""
+    follow: bool = Field(False, description="Keep the answer open and send new lines until the client goes (one pod).")
 
 
 LOG_RESPONSES = {
@@ -309,10 +314,42 @@ LOG_RESPONSES = {
 }
 
 
+FOLLOW_PIPE_CAPACITY = 8
+
+
+async def _followed(kube: Any, namespace: str, pod: Any, container: str | None, query: LogQuery) -> AsyncIterator[bytes]:
+    """One pod's log, followed on the event loop by the Log view's reader (reopened after a
+    restart), until the client goes: the server cancels this generator then, which stops it."""
+    pipe = Pipe(asyncio.get_running_loop(), FOLLOW_PIPE_CAPACITY)
+    reader = LogReader(
+        kube, namespace, pod.name,
+        LogOptions(container=container, tail=query.tail, previous=False, follow=True, colours=False), pipe,
+    )
+    reader.start()
+    try:
+        while True:
+            item = await pipe.get()
+            if isinstance(item, LogLines):
+                yield "".join(
+                    f"{line if query.timestamps else split_stamp(line)[1]}\n" for line in item.lines
+                ).encode("utf-8")
+            elif isinstance(item, LogStatus) and item.state in ("ended", "error"):
+                if item.state == "error":
+                    yield f"[ale: the log could not be read: {item.message}]\n".encode()
+                return
+    finally:
+        pipe.close()
+        await reader.stop()
+
+
 @router.get("/services/{service_id}/logs", response={200: str, 502: ProblemOut, **ERRORS}, openapi_extra=LOG_RESPONSES)
 def service_logs(request: HttpRequest, service_id: str, query: Query[LogQuery]) -> HttpResponse:
-    """The last `tail` lines of the service's log, colours removed (follow: the Log view)."""
+    """The last `tail` lines of the service's log, colours removed; with `follow=true`, new lines
+    as they come (chunked text, one pod) until the client closes the connection."""
     service = _service(request, service_id, write=False)
+    if query.follow and query.pod == "*":
+        raise problems.Problem(422, "follow: Follow one pod at a time (the Log view follows all of them).",
+                               errors=[{"field": "follow", "code": "invalid", "message": "Follow one pod at a time (the Log view follows all of them)."}])
     try:
         kube = client_for(service.environment.cluster)
         pods = list_service_pods(kube, service)
@@ -325,6 +362,15 @@ def service_logs(request: HttpRequest, service_id: str, query: Query[LogQuery]) 
                                        errors=[{"field": "pod", "code": "invalid", "message": f"{service.name} has no pod {query.pod}."}])
         else:
             chosen = pods[-1:]
+        if query.follow and chosen:
+            pod = chosen[0]
+            container = query.container if query.container in pod.containers else (pod.containers or ("",))[0]
+            followed = StreamingHttpResponse(
+                _followed(kube, service.namespace, pod, container or None, query), content_type="text/plain; charset=utf-8"
+            )
+            followed["X-Content-Type-Options"] = "nosniff"
+            followed["Cache-Control"] = "no-store"
+            return followed
         parts = []
         for pod in chosen:
             container = query.container if query.container in pod.containers else (pod.containers or ("",))[0]

@@ -55,3 +55,53 @@ def test_it_creates_uses_and_revokes_a_token(page: Page, ale_server, demo_login)
 
     page.goto(ale_server.url("/api/v1/docs"))
     expect(page.get_by_text("/api/v1/services/{service_id}/deploy").first).to_be_visible()
+
+
+FOLLOW_SETUP = """
+from django.contrib.auth import get_user_model
+from api.actions import create_token
+from clusters.models import Cluster
+from services import actions
+from services.forms import ServiceForm
+from spaces.actions import create_project, ensure_default_space
+User = get_user_model()
+user, _ = User.objects.get_or_create(username="follower")
+space = ensure_default_space(user)
+project = create_project(acting_user=user, space=space, name="tail", display_name="", cluster=Cluster.objects.get(name="local"))
+env = project.environments.get()
+form = ServiceForm({"name": "web", "kind": "web", "source": "image", "image": "nginx:1.27", "port": "80", "cpu": "0.1",
+                    "memory": "64Mi", "replicas": "1", "capacity": "on_demand"}, environment=env)
+assert form.is_valid(), form.errors
+service = actions.deploy_service(user, env, form.cleaned_data)
+_, raw = create_token(user, name="tail", permission="read", spaces=None)
+print(service.public_id, raw)
+"""
+
+
+def test_it_follows_a_log_until_the_client_goes(ale_stack):
+    """`follow=true` over the real ASGI server: the tail comes as a streamed text answer, and
+    the server goes on answering once the client closed it."""
+    import time
+
+    import requests
+
+    # The last line: the shell may log before it.
+    service_id, token = ale_stack.manage("shell", "-c", FOLLOW_SETUP).strip().splitlines()[-1].split()
+    url = ale_stack.url(f"/api/v1/services/{service_id}/logs")
+    headers = {"Authorization": f"Bearer {token}"}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if requests.get(url, params={"tail": 1}, headers=headers, timeout=20).text:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the service's pod wrote no log line within 60 s")
+
+    with requests.get(url, params={"follow": "true", "tail": 2}, headers=headers, stream=True, timeout=20) as response:
+        assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain")
+        lines = response.iter_lines()
+        first = next(lines)
+        assert first
+    # The server is still answering once the follower went.
+    assert requests.get(url, params={"tail": 1}, headers=headers, timeout=20).status_code == 200
+    assert "Traceback" not in ale_stack.log()
