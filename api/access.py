@@ -8,6 +8,7 @@ is also 404; a write with a read token or a deploy key outside its service is 40
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
@@ -69,6 +70,18 @@ def check_deploy_key_service(token: ApiToken, service_public_id: str) -> None:
     """A deploy key reaches only its own service."""
     if token.is_deploy_key and token.service.public_id != service_public_id:  # type: ignore[union-attr]
         raise PermissionDenied("A deploy key may only deploy its service and read its status.")
+
+
+# What a deploy key may change: the image of an image service, the branch of a Git service.
+DEPLOY_KEY_FIELDS = frozenset({"image", "branch"})
+
+
+def check_deploy_key_fields(fields: Iterable[str]) -> None:
+    others = sorted(set(fields) - DEPLOY_KEY_FIELDS)
+    if others:
+        raise PermissionDenied(
+            f"A deploy key may only change the image or the branch, not {', '.join(others)}: use a token with the deploy permission."
+        )
 
 
 def check_write(token: ApiToken) -> None:

@@ -221,6 +221,8 @@ def deploy_service(request: HttpRequest, service_id: str, payload: ServiceIn) ->
         raise problems.Problem(422, "name: The name of a service cannot change.",
                                errors=[{"field": "name", "code": "immutable", "message": "The name of a service cannot change."}])
     token = _token(request)
+    if token.is_deploy_key:
+        access.check_deploy_key_fields(payload.model_dump(exclude_unset=True))
     return idempotency.once(request, token, 201, lambda: _deploy(request, service.environment, payload, service))
 
 

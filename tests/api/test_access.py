@@ -107,6 +107,9 @@ class TestMatrix:
             if not path.endswith("/deploy"):
                 assert call(client, method, path, body, auth(raw)).status_code == 403, path
         assert call(client, "post", f"/api/v1/services/{other.public_id}/deploy", {"image": "x:1"}, auth(raw)).status_code == 403
+        # Only the image (or a Git service's branch): not the rest of the spec.
+        widened = call(client, "post", f"/api/v1/services/{service.public_id}/deploy", {"image": "nginx:1.29", "replicas": 9}, auth(raw))
+        assert widened.status_code == 403 and "not replicas" in widened.json()["detail"]
         assert client.get(f"/api/v1/services/{other.public_id}", **auth(raw)).status_code == 403
 
     def test_it_keeps_a_token_to_its_spaces(self, client, owner, service, main_env, space):
