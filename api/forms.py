@@ -19,7 +19,8 @@ class TokenForm(forms.Form):
     )
     all_spaces = forms.BooleanField(label="All my spaces, including those I join later", required=False, initial=True)
     spaces = forms.ModelMultipleChoiceField(
-        label="Or only these spaces", queryset=None, required=False, widget=forms.CheckboxSelectMultiple
+        label="Or only these spaces", queryset=None, required=False, widget=forms.CheckboxSelectMultiple,
+        to_field_name="public_id",
     )
     expires_in_days = forms.IntegerField(
         label="Expires in (days)", min_value=1, max_value=MAX_EXPIRY_DAYS, initial=DEFAULT_EXPIRY_DAYS

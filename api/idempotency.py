@@ -6,16 +6,20 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
 from ninja import Status
 
 from api import problems
 from api.models import ApiToken, IdempotentResponse
 
 MAX_KEY_LENGTH = 255
+# A retry comes within minutes; a day covers a CI pipeline re-run by hand the next morning.
+KEEP = timedelta(days=1)
 
 
 def _fingerprint(request: HttpRequest) -> str:
@@ -53,6 +57,8 @@ def once(request: HttpRequest, token: ApiToken, status: int, create: Callable[[]
     if len(key) > MAX_KEY_LENGTH:
         raise problems.Problem(422, f"An Idempotency-Key is at most {MAX_KEY_LENGTH} characters.")
     fingerprint = _fingerprint(request)
+    # Old answers go as the token makes new ones: no table grows without end, no task needed.
+    IdempotentResponse.objects.filter(token=token, created_at__lt=timezone.now() - KEEP).delete()
     saved = IdempotentResponse.objects.filter(token=token, key=key).first()
     if saved is not None:
         return _replay(saved, fingerprint)

@@ -53,6 +53,12 @@ class TestDeploy:
         other = post(client, f"/api/v1/services/{service.public_id}/deploy", {"image": "nginx:1.29"}, raw, HTTP_IDEMPOTENCY_KEY="build-42")
         assert other.status_code == 422 and "different request" in other.json()["detail"]
         assert post(client, f"/api/v1/services/{service.public_id}/deploy", {"image": "nginx:1.28"}, raw).json()["revision"] == 3
+        # A day later the key is forgotten: the same key deploys again.
+        from api.models import IdempotentResponse
+
+        IdempotentResponse.objects.update(created_at=timezone.now() - timedelta(days=2))
+        later = post(client, f"/api/v1/services/{service.public_id}/deploy", {"image": "nginx:1.28"}, raw, HTTP_IDEMPOTENCY_KEY="build-42")
+        assert later.json()["revision"] == 4 and IdempotentResponse.objects.count() == 1
 
     def test_it_rolls_back_and_lists_revisions(self, client, owner, main_env):
         service = make_service(main_env, owner)

@@ -68,6 +68,16 @@ class TestTokensPage:
         page = owner_client.get("/account/api-tokens/").content.decode()
         assert "GitHub Actions" in page and raw not in page and "all spaces" in page
 
+    def test_it_scopes_a_token_to_chosen_spaces(self, owner_client, owner, space, client):
+        response = owner_client.post("/account/api-tokens/", {"name": "team only", "permission": "read",
+                                                               "spaces": [space.public_id], "expires_in_days": "7"})
+        assert response.status_code == 302
+        raw = owner_client.get("/account/api-tokens/").context["new_token"]
+        assert [s["name"] for s in client.get("/api/v1/spaces", **auth(raw)).json()] == ["team"]
+        token = ApiToken.objects.get()
+        assert not token.all_spaces and token.permission == "read"
+        assert 6 <= (token.expires_at - timezone.now()).days <= 7
+
     def test_it_names_a_missing_scope(self, owner_client):
         response = owner_client.post("/account/api-tokens/", {"name": "x", "permission": "read", "expires_in_days": "30"})
         assert response.status_code == 422
