@@ -246,8 +246,14 @@ def stop_service(request: HttpRequest, service_id: str) -> dict[str, Any]:
 
 
 @router.post("/services/{service_id}/redeploy", response={200: ServiceOut, **ERRORS})
-def redeploy_service(request: HttpRequest, service_id: str) -> dict[str, Any]:
-    return _lifecycle(request, service_id, actions.redeploy_service)
+def redeploy_service(request: HttpRequest, service_id: str) -> Any:
+    """A new revision of the same spec, every pod replaced. `Idempotency-Key` makes a retry safe."""
+    _service(request, service_id, write=True)
+
+    def redeploy() -> dict[str, Any]:
+        return ServiceOut.model_validate(_lifecycle(request, service_id, actions.redeploy_service)).model_dump(mode="json")
+
+    return idempotency.once(request, _token(request), 200, redeploy)
 
 
 @router.delete("/services/{service_id}", response={200: ServiceOut, **ERRORS})

@@ -60,6 +60,14 @@ class TestDeploy:
         later = post(client, f"/api/v1/services/{service.public_id}/deploy", {"image": "nginx:1.28"}, raw, HTTP_IDEMPOTENCY_KEY="build-42")
         assert later.json()["revision"] == 4 and IdempotentResponse.objects.count() == 1
 
+    def test_it_redeploys_once_for_one_idempotency_key(self, client, owner, main_env):
+        service = make_service(main_env, owner)
+        raw = make_token(owner)
+        for _ in range(2):
+            response = post(client, f"/api/v1/services/{service.public_id}/redeploy", {}, raw, HTTP_IDEMPOTENCY_KEY="r1")
+            assert response.status_code == 200 and response.json()["revision"] == 2
+        assert service.revisions.count() == 2
+
     def test_it_rolls_back_and_lists_revisions(self, client, owner, main_env):
         service = make_service(main_env, owner)
         raw = make_token(owner)
