@@ -11,7 +11,7 @@ API_PREFIX = "/api/"
 
 
 class ApiRequestMiddleware:
-    """Two things django-ninja leaves to the site: forget the API token's name once its request
+    """What django-ninja leaves to the site: refuse a NUL in the path, forget the API token's name once its request
     is answered (so the next request served by the thread records no token it did not use), and
     answer a wrong method as problem+json like every other API error (ninja's is plain text)."""
 
@@ -19,6 +19,9 @@ class ApiRequestMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith(API_PREFIX) and "\x00" in request.path:
+            # No id holds a NUL, and PostgreSQL refuses one in a query (a 500): not found.
+            return problems.response(404, "Not found.")
         marker = audit.acting_token_name.set("")
         try:
             response = self.get_response(request)

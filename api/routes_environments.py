@@ -99,7 +99,8 @@ def create_environment(request: HttpRequest, project_id: str, payload: Environme
 
     def create() -> dict[str, Any]:
         # Validated inside: a retry with the same key is answered before the name is "taken".
-        cluster = Cluster.objects.filter(name=payload.cluster).first()
+        # PostgreSQL refuses a NUL in a query; no cluster name has one.
+        cluster = Cluster.objects.filter(name=payload.cluster).first() if "\x00" not in payload.cluster else None
         form = EnvironmentCreateForm(
             {
                 "mode": EnvironmentCreateForm.CLONE if payload.source else EnvironmentCreateForm.EMPTY,

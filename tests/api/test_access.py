@@ -169,6 +169,13 @@ class TestErrors:
         assert response.status_code == 405
         assert response["Content-Type"] == "application/problem+json" and response["Allow"] == "POST"
 
+    def test_it_answers_404_to_a_nul_in_a_path(self, client, owner, django_assert_num_queries):
+        raw = make_token(owner)
+        # Before any query: PostgreSQL would refuse the NUL with an error.
+        with django_assert_num_queries(0):
+            response = client.get("/api/v1/services/ab%00cd", **auth(raw))
+        assert response.status_code == 404 and response["Content-Type"] == "application/problem+json"
+
     def test_it_serves_when_redis_is_down_without_counting(self, client, owner, settings):
         from api import limits
 
