@@ -35,6 +35,8 @@ router = Router(tags=["services"])
 
 ERRORS = {frozenset({401, 403, 404, 422, 429}): ProblemOut}
 WAIT_POLL_SECONDS = 0.5
+# Numbers reach the database: beyond its integers PostgreSQL answers with an error, not a row.
+MAX_INT = 2**31 - 1
 # A page of the service list: a request's cost must not grow with the environment.
 PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
@@ -131,7 +133,7 @@ def _deploy(request: HttpRequest, environment: Environment, payload: ServiceIn, 
 
 class PageQuery(Schema):
     limit: int = Field(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_INT)
 
 
 @router.get("/environments/{env_id}/services", response={200: list[ServiceOut], **ERRORS})
@@ -165,8 +167,9 @@ def create_service(request: HttpRequest, env_id: str, payload: ServiceIn) -> Any
 
 
 class WaitQuery(Schema):
-    wait_for_revision: int | None = None
-    timeout: float = 60
+    wait_for_revision: int | None = Field(None, ge=1, le=MAX_INT)
+    # Bounded, and never NaN: a deadline of NaN is never reached.
+    timeout: float = Field(60, ge=0, le=3600, allow_inf_nan=False)
 
 
 @router.get("/services/{service_id}", response={200: ServiceStatusOut, **ERRORS})
@@ -306,7 +309,7 @@ MAX_TAIL = 10_000
 
 class LogQuery(Schema):
     tail: int = Field(100, ge=1, le=MAX_TAIL)
-    since: int | None = Field(None, ge=1, description="Only lines of the last this many seconds.")
+    since: int | None = Field(None, ge=1, le=MAX_INT, description="Only lines of the last this many seconds.")
     previous: bool = False
     timestamps: bool = False
     pod: str = Field("", description="A pod name, `*` for all pods, or empty for the newest pod.")

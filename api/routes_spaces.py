@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Query, Router
 
 from api import access
 from api.models import ApiToken
@@ -73,17 +73,15 @@ def get_project(request: HttpRequest, project_id: str) -> dict[str, Any]:
 
 
 @router.get("/spaces/{space_id}/audit", response={200: list[AuditEntryOut], **ERRORS})
-def audit_log(request: HttpRequest, space_id: str, before: int | None = None) -> list[dict[str, Any]]:
-    """The space's audit log, newest first, 100 entries at a time (owners only)."""
+def audit_log(request: HttpRequest, space_id: str, offset: int = Query(0, ge=0, le=2**31 - 1)) -> list[dict[str, Any]]:
+    """The space's audit log, newest first, 100 entries at a time from `offset` (owners only)."""
     token = _token(request)
     space = get_space_for_owner(token.user, space_id)
     access.check_space(token, space.pk)
     entries = audit.filtered_entries(space, {})
-    if before is not None:
-        entries = entries.filter(pk__lt=before)
     return [
         {"time": e.created_at, "user": e.actor_name, "action": e.action, "project": e.project_name,
          "environment": e.environment_name, "service": e.service_name, "summary": e.summary,
          "token": e.details.get("token")}
-        for e in entries[:AUDIT_PAGE]
+        for e in entries[offset : offset + AUDIT_PAGE]
     ]

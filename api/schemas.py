@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Schema(BaseModel):
@@ -141,7 +141,7 @@ class ServiceIn(Schema):
 class RollbackIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    revision: int
+    revision: int = Field(ge=1, le=2**31 - 1)
 
 
 class AuditEntryOut(Schema):

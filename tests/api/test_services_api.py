@@ -116,6 +116,12 @@ class TestWait:
         body = client.get(f"/api/v1/services/{service.public_id}?wait_for_revision=1&timeout=0.6", **auth(make_token(owner))).json()
         assert body["wait"]["outcome"] == "timeout" and body["status"] == "deploying"
 
+    @pytest.mark.parametrize("timeout", ["nan", "inf", "-1", "99999"])
+    def test_it_refuses_a_timeout_it_could_never_reach(self, client, owner, main_env, timeout):
+        service = make_service(main_env, owner)
+        response = client.get(f"/api/v1/services/{service.public_id}?wait_for_revision=1&timeout={timeout}", **auth(make_token(owner)))
+        assert response.status_code == 422 and response.json()["errors"][0]["field"] == "timeout"
+
     def test_it_refuses_an_unknown_revision(self, client, owner, main_env):
         service = make_service(main_env, owner)
         response = client.get(f"/api/v1/services/{service.public_id}?wait_for_revision=7", **auth(make_token(owner)))
