@@ -61,6 +61,9 @@ INSTALLED_APPS = [
     "environments",
     "services",
     "clusters",
+    "api",
+    # Only so that the API docs page serves Swagger UI from static files, not from a CDN.
+    "ninja",
 ]
 
 MIDDLEWARE = [
@@ -77,6 +80,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "api.middleware.ApiRequestMiddleware",
 ]
 
 ROOT_URLCONF = "ale_site.urls"
@@ -214,6 +218,15 @@ WATCHER_LEASE_SECONDS = int(env("WATCHER_LEASE_SECONDS", "15"))
 # The Cluster (by name) holding the Lease; empty means ale's own cluster through the pod's
 # service account.
 WATCHER_LEASE_CLUSTER = env("WATCHER_LEASE_CLUSTER", "")
+
+# Requests one API token may make per window (429 with Retry-After beyond).
+API_RATE_LIMIT = int(env("API_RATE_LIMIT", "600"))
+API_RATE_WINDOW_SECONDS = int(env("API_RATE_WINDOW_SECONDS", "60"))
+# The longest a `wait_for_revision` request blocks, in seconds.
+API_MAX_WAIT_SECONDS = int(env("API_MAX_WAIT_SECONDS", "300"))
+# How long a revision must stay Running before a wait calls it running: a container that
+# crashes is ready for a moment first (Kubernetes' minReadySeconds, for the same reason).
+API_WAIT_SETTLE_SECONDS = int(env("API_WAIT_SETTLE_SECONDS", "10"))
 
 EVENT_RETENTION_DAYS = int(env("EVENT_RETENTION_DAYS", "7"))
 # CPU and memory charts: each cluster's metrics API is read once per interval (metrics-server

@@ -7,6 +7,7 @@ from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
 from ale_site import health
+from api.v1 import api as api_v1
 from spaces import views as spaces_views
 from spaces.forms import LoginForm
 
@@ -25,6 +26,8 @@ urlpatterns = [
     path("", include("spaces.urls")),
     path("", include("environments.urls")),
     path("", include("services.urls")),
+    path("", include("api.urls")),
+    path("api/v1/", api_v1.urls),
 ]
 
 if settings.DEBUG:

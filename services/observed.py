@@ -174,6 +174,7 @@ def derive_for(service: Service, state: ClusterState) -> ObservedStatus:
         pods=pods,
         events=warnings,
         now=timezone.now(),
+        generation=service.generation,
     )
 
 

@@ -55,6 +55,7 @@ def derive_status(
     pods: Iterable[Obj],
     events: Iterable[Obj] = (),
     now: datetime | None = None,
+    generation: int | None = None,
 ) -> ObservedStatus:
     """The card's status from the Deployment, its Pods and its recent Warning events.
 
@@ -62,6 +63,9 @@ def derive_status(
     `events` are core/v1 Events about the service's Deployment, ReplicaSets and Pods.
     `now`, when given, keeps a crash-looping service `failed` through the short moments its
     container runs between two crashes (see `CRASH_SETTLE_SECONDS`).
+    `generation`, when given, is the service row's: a Deployment still carrying an older one
+    (the reconcile task has not applied the new spec yet) says nothing about the new revision,
+    so it is not reported Running or Failed for it (an API client waits on exactly that).
     """
     pods = list(pods)
     live_pods = [pod for pod in pods if not _meta(pod).get("deletionTimestamp")]
@@ -82,6 +86,13 @@ def derive_status(
         if current_status == FAILED:
             return ObservedStatus(FAILED, current_reason, 0)
         return ObservedStatus(DEPLOYING, "Waiting for the cluster to create the deployment.", 0)
+
+    applied = _applied_generation(deployment)
+    if generation is not None and applied is not None and applied < generation:
+        if current_status == FAILED:
+            # The task's own refusal (a manifest the cluster rejected) stands, as above.
+            return ObservedStatus(FAILED, current_reason, ready)
+        return ObservedStatus(DEPLOYING, "Waiting for the cluster to receive the new spec.", ready)
 
     if current_status == FAILED and now is not None:
         restarts = _recent_crash_restarts(live_pods, now)
@@ -114,6 +125,16 @@ def _meta(obj: Obj) -> Obj:
 
 def _status(obj: Obj) -> Obj:
     return obj.get("status") or {}
+
+
+def _applied_generation(deployment: Obj) -> int | None:
+    """The service generation the Deployment was applied from (`services.manifests`); None
+    for one without the annotation (applied by hand, or before ale wrote it)."""
+    value = (_meta(deployment).get("annotations") or {}).get("ale.dev/generation")
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _pod_is_ready(pod: Obj) -> bool:

@@ -12,6 +12,7 @@ tests instead of writing a secret into the log.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 Action = AuditEntry.Action
 
 _FORBIDDEN_DETAIL_KEYS = {"value", "values", "secret_value", "plaintext"}
+
+# The name of the API token a request acts through (set by the API for the request's duration):
+# every entry the request causes records it, whichever action writes the entry.
+acting_token_name: ContextVar[str] = ContextVar("acting_token_name", default="")
 
 
 def record(
@@ -48,6 +53,9 @@ def record(
         environment = service.environment
     if environment is not None and project is None:
         project = environment.project
+    token_name = acting_token_name.get()
+    if token_name:
+        details["token"] = token_name
     user = actor if actor is not None and actor.is_authenticated else None
     return AuditEntry.objects.create(
         space_id=space if isinstance(space, int) else space.pk,

@@ -447,3 +447,30 @@ class TestTaskOwnedStatuses:
         derive(deployment, pods, replicas=1)
 
         assert (deployment, pods) == before
+
+
+class TestGeneration:
+    """A Deployment from before the newest deploy says nothing about the new revision."""
+
+    def rolled_out(self, generation: str) -> dict:
+        return {
+            "metadata": {"generation": 3, "annotations": {"ale.dev/generation": generation}},
+            "spec": {"replicas": 1},
+            "status": {"observedGeneration": 3, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1},
+        }
+
+    def test_it_keeps_deploying_until_the_new_spec_is_applied(self):
+        status = derive_status(current_status="deploying", current_reason="", desired_state="running", replicas=1,
+                               deployment=self.rolled_out("4"), pods=[], generation=5)
+        assert status.status == "deploying"
+        assert status.reason == "Waiting for the cluster to receive the new spec."
+
+    def test_it_reports_running_once_the_spec_of_its_generation_runs(self):
+        status = derive_status(current_status="deploying", current_reason="", desired_state="running", replicas=1,
+                               deployment=self.rolled_out("5"), pods=[], generation=5)
+        assert status.status == "running"
+
+    def test_it_keeps_a_refusal_of_the_task(self):
+        status = derive_status(current_status="failed", current_reason="The cluster refused the manifest.",
+                               desired_state="running", replicas=1, deployment=self.rolled_out("4"), pods=[], generation=5)
+        assert status == ("failed", "The cluster refused the manifest.", 1)
