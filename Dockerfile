@@ -27,6 +27,7 @@ COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY manage.py ./
 COPY ale_site ale_site
+COPY api api
 COPY clusters clusters
 COPY environments environments
 COPY services services
