@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "environments",
     "services",
     "clusters",
+    "hooks",
 ]
 
 MIDDLEWARE = [
@@ -225,8 +226,19 @@ ENVIRONMENT_STUCK_DELETE_SECONDS = int(env("ENVIRONMENT_STUCK_DELETE_SECONDS", "
 TERMINAL_IDLE_TIMEOUT = int(env("TERMINAL_IDLE_TIMEOUT", "1800"))
 STREAM_KEEPALIVE_SECONDS = int(env("STREAM_KEEPALIVE_SECONDS", "25"))
 
+# Git webhooks: the biggest body accepted (GitHub caps its own at 25 MB, but a push of a
+# branch with a few commits is a few kB; a big cap only helps an attacker), the deliveries
+# one project's hook accepts per minute, how long a preview environment lives without a push,
+# and how often a commit status is reported back once its build is done.
+WEBHOOK_MAX_BODY_BYTES = int(env("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024)))
+WEBHOOK_RATE_PER_MINUTE = int(env("WEBHOOK_RATE_PER_MINUTE", "30"))
+PREVIEW_TTL_DAYS = int(env("PREVIEW_TTL_DAYS", "7"))
+COMMIT_STATUS_TIMEOUT = float(env("COMMIT_STATUS_TIMEOUT", "10"))
+
 CELERY_BEAT_SCHEDULE = {
     "prune-events": {"task": "clusters.tasks.prune_events", "schedule": 3600.0},
+    "expire-previews": {"task": "hooks.tasks.expire_previews", "schedule": 3600.0},
+    "report-commit-statuses": {"task": "hooks.tasks.report_commit_statuses", "schedule": 30.0, "options": {"expires": 30.0}},
     "resync-statuses": {
         "task": "clusters.tasks.resync",
         "schedule": float(env("RESYNC_INTERVAL_SECONDS", "60")),

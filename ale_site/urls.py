@@ -25,6 +25,7 @@ urlpatterns = [
     path("", include("spaces.urls")),
     path("", include("environments.urls")),
     path("", include("services.urls")),
+    path("", include("hooks.urls")),
 ]
 
 if settings.DEBUG:
