@@ -26,6 +26,7 @@ urlpatterns = [
     path("", include("environments.urls")),
     path("", include("services.urls")),
     path("", include("hooks.urls")),
+    path("", include("environments.compare_urls")),
 ]
 
 if settings.DEBUG:
