@@ -1,0 +1,87 @@
+"""Compare and promote in the browser: staging differs from main, the page shows how, a
+promote applies staging to main and main's cards change. The Settings tab also loads the
+project's webhook section. A real server, Celery worker, devcluster and watcher throughout."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.e2e.steps import create_project, sign_in
+from tests.e2e.test_travel_journey import create_environment, drop
+
+pytestmark = pytest.mark.e2e
+
+MAIN_FILE = """apiVersion: ale/v1
+kind: Environment
+spec:
+  services:
+    - name: web
+      kind: web
+      image: nginx:1.27
+      port: 80
+      env:
+        - {name: MODE, value: production}
+      resources: {cpu: 0.1, memory: 64Mi, replicas: 1}
+"""
+
+STAGING_FILE = """apiVersion: ale/v1
+kind: Environment
+spec:
+  services:
+    - name: web
+      kind: web
+      image: nginx:1.28
+      port: 80
+      env:
+        - {name: MODE, value: staging}
+      resources: {cpu: 0.1, memory: 64Mi, replicas: 1}
+    - name: worker
+      kind: web
+      image: busybox:1.36
+      port: 8080
+      resources: {cpu: 0.1, memory: 64Mi, replicas: 1}
+"""
+
+
+def apply_file(page: Page, text: str, created: int, changed: int) -> None:
+    drop(page, ".env-page", "env.yaml", text)
+    modal = page.locator("dialog#modal")
+    expect(modal).to_be_visible()
+    modal.get_by_role("button", name="Apply").click()
+    expect(page.get_by_text(f"YAML applied: {created} created, {changed} changed")).to_be_visible()
+
+
+def test_it_compares_staging_with_main_and_promotes_it(page: Page, ale_stack, demo_login):
+    sign_in(page, ale_stack.url(""), *demo_login)
+    create_project(page, "promo", "Promo")
+    apply_file(page, MAIN_FILE, 1, 0)
+    expect(page.locator(".service-card")).to_have_count(1)
+
+    create_environment(page, "staging")
+    apply_file(page, STAGING_FILE, 2, 0)
+
+    page.get_by_role("link", name="Settings").click()
+    # The webhook section loads into the tab.
+    expect(page.locator("#webhook")).to_contain_text("A webhook lets your Git host tell ale about pushes")
+    compare = page.locator("#compare")
+    compare.get_by_label("Compare with…").select_option(label="main")
+    compare.get_by_role("button", name="Compare").click()
+
+    expect(page.get_by_role("heading", name="Compare staging with main")).to_be_visible()
+    expect(page.locator("[data-only-in-a]")).to_contain_text("worker")
+    diff = page.locator('[data-service-diff="web"]')
+    expect(diff).to_contain_text("nginx:1.28")
+    expect(diff).to_contain_text("nginx:1.27")
+    expect(diff).to_contain_text("Variable MODE")
+    promote = page.locator("[data-promote]")
+    expect(promote).to_contain_text("1 to create · 1 to change · 0 unchanged")
+    promote.get_by_role("button", name="Promote staging → main").click()
+
+    expect(page.get_by_text("Promoted staging to main: 1 created, 1 changed, 0 unchanged.")).to_be_visible()
+    expect(page.locator(".env-badge")).to_contain_text("main")
+    cards = page.locator(".service-card")
+    expect(cards).to_have_count(2)
+    web = page.locator(".service-card", has=page.get_by_role("heading", name="web", exact=True))
+    expect(web).to_contain_text("nginx:1.28")
+    expect(page.locator(".service-card", has=page.get_by_role("heading", name="worker", exact=True))).to_be_visible()
