@@ -144,7 +144,9 @@ def process(delivery: Delivery) -> str:
         return f"Ignored: {exc}"
     if event is None:
         return "Ignored: nothing to do."
-    hook = delivery.hook
+    # One delivery of a hook at a time: an "opened" and a "synchronize" arriving together must
+    # not both create pr-<n>.
+    hook = ProjectHook.objects.select_for_update().select_related("project__space", "preview_base").get(pk=delivery.hook_id)
     if isinstance(event, payloads.Push):
         return handle_push(hook, event, provider=delivery.provider)
     return handle_pull_request(hook, event, provider=delivery.provider)

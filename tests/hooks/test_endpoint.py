@@ -89,6 +89,9 @@ def test_an_oversized_body_is_refused_unread(hook, settings):
 def test_a_burst_of_fifty_is_rate_limited_without_errors(hook, settings):
     settings.WEBHOOK_RATE_PER_MINUTE = 20
     body = ex.body_of(ex.github_push())
+    # The budget is per clock minute: start the burst well inside one.
+    if time.time() % 60 > 50:
+        time.sleep(60 - time.time() % 60 + 0.1)
     statuses = []
     for number in range(50):
         # Half of them badly signed: the limit counts every knock, signed or not.
