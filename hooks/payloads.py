@@ -120,6 +120,18 @@ def repository_key(url: str) -> str:
     return f"{host.lower()}/{path.lower()}"
 
 
+def storable_url(url: str) -> bool:
+    """A repository URL ale may build from (a fork's, which becomes a service's field and an
+    argument of the builder): plain http(s), no credentials, query or fragment (`#` would
+    change the builder's ref)."""
+    parts = urlsplit(url)
+    return (
+        parts.scheme in ("https", "http") and bool(parts.hostname) and not parts.username and not parts.password
+        and not parts.query and not parts.fragment and "#" not in url and "?" not in url
+        and bool(repository_key(url))
+    )  # fmt: skip
+
+
 def _valid_url(value: Any) -> str:
     if isinstance(value, str) and len(value) <= 500 and repository_key(value):
         return value
@@ -256,6 +268,9 @@ def _pull_request(provider: str, data: dict[str, Any]) -> PullRequest:
         raise PayloadError("No request URL.")
     if not base_urls or not head_urls:
         raise PayloadError("No repository URL in the request.")
+    head_urls = [u for u in head_urls if storable_url(u)]
+    if not head_urls:
+        raise PayloadError("The request's repository URL is not a plain http(s) URL.")
     return PullRequest(
         action=action, number=number, url=url, head_branch=head_branch, head_sha=head_sha,
         head_repository_url=head_urls[0], base_repository_urls=base_urls, is_fork=is_fork,

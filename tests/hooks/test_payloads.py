@@ -111,3 +111,15 @@ def test_two_urls_of_one_repository_have_one_key():
     assert key("git@github.com:Codertocat/Hello-World.git") == key("https://github.com/codertocat/hello-world/")
     assert key("ssh://git@example.com/mike/diaspora.git") == key("http://example.com/mike/diaspora")
     assert key("file:///etc/passwd") == "" and key("not a url") == ""
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://github.com/Forker/Hello-World.git#refs/heads/evil", "https://user:pw@github.com/Forker/Hello-World.git",
+     "https://github.com/Forker/Hello-World.git?x=1", "ssh://git@github.com/Forker/Hello-World.git", "file:///etc/passwd"],
+)  # fmt: skip
+def test_a_fork_whose_repository_url_is_not_plain_https_is_refused(url):
+    payload = ex.github_pull_request(fork=True)
+    payload["pull_request"]["head"]["repo"].update(clone_url=url, html_url=url)
+    with pytest.raises(payloads.PayloadError):
+        payloads.parse(payloads.GITHUB, "pull_request", ex.body_of(payload))
