@@ -16,9 +16,8 @@ from hooks.models import Delivery, Preview, ProjectHook
 from hooks.tasks import process_delivery
 from services import actions as service_actions
 from services.forms import ServiceForm
-from services.models import Build, Revision, Service
+from services.models import Build, Service
 from spaces.models import AuditEntry
-from tests.factories import make_environment
 from tests.hooks import examples as ex
 from tests.spaces.helpers import allocate
 
