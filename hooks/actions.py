@@ -13,10 +13,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from environments.actions import clone_environment, delete_environment, set_variables
+from environments.migration import PlannedService, enqueue_reconcile, write_services
 from environments.models import Environment, EnvironmentVariable
 from environments.secrets import encrypt
 from hooks import payloads
 from hooks.models import CommitStatus, Delivery, Preview, ProjectHook, new_hook_secret
+from services import live
 from services.actions import deploy_service, start_all
 from services.models import Service
 from spaces import audit
@@ -232,24 +234,48 @@ def _build_preview(hook: ProjectHook, preview: Preview, request: payloads.PullRe
         .select_related("environment__project", "environment__cluster")
         .order_by("pk")
     )
+    head_key = payloads.repository_key(request.head_repository_url)
+    tracking = [
+        service for service in services
+        if payloads.repository_key(service.repository_url) in keys
+        or (request.is_fork and payloads.repository_key(service.repository_url) == head_key)
+    ]  # fmt: skip
     try:
         with transaction.atomic():
-            for service in services:
-                if payloads.repository_key(service.repository_url) not in keys and not (
-                    request.is_fork and payloads.repository_key(service.repository_url) == payloads.repository_key(request.head_repository_url)
-                ):
-                    continue
+            for service in tracking:
                 deploy_service(None, environment, _preview_spec(service, request), service=service, cause=cause)
                 _track(hook, provider, service, request.head_repository_url, request.head_sha)
             start_all(None, environment)
     except ValidationError as exc:
         preview.start_refusal = " ".join(exc.messages)
         preview.save(update_fields=["start_refusal"])
+        _point_stopped_services_at_head(environment, tracking, request, cause)
         return f"{environment.name} stays stopped: {preview.start_refusal}"
     if preview.start_refusal:
         preview.start_refusal = ""
         preview.save(update_fields=["start_refusal"])
     return f"{environment.name}: {cause}"
+
+
+def _point_stopped_services_at_head(
+    environment: Environment, services: list[Service], request: payloads.PullRequest, cause: str
+) -> None:
+    """The preview could not start: its Git services still take the request's branch, stopped,
+    so that starting them later builds the request and not the base's branch. Written as the
+    clone writes its services (`write_services`), under the environment's lock."""
+    with transaction.atomic():
+        environment = Environment.objects.select_for_update(of=("self",)).select_related("project__space", "cluster").get(pk=environment.pk)
+        current = Service.objects.select_for_update(of=("self",)).filter(pk__in=[s.pk for s in services]).order_by("pk")
+        planned = [
+            PlannedService(service.name, "change", _preview_spec(service, request), service.desired_state, service, spec_changed=True)
+            for service in current
+            if _preview_spec(service, request) != service.snapshot()
+        ]
+        if not planned:
+            return
+        written = write_services(None, environment, planned, cause=cause)
+        live.publish_services(written)
+        enqueue_reconcile(environment, written)
 
 
 def handle_pull_request(hook: ProjectHook, request: payloads.PullRequest, *, provider: str = payloads.GITHUB) -> str:

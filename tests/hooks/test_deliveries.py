@@ -190,6 +190,12 @@ def test_a_preview_beyond_the_allocation_is_created_stopped_and_says_why(preview
     services = list(preview.environment.services.all())
     assert services and all(s.desired_state == Service.DesiredState.STOPPED for s in services)
     assert Build.objects.filter(service__environment=preview.environment).count() == 0
+    # Its Git service already takes the request's branch: starting it later builds the request.
+    shop = preview.environment.services.get(name="shop")
+    assert shop.branch == "changes" and shop.revisions.order_by("-number").first().cause == "pull request #2"
+    allocate(space, max_running_services=10)
+    service_actions.start_all(None, preview.environment)
+    assert shop.builds.get().branch == "changes"
     page = owner_client.get(reverse("environments:detail", args=[preview.environment.public_id])).content.decode()
     assert "PR #2" in page and "Created stopped:" in page
 
