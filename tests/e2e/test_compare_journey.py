@@ -44,6 +44,23 @@ spec:
 """
 
 
+EXTRA_SERVICE = """    - name: cache
+      kind: tcp
+      image: redis:7
+      port: 6379
+      resources: {cpu: 0.1, memory: 64Mi, replicas: 1}
+"""
+
+# The space of the project `promo` may run no more services than it runs now.
+FILL_ALLOCATION = """
+from services.models import Service
+from spaces.models import Project, ResourceAllocation
+space = Project.objects.get(name="promo").space
+running = Service.objects.filter(environment__project__space=space, desired_state="running").count()
+ResourceAllocation.objects.update_or_create(space=space, defaults={"max_running_services": running})
+"""
+
+
 def apply_file(page: Page, text: str, created: int, changed: int) -> None:
     drop(page, ".env-page", "env.yaml", text)
     modal = page.locator("dialog#modal")
@@ -85,3 +102,23 @@ def test_it_compares_staging_with_main_and_promotes_it(page: Page, ale_stack, de
     web = page.locator(".service-card", has=page.get_by_role("heading", name="web", exact=True))
     expect(web).to_contain_text("nginx:1.28")
     expect(page.locator(".service-card", has=page.get_by_role("heading", name="worker", exact=True))).to_be_visible()
+
+    # staging grows a third service; with the space's allocation full, promoting it again is
+    # refused and main stays as it is.
+    page.locator("[data-env-selector] summary").first.click()
+    page.locator("[data-env-selector]").get_by_role("link", name="staging").click()
+    expect(page.locator(".env-badge")).to_contain_text("staging")
+    apply_file(page, STAGING_FILE.replace("    - name: worker", EXTRA_SERVICE + "    - name: worker"), 1, 0)
+    ale_stack.manage("shell", "-c", FILL_ALLOCATION)
+    page.get_by_role("link", name="Settings").click()
+    page.locator("#compare").get_by_label("Compare with…").select_option(label="main")
+    page.locator("#compare").get_by_role("button", name="Compare").click()
+    expect(page.locator("[data-promote]")).to_contain_text("1 to create · 0 to change · 2 unchanged")
+    page.locator("[data-promote]").get_by_role("button", name="Promote staging → main").click()
+    expect(page.get_by_text("Nothing was promoted:")).to_be_visible()
+    expect(page.get_by_text("Running services")).to_be_visible()
+    page.get_by_role("link", name="← Settings of staging").click()
+    page.locator("[data-env-selector] summary").first.click()
+    page.locator("[data-env-selector]").get_by_role("link", name="main").click()
+    expect(page.locator(".env-badge")).to_contain_text("main")
+    expect(page.locator(".service-card")).to_have_count(2)
