@@ -5,8 +5,9 @@ push or a pull request does. Builds, clones and deletions go through the public 
 from __future__ import annotations
 
 import logging
-from functools import partial
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -18,6 +19,7 @@ from environments.models import Environment, EnvironmentVariable
 from environments.secrets import encrypt
 from hooks import payloads
 from hooks.models import CommitStatus, Delivery, Preview, ProjectHook, new_hook_secret
+from hooks.status import repository_path
 from services import live
 from services.actions import deploy_service, start_all
 from services.models import Service
@@ -109,7 +111,8 @@ _DUMMY_SECRET = new_hook_secret()
 
 
 def accept_delivery(hook_id: str, headers: dict[str, str], body: bytes) -> Delivery | None:
-    """Check a delivery and store it for the task; None when it is refused or already seen.
+    """Check a delivery and store it; None when it is refused or was processed already. The
+    caller enqueues `hooks.tasks.process_delivery` for the delivery returned.
 
     The caller answers every outcome alike: an unknown hook, a bad signature, an event ale
     does not handle and a replay must not be told apart from outside.
@@ -129,12 +132,11 @@ def accept_delivery(hook_id: str, headers: dict[str, str], body: bytes) -> Deliv
             delivery = Delivery.objects.create(
                 hook=hook, delivery_id=delivery_id, provider=provider, event=event, body=body.decode("utf-8", "replace")
             )
-            from hooks.tasks import process_delivery
-
-            transaction.on_commit(partial(process_delivery.delay, delivery.pk), robust=True)
     except IntegrityError:
-        logger.info("hook %s: delivery %s replayed, ignored", hook.pk, delivery_id)
-        return None
+        # Seen before. Processed: nothing to do. Not yet (its task was lost with a broker
+        # outage): the redelivery enqueues it again; the task acts on a delivery only once.
+        logger.info("hook %s: delivery %s replayed", hook.pk, delivery_id)
+        return Delivery.objects.filter(hook=hook, delivery_id=delivery_id, processed_at__isnull=True).first()
     return delivery
 
 
@@ -165,8 +167,6 @@ def _track(hook: ProjectHook, provider: str, service: Service, repository_url: s
     build = service.builds.order_by("-number").first()
     if build is None:
         return
-    from hooks.status import repository_path
-
     CommitStatus.objects.create(
         hook=hook, build=build, provider=provider, repository_url=repository_url,
         repository_key=repository_path(repository_url), sha=sha,
@@ -342,12 +342,8 @@ def _copy_variables(hook: ProjectHook, base: Environment, environment: Environme
             set_variables(acting_user=None, environment=environment, values=secret, is_secret=True)
 
 
-def expire_previews(now: timezone.datetime | None = None) -> list[str]:
+def expire_previews(now: datetime | None = None) -> list[str]:
     """Delete the previews with no push for PREVIEW_TTL_DAYS; returns their names."""
-    from datetime import timedelta
-
-    from django.conf import settings
-
     cutoff = (now or timezone.now()) - timedelta(days=settings.PREVIEW_TTL_DAYS)
     expired = Preview.objects.filter(last_push_at__lt=cutoff, environment__deleting_at__isnull=True).select_related(
         "environment__project__space"

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db import transaction
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,6 +20,7 @@ from environments.access import get_environment_for_user
 from hooks.access import get_environment_for_owner
 from hooks.forms import HostTokenForm, PreviewSettingsForm
 from hooks.models import ProjectHook
+from hooks.tasks import process_delivery
 from spaces.access import is_owner
 from spaces.http import HtmxHttpRequest, wants_fragment
 
@@ -43,8 +47,16 @@ def receive(request: HtmxHttpRequest, hook_id: str) -> HttpResponse:
     if len(body) > cap:
         return _plain(f"The body is larger than {cap} bytes.", 413)
     headers = {name.lower(): value for name, value in request.headers.items()}
-    actions.accept_delivery(hook_id, headers, body)
+    delivery = actions.accept_delivery(hook_id, headers, body)
+    if delivery is not None:
+        # robust: the delivery is stored either way; should the broker be down, the Git host's
+        # "Redeliver" enqueues it again (see accept_delivery).
+        transaction.on_commit(partial(_enqueue, delivery.pk), robust=True)
     return _plain("Accepted.", 202)
+
+
+def _enqueue(delivery_id: int) -> None:
+    process_delivery.delay(delivery_id)
 
 
 @require_GET

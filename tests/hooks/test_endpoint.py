@@ -118,3 +118,17 @@ def test_gitlab_and_gitea_deliveries_are_stored_with_their_ids(hook):
     assert sorted(Delivery.objects.values_list("provider", "event", "delivery_id")) == [
         ("gitea", "pull_request", "gt-1"), ("gitlab", "push", "gl-1"),
     ]  # fmt: skip
+
+
+@pytest.mark.django_db
+def test_a_redelivery_of_a_delivery_never_processed_is_handed_on_again_once_processed_never(hook):
+    from django.utils import timezone
+
+    body = ex.body_of(ex.github_push())
+    headers = ex.as_lower_headers(ex.github_headers(hook.secret, body, "push", delivery="lost-1"))
+    first = actions.accept_delivery(hook.public_id, headers, body)
+    # Its task was lost (a broker outage): the Git host's "Redeliver" hands it on again.
+    assert actions.accept_delivery(hook.public_id, headers, body) == first
+    Delivery.objects.filter(pk=first.pk).update(processed_at=timezone.now())
+    assert actions.accept_delivery(hook.public_id, headers, body) is None
+    assert Delivery.objects.count() == 1
