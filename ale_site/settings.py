@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "api",
     # Only so that the API docs page serves Swagger UI from static files, not from a CDN.
     "ninja",
+    "hooks",
 ]
 
 MIDDLEWARE = [
@@ -247,6 +248,15 @@ ENVIRONMENT_STUCK_DELETE_SECONDS = int(env("ENVIRONMENT_STUCK_DELETE_SECONDS", "
 TERMINAL_IDLE_TIMEOUT = int(env("TERMINAL_IDLE_TIMEOUT", "1800"))
 STREAM_KEEPALIVE_SECONDS = int(env("STREAM_KEEPALIVE_SECONDS", "25"))
 
+# Git webhooks: the biggest body accepted (GitHub caps its own at 25 MB, but a push of a
+# branch with a few commits is a few kB; a big cap only helps an attacker), the deliveries
+# one project's hook accepts per minute, how long a preview environment lives without a push,
+# and how often a commit status is reported back once its build is done.
+WEBHOOK_MAX_BODY_BYTES = int(env("WEBHOOK_MAX_BODY_BYTES", str(1024 * 1024)))
+WEBHOOK_RATE_PER_MINUTE = int(env("WEBHOOK_RATE_PER_MINUTE", "30"))
+PREVIEW_TTL_DAYS = int(env("PREVIEW_TTL_DAYS", "7"))
+COMMIT_STATUS_TIMEOUT = float(env("COMMIT_STATUS_TIMEOUT", "10"))
+
 # The metrics tasks live beside the code that writes the samples, not in a `tasks` module.
 CELERY_IMPORTS = ("services.metrics",)
 CELERY_BEAT_SCHEDULE = {
@@ -258,6 +268,8 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": float(METRICS_INTERVAL_SECONDS)},
     },
     "roll-up-metrics": {"task": "services.metrics.roll_up_metrics", "schedule": 60.0, "options": {"expires": 60.0}},
+    "expire-previews": {"task": "hooks.tasks.expire_previews", "schedule": 3600.0},
+    "report-commit-statuses": {"task": "hooks.tasks.report_commit_statuses", "schedule": 30.0, "options": {"expires": 30.0}},
     "resync-statuses": {
         "task": "services.resync.resync",
         "schedule": float(env("RESYNC_INTERVAL_SECONDS", "60")),

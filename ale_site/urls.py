@@ -28,6 +28,8 @@ urlpatterns = [
     path("", include("services.urls")),
     path("", include("api.urls")),
     path("api/v1/", api_v1.urls),
+    path("", include("hooks.urls")),
+    path("", include("environments.compare_urls")),
 ]
 
 if settings.DEBUG:

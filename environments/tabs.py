@@ -58,7 +58,7 @@ def render_tab(
     project = environment.project
     # One query for the selector however many environments there are; the settings tab reuses
     # the live ones. Environments being deleted stay in the selector, greyed, until they are gone.
-    selector_environments = list(project.environments.all())
+    selector_environments = list(project.environments.select_related("preview"))
     environments = [option for option in selector_environments if not option.is_deleting]
     context: dict[str, Any] = {
         "environment": environment,

@@ -848,8 +848,10 @@ def apply_document(
     document: ParsedDocument,
     *,
     confirm_firewall: bool = False,
+    promoted_from: str = "",
 ) -> ApplyResult:
-    """Apply a validated document: all of it or, on any error, nothing."""
+    """Apply a validated document: all of it or, on any error, nothing. `promoted_from` names
+    the environment the document was exported from, for a promote's audit entry."""
     environment = lifecycle.lock_environment(environment)
     the_plan = plan(environment, document, lock=True)
     if the_plan.blocked:
@@ -861,7 +863,9 @@ def apply_document(
         )
     # Before anything is written: all of it, or nothing.
     check_plan(environment, the_plan)
-    written = lifecycle.write_many(acting_user, environment, writes_of(the_plan.services), cause="yaml")
+    written = lifecycle.write_many(
+        acting_user, environment, writes_of(the_plan.services), cause="promote" if promoted_from else "yaml"
+    )
     firewall_changed = False
     if the_plan.firewall_change is not None:
         environment.allow_external_tcp, environment.external_allow_cidrs = the_plan.firewall_change
@@ -869,9 +873,10 @@ def apply_document(
         firewall_changed = True
     if written or firewall_changed:
         audit.record(
-            acting_user, environment.project.space_id, audit.Action.YAML_APPLY,
-            f"Applied a YAML file to {environment.name}: {len(the_plan.created)} created, "
-            f"{len(the_plan.changed)} changed",
+            acting_user, environment.project.space_id,
+            audit.Action.ENVIRONMENT_PROMOTE if promoted_from else audit.Action.YAML_APPLY,
+            (f"Promoted {promoted_from} to {environment.name}" if promoted_from else f"Applied a YAML file to {environment.name}")
+            + f": {len(the_plan.created)} created, {len(the_plan.changed)} changed",
             environment=environment,
             details={
                 "created": [p.name for p in the_plan.created],

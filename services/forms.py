@@ -300,6 +300,12 @@ class ServiceForm(forms.Form):
         },
     )
     health_check_path = forms.CharField(label="Health-check path", required=False, max_length=500, initial="/")
+    deploy_on_push = forms.BooleanField(
+        label="Deploy on push",
+        required=False,
+        initial=True,
+        help_text="A push to this branch builds and deploys the service (through the project's webhook).",
+    )
     custom_domains = forms.CharField(
         label="Custom domains",
         required=False,
@@ -356,6 +362,14 @@ class ServiceForm(forms.Form):
                     "Give the repository's URL, like https://github.com/acme/shop.git."
                 ) from None
         return value
+
+    def clean_deploy_on_push(self) -> bool:
+        # An unticked checkbox sends nothing: only a form that showed the box (the deploy
+        # modal marks it) can turn it off. Elsewhere (a YAML file, a clone) it stays as it was,
+        # on for a new service.
+        if "deploy_on_push_shown" not in self.data:
+            return self.service.deploy_on_push if self.service is not None else True
+        return bool(self.cleaned_data.get("deploy_on_push"))
 
     def clean_branch(self) -> str:
         value = self.cleaned_data["branch"].strip()
@@ -507,4 +521,4 @@ def form_data_from_spec(spec: dict[str, Any], *, name: str = "") -> dict[str, An
 
 def spec_of(service: Service) -> dict[str, Any]:
     """The deploy modal pre-filled from a service (edit, redeploy)."""
-    return form_data_from_spec(service.snapshot(), name=service.name)
+    return {**form_data_from_spec(service.snapshot(), name=service.name), "deploy_on_push": service.deploy_on_push}

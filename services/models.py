@@ -150,6 +150,9 @@ class Service(models.Model):
     replicas = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
     health_check_path = models.CharField(max_length=500, default="/")
     custom_domains = models.JSONField(default=_empty_list, blank=True)
+    # A push to the tracked branch builds and deploys it (through the project's webhook). A
+    # setting of the service rather than of a revision: a rollback does not turn it back.
+    deploy_on_push = models.BooleanField(default=True)
     desired_state = models.CharField(max_length=10, choices=DesiredState.choices, default=DesiredState.RUNNING)
     # Bumped on every change of the spec or the desired state: a reconcile task applies the
     # newest one, so a stale task run after a newer one changes nothing.
@@ -339,8 +342,8 @@ class Revision(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     # What made it: a deploy from the modal, a redeploy, a rollback to an earlier revision, a
-    # YAML apply or a clone.
-    cause = models.CharField(max_length=20, default="deploy")
+    # YAML apply, a clone, or a push ("push of 1a2b3c4 by alice").
+    cause = models.CharField(max_length=200, default="deploy")
 
     class Meta:
         ordering = ["-number"]

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from environments.access import get_environment_for_user
 from environments.models import Environment
+from hooks.actions import set_deploy_on_push
 from services import actions, charts, guards, metrics
 from services.access import cards_for_environment, get_service_for_user
 from services.forms import ServiceForm
@@ -138,6 +139,7 @@ def deploy(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
         return _form_response(request, environment, form, None, status=422)
     try:
         service = actions.deploy_service(request.user, environment, form.cleaned_data)
+        set_deploy_on_push(service, form.cleaned_data["deploy_on_push"])
     except ValidationError as error:
         form.add_error(None, error)
         return _form_response(request, environment, form, None, status=422)
@@ -166,6 +168,7 @@ def edit(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
         return _form_response(request, environment, form, service, status=422)
     try:
         service = actions.deploy_service(request.user, environment, form.cleaned_data, service=service)
+        set_deploy_on_push(service, form.cleaned_data["deploy_on_push"])
     except ValidationError as error:
         form.add_error(None, error)
         return _form_response(request, environment, form, service, status=422)
