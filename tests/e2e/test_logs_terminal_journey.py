@@ -144,8 +144,6 @@ ms => new Promise(resolve => {
 
 
 def test_following_a_fast_log_with_a_full_buffer_never_draws_an_empty_frame(page: Page, ale_server, streams_world):
-    errors: list[str] = []
-    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
     sign_in_to_streams(page, ale_server, streams_world)
     page.goto(ale_server.url(f"/services/{streams_world['fast']}/logs/"))
     # 50,000 lines a second: the viewer's buffer fills and it starts dropping the oldest lines.
@@ -158,7 +156,6 @@ def test_following_a_fast_log_with_a_full_buffer_never_draws_an_empty_frame(page
     empty = [i for i, f in enumerate(frames) if f["visible"] == 0]
     assert not empty, f"{len(empty)} of {len(frames)} frames showed no log rows (frames {empty[:10]})"
     assert all(f["bottom"] for f in frames), "the view stopped following the newest lines"
-    assert not errors, errors
 
 
 def test_a_hostile_log_line_renders_inert(page: Page, ale_server, streams_world):
