@@ -1,15 +1,19 @@
 """Log streaming: ale's socket against the official client alone, on the same pod log.
 
-    python bench/logs.py [--lines 100000] [--rounds 9]
+    python bench/logs.py [--lines 100000] [--rounds 9] [--frame-seconds 5]
 
 A `loggen` pod prints a burst of --lines lines. The official client reads that log (follow,
 all lines) and so does a websocket client through ale (tail=all, acknowledging as the viewer
 does), alternately, --rounds times each; the median rates are compared (a round takes a
 tenth of a second, so a few of them are always caught by whatever else the machine is doing).
 Then a second loggen pod starts, printing 1000 lines/s: the socket follows it for 3 s and the
-latency of each line is its arrival time minus its Kubernetes timestamp. Prints one JSON line:
+latency of each line is its arrival time minus its Kubernetes timestamp. Last, Chromium opens
+the Log view of loggen pods printing 10k, 50k and 200k lines/s, waits until the viewer's buffer
+is full (it drops lines), and counts, over --frame-seconds, the animation frames that showed no
+row inside the view while it followed (0 skips this part). Prints one JSON line:
 
-{"lines", "direct_lines_per_s", "socket_lines_per_s", "ratio", "lost", "p50_latency_ms"}
+{"lines", "direct_lines_per_s", "socket_lines_per_s", "ratio", "lost", "p50_latency_ms",
+ "empty_frame_share": {"<lines/s>": share of frames with no row, ...}, "frames": {...}, "trims": {...}}
 
 Numbers only: it never fails on time.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import time
@@ -27,6 +32,30 @@ from datetime import datetime, timezone
 from streams_harness import emit, percentile, start
 
 SEQ = re.compile(rb"loggen seq=(\d+)")
+FRAME_RATES = (10_000, 50_000, 200_000)
+CHROMIUM = os.environ.get("ALE_CHROMIUM", "/usr/bin/chromium")
+
+# Run in the page (as the Log view's browser test does): at every animation frame for `ms`
+# milliseconds, the log rows inside the view's box and how many lines the viewer has dropped.
+SAMPLE_FRAMES = """
+ms => new Promise(resolve => {
+  const view = document.querySelector("[data-role=view]");
+  const dropped = document.querySelector("[data-role=dropped]");
+  const frames = [];
+  const end = performance.now() + ms;
+  function sample(now) {
+    const box = view.getBoundingClientRect();
+    let visible = 0;
+    for (const row of view.querySelectorAll(".log-row")) {
+      const r = row.getBoundingClientRect();
+      if (r.bottom > box.top && r.top < box.bottom) visible++;
+    }
+    frames.push([visible, dropped.textContent.split(" ")[0]]);
+    if (now < end) requestAnimationFrame(sample); else resolve(frames);
+  }
+  requestAnimationFrame(sample);
+})
+"""
 
 
 def direct_rate(world, pod: str, lines: int) -> float:
@@ -99,13 +128,43 @@ async def latencies(world, service: str, seconds: float) -> list[float]:
     return found
 
 
+def empty_frames(world, seconds: float) -> tuple[dict[str, float], dict[str, int], dict[str, int]]:
+    """Per rate: the share of frames the following Log view drew with no row, how many frames
+    and how many trims of its buffer they saw (each trim used to draw an empty frame)."""
+    from playwright.sync_api import sync_playwright
+
+    world.run_services({f"fast{rate}": ("loggen:1", {"LOG_RATE": str(rate)}, 1) for rate in FRAME_RATES})
+    shares, counts, trims = {}, {}, {}
+    name, value = world.cookie.split("=", 1)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            context.add_cookies([{"name": name, "value": value, "url": world.base}])
+            for rate in FRAME_RATES:
+                page = context.new_page()
+                page.goto(f"{world.base}/services/{world.services[f'fast{rate}']}/logs/")
+                # Full: the viewer has started dropping its oldest lines.
+                page.locator("[data-role=dropped]").wait_for(state="visible", timeout=120_000)
+                frames = page.evaluate(SAMPLE_FRAMES, seconds * 1000)
+                shares[str(rate)] = round(sum(1 for rows, _ in frames if rows == 0) / len(frames), 3)
+                counts[str(rate)] = len(frames)
+                trims[str(rate)] = len({dropped for _, dropped in frames}) - 1
+                page.close()
+        finally:
+            browser.close()
+    return shares, counts, trims
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--frame-seconds", type=float, default=5.0)
     options = parser.parse_args()
 
-    world = start({"burst": ("loggen:1", {"LOG_RATE": "200000", "LOG_COUNT": str(options.lines)}, 1)})
+    world = start({"burst": ("loggen:1", {"LOG_RATE": "200000", "LOG_COUNT": str(options.lines)}, 1)},
+                  pages=options.frame_seconds > 0)
     try:
         from clusters.client import KubeClient
 
@@ -125,16 +184,17 @@ def main() -> None:
         world.run_services({"steady": ("loggen:1", {"LOG_RATE": "1000"}, 1)})
         lags = asyncio.run(latencies(world, world.services["steady"], 3.0))
         a, b = statistics.median(direct), statistics.median(via_socket)
-        emit(
-            {
-                "lines": options.lines,
-                "direct_lines_per_s": a,
-                "socket_lines_per_s": b,
-                "ratio": b / a,
-                "lost": lost,
-                "p50_latency_ms": percentile(lags, 50),
-            }
-        )
+        result = {
+            "lines": options.lines,
+            "direct_lines_per_s": a,
+            "socket_lines_per_s": b,
+            "ratio": b / a,
+            "lost": lost,
+            "p50_latency_ms": percentile(lags, 50),
+        }
+        if options.frame_seconds > 0:
+            result["empty_frame_share"], result["frames"], result["trims"] = empty_frames(world, options.frame_seconds)
+        emit(result)
     finally:
         world.close()
 

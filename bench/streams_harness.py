@@ -75,13 +75,16 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start(services: dict[str, tuple[str, dict[str, str], int]]) -> World:
-    """Start everything; `services` maps a name to (image, environment variables, replicas)."""
+def start(services: dict[str, tuple[str, dict[str, str], int]], *, pages: bool = False) -> World:
+    """Start everything; `services` maps a name to (image, environment variables, replicas).
+    `pages`: collect the static files first, so that a browser can open ale's pages."""
     scratch = Path(tempfile.mkdtemp(prefix="ale-bench-streams-"))
     env = {
         **os.environ,
         "DATABASE_URL": f"sqlite:///{scratch / 'bench.sqlite3'}",
         "ALE_VAR_DIR": str(scratch),
+        # Where the `local` cluster looks for the devcluster started below.
+        "DEVCLUSTER_KUBECONFIG": str(scratch / "devcluster" / "kubeconfig"),
         "DEBUG": "false",
         "SECRET_KEY": "bench-only-not-a-secret",
         # A fixed Fernet key for the throwaway rows (nothing secret is stored by the bench).
@@ -92,8 +95,11 @@ def start(services: dict[str, tuple[str, dict[str, str], int]]) -> World:
         "LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),
     }
+    if pages:
+        env["STATIC_ROOT"] = str(scratch / "static")
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "ALE_VAR_DIR", "DEBUG", "SECRET_KEY", "ALE_SECRET_KEYS", "ALLOWED_HOSTS",
-                                           "SECURE_SSL_REDIRECT", "CHANNELS_PREFIX", "LOG_LEVEL")})
+                                           "SECURE_SSL_REDIRECT", "CHANNELS_PREFIX", "LOG_LEVEL", "STATIC_ROOT",
+                                           "DEVCLUSTER_KUBECONFIG") if k in env})
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ale_site.settings")
 
     from tests.fixtures.devcluster import start_devcluster_process
@@ -110,6 +116,9 @@ def start(services: dict[str, tuple[str, dict[str, str], int]]) -> World:
 
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     call_command("migrate", verbosity=0, interactive=False)
+    if pages:
+        # Before the server starts: WhiteNoise serves what STATIC_ROOT holds when it starts.
+        call_command("collectstatic", verbosity=0, interactive=False)
 
     from clusters.models import Cluster
     from spaces.actions import create_project
@@ -141,7 +150,7 @@ def start(services: dict[str, tuple[str, dict[str, str], int]]) -> World:
     deadline = time.monotonic() + 30
     while True:
         try:
-            # Any answer means it serves (pages need collected static files, which the bench skips).
+            # Any answer means it serves (pages need collected static files: see `pages`).
             with urllib.request.urlopen(base + "/login/", timeout=2):
                 break
         except urllib.error.HTTPError:

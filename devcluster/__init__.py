@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .authz import parse_rule
+from .eventttl import DEFAULT_EVENT_TTL, parse_event_ttl
 from .faults import Faults
 
 __all__ = ["DevCluster", "RESTRICTED_CONTEXT", "write_kubeconfig", "load_token"]
@@ -95,9 +96,11 @@ class DevCluster:
                  pod_ready_seconds: float = 1.0, bookmark_seconds: float = 60.0, history_size: int = 1000,
                  backoff_seconds: float | None = None, token: str | None = None, tls: bool = False,
                  restricted_identity: list[str] | None = None, leak_mib_per_second: float | None = None,
-                 ingress_port: int | None = None, metrics_api: bool = True):
+                 ingress_port: int | None = None, metrics_api: bool = True,
+                 event_ttl: float | str = DEFAULT_EVENT_TTL):
         """`restricted_identity`: rules (`get,list:pods`, see authz.parse_rule) of a second user, whose
-        token `restricted_token` holds and whose context `write_kubeconfig` adds."""
+        token `restricted_token` holds and whose context `write_kubeconfig` adds. `event_ttl`: how
+        long events live after their last write, in seconds or as a duration like "1h"."""
         self._port = port
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self.token = token or load_token(self._data_dir)
@@ -106,7 +109,7 @@ class DevCluster:
                                          "history_size": history_size, "backoff_base": backoff_seconds,
                                          "tls": tls, "restricted_token": self.restricted_token,
                                          "restricted_rules": tuple(parse_rule(r) for r in restricted_identity or ()),
-                                         "ingress_port": ingress_port}
+                                         "ingress_port": ingress_port, "event_ttl": parse_event_ttl(event_ttl)}
         if leak_mib_per_second is not None:
             self._options["leak_mib_per_second"] = leak_mib_per_second
         if not metrics_api:

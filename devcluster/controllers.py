@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from . import kinds, volumes
 from .api import Api, ApiError
+from .eventttl import DEFAULT_EVENT_TTL
 from .kinds import Kind, Obj, find_kind
 from .runtime_types import ContainerRun
 from .store import Change
@@ -565,7 +566,7 @@ class ControllerManager:
         # Claims the persistentvolume controller could not provision; it retries on its resync period.
         self.claim_retry_at: dict[str, float] = {}
         self.claim_retry_seconds = 15.0
-        self.event_ttl = 3600.0
+        self.event_ttl = DEFAULT_EVENT_TTL  # the server sets --event-ttl
         self.store.listeners.append(self.observe)
 
     # --- plumbing --------------------------------------------------------------------------------
@@ -631,7 +632,7 @@ class ControllerManager:
                                                                    obj["metadata"]["name"]]))
 
     def _expire_events(self) -> None:
-        """Events live an hour, like kube-apiserver's default --event-ttl."""
+        """Events live `event_ttl` seconds after their last write, as with kube-apiserver's --event-ttl."""
         cutoff = time.time() - self.event_ttl
         for ev in self.store.list("events"):
             stamp = ev.get("lastTimestamp") or ev.get("eventTime") or ev["metadata"].get("creationTimestamp")

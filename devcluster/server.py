@@ -21,6 +21,7 @@ from . import kinds, openapi, openapi_proto, tables, volumes
 from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
 from .authz import IDENTITY, Authorizer, Rule
 from .controllers import NAMESPACE, POD, ControllerManager
+from .eventttl import DEFAULT_EVENT_TTL
 from .faults import Faults
 from .ingress import IngressProxy
 from .kinds import GROUP_VERSIONS, Kind, Obj
@@ -128,7 +129,7 @@ class DevServer:
                  bookmark_seconds: float = 60.0, history_size: int = 1000, backoff_base: float | None = None,
                  save_delay: float = 1.0, tls: bool = False, restricted_token: str | None = None,
                  restricted_rules: tuple[Rule, ...] = (), leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND,
-                 ingress_port: int | None = None, metrics_api: bool = True):
+                 ingress_port: int | None = None, metrics_api: bool = True, event_ttl: float = DEFAULT_EVENT_TTL):
         self.token = token
         # False: a cluster without metrics-server, where metrics.k8s.io is not there at all.
         self.metrics_api = metrics_api
@@ -142,6 +143,7 @@ class DevServer:
         self.api.allocators.append(self._allocate_service)
         self.controllers = ControllerManager(self.api, pod_ready_seconds=pod_ready_seconds, backoff_base=backoff_base,
                                              leak_mib_per_second=leak_mib_per_second)
+        self.controllers.event_ttl = event_ttl
         self.metrics = Metrics(self.api, self.controllers.kubelet, leak_mib_per_second=leak_mib_per_second)
         self.controllers.kubelet.on_pod_gone.append(self._remove_scratch)
         self.faults = Faults(drop=self._drop_threadsafe)

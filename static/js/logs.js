@@ -269,9 +269,14 @@
   function draw() {
     renderQueued = false;
     if (paused) return;
-    spacer.style.height = (lines.length * ROW_HEIGHT) + "px";
-    if (follow) view.scrollTop = view.scrollHeight;
-    var first = Math.max(0, Math.floor(view.scrollTop / ROW_HEIGHT) - 5);
+    var height = lines.length * ROW_HEIGHT;
+    spacer.style.height = height + "px";
+    // Following: the window comes from the line count. After a trim, scrollHeight still counts
+    // the old rows' box (translated past the shorter spacer), and a window read back from it
+    // would start after the last line: a frame with no rows.
+    var top = follow ? Math.max(0, height - view.clientHeight) : view.scrollTop;
+    if (follow) view.scrollTop = top;
+    var first = Math.max(0, Math.floor(top / ROW_HEIGHT) - 5);
     var count = Math.ceil(view.clientHeight / ROW_HEIGHT) + 10;
     var last = Math.min(lines.length, first + count);
     var showTs = timestampsBox.checked;

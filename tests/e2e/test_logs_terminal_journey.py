@@ -35,7 +35,8 @@ project = create_project(acting_user=user, space=space, name="streams", display_
 env = project.environments.get()
 kube = client_for(env.cluster)
 services = {}
-for name, image, variables in (("app", "loggen:1", {"LOG_RATE": "20"}), ("busy", "busybox:1", {"EVIL": %r})):
+for name, image, variables in (("app", "loggen:1", {"LOG_RATE": "20"}), ("busy", "busybox:1", {"EVIL": %r}),
+                                ("fast", "loggen:1", {"LOG_RATE": "50000"})):
     service = Service.objects.create(environment=env, name=name, image=image, port=8080,
                                      env_vars=[{"name": k, "value": v} for k, v in variables.items()])
     kube.apply(render_environment(env) + render_service(service))
@@ -43,7 +44,7 @@ for name, image, variables in (("app", "loggen:1", {"LOG_RATE": "20"}), ("busy",
 deadline = time.monotonic() + 20
 while time.monotonic() < deadline:
     pods, _ = kube.list("v1", "Pod", namespace=env.namespace)
-    if len(pods) == 2 and all(p["status"].get("phase") == "Running" for p in pods):
+    if len(pods) == 3 and all(p["status"].get("phase") == "Running" for p in pods):
         break
     time.sleep(0.1)
 print(json.dumps({"username": "streamer", "password": PASSWORD, "env": env.public_id, **services}))
@@ -52,8 +53,8 @@ print(json.dumps({"username": "streamer", "password": PASSWORD, "env": env.publi
 
 @pytest.fixture(scope="module")
 def streams_world(ale_server) -> Iterator[dict[str, str]]:
-    """A devcluster where the server's `local` cluster looks for it, and a user with two
-    running services."""
+    """A devcluster where the server's `local` cluster looks for it, and a user with three
+    running services (a slow log, a hostile one, a fast one)."""
     workdir = Path(ale_server.var_dir) / "devcluster"
     started = None
     if not (workdir / "kubeconfig").exists():
@@ -116,6 +117,45 @@ def test_logs_arrive_live_and_can_be_searched_and_downloaded(page: Page, ale_ser
     assert re.fullmatch(r"app-latest-\d{8}-\d{6}\.log", download.suggested_filename)
     lines = Path(download.path()).read_text().splitlines()
     assert lines and all(re.match(r"\d{4}-\d\d-\d\dT\S+Z loggen seq=\d+", line) for line in lines)
+
+
+# Run in the page: for `ms` milliseconds, at every animation frame, how many log rows are inside
+# the view's box and how many lines the viewer has dropped so far (it drops only once full).
+SAMPLE_FRAMES = """
+ms => new Promise(resolve => {
+  const view = document.querySelector("[data-role=view]");
+  const dropped = document.querySelector("[data-role=dropped]");
+  const frames = [];
+  const end = performance.now() + ms;
+  function sample(now) {
+    const box = view.getBoundingClientRect();
+    let visible = 0;
+    for (const row of view.querySelectorAll(".log-row")) {
+      const r = row.getBoundingClientRect();
+      if (r.bottom > box.top && r.top < box.bottom) visible++;
+    }
+    const bottom = view.scrollTop + view.clientHeight >= view.scrollHeight - 2 * 19;
+    frames.push({ visible, bottom, dropped: dropped.hidden ? 0 : +dropped.textContent.split(" ")[0].replace(/\\D/g, "") });
+    if (now < end) requestAnimationFrame(sample); else resolve(frames);
+  }
+  requestAnimationFrame(sample);
+})
+"""
+
+
+def test_following_a_fast_log_with_a_full_buffer_never_draws_an_empty_frame(page: Page, ale_server, streams_world):
+    sign_in_to_streams(page, ale_server, streams_world)
+    page.goto(ale_server.url(f"/services/{streams_world['fast']}/logs/"))
+    # 50,000 lines a second: the viewer's buffer fills and it starts dropping the oldest lines.
+    expect(page.locator("[data-role=dropped]")).to_be_visible(timeout=60_000)
+
+    frames = page.evaluate(SAMPLE_FRAMES, 3000)
+
+    trims = len({f["dropped"] for f in frames})
+    assert trims >= 3, f"the buffer was trimmed only {trims - 1} times while frames were sampled: {frames[-1]}"
+    empty = [i for i, f in enumerate(frames) if f["visible"] == 0]
+    assert not empty, f"{len(empty)} of {len(frames)} frames showed no log rows (frames {empty[:10]})"
+    assert all(f["bottom"] for f in frames), "the view stopped following the newest lines"
 
 
 def test_a_hostile_log_line_renders_inert(page: Page, ale_server, streams_world):
