@@ -30,6 +30,7 @@ COPY ale_site ale_site
 COPY api api
 COPY clusters clusters
 COPY environments environments
+COPY hooks hooks
 COPY services services
 COPY spaces spaces
 # The RBAC rules ale uses, which the cluster access check asks each cluster for.

@@ -150,7 +150,7 @@ def process(delivery: Delivery) -> str:
         return "Ignored: nothing to do."
     # One delivery of a hook at a time: an "opened" and a "synchronize" arriving together must
     # not both create pr-<n>.
-    hook = ProjectHook.objects.select_for_update().select_related("project__space", "preview_base").get(pk=delivery.hook_id)
+    hook = ProjectHook.objects.select_for_update(of=("self",)).select_related("project__space", "preview_base").get(pk=delivery.hook_id)
     if isinstance(event, payloads.Push):
         return handle_push(hook, event, provider=delivery.provider)
     return handle_pull_request(hook, event, provider=delivery.provider)

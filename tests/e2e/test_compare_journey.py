@@ -93,6 +93,8 @@ def test_it_compares_staging_with_main_and_promotes_it(page: Page, ale_stack, de
     expect(page.locator(".service-card")).to_have_count(1)
 
     create_environment(page, "staging")
+    # The new environment's page, loaded (its drop zone ready) before the file is dropped.
+    expect(page.get_by_text("No services yet")).to_be_visible()
     apply_file(page, STAGING_FILE, 2, 0)
 
     page.get_by_role("link", name="Settings").click()
