@@ -16,7 +16,7 @@ from typing import Any
 
 from services.ansi import strip_all
 from services.models import Build, Service
-from services.streams import pod_info
+from services.streams.pods import pod_info
 
 # kaniko's Job names: the service name, shortened so that `-build-<id>` fits a DNS label.
 _JOB_NAME_SERVICE_MAX = 63 - len("-build-") - 12

@@ -50,30 +50,13 @@ from django.http import Http404
 from django.utils import timezone
 
 from clusters.client import ClusterError, KubeClient, client_for, in_thread
-from services.access import get_service_for_user
+from services.access import get_service_for_user, may_open_terminal
 from services.builds import build_for, list_build_pods
 from services.models import Build, Service, TerminalSession
-from services.streams import (
-    DEFAULT_TAIL,
-    MAX_PODS,
-    MAX_TAIL,
-    ExecBridge,
-    Exited,
-    Lines,
-    LogOptions,
-    LogReader,
-    Marker,
-    Opened,
-    Output,
-    Pipe,
-    PodInfo,
-    Status,
-    join_threads,
-    list_service_pods,
-    may_open_terminal,
-    pod_marker,
-    pod_revision,
-)
+from services.streams.exec_bridge import ExecBridge, Exited, Opened, Output
+from services.streams.log_reader import DEFAULT_TAIL, MAX_TAIL, Lines, LogOptions, LogReader, Marker, Status
+from services.streams.pipe import Pipe, join_threads
+from services.streams.pods import MAX_PODS, PodInfo, list_service_pods, pod_marker, pod_revision
 
 logger = logging.getLogger(__name__)
 

@@ -25,25 +25,13 @@ from django.views.decorators.http import require_GET, require_POST
 from clusters.client import ClusterError, KubeClient, client_for, in_thread
 from environments.access import get_environment_for_user
 from environments.models import Environment
-from services.access import get_service_for_user
+from services.access import get_service_for_user, is_space_owner, may_open_terminal
 from services.builds import build_for, list_build_pods
 from services.models import Build, Service
-from services.streams import (
-    DEFAULT_TAIL,
-    MAX_PODS,
-    MAX_TAIL,
-    Lines,
-    LogOptions,
-    LogReader,
-    Pipe,
-    PodInfo,
-    Status,
-    is_space_owner,
-    list_service_pods,
-    may_open_terminal,
-    short_pod_name,
-    split_stamp,
-)
+from services.streams.log_reader import DEFAULT_TAIL, MAX_TAIL, Lines, LogOptions, LogReader, Status
+from services.streams.pipe import Pipe
+from services.streams.pods import MAX_PODS, PodInfo, list_service_pods, short_pod_name
+from services.streams.timestamps import split_stamp
 from spaces.access import live_projects, spaces_for_user
 from spaces.http import HtmxHttpRequest
 

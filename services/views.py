@@ -27,11 +27,10 @@ from environments.access import get_environment_for_user
 from environments.models import Environment
 from hooks.actions import set_deploy_on_push
 from services import actions, charts, guards, metrics
-from services.access import cards_for_environment, get_service_for_user
+from services.access import cards_for_environment, get_service_for_user, may_open_terminal
 from services.forms import ServiceForm
 from services.manifests import DATA_MOUNT_PATH
 from services.models import Build, Service
-from services.streams import may_open_terminal
 from spaces.access import live_projects, spaces_for_user
 from spaces.allocation import CAPACITY_LABELS, CPU, MEMORY, format_cpu, format_mib
 from spaces.http import HtmxHttpRequest, wants_fragment

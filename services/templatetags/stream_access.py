@@ -8,7 +8,7 @@ from typing import Any
 from django import template
 
 from environments.models import Environment
-from services.streams import is_space_owner
+from services.access import is_space_owner
 
 register = template.Library()
 

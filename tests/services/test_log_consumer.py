@@ -17,7 +17,9 @@ from environments.manifests import render_environment
 from services.consumers import LogConsumer
 from services.manifests import render_service
 from services.models import Service
-from services.streams import LineSplitter, short_pod_name, split_stamp
+from services.streams.escaping import LineSplitter
+from services.streams.pods import short_pod_name
+from services.streams.timestamps import split_stamp
 from spaces.actions import create_project
 from tests.services.stream_helpers import (
     connections_to,
