@@ -17,7 +17,8 @@ from ninja import Query, Router, Schema
 from pydantic import Field
 
 from api import access, idempotency, problems
-from clusters.client import ClusterError, client_for
+from clusters.client import client_for
+from clusters.errors import ClusterError
 from api.models import ApiToken
 from api.schemas import DeployedOut, ProblemOut, RevisionOut, RollbackIn, ServiceIn, ServiceOut, ServiceStatusOut, WaitOut
 from environments.access import get_environment_for_user

@@ -49,7 +49,9 @@ from django.conf import settings
 from django.http import Http404
 from django.utils import timezone
 
-from clusters.client import ClusterError, KubeClient, client_for, in_thread
+from clusters.client import KubeClient, client_for
+from clusters.errors import ClusterError
+from clusters.streams import in_thread
 from services.access import get_service_for_user, may_open_terminal
 from services.builds import build_for, list_build_pods
 from services.models import Build, Service, TerminalSession

@@ -35,7 +35,8 @@ from django.db import transaction
 from django.db.models import Avg, Exists, F, Max, OuterRef, Subquery
 from django.utils import timezone
 
-from clusters.client import ClusterError, client_for
+from clusters.client import client_for
+from clusters.errors import ClusterError
 from clusters.models import Cluster
 from services import charts
 from services.models import (

@@ -19,7 +19,8 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from clusters.client import ClusterError, client_for
+from clusters.client import client_for
+from clusters.errors import ClusterError
 from clusters.models import Cluster
 from clusters.state import BUILD_SELECTOR, DEPLOYMENTS, EVENTS, JOBS, MANAGED_BY_SELECTOR, PODS, Changes, ClusterState
 from environments.models import Environment

@@ -22,7 +22,9 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from clusters.client import ClusterError, KubeClient, client_for, in_thread
+from clusters.client import KubeClient, client_for
+from clusters.errors import ClusterError
+from clusters.streams import in_thread
 from environments.access import get_environment_for_user
 from environments.models import Environment
 from services.access import get_service_for_user, is_space_owner, may_open_terminal

@@ -20,7 +20,8 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from clusters.client import ClusterError, client_for
+from clusters.client import client_for
+from clusters.errors import ClusterError
 from environments.manifests import render_environment
 from services import builds, lifecycle
 from services.manifests import BUILD_LABEL, CLAIM, JOB, MANAGED_KINDS, render_build_job, render_service, tls_secret_name

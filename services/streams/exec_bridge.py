@@ -9,7 +9,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from clusters.client import ClusterError, ExecSession, KubeClient
+from clusters.client import KubeClient
+from clusters.errors import ClusterError
+from clusters.exec_session import ExecSession
 from services.streams.pipe import Pipe
 
 

@@ -6,7 +6,9 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from clusters.client import AsyncLogStream, ClusterError, KubeClient, in_thread
+from clusters.client import KubeClient
+from clusters.errors import ClusterError
+from clusters.streams import AsyncLogStream, in_thread
 from services.streams.escaping import LineSplitter, json_strings
 from services.streams.pipe import Pipe
 from services.streams.pods import pod_info, pod_revision, restart_marker
