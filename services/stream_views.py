@@ -27,14 +27,14 @@ from clusters.errors import ClusterError
 from clusters.streams import in_thread
 from environments.access import get_environment_for_user
 from environments.models import Environment
-from services.access import get_service_for_user, is_space_owner, may_open_terminal
+from services.access import get_service_for_user, may_open_terminal
 from services.builds import build_for, list_build_pods
 from services.models import Build, Service
 from services.streams.log_reader import DEFAULT_TAIL, MAX_TAIL, Lines, LogOptions, LogReader, Status
 from services.streams.pipe import Pipe
 from services.streams.pods import MAX_PODS, PodInfo, list_service_pods, short_pod_name
 from services.streams.timestamps import split_stamp
-from spaces.access import live_projects, spaces_for_user
+from spaces.access import is_owner, live_projects, spaces_for_user
 from spaces.http import HtmxHttpRequest
 
 DOWNLOAD_PIPE_CAPACITY = 8  # reads of at most 256 KiB each
@@ -206,7 +206,7 @@ class TerminalAccessForm(forms.Form):
 @login_required
 def terminal_access(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     environment = get_environment_for_user(request.user, env_id)
-    if not is_space_owner(request.user, environment):
+    if not is_owner(request.user, environment.project.space):
         return HttpResponse("Only the space's owners may change who can open a terminal.", status=403)
     form = TerminalAccessForm(request.POST)
     if form.is_valid():
