@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusters.client import KubeClient
+from clusters.labels import selector_for_service
 from services.models import Service
 from services.streams.timestamps import is_timestamp
 
@@ -59,7 +60,7 @@ def list_service_pods(kube: KubeClient, service: Service) -> list[PodInfo]:
     Selected by the service's public id label, in the service's own namespace: the browser
     names a pod, never a namespace or a selector, and a name outside this list is refused.
     """
-    items, _ = kube.list("v1", "Pod", namespace=service.namespace, label_selector=f"ale.dev/service={service.public_id}")
+    items, _ = kube.list("v1", "Pod", namespace=service.namespace, label_selector=selector_for_service(service.public_id))
     pods = [pod_info(item) for item in items if not (item.get("metadata") or {}).get("deletionTimestamp")]
     return sorted(pods, key=lambda pod: (pod.created, pod.name))
 
