@@ -34,8 +34,9 @@ from services.streams.log_reader import DEFAULT_TAIL, MAX_TAIL, Lines, LogOption
 from services.streams.pipe import Pipe
 from services.streams.pods import MAX_PODS, PodInfo, list_service_pods, short_pod_name
 from services.streams.timestamps import split_stamp
-from spaces.access import is_owner, live_projects, spaces_for_user
+from spaces.access import is_owner
 from spaces.http import HtmxHttpRequest
+from spaces.sidebar import sidebar_context
 
 DOWNLOAD_PIPE_CAPACITY = 8  # reads of at most 256 KiB each
 
@@ -48,8 +49,7 @@ def _page_context(request: HttpRequest, service: Service, **extra: Any) -> dict[
         "environment": environment,
         "project": project,
         "space": project.space,
-        "user_spaces": spaces_for_user(request.user),
-        "space_projects": live_projects(project.space),
+        **sidebar_context(request.user, project.space),
         "env_color": environment.color or "var(--main-env-color)",
         **extra,
     }

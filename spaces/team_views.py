@@ -20,13 +20,14 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from services.metrics import measured_for_space
 from spaces import actions, invitations
-from spaces.access import get_space_for_owner, get_space_for_user, is_owner, live_projects, spaces_for_user
+from spaces.access import get_space_for_owner, get_space_for_user, is_owner
 from spaces.allocation import format_cpu, format_mib, meters
 from spaces.audit import csv_rows, filtered_entries
 from spaces.forms import InviteForm, RoleForm, SignupForm, SpaceDeleteForm, SpaceRenameForm
 from spaces.http import HtmxHttpRequest, wants_fragment
 from spaces.models import AuditEntry, Invitation, Membership, ResourceAllocation, Space
 from spaces.resources import limits_for_space, usage_for_space
+from spaces.sidebar import sidebar_context
 
 
 def _page(request: HtmxHttpRequest, template: str, space: Space, **context: Any) -> HttpResponse:
@@ -35,8 +36,7 @@ def _page(request: HtmxHttpRequest, template: str, space: Space, **context: Any)
         template,
         {
             "space": space,
-            "user_spaces": spaces_for_user(request.user),
-            "space_projects": live_projects(space),
+            **sidebar_context(request.user, space),
             **context,
         },
     )
