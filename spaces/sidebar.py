@@ -10,6 +10,8 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
 
 from spaces.access import live_projects, spaces_for_user
 from spaces.models import Project, Space
@@ -27,3 +29,8 @@ def sidebar_context(
     if space is not None:
         context["space_projects"] = projects if projects is not None else live_projects(space)
     return context
+
+
+def render_space_page(request: HttpRequest, template: str, space: Space, **context: Any) -> HttpResponse:
+    """A page of the space itself (settings, team, audit log, usage), with the sidebar."""
+    return render(request, template, {"space": space, **sidebar_context(request.user, space), **context})
