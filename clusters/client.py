@@ -28,7 +28,8 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -45,9 +46,9 @@ from clusters.kubeconfig import (
     DEFAULT_POOL_SIZE,
     DEFAULT_REQUEST_TIMEOUT,
     cluster_label,
+    configuration_fingerprint,
     configuration_for,
     configuration_from_kubeconfig,
-    configuration_fingerprint,
     settings_knobs,
     tune,
 )
@@ -60,6 +61,23 @@ logger = logging.getLogger(__name__)
 
 # A watch that stays silent this long past its own server-side timeout is a dead connection.
 WATCH_READ_GRACE = 15.0
+
+# Told of every REST request a client sent: (method, path, query, response status). Empty but
+# while a test records what ale's code asks of the API server (tests/deploy/test_rbac_requests.py).
+RequestObserver = Callable[[str, str, list[tuple[str, Any]], int], None]
+_request_observers: list[RequestObserver] = []
+
+
+@contextmanager
+def observing_requests(observer: RequestObserver) -> Iterator[None]:
+    """Within the block, `observer(method, path, query, status)` after each REST request that
+    any client sends and that gets an answer (whatever its status)."""
+    _request_observers.append(observer)
+    try:
+        yield
+    finally:
+        _request_observers.remove(observer)
+
 
 _clients: dict[Any, tuple[str, KubeClient]] = {}
 _clients_lock = threading.Lock()
@@ -188,6 +206,8 @@ class KubeClient:
                 reason="Unreachable",
                 user_message=f"The cluster '{self.name}' cannot be reached.",
             ) from exc
+        for observer in _request_observers:
+            observer(method, path, query or [], response.response.status)
         return response.response
 
     def _request(

@@ -284,7 +284,8 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             self._window.clear()
             await self._window.wait()
 
-    def _ack(self, seq: Any) -> None:
+    def acknowledge(self, seq: Any) -> None:
+        """The browser took every frame up to `seq`: the window opens again below the low watermark."""
         if isinstance(seq, int) and not isinstance(seq, bool):
             self._acked = max(self._acked, min(seq, self._sent))
             if self._sent - self._acked <= self.low_watermark:
@@ -350,7 +351,7 @@ class LogConsumer(_StreamConsumer):
         if not message:
             return
         if message["t"] == "ack":
-            self._ack(message.get("seq"))
+            self.acknowledge(message.get("seq"))
         elif message["t"] == "ping":
             await self.send(text_data='{"t":"pong"}')
 
@@ -653,7 +654,7 @@ class TerminalConsumer(_StreamConsumer):
                 if self.bridge is not None:
                     self.bridge.resize(cols, rows)
         elif kind == "ack":
-            self._ack(message.get("seq"))
+            self.acknowledge(message.get("seq"))
         elif kind == "ping":
             await self.send(text_data='{"t":"pong"}')
 
