@@ -11,7 +11,6 @@ from typing import Any
 
 import urllib3
 
-
 # Statuses where trying the same request again later can succeed.
 _RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 

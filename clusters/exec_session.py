@@ -11,7 +11,6 @@ from kubernetes.stream import ws_client
 
 from clusters.errors import ClusterError, transport_error
 
-
 logger = logging.getLogger(__name__)
 
 

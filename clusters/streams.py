@@ -19,7 +19,6 @@ import urllib3
 
 from clusters.errors import TRANSPORT_ERRORS, ClusterError, http_error, transport_error
 
-
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")

@@ -19,7 +19,6 @@ from spaces.http import HtmxHttpRequest
 from spaces.models import AuditEntry
 from spaces.sidebar import render_space_page
 
-
 AUDIT_PAGE_SIZE = 100
 
 

@@ -8,9 +8,9 @@ from typing import Callable
 from ..api import Api, ApiError
 from ..kinds import Kind, Obj
 from ..store import Store
-from .objects import POD, REPLICASET, owner_ref, controller_uid
 from .events import Recorder
 from .kubelet import Kubelet
+from .objects import POD, REPLICASET, controller_uid, owner_ref
 
 
 class Controller:

@@ -1,4 +1,5 @@
-"""The persistentvolume controller with a dynamic provisioner, the volume expander and the."""
+"""The persistentvolume controller with a dynamic provisioner, the volume expander and the
+protection finalizer, for PersistentVolumeClaims."""
 from __future__ import annotations
 
 import copy
@@ -7,8 +8,8 @@ import time
 from .. import kinds, volumes
 from ..kinds import Obj
 from ..volumes import CLAIM, STORAGE_CLASS
-from .objects import NODE
 from .base import Controller
+from .objects import NODE
 
 
 class ClaimController(Controller):

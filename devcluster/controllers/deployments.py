@@ -1,4 +1,4 @@
-"""Deployments."""
+"""Deployments: ReplicaSets per template, rollouts, history cleanup and status."""
 from __future__ import annotations
 
 import copy
@@ -9,8 +9,8 @@ from typing import Any
 from .. import kinds
 from ..api import ApiError
 from ..kinds import Obj
-from .objects import DEPLOYMENT, REPLICASET, strip_zero, owner_ref, controller_uid, pod_template_hash, condition
 from .base import Controller
+from .objects import DEPLOYMENT, REPLICASET, condition, controller_uid, owner_ref, pod_template_hash, strip_zero
 
 
 class DeploymentController(Controller):

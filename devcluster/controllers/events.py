@@ -9,7 +9,7 @@ from typing import Any, Callable
 from .. import kinds
 from ..api import Api, ApiError
 from ..kinds import Kind, Obj
-from .objects import NODE, POD, EVENT
+from .objects import EVENT, NODE, POD
 
 log = logging.getLogger("devcluster.controllers")
 

@@ -1,4 +1,4 @@
-"""The garbage collector."""
+"""The garbage collector: dependents of a deleted owner, and foreground deletion."""
 from __future__ import annotations
 
 import copy

@@ -1,10 +1,10 @@
-"""Ingresses get an address.."""
+"""Ingresses get an address."""
 from __future__ import annotations
 
 import copy
 
-from .objects import INGRESS
 from .base import Controller
+from .objects import INGRESS
 
 
 class IngressController(Controller):

@@ -1,4 +1,4 @@
-"""Jobs."""
+"""Jobs: pods until completion, backoff, deadlines and status."""
 from __future__ import annotations
 
 import asyncio
@@ -7,8 +7,8 @@ import time
 
 from .. import kinds
 from ..api import ApiError
-from .objects import POD, JOB, strip_zero, job_finished, pod_ready
 from .base import Controller
+from .objects import JOB, POD, job_finished, pod_ready, strip_zero
 
 
 class JobController(Controller):

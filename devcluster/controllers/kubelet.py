@@ -13,12 +13,12 @@ from typing import Callable
 from .. import kinds
 from ..api import Api, ApiError
 from ..kinds import Obj
+from ..podlogs import job_outcome
 from ..runtime_types import ContainerRun
 from ..store import Change
 from ..usage import LEAK_DEFAULT_MIB_PER_SECOND, seconds_until_oom
-from ..podlogs import job_outcome
-from .objects import NODE, HOST_IP, POD, NODE_KIND, condition
 from .events import Recorder
+from .objects import HOST_IP, NODE, NODE_KIND, POD, condition
 
 log = logging.getLogger("devcluster.controllers")
 

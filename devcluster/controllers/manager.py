@@ -14,17 +14,17 @@ from ..usage import LEAK_DEFAULT_MIB_PER_SECOND
 from ..volumes import CLAIM, STORAGE_CLASS
 from .claims import ClaimController
 from .deployments import DeploymentController
+from .events import Recorder
 from .gc import GarbageCollector
 from .ingresses import IngressController
 from .jobs import JobController
+from .kubelet import Kubelet
 from .namespaces import NamespaceController
+from .objects import job_finished
 from .quotas import QuotaController
 from .replicasets import ReplicaSetController
 from .scheduler import SchedulerController
 from .services import ServiceController
-from .events import Recorder
-from .kubelet import Kubelet
-from .objects import job_finished
 
 log = logging.getLogger("devcluster.controllers")
 

@@ -1,12 +1,12 @@
-"""Namespaces."""
+"""Namespaces: their defaults (service account, root CA) and their deletion."""
 from __future__ import annotations
 
 import copy
 
 from .. import kinds
 from ..api import ApiError
-from .objects import SERVICE_ACCOUNT, CONFIGMAP, ROOT_CA
 from .base import Controller
+from .objects import CONFIGMAP, ROOT_CA, SERVICE_ACCOUNT
 
 
 class NamespaceController(Controller):

@@ -7,7 +7,6 @@ import json
 from .. import kinds
 from ..kinds import Kind, Obj, find_kind
 
-
 NODE = "devcluster"
 HOST_IP = "172.18.0.2"
 

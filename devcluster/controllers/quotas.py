@@ -1,10 +1,10 @@
-"""ResourceQuotas."""
+"""ResourceQuotas: their usage, recomputed on every change in the namespace."""
 from __future__ import annotations
 
 import copy
 
-from .objects import QUOTA
 from .base import Controller
+from .objects import QUOTA
 
 
 class QuotaController(Controller):

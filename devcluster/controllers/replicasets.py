@@ -1,4 +1,4 @@
-"""ReplicaSets."""
+"""ReplicaSets: pods created and deleted to the wanted count."""
 from __future__ import annotations
 
 import copy
@@ -6,8 +6,8 @@ import copy
 from .. import kinds
 from ..api import ApiError
 from ..kinds import Obj
-from .objects import POD, REPLICASET, strip_zero, pod_ready
 from .base import Controller
+from .objects import POD, REPLICASET, pod_ready, strip_zero
 
 
 class ReplicaSetController(Controller):

@@ -1,12 +1,12 @@
-"""The scheduler."""
+"""The scheduler: binds pods to the one node, or reports why it cannot."""
 from __future__ import annotations
 
 import copy
 
 from .. import volumes
 from ..kinds import Obj
-from .objects import NODE, POD, condition
 from .base import Controller
+from .objects import NODE, POD, condition
 
 
 class SchedulerController(Controller):

@@ -1,10 +1,10 @@
-"""Services of type LoadBalancer get an address.."""
+"""Services of type LoadBalancer get an address."""
 from __future__ import annotations
 
 import copy
 
-from .objects import SERVICE
 from .base import Controller
+from .objects import SERVICE
 
 
 class ServiceController(Controller):

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from services.ansi import MAX_LINE_CHARS, ascii_block_is_clean, block_is_clean, sanitize, strip_all
 from services.streams.timestamps import is_timestamp, split_stamp
 
-
 # A line with no newline is cut at this many bytes (see `ansi.MAX_LINE_CHARS`).
 MAX_LINE_BYTES = MAX_LINE_CHARS * 4
 

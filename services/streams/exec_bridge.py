@@ -14,7 +14,6 @@ from clusters.errors import ClusterError
 from clusters.exec_session import ExecSession
 from services.streams.pipe import Pipe
 
-
 logger = logging.getLogger(__name__)
 
 # The shell of a terminal: bash when the image has it, sh otherwise. Chosen in the container by

@@ -14,7 +14,6 @@ from services.streams.pipe import Pipe
 from services.streams.pods import pod_info, pod_revision, restart_marker
 from services.streams.timestamps import is_timestamp, seconds_since, split_stamp, timestamp_key
 
-
 logger = logging.getLogger(__name__)
 
 DEFAULT_TAIL = 500

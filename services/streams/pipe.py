@@ -11,7 +11,6 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-
 logger = logging.getLogger(__name__)
 
 JOIN_SECONDS = 3.0

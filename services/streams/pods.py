@@ -10,7 +10,6 @@ from clusters.labels import selector_for_service
 from services.models import Service
 from services.streams.timestamps import is_timestamp
 
-
 # All-pods mode reads at most this many pods at once: one thread and one connection each.
 MAX_PODS = 20
 
