@@ -20,6 +20,12 @@ def _redis() -> redis.Redis:
     return _client
 
 
+def forget_client() -> None:
+    """Drop the cached connection: the next count connects to `settings.REDIS_URL` as it is then."""
+    global _client
+    _client = None
+
+
 def hit(token_id: str) -> int | None:
     """Count one request of a token (by public id: database ids repeat across test databases); None when within the limit, else the seconds until the window ends."""
     window = settings.API_RATE_WINDOW_SECONDS

@@ -17,7 +17,8 @@ from ninja import Query, Router, Schema
 from pydantic import Field
 
 from api import access, idempotency, problems
-from clusters.client import ClusterError, client_for
+from clusters.client import client_for
+from clusters.errors import ClusterError
 from api.models import ApiToken
 from api.schemas import DeployedOut, ProblemOut, RevisionOut, RollbackIn, ServiceIn, ServiceOut, ServiceStatusOut, WaitOut
 from environments.access import get_environment_for_user
@@ -25,9 +26,12 @@ from environments.models import Environment
 from services import actions
 from services.access import get_service_for_user
 from services.ansi import strip_all
-from services.streams import LogOptions, LogReader, Pipe, list_service_pods, short_pod_name, split_stamp
-from services.streams import Lines as LogLines
-from services.streams import Status as LogStatus
+from services.streams.log_reader import Lines as LogLines
+from services.streams.log_reader import LogOptions, LogReader
+from services.streams.log_reader import Status as LogStatus
+from services.streams.pipe import Pipe
+from services.streams.pods import list_service_pods, short_pod_name
+from services.streams.timestamps import split_stamp
 from services.forms import ServiceForm, form_data_from_spec
 from services.models import Service
 

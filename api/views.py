@@ -12,8 +12,8 @@ from api import actions
 from api.forms import DeployKeyForm, TokenForm
 from api.models import ApiToken
 from services.access import get_service_for_user
-from spaces.access import spaces_for_user
 from spaces.http import HtmxHttpRequest
+from spaces.sidebar import sidebar_context
 
 
 # The new token rides in the session from the POST to the page after its redirect, and is
@@ -31,7 +31,7 @@ def _tokens_page(request: HtmxHttpRequest, form: TokenForm, *, new_token: str = 
         .select_related("service__environment__project")
         .prefetch_related("spaces")
     )
-    context = {"form": form, "tokens": tokens, "new_token": new_token, "user_spaces": spaces_for_user(request.user)}
+    context = {"form": form, "tokens": tokens, "new_token": new_token, **sidebar_context(request.user)}
     return render(request, "api/tokens.html", context, status=status)
 
 
@@ -72,7 +72,7 @@ def deploy_key(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
     service = get_service_for_user(request.user, service_id)
     form = DeployKeyForm(request.POST or None, initial={"expires_in_days": 90})
     context = {"service": service, "environment": service.environment, "form": form,
-               "user_spaces": spaces_for_user(request.user), "space": service.environment.project.space}
+               **sidebar_context(request.user), "space": service.environment.project.space}
     if request.method == "POST":
         if not form.is_valid():
             return render(request, "api/deploy_key.html", context, status=422)

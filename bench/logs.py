@@ -167,9 +167,10 @@ def main() -> None:
                   pages=options.frame_seconds > 0)
     try:
         from clusters.client import KubeClient
+        from clusters.labels import selector_for_service
 
         kube = KubeClient.from_kubeconfig(world.kubeconfig.read_text())
-        pods, _ = kube.list("v1", "Pod", namespace=world.namespace, label_selector=f"ale.dev/service={world.services['burst']}")
+        pods, _ = kube.list("v1", "Pod", namespace=world.namespace, label_selector=selector_for_service(world.services["burst"]))
         pod = pods[0]["metadata"]["name"]
         time.sleep(options.lines / 200_000 + 0.5)  # the whole burst is in the log
 

@@ -67,6 +67,7 @@ def main() -> None:
     if not options.use_configured_db:
         call_command("migrate", verbosity=0, interactive=False)
 
+    from clusters.labels import MANAGED_BY, SERVICE_LABEL
     from clusters.models import Cluster
     from services import metrics
     from services.models import MetricSample, PodMetricSample, Resolution, Service
@@ -83,7 +84,7 @@ def main() -> None:
     )
 
     # --- one sampling cycle ---
-    labels = lambda s: {"app.kubernetes.io/managed-by": "ale", "ale.dev/service": s.public_id}  # noqa: E731
+    labels = lambda s: {**MANAGED_BY, SERVICE_LABEL: s.public_id}  # noqa: E731
     items, pods = [], []
     for index, service in enumerate(services):
         for replica in range(2):

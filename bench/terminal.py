@@ -27,7 +27,7 @@ KILL_EVERY = 40
 
 def direct_echoes(world, pod: str, keys: int) -> list[float]:
     from clusters.client import KubeClient
-    from services.streams import SHELL_COMMAND
+    from services.streams.exec_bridge import SHELL_COMMAND
 
     kube = KubeClient.from_kubeconfig(world.kubeconfig.read_text())
     session = kube.open_exec(world.namespace, pod, command=SHELL_COMMAND)

@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from clusters.client import ClusterError, KubeClient
+from clusters.client import KubeClient
+from clusters.errors import ClusterError
 
 logger = logging.getLogger(__name__)
 

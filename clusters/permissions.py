@@ -18,7 +18,8 @@ from pathlib import Path
 import yaml
 from django.conf import settings
 
-from clusters.client import ClusterError, client_for
+from clusters.client import client_for
+from clusters.errors import ClusterError
 from clusters.models import Cluster
 
 RBAC_FILE = Path(settings.BASE_DIR) / "deploy" / "kubernetes" / "base" / "rbac.yaml"

@@ -13,12 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-MANAGED_BY_SELECTOR = "app.kubernetes.io/managed-by=ale"
-SERVICE_LABEL = "ale.dev/service"
-BUILD_LABEL = "ale.dev/build"
-# The build Jobs: ale's objects that carry a build id.
-BUILD_SELECTOR = f"{MANAGED_BY_SELECTOR},{BUILD_LABEL}"
-ENVIRONMENT_LABEL = "ale.dev/environment"
+from clusters.labels import BUILD_LABEL, SERVICE_LABEL
+
 NAMESPACE_PREFIX = "ale-"
 
 # Kinds as the watcher names them.

@@ -19,7 +19,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from clusters.client import ClusterError, KubeClient, WatchStream
+from clusters.client import KubeClient
+from clusters.errors import ClusterError
+from clusters.streams import WatchStream
 
 logger = logging.getLogger(__name__)
 

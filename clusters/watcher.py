@@ -36,13 +36,12 @@ from functools import partial
 from django.db import close_old_connections, connection
 
 from clusters.client import KubeClient, client_for
+from clusters.labels import BUILD_SELECTOR, MANAGED_BY_SELECTOR
 from clusters.models import Cluster
 from clusters.state import (
-    BUILD_SELECTOR,
     DEPLOYMENTS,
     EVENTS,
     JOBS,
-    MANAGED_BY_SELECTOR,
     NAMESPACES,
     PODS,
     Changes,

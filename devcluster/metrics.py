@@ -14,7 +14,8 @@ from typing import Callable
 from aiohttp import web
 
 from .api import Api, ApiError
-from .controllers import NODE, POD, Kubelet
+from .controllers.kubelet import Kubelet
+from .controllers.objects import NODE, POD
 from .kinds import Kind, Obj, iso
 from .nodes import NODE_KIND
 from .usage import SYSTEM_CPU_CORES, SYSTEM_MEMORY_BYTES, WINDOW_SECONDS, Usage, container_usage

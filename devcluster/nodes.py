@@ -5,7 +5,7 @@ import copy
 import hashlib
 
 from .api import Api
-from .controllers import HOST_IP, NODE
+from .controllers.objects import HOST_IP, NODE
 from .kinds import Obj, find_kind
 from .usage import NODE_CPU_CORES, NODE_MEMORY_BYTES
 

@@ -20,7 +20,8 @@ from aiohttp import web
 from . import kinds, openapi, openapi_proto, tables, volumes
 from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
 from .authz import IDENTITY, Authorizer, Rule
-from .controllers import NAMESPACE, POD, ControllerManager
+from .controllers.manager import ControllerManager
+from .controllers.objects import NAMESPACE, POD
 from .eventttl import DEFAULT_EVENT_TTL
 from .faults import Faults
 from .ingress import IngressProxy

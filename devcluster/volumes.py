@@ -2,7 +2,7 @@
 
 The admission plugins kube-apiserver runs on claims (DefaultStorageClass, StorageObjectInUseProtection,
 PersistentVolumeClaimResize) and the questions the scheduler and the pvc-protection controller ask of
-them. The controllers that act on the answers live in controllers.py.
+them. The controllers that act on the answers live in controllers/claims.py.
 """
 from __future__ import annotations
 

@@ -221,6 +221,28 @@ def set_firewall(
     return environment
 
 
+# --- terminal access -----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def set_terminal_access(*, acting_user: AbstractBaseUser, environment: Environment, terminal_access: str) -> Environment:
+    """Who may open a terminal in the environment's services: all members, or the space's owners
+    only. Only owners may change it: the caller has checked (`spaces.access.is_owner`)."""
+    if terminal_access not in Environment.TerminalAccess.values:
+        raise ValidationError("Choose who may open a terminal.")
+    environment = Environment.objects.select_for_update(of=("self",)).select_related("project__space").get(pk=environment.pk)
+    previous = environment.terminal_access
+    environment.terminal_access = terminal_access
+    environment.save(update_fields=["terminal_access"])
+    if terminal_access != previous:
+        audit.record(
+            acting_user, environment.project.space_id, audit.Action.TERMINAL_ACCESS,
+            f"Terminal access to {environment.name}: {environment.get_terminal_access_display().lower()}",
+            environment=environment, details={"terminal_access": terminal_access, "previous": previous},
+        )
+    return environment
+
+
 # --- cloning -------------------------------------------------------------------------------------
 
 

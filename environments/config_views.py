@@ -1,5 +1,5 @@
 """Views of an environment's configuration: YAML download and upload, variables and secrets, the
-firewall. Each is access → action → response, like `environments.views`.
+firewall, who may open a terminal. Each is access → action → response, like `environments.views`.
 
 The YAML upload is two steps. The preview validates the file and shows the plan; its confirm
 form carries the file's text and a signed token binding the text's hash to the environment and
@@ -28,7 +28,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from environments import actions
 from environments.access import get_environment_for_user
 from environments.dotenv import MAX_DOTENV_BYTES, TOO_LARGE_MESSAGE, decode_upload, parse_dotenv
-from environments.forms import FirewallForm, VariableForm
+from environments.forms import FirewallForm, TerminalAccessForm, VariableForm
 from environments.yaml_document import (
     MAX_BYTES,
     DocumentError,
@@ -41,6 +41,7 @@ from environments.yaml_document import (
 )
 from environments.models import Environment, EnvironmentVariable
 from environments.tabs import render_tab
+from spaces.access import is_owner
 from spaces.http import HtmxHttpRequest, too_big_message, wants_fragment
 
 TOKEN_MAX_AGE = 60 * 60
@@ -349,3 +350,23 @@ def firewall(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     else:
         message = "External TCP connections are blocked."
     return _saved(request, environment, message)
+
+
+# --- terminal access -----------------------------------------------------------------------------
+
+
+@require_POST
+@login_required
+def terminal_access(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
+    environment = get_environment_for_user(request.user, env_id)
+    if not is_owner(request.user, environment.project.space):
+        return HttpResponse("Only the space's owners may change who can open a terminal.", status=403)
+    form = TerminalAccessForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose who may open a terminal.")
+        return redirect(reverse("environments:settings", args=[environment.public_id]))
+    environment = actions.set_terminal_access(
+        acting_user=request.user, environment=environment, terminal_access=form.cleaned_data["terminal_access"]
+    )
+    messages.success(request, f"Terminal access: {environment.get_terminal_access_display().lower()}.")
+    return redirect(reverse("environments:settings", args=[environment.public_id]))

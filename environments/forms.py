@@ -183,3 +183,7 @@ class FirewallForm(forms.Form):
                 "Allowing external TCP connections opens this environment to all IP addresses: tick the box to confirm.",
             )
         return data
+
+
+class TerminalAccessForm(forms.Form):
+    terminal_access = forms.ChoiceField(choices=Environment.TerminalAccess.choices)

@@ -6,12 +6,13 @@ import base64
 import hashlib
 from typing import TYPE_CHECKING, Any
 
+from clusters.labels import ENVIRONMENT_LABEL, EXTERNAL_LABEL, MANAGED_BY, PROJECT_LABEL, SERVICE_LABEL, SPACE_LABEL
+
 if TYPE_CHECKING:
     from environments.models import Environment
     from services.models import Service
     from spaces.allocation import Limits
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "ale"}
 ISOLATION_POLICY = "ale-isolation"
 
 
@@ -19,9 +20,9 @@ def environment_labels(environment: Environment) -> dict[str, str]:
     project = environment.project
     return {
         **MANAGED_BY,
-        "ale.dev/space": project.space.public_id,
-        "ale.dev/project": project.public_id,
-        "ale.dev/environment": environment.public_id,
+        SPACE_LABEL: project.space.public_id,
+        PROJECT_LABEL: project.public_id,
+        ENVIRONMENT_LABEL: environment.public_id,
     }
 
 
@@ -60,7 +61,6 @@ def render_environment(environment: Environment) -> list[dict]:
 
 ENV_SECRET = "ale-env"
 EXTERNAL_POLICY = "ale-external-tcp"
-EXTERNAL_LABEL = "ale.dev/external"
 _DNS_LABEL_MAX = 63
 
 
@@ -114,7 +114,7 @@ def render_external_access(environment: Environment, tcp_services: list[Service]
             "spec": {
                 "podSelector": {
                     "matchExpressions": [
-                        {"key": "ale.dev/service", "operator": "In", "values": sorted(s.public_id for s in tcp_services)}
+                        {"key": SERVICE_LABEL, "operator": "In", "values": sorted(s.public_id for s in tcp_services)}
                     ]
                 },
                 "policyTypes": ["Ingress"],
@@ -126,7 +126,7 @@ def render_external_access(environment: Environment, tcp_services: list[Service]
     for service in sorted(tcp_services, key=lambda s: s.name):
         spec: dict[str, Any] = {
             "type": service_type,
-            "selector": {"ale.dev/service": service.public_id},
+            "selector": {SERVICE_LABEL: service.public_id},
             "ports": [{"name": "tcp", "port": service.port, "targetPort": service.port, "protocol": "TCP"}],
         }
         if service_type == "LoadBalancer" and cidrs:

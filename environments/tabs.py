@@ -26,9 +26,9 @@ from environments.models import ClusterEvent, Environment, EnvironmentVariable
 from services import guards
 from services.access import card_page
 from services.models import Service
-from spaces.access import live_projects, spaces_for_user
 from spaces.forms import ProjectDisplayNameForm
 from spaces.http import HtmxHttpRequest, wants_fragment
+from spaces.sidebar import sidebar_context
 
 TABS = ("information", "events", "settings")
 
@@ -123,8 +123,7 @@ def render_tab(
         return HttpResponse(html)
 
     context.update(
-        user_spaces=spaces_for_user(request.user),
-        space_projects=live_projects(project.space),
+        **sidebar_context(request.user, project.space),
         create_form=extra.get("create_form") or EnvironmentCreateForm(project=project),
     )
     return render(request, "environments/detail.html", context)

@@ -11,9 +11,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from clusters.client import ClusterError, client_for
+from clusters.client import client_for
+from clusters.errors import ClusterError
+from clusters.labels import EXTERNAL_SELECTOR, SERVICE_LABEL
 from environments.manifests import (
-    EXTERNAL_LABEL,
     EXTERNAL_POLICY,
     render_env_secret,
     render_environment,
@@ -62,7 +63,7 @@ def _apply_environment(kube, environment: Environment) -> None:
         port = (spec.get("ports") or [{}])[0]
         # NodePort: the node's port; LoadBalancer: the balancer listens on the service's port.
         value = port.get("nodePort") if spec.get("type") == "NodePort" else port.get("port")
-        public_id = ((obj.get("metadata") or {}).get("labels") or {}).get("ale.dev/service")
+        public_id = ((obj.get("metadata") or {}).get("labels") or {}).get(SERVICE_LABEL)
         if public_id and value:
             ports[public_id] = int(value)
     for service in tcp:
@@ -73,7 +74,7 @@ def _apply_environment(kube, environment: Environment) -> None:
     # What an earlier state created and this one does not ask for.
     wanted = {m["metadata"]["name"] for m in external if m["kind"] == "Service"}
     existing, _ = kube.list(
-        "v1", "Service", namespace=environment.namespace, label_selector=f"{EXTERNAL_LABEL}=true"
+        "v1", "Service", namespace=environment.namespace, label_selector=EXTERNAL_SELECTOR
     )
     for obj in existing:
         name = obj["metadata"]["name"]

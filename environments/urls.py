@@ -24,4 +24,5 @@ urlpatterns = [
     path("environments/<str:env_id>/variables/dotenv/", config_views.dotenv_preview, name="dotenv-preview"),
     path("environments/<str:env_id>/variables/dotenv/apply/", config_views.dotenv_apply, name="dotenv-apply"),
     path("environments/<str:env_id>/firewall/", config_views.firewall, name="firewall"),
+    path("environments/<str:env_id>/terminal-access/", config_views.terminal_access, name="terminal-access"),
 ]

@@ -9,6 +9,7 @@ from django.http import Http404
 
 from environments.access import environments_for_user
 from environments.models import Environment
+from spaces.access import is_owner
 from services.metrics import attach_card_metrics
 from services.models import Service
 
@@ -46,3 +47,12 @@ def card_page(environment: Environment, start: int, stop: int) -> tuple[list[Ser
     rows = list(environment.services.select_related("deployed_by", "cloned_by").order_by("name")[start : stop + 1])
     # Sparklines and sentences of the whole page in three queries, not three per card.
     return attach_card_metrics(rows[: stop - start]), len(rows) > stop - start
+
+
+def may_open_terminal(user: AbstractBaseUser | AnonymousUser, environment: Environment) -> bool:
+    """The environment's terminal setting: all members, or the space's owners only."""
+    if environment.terminal_access == Environment.TerminalAccess.OWNERS_ONLY:
+        # The environment comes with its project and space (see `get_environment_for_user` and
+        # `CARD_RELATED`): asking whether the user owns the space costs one query.
+        return is_owner(user, environment.project.space)
+    return user.is_authenticated

@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from clusters.labels import selector_for_build
 from services.ansi import strip_all
 from services.models import Build, Service
-from services.streams import pod_info
+from services.streams.pods import pod_info
 
 # kaniko's Job names: the service name, shortened so that `-build-<id>` fits a DNS label.
 _JOB_NAME_SERVICE_MAX = 63 - len("-build-") - 12
@@ -104,6 +105,6 @@ def list_build_pods(kube: Any, service: Service, build: Build) -> list[Any]:
     """The pod(s) of one build's Job, oldest first, as the log viewer lists pods. Selected by the
     build's label in the service's namespace: the browser names a build number, never a pod
     outside it."""
-    items, _ = kube.list("v1", "Pod", namespace=service.namespace, label_selector=f"ale.dev/build={build.public_id}")
+    items, _ = kube.list("v1", "Pod", namespace=service.namespace, label_selector=selector_for_build(build.public_id))
     pods = [pod_info(item) for item in items if not (item.get("metadata") or {}).get("deletionTimestamp")]
     return sorted(pods, key=lambda pod: (pod.created, pod.name))

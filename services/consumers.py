@@ -49,31 +49,16 @@ from django.conf import settings
 from django.http import Http404
 from django.utils import timezone
 
-from clusters.client import ClusterError, KubeClient, client_for, in_thread
-from services.access import get_service_for_user
+from clusters.client import KubeClient, client_for
+from clusters.errors import ClusterError
+from clusters.streams import in_thread
+from services.access import get_service_for_user, may_open_terminal
 from services.builds import build_for, list_build_pods
 from services.models import Build, Service, TerminalSession
-from services.streams import (
-    DEFAULT_TAIL,
-    MAX_PODS,
-    MAX_TAIL,
-    ExecBridge,
-    Exited,
-    Lines,
-    LogOptions,
-    LogReader,
-    Marker,
-    Opened,
-    Output,
-    Pipe,
-    PodInfo,
-    Status,
-    join_threads,
-    list_service_pods,
-    may_open_terminal,
-    pod_marker,
-    pod_revision,
-)
+from services.streams.exec_bridge import ExecBridge, Exited, Opened, Output
+from services.streams.log_reader import DEFAULT_TAIL, MAX_TAIL, Lines, LogOptions, LogReader, Marker, Status
+from services.streams.pipe import Pipe, join_threads
+from services.streams.pods import MAX_PODS, PodInfo, list_service_pods, pod_marker, pod_revision
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +284,8 @@ class _StreamConsumer(AsyncWebsocketConsumer):
             self._window.clear()
             await self._window.wait()
 
-    def _ack(self, seq: Any) -> None:
+    def acknowledge(self, seq: Any) -> None:
+        """The browser took every frame up to `seq`: the window opens again below the low watermark."""
         if isinstance(seq, int) and not isinstance(seq, bool):
             self._acked = max(self._acked, min(seq, self._sent))
             if self._sent - self._acked <= self.low_watermark:
@@ -365,7 +351,7 @@ class LogConsumer(_StreamConsumer):
         if not message:
             return
         if message["t"] == "ack":
-            self._ack(message.get("seq"))
+            self.acknowledge(message.get("seq"))
         elif message["t"] == "ping":
             await self.send(text_data='{"t":"pong"}')
 
@@ -668,7 +654,7 @@ class TerminalConsumer(_StreamConsumer):
                 if self.bridge is not None:
                     self.bridge.resize(cols, rows)
         elif kind == "ack":
-            self._ack(message.get("seq"))
+            self.acknowledge(message.get("seq"))
         elif kind == "ping":
             await self.send(text_data='{"t":"pong"}')
 

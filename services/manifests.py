@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from clusters.labels import BUILD_LABEL, GENERATION_ANNOTATION, REDEPLOYED_AT_ANNOTATION, SERVICE_LABEL
 from environments.manifests import environment_labels
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def _metadata(service: Service, **extra: Any) -> dict[str, Any]:
 
 def _selector(service: Service) -> dict[str, str]:
     # The public id, not the name: it never changes and never collides with a user's labels.
-    return {"ale.dev/service": service.public_id}
+    return {SERVICE_LABEL: service.public_id}
 
 
 def _port_name(service: Service) -> str:
@@ -105,7 +106,7 @@ def render_deployment(service: Service) -> dict[str, Any]:
     cluster = service.environment.cluster
     template_annotations = {}
     if service.redeployed_at is not None:
-        template_annotations["ale.dev/redeployed-at"] = service.redeployed_at.isoformat()
+        template_annotations[REDEPLOYED_AT_ANNOTATION] = service.redeployed_at.isoformat()
     pod_spec: dict[str, Any] = {
         "containers": [_container(service)],
         # Service links would add FOO_PORT-style variables for every service of the namespace,
@@ -134,7 +135,7 @@ def render_deployment(service: Service) -> dict[str, Any]:
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         # The generation the watcher compares with the database to know which spec it sees.
-        "metadata": _metadata(service, annotations={"ale.dev/generation": str(service.generation)}),
+        "metadata": _metadata(service, annotations={GENERATION_ANNOTATION: str(service.generation)}),
         "spec": {
             "replicas": service.desired_replicas,
             "selector": {"matchLabels": _selector(service)},
@@ -231,7 +232,6 @@ def render_service(service: Service) -> list[dict[str, Any]]:
 
 JOB = ("batch/v1", "Job")
 BUILD_CONTAINER = "builder"
-BUILD_LABEL = "ale.dev/build"
 # Where kaniko reads registry credentials (a Docker config.json).
 KANIKO_DOCKER_CONFIG = "/kaniko/.docker"
 REGISTRY_VOLUME = "registry-credentials"

@@ -35,7 +35,9 @@ from django.db import transaction
 from django.db.models import Avg, Exists, F, Max, OuterRef, Subquery
 from django.utils import timezone
 
-from clusters.client import ClusterError, client_for
+from clusters.client import client_for
+from clusters.errors import ClusterError
+from clusters.labels import SERVICE_LABEL, SERVICE_SELECTOR
 from clusters.models import Cluster
 from services import charts
 from services.models import (
@@ -51,9 +53,6 @@ from services.models import (
 
 logger = logging.getLogger(__name__)
 
-# Every pod of a service (build pods carry `ale.dev/build` instead of `ale.dev/service`).
-SERVICE_SELECTOR = "app.kubernetes.io/managed-by=ale,ale.dev/service"
-SERVICE_LABEL = "ale.dev/service"
 
 # Rows per INSERT: under SQLite's bound-parameter limit (7 columns each).
 BATCH = 1000

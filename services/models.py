@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
+from clusters.labels import SERVICE_LABEL
 from environments.manifests import environment_labels
 from spaces.allocation import format_mib
 from spaces.ids import new_public_id
@@ -235,7 +236,7 @@ class Service(models.Model):
         return {
             **environment_labels(self.environment),
             "app.kubernetes.io/name": self.name,
-            "ale.dev/service": self.public_id,
+            SERVICE_LABEL: self.public_id,
         }
 
     @property

@@ -19,9 +19,11 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from clusters.client import ClusterError, client_for
+from clusters.client import client_for
+from clusters.errors import ClusterError
 from clusters.models import Cluster
-from clusters.state import BUILD_SELECTOR, DEPLOYMENTS, EVENTS, JOBS, MANAGED_BY_SELECTOR, PODS, Changes, ClusterState
+from clusters.labels import BUILD_LABEL, BUILD_SELECTOR, MANAGED_BY_SELECTOR
+from clusters.state import DEPLOYMENTS, EVENTS, JOBS, PODS, Changes, ClusterState
 from environments.models import Environment
 from services import queue
 from services.models import Build, Service
@@ -113,7 +115,7 @@ def _requeue_stuck_builds(cluster: Cluster, jobs: list[dict]) -> int:
     """Builds queued for long (their `run_build` was lost) run again; builds running with no
     Job left in the cluster go to `finish_build`, which records why they ended."""
     threshold = timezone.now() - timedelta(seconds=settings.SERVICE_STUCK_DEPLOY_SECONDS)
-    listed = {((job.get("metadata") or {}).get("labels") or {}).get("ale.dev/build") for job in jobs}
+    listed = {((job.get("metadata") or {}).get("labels") or {}).get(BUILD_LABEL) for job in jobs}
     stuck = Build.objects.filter(
         service__environment__cluster=cluster, status__in=Build.ACTIVE, created_at__lt=threshold
     ).values_list("pk", "public_id", "status")

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from clusters.labels import GENERATION_ANNOTATION
+
 BUILDING = "building"
 DEPLOYING = "deploying"
 RUNNING = "running"
@@ -130,7 +132,7 @@ def _status(obj: Obj) -> Obj:
 def _applied_generation(deployment: Obj) -> int | None:
     """The service generation the Deployment was applied from (`services.manifests`); None
     for one without the annotation (applied by hand, or before ale wrote it)."""
-    value = (_meta(deployment).get("annotations") or {}).get("ale.dev/generation")
+    value = (_meta(deployment).get("annotations") or {}).get(GENERATION_ANNOTATION)
     try:
         return int(value) if value is not None else None
     except ValueError:

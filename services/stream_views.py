@@ -1,4 +1,4 @@
-"""The Log view and Terminal pages, the log download, and the environment's terminal setting.
+"""The Log view and Terminal pages, and the log download.
 
 The pages make no Kubernetes call: pods and containers arrive over their websockets. The
 download is the one plain HTTP endpoint that reads the cluster, streamed as it is read so
@@ -13,39 +13,25 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from asgiref.sync import sync_to_async
-from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
-from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.shortcuts import render
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET
 
-from clusters.client import ClusterError, KubeClient, client_for, in_thread
-from environments.access import get_environment_for_user
-from environments.models import Environment
-from services.access import get_service_for_user
+from clusters.client import KubeClient, client_for
+from clusters.errors import ClusterError
+from clusters.streams import in_thread
+from services.access import get_service_for_user, may_open_terminal
 from services.builds import build_for, list_build_pods
 from services.models import Build, Service
-from services.streams import (
-    DEFAULT_TAIL,
-    MAX_PODS,
-    MAX_TAIL,
-    Lines,
-    LogOptions,
-    LogReader,
-    Pipe,
-    PodInfo,
-    Status,
-    is_space_owner,
-    list_service_pods,
-    may_open_terminal,
-    short_pod_name,
-    split_stamp,
-)
-from spaces.access import live_projects, spaces_for_user
+from services.streams.log_reader import DEFAULT_TAIL, MAX_TAIL, Lines, LogOptions, LogReader, Status
+from services.streams.pipe import Pipe
+from services.streams.pods import MAX_PODS, PodInfo, list_service_pods, short_pod_name
+from services.streams.timestamps import split_stamp
 from spaces.http import HtmxHttpRequest
+from spaces.sidebar import sidebar_context
 
 DOWNLOAD_PIPE_CAPACITY = 8  # reads of at most 256 KiB each
 
@@ -58,8 +44,7 @@ def _page_context(request: HttpRequest, service: Service, **extra: Any) -> dict[
         "environment": environment,
         "project": project,
         "space": project.space,
-        "user_spaces": spaces_for_user(request.user),
-        "space_projects": live_projects(project.space),
+        **sidebar_context(request.user, project.space),
         "env_color": environment.color or "var(--main-env-color)",
         **extra,
     }
@@ -204,25 +189,3 @@ async def download_logs(request: HttpRequest, service_id: str) -> HttpResponse:
     response["X-Content-Type-Options"] = "nosniff"
     return response
 
-
-# --- the environment's terminal setting ---------------------------------------------------------------
-
-
-class TerminalAccessForm(forms.Form):
-    terminal_access = forms.ChoiceField(choices=Environment.TerminalAccess.choices)
-
-
-@require_POST
-@login_required
-def terminal_access(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
-    environment = get_environment_for_user(request.user, env_id)
-    if not is_space_owner(request.user, environment):
-        return HttpResponse("Only the space's owners may change who can open a terminal.", status=403)
-    form = TerminalAccessForm(request.POST)
-    if form.is_valid():
-        environment.terminal_access = form.cleaned_data["terminal_access"]
-        environment.save(update_fields=["terminal_access"])
-        messages.success(request, f"Terminal access: {environment.get_terminal_access_display().lower()}.")
-    else:
-        messages.error(request, "Choose who may open a terminal.")
-    return redirect(reverse("environments:settings", args=[environment.public_id]))

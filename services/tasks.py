@@ -20,10 +20,12 @@ from celery.utils.time import get_exponential_backoff_interval
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from clusters.client import ClusterError, client_for
+from clusters.client import client_for
+from clusters.errors import ClusterError
+from clusters.labels import BUILD_LABEL, selector_for_build, selector_for_service
 from environments.manifests import render_environment
 from services import builds, lifecycle
-from services.manifests import BUILD_LABEL, CLAIM, JOB, MANAGED_KINDS, render_build_job, render_service, tls_secret_name
+from services.manifests import CLAIM, JOB, MANAGED_KINDS, render_build_job, render_service, tls_secret_name
 from services.models import Build, Service
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ def _remove(kube, service: Service) -> None:
     # with the Ingress, not the Secret it wrote.
     kube.delete("v1", "Secret", tls_secret_name(service), service.namespace)
     # Its build Jobs, with their pods and logs.
-    jobs, _ = kube.list(*JOB, namespace=service.namespace, label_selector=f"ale.dev/service={service.public_id},{BUILD_LABEL}")
+    jobs, _ = kube.list(*JOB, namespace=service.namespace, label_selector=f"{selector_for_service(service.public_id)},{BUILD_LABEL}")
     for job in jobs:
         kube.delete(*JOB, job["metadata"]["name"], service.namespace)
 
@@ -231,7 +233,7 @@ def prune_builds(kube, service: Service) -> None:
 
 
 def _read_build_log(kube, namespace: str, build: Build) -> str:
-    pods, _ = kube.list("v1", "Pod", namespace=namespace, label_selector=f"{BUILD_LABEL}={build.public_id}")
+    pods, _ = kube.list("v1", "Pod", namespace=namespace, label_selector=selector_for_build(build.public_id))
     if not pods:
         return ""
     pods.sort(key=lambda pod: (pod.get("metadata") or {}).get("creationTimestamp") or "")

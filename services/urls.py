@@ -21,5 +21,4 @@ urlpatterns = [
     path("services/<str:service_id>/logs/", stream_views.logs, name="logs"),
     path("services/<str:service_id>/logs/download/", stream_views.download_logs, name="logs-download"),
     path("services/<str:service_id>/terminal/", stream_views.terminal, name="terminal"),
-    path("environments/<str:env_id>/terminal-access/", stream_views.terminal_access, name="terminal-access"),
 ]

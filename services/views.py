@@ -27,15 +27,14 @@ from environments.access import get_environment_for_user
 from environments.models import Environment
 from hooks.actions import set_deploy_on_push
 from services import actions, charts, guards, metrics
-from services.access import cards_for_environment, get_service_for_user
+from services.access import cards_for_environment, get_service_for_user, may_open_terminal
 from services.forms import ServiceForm
 from services.manifests import DATA_MOUNT_PATH
 from services.models import Build, Service
-from services.streams import may_open_terminal
-from spaces.access import live_projects, spaces_for_user
 from spaces.allocation import CAPACITY_LABELS, CPU, MEMORY, format_cpu, format_mib
 from spaces.http import HtmxHttpRequest, wants_fragment
 from spaces.resources import limits_for_space
+from spaces.sidebar import sidebar_context
 
 # The modal sits in pages that have forms of their own (the selector's "Create new
 # environment" has a `name` too): its own id prefix keeps every label on its field.
@@ -62,8 +61,7 @@ def _page_context(request: HtmxHttpRequest, context: dict[str, Any]) -> dict[str
     return {
         "project": project,
         "space": project.space,
-        "user_spaces": spaces_for_user(request.user),
-        "space_projects": live_projects(project.space),
+        **sidebar_context(request.user, project.space),
         **context,
     }
 

@@ -254,6 +254,7 @@ class AuditEntry(models.Model):
         YAML_APPLY = "environment.yaml_apply", "YAML applied"
         SECRETS_CHANGE = "environment.secrets", "Variables or secrets changed"
         FIREWALL_CHANGE = "environment.firewall", "Firewall changed"
+        TERMINAL_ACCESS = "environment.terminal_access", "Terminal access changed"
         ENVIRONMENT_PROMOTE = "environment.promote", "Environment promoted"
         HOOK_SETTINGS = "hook.settings", "Webhook settings changed"
         PREVIEW_CREATE = "preview.create", "Preview environment created"

@@ -16,11 +16,11 @@ from spaces.access import (
     get_space_for_user,
     is_owner,
     live_projects,
-    spaces_for_user,
 )
 from spaces.forms import ProjectCreateForm, SignupForm, SpaceCreateForm
 from spaces.http import HtmxHttpRequest, wants_fragment
 from spaces.models import Space
+from spaces.sidebar import sidebar_context
 
 
 def environment_url(public_id: str) -> str:
@@ -54,7 +54,7 @@ def signup(request: HtmxHttpRequest) -> HttpResponse:
 def _new_space_page(request: HtmxHttpRequest, form: SpaceCreateForm) -> HttpResponse:
     if wants_fragment(request):
         return render(request, "spaces/_space_form.html", {"form": form})
-    return render(request, "spaces/new.html", {"form": form, "user_spaces": spaces_for_user(request.user)})
+    return render(request, "spaces/new.html", {"form": form, **sidebar_context(request.user)})
 
 
 @require_http_methods(["GET", "POST"])
@@ -82,10 +82,9 @@ def _space_page(request: HtmxHttpRequest, space: Space, form: ProjectCreateForm)
     context = {
         "space": space,
         "projects": projects,
-        # The same queryset object: the sidebar reuses the list instead of querying again.
-        "space_projects": projects,
         "form": form,
-        "user_spaces": spaces_for_user(request.user),
+        # The same queryset object: the sidebar reuses the list instead of querying again.
+        **sidebar_context(request.user, space, projects=projects),
         "is_space_owner": is_owner(request.user, space),
     }
     return render(request, "spaces/detail.html", context)

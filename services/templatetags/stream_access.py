@@ -8,7 +8,7 @@ from typing import Any
 from django import template
 
 from environments.models import Environment
-from services.streams import is_space_owner
+from spaces.access import is_owner
 
 register = template.Library()
 
@@ -16,4 +16,4 @@ register = template.Library()
 @register.simple_tag(takes_context=True)
 def space_owner(context: dict[str, Any], environment: Environment) -> bool:
     request = context.get("request")
-    return request is not None and is_space_owner(request.user, environment)
+    return request is not None and is_owner(request.user, environment.project.space)

@@ -179,12 +179,12 @@ class TestErrors:
     def test_it_serves_when_redis_is_down_without_counting(self, client, owner, settings):
         from api import limits
 
-        limits._client = None
+        limits.forget_client()
         settings.REDIS_URL = "redis://127.0.0.1:1/0"
         try:
             assert client.get("/api/v1/spaces", **auth(make_token(owner))).status_code == 200
         finally:
-            limits._client = None
+            limits.forget_client()
 
 
 def test_it_names_the_token_on_the_audit_page(client, owner, owner_client, service, space):

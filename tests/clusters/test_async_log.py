@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clusters.client import ClusterError, KubeClient
+from clusters.client import KubeClient
+from clusters.errors import ClusterError
 from tests.clusters.helpers import api_port, connections_to, make_deployment, wait_for_running_pod
 from tests.fixtures.devcluster import start_devcluster_process, stop_process
 

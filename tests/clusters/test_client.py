@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from clusters.client import ClusterError, KubeClient, client_for, forget_clients
+from clusters.client import KubeClient, client_for, forget_clients
+from clusters.errors import ClusterError
 from clusters.models import Cluster
 from devcluster import kubeconfig_text
 from tests.clusters.helpers import (

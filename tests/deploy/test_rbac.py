@@ -2,7 +2,7 @@
 
 The needs are derived from the code, not listed by hand: every module of ale's apps is parsed,
 and each call of a `KubeClient` method is turned into (API group, resource, verb) through the client's own kind
-table (`clusters.client.KINDS`). Arguments that are not literals are resolved the way Python
+table (`clusters.kinds.KINDS`). Arguments that are not literals are resolved the way Python
 would: module constants (`LEASE_API_VERSION`), and loop variables over module-level tables
 (`for api_version, kind in MANAGED_KINDS`, `... for name, api_version, kind, selector in
 WATCHED`). Writes of whole manifests (`apply`, `create`, `replace`) write the kinds that the
@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from clusters.client import KINDS, KubeClient
+from clusters.client import KubeClient
+from clusters.kinds import KINDS
 from tests.deploy.kustomize import load_documents
 
 BASE_DIR = Path(__file__).resolve().parents[2]

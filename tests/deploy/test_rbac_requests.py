@@ -5,11 +5,12 @@ static derivation of tests/deploy/test_rbac.py found, which keeps that derivatio
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from clusters.client import KubeClient, client_for
+from clusters.client import KubeClient, client_for, observing_requests
 from clusters.leader import LeaderElector
 from services.resync import resync_cluster
 from clusters.watcher import ClusterWatcher
@@ -44,25 +45,22 @@ def authorised_as(method: str, url: str, status: int) -> set[tuple[str, str, str
 
 
 @pytest.fixture
-def recorded(monkeypatch) -> set[tuple[str, str, str]]:
+def recorded(monkeypatch) -> Iterator[set[tuple[str, str, str]]]:
     seen: set[tuple[str, str, str]] = set()
-    send = KubeClient._send
     open_exec = KubeClient.open_exec
 
-    def recording_send(self, method, path, *, query=None, **kwargs):
-        response = send(self, method, path, query=query, **kwargs)
-        url = path + "?" + "&".join(f"{k}={v}" for k, v in (query or []) if v is not None)
-        seen.update(authorised_as(method, url, response.status))
-        return response
+    def record(method: str, path: str, query: list, status: int) -> None:
+        url = path + "?" + "&".join(f"{k}={v}" for k, v in query if v is not None)
+        seen.update(authorised_as(method, url, status))
 
     def recording_exec(self, namespace, pod, **kwargs):
         # The websocket upgrade is a GET, authorised as get and (1.30+) as create.
         seen.update({("", "pods/exec", "get"), ("", "pods/exec", "create")})
         return open_exec(self, namespace, pod, **kwargs)
 
-    monkeypatch.setattr(KubeClient, "_send", recording_send)
     monkeypatch.setattr(KubeClient, "open_exec", recording_exec)
-    return seen
+    with observing_requests(record):
+        yield seen
 
 
 def test_it_grants_every_request_of_a_real_scenario(kube_cluster, space, owner, namespace, recorded):

@@ -54,6 +54,7 @@ class LogServer:
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
+        # aiohttp's TCPSite has no public way to say which port 0 became (a library internal).
         self.port = site._server.sockets[0].getsockname()[1]
 
     def start(self) -> "LogServer":

@@ -216,3 +216,49 @@ class TestDelete:
     def test_it_redirects_htmx_on_the_client(self, owner_client, project, staging, htmx_headers):
         response = owner_client.post(_url("delete", staging), {"confirm_name": "staging"}, headers=htmx_headers)
         assert response["HX-Redirect"] == reverse("spaces:project-detail", args=[project.public_id])
+
+
+# --- terminal access ------------------------------------------------------------------------------------
+
+
+def test_an_owner_limits_the_terminal_to_owners(owner_client, main_env):
+    url = _url("terminal-access", main_env)
+    response = owner_client.post(url, {"terminal_access": "owners_only"})
+    assert response.status_code == 302 and response["Location"].endswith("/settings/")
+    main_env.refresh_from_db()
+    assert main_env.terminal_access == "owners_only"
+    settings_page = owner_client.get(response["Location"]).content.decode()
+    assert 'value="owners_only" checked' in settings_page and "Terminal access: owners only." in settings_page
+
+
+def test_a_member_cannot_change_it_and_sees_it_read_only(member_client, main_env):
+    url = _url("terminal-access", main_env)
+    assert member_client.post(url, {"terminal_access": "owners_only"}).status_code == 403
+    main_env.refresh_from_db()
+    assert main_env.terminal_access == "all_members"
+    page = member_client.get(reverse("environments:settings", args=[main_env.public_id])).content.decode()
+    assert "Only the space's owners can change this." in page
+
+
+def test_bad_input_an_outsider_and_the_wrong_method(owner_client, outsider_client, main_env):
+    url = _url("terminal-access", main_env)
+    owner_client.post(url, {"terminal_access": "everyone"})
+    main_env.refresh_from_db()
+    assert main_env.terminal_access == "all_members"
+    assert outsider_client.post(url, {"terminal_access": "owners_only"}).status_code == 404
+    assert owner_client.get(url).status_code == 405
+
+
+def test_an_owner_changing_who_may_open_a_terminal_is_audited(owner, owner_client, main_env):
+    url = _url("terminal-access", main_env)
+    owner_client.post(url, {"terminal_access": "owners_only"})
+    entry = AuditEntry.objects.get(action=AuditEntry.Action.TERMINAL_ACCESS)
+    assert entry.actor == owner and entry.environment_public_id == main_env.public_id
+    assert entry.summary == f"Terminal access to {main_env.name}: owners only"
+    assert entry.details == {"terminal_access": "owners_only", "previous": "all_members"}
+    # Saving the same choice again changes nothing, so it adds no entry; bad input neither.
+    owner_client.post(url, {"terminal_access": "owners_only"})
+    owner_client.post(url, {"terminal_access": "everyone"})
+    assert AuditEntry.objects.filter(action=AuditEntry.Action.TERMINAL_ACCESS).count() == 1
+    page = owner_client.get(reverse("spaces:audit", args=[main_env.project.space.public_id])).content.decode()
+    assert "Terminal access changed" in page and f"Terminal access to {main_env.name}: owners only" in page

@@ -183,6 +183,8 @@ async def test_it_leaves_the_group_on_disconnect(member, main_env, flush_layer):
     await asyncio.sleep(0)
 
     layer = get_channel_layer()
+    # channels_redis's own key for a group (a library internal: it has no public way to ask who
+    # is in a group), to look at the group's members in Redis itself.
     group_key = layer._group_key(live.group_name(main_env.public_id))
     connection = layer.connection(layer.consistent_hash(group_key))
     assert await connection.zcard(group_key) == 0

@@ -53,6 +53,7 @@ async def close_sockets() -> None:
     socket the server closed itself, or refused, included)."""
     while _opened:
         communicator = _opened.pop()
+        # `_future` is asgiref's (ApplicationCommunicator): None until the application was started.
         if communicator._future is None or communicator.future.done():
             continue  # never connected, or the consumer has already ended
         with contextlib.suppress(Exception):

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from services.ansi import MAX_LINE_CHARS, sanitize, strip_all
-from services.streams import LineSplitter, split_stamp, timestamp_key
+from services.streams.escaping import LineSplitter
+from services.streams.timestamps import split_stamp, timestamp_key
 
 ESC = "\x1b"
 # After sanitising, the only escape sequences allowed are SGR.

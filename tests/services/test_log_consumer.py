@@ -14,10 +14,13 @@ from django.utils import timezone
 
 from clusters.client import client_for
 from environments.manifests import render_environment
+from services import consumers
 from services.consumers import LogConsumer
 from services.manifests import render_service
 from services.models import Service
-from services.streams import LineSplitter, short_pod_name, split_stamp
+from services.streams.escaping import LineSplitter
+from services.streams.pods import short_pod_name
+from services.streams.timestamps import split_stamp
 from spaces.actions import create_project
 from tests.services.stream_helpers import (
     connections_to,
@@ -394,7 +397,7 @@ async def test_a_failing_handler_closes_the_socket_and_the_stream(env, member, k
         raise RuntimeError("a bug in the ack handler")
 
     # A bug standing in for any exception inside a handler.
-    monkeypatch.setattr(LogConsumer, "_ack", broken)
+    monkeypatch.setattr(LogConsumer, "acknowledge", broken)
     await communicator.send_to(text_data='{"t":"ack","seq":1}')
     message, _ = await until(communicator, lambda m: m["t"] == "status" and m["state"] == "error")
     assert message["message"] == "Something went wrong on the server; the connection was closed."
@@ -406,10 +409,11 @@ async def test_a_failing_handler_closes_the_socket_and_the_stream(env, member, k
 async def test_a_failing_background_task_closes_the_socket(env, member, monkeypatch):
     service = await sync_to_async(run_service)(env)
 
-    def broken(self, pods):
-        raise RuntimeError("a bug while choosing the pod")
+    def broken(kube, service):
+        raise RuntimeError("a bug while listing the pods")
 
-    monkeypatch.setattr(LogConsumer, "_choose", broken)
+    # The consumer's background task lists the pods through this name of its module.
+    monkeypatch.setattr(consumers, "list_service_pods", broken)
     communicator = await socket(logs_path(service), user=member)
     assert (await communicator.connect())[0]
     message, _ = await until(communicator, lambda m: m["t"] == "status" and m["state"] == "error")

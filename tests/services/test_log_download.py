@@ -1,5 +1,6 @@
-"""The log download (streamed, with the viewer's options), the Log view and Terminal pages, and
-the environment's terminal access setting."""
+"""The log download (streamed, with the viewer's options), and the Log view and Terminal pages.
+The environment's terminal access setting is tested with the other settings
+(tests/environments/test_environment_settings.py)."""
 
 from __future__ import annotations
 
@@ -144,34 +145,3 @@ def test_owners_only_shows_members_why_there_is_no_terminal(member_client, owner
     assert response.status_code == 403 and b"only the space's owners may open a terminal" in response.content
     assert b"data-terminal" not in response.content
     assert owner_client.get(reverse("services:terminal", args=[service.public_id])).status_code == 200
-
-
-# --- the setting ------------------------------------------------------------------------------------
-
-
-def test_an_owner_limits_the_terminal_to_owners(owner_client, main_env):
-    url = reverse("services:terminal-access", args=[main_env.public_id])
-    response = owner_client.post(url, {"terminal_access": "owners_only"})
-    assert response.status_code == 302 and response["Location"].endswith("/settings/")
-    main_env.refresh_from_db()
-    assert main_env.terminal_access == "owners_only"
-    settings_page = owner_client.get(response["Location"]).content.decode()
-    assert 'value="owners_only" checked' in settings_page and "Terminal access: owners only." in settings_page
-
-
-def test_a_member_cannot_change_it_and_sees_it_read_only(member_client, main_env):
-    url = reverse("services:terminal-access", args=[main_env.public_id])
-    assert member_client.post(url, {"terminal_access": "owners_only"}).status_code == 403
-    main_env.refresh_from_db()
-    assert main_env.terminal_access == "all_members"
-    page = member_client.get(reverse("environments:settings", args=[main_env.public_id])).content.decode()
-    assert "Only the space's owners can change this." in page
-
-
-def test_bad_input_an_outsider_and_the_wrong_method(owner_client, outsider_client, main_env):
-    url = reverse("services:terminal-access", args=[main_env.public_id])
-    owner_client.post(url, {"terminal_access": "everyone"})
-    main_env.refresh_from_db()
-    assert main_env.terminal_access == "all_members"
-    assert outsider_client.post(url, {"terminal_access": "owners_only"}).status_code == 404
-    assert owner_client.get(url).status_code == 405

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from services.streams import Pipe
+from services.streams.pipe import Pipe
 
 
 async def test_a_task_waits_for_room_and_loses_nothing():

@@ -12,8 +12,9 @@ from asgiref.sync import sync_to_async
 
 from clusters.client import client_for
 from environments.models import Environment
-from services.consumers import TerminalConsumer
+from services import consumers
 from services.models import TerminalSession
+from services.streams.exec_bridge import ExecBridge
 from spaces.actions import create_project
 from tests.services.stream_helpers import (
     connections_to,
@@ -236,8 +237,9 @@ async def test_a_failing_handler_closes_the_socket_and_ends_the_shell(service, m
     def broken(self, data):
         raise RuntimeError("a bug in the input handler")
 
-    # A bug standing in for any exception inside a handler.
-    monkeypatch.setattr(TerminalConsumer, "_input", broken)
+    # A bug standing in for any exception inside a handler: the input handler hands the keys to
+    # the session's bridge.
+    monkeypatch.setattr(ExecBridge, "write", broken)
     await type_line(communicator, "echo never")
     message, _ = await until_json(communicator, lambda m: m.get("t") == "error")
     assert message["message"] == "Something went wrong on the server; the connection was closed."
@@ -250,10 +252,11 @@ async def test_a_failing_handler_closes_the_socket_and_ends_the_shell(service, m
 
 
 async def test_a_failing_background_task_closes_the_socket(service, member, monkeypatch):
-    async def broken(self, kube):
+    def broken(kube, service):
         raise RuntimeError("a bug while listing pods")
 
-    monkeypatch.setattr(TerminalConsumer, "_pods", broken)
+    # The consumer's background task lists the pods through this name of its module.
+    monkeypatch.setattr(consumers, "list_service_pods", broken)
     communicator = await socket(terminal_path(service), user=member)
     assert (await communicator.connect())[0]
     message = await receive_json(communicator)

@@ -10,7 +10,8 @@ import pytest
 from django.db import connection
 from django.urls import reverse
 
-from clusters.client import ClusterError, client_for
+from clusters.client import client_for
+from clusters.errors import ClusterError
 from clusters.models import Cluster
 from environments import yaml_document
 from environments.actions import clone_environment, create_environment, delete_environment

@@ -34,7 +34,7 @@ OWNER_ONLY = {
     "spaces:invitation-revoke",
     "spaces:audit",
     "spaces:audit-csv",
-    "services:terminal-access",
+    "environments:terminal-access",
 }
 # Open to anyone with the link: what it shows depends on the token.
 PUBLIC = {"spaces:invitation"}

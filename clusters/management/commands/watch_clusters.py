@@ -11,7 +11,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from clusters.client import ClusterError, KubeClient, client_for
+from clusters.client import KubeClient, client_for
+from clusters.errors import ClusterError
 from clusters.leader import LeaderElector
 from clusters.models import Cluster
 from clusters.watcher import WatchManager

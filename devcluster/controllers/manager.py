@@ -1,0 +1,194 @@
+"""The controller manager: the work queue, the resync, and the store changes turned into keys for
+one controller per kind (the modules beside this one)."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+from .. import kinds, volumes
+from ..api import Api, ApiError
+from ..store import Change
+from ..eventttl import DEFAULT_EVENT_TTL
+from ..usage import LEAK_DEFAULT_MIB_PER_SECOND
+from ..volumes import CLAIM, STORAGE_CLASS
+from .claims import ClaimController
+from .deployments import DeploymentController
+from .events import Recorder
+from .gc import GarbageCollector
+from .ingresses import IngressController
+from .jobs import JobController
+from .kubelet import Kubelet
+from .namespaces import NamespaceController
+from .objects import job_finished
+from .quotas import QuotaController
+from .replicasets import ReplicaSetController
+from .scheduler import SchedulerController
+from .services import ServiceController
+
+log = logging.getLogger("devcluster.controllers")
+
+
+class ControllerManager(
+    SchedulerController,
+    ClaimController,
+    GarbageCollector,
+    NamespaceController,
+    ServiceController,
+    IngressController,
+    QuotaController,
+    ReplicaSetController,
+    DeploymentController,
+    JobController,
+):
+    """kube-controller-manager and kube-scheduler in one: a work queue of (controller, namespace,
+    name) keys that `observe` fills from store changes, one worker that calls the controller's
+    `sync_<controller>`, and a periodic resync. The controllers are one class per kind, mixed in."""
+
+    def __init__(self, api: Api, *, pod_ready_seconds: float = 1.0, backoff_base: float | None = None,
+                 resync_seconds: float = 1.0, leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND):
+        self.api = api
+        self.store = api.store
+        self.recorder = Recorder(api)
+        self.kubelet = Kubelet(api, self.recorder, ready_seconds=pod_ready_seconds,
+                               backoff_base=backoff_base if backoff_base is not None else max(pod_ready_seconds, 0.2),
+                               leak_mib_per_second=leak_mib_per_second)
+        self.pending: dict[tuple[str, str, str], None] = {}
+        self.wake: asyncio.Event | None = None
+        self.tasks: list[asyncio.Task] = []
+        self.resync_seconds = resync_seconds
+        self.job_retry_at: dict[str, float] = {}
+        # Claims the persistentvolume controller could not provision; it retries on its resync period.
+        self.claim_retry_at: dict[str, float] = {}
+        self.claim_retry_seconds = 15.0
+        self.event_ttl = DEFAULT_EVENT_TTL  # the server sets --event-ttl
+        self.store.listeners.append(self.observe)
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.wake = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self.tasks = [loop.create_task(self._worker()), loop.create_task(self._resync())]
+        self._resync_all()
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.kubelet.stop()
+
+    def enqueue(self, controller: str, namespace: str, name: str) -> None:
+        self.pending[(controller, namespace, name)] = None
+        if self.wake is not None:
+            self.wake.set()
+
+    async def _worker(self) -> None:
+        assert self.wake is not None
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.pending:
+                key = next(iter(self.pending))
+                del self.pending[key]
+                try:
+                    getattr(self, f"sync_{key[0]}")(key[1], key[2])
+                except ApiError as exc:
+                    log.debug("%s %s/%s: %s", key[0], key[1], key[2], exc.message)
+                except Exception:
+                    log.exception("controller %s failed on %s/%s", *key)
+                await asyncio.sleep(0)
+
+    async def _resync(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_seconds)
+            self._resync_all()
+
+    def _resync_all(self) -> None:
+        self._expire_events()
+        for d in self.store.list("deployments.apps"):
+            self.enqueue("deployment", d["metadata"]["namespace"], d["metadata"]["name"])
+        for j in self.store.list("jobs.batch"):
+            if not job_finished(j):
+                self.enqueue("job", j["metadata"]["namespace"], j["metadata"]["name"])
+        for ns in self.store.list("namespaces"):
+            self.enqueue("namespace", "", ns["metadata"]["name"])
+        for claim in self.store.list(CLAIM.bucket):
+            if claim["metadata"].get("deletionTimestamp") or (claim.get("status") or {}).get("phase") != "Bound":
+                self.enqueue("claim", claim["metadata"]["namespace"], claim["metadata"]["name"])
+        for pod in self.store.list("pods"):
+            # Unschedulable pods wait in the scheduler's queue; retrying them is cheap and idempotent.
+            if not (pod.get("spec") or {}).get("nodeName") and not pod["metadata"].get("deletionTimestamp"):
+                self.enqueue("schedule", pod["metadata"]["namespace"], pod["metadata"]["name"])
+        for bucket, items in list(self.store.buckets.items()):
+            for obj in list(items.values()):
+                if "foregroundDeletion" in (obj["metadata"].get("finalizers") or []):
+                    self.enqueue("foreground", bucket, json.dumps([obj["metadata"].get("namespace", ""),
+                                                                   obj["metadata"]["name"]]))
+
+    def _expire_events(self) -> None:
+        """Events live `event_ttl` seconds after their last write, as with kube-apiserver's --event-ttl."""
+        cutoff = time.time() - self.event_ttl
+        for ev in self.store.list("events"):
+            stamp = ev.get("lastTimestamp") or ev.get("eventTime") or ev["metadata"].get("creationTimestamp")
+            if stamp and kinds.parse_iso(stamp) < cutoff:
+                self.store.delete("events", ev["metadata"]["namespace"], ev["metadata"]["name"])
+
+    def observe(self, change: Change) -> None:
+        obj, bucket = change.obj, change.bucket
+        meta = obj["metadata"]
+        ns, name = meta.get("namespace", ""), meta["name"]
+        if bucket == "pods":
+            self.kubelet.observe(change)
+            if change.type == "ADDED" and not (obj.get("spec") or {}).get("nodeName"):
+                self.enqueue("schedule", ns, name)
+            for ref in meta.get("ownerReferences") or []:
+                if ref.get("kind") == "ReplicaSet":
+                    self.enqueue("replicaset", ns, ref["name"])
+                elif ref.get("kind") == "Job":
+                    self.enqueue("job", ns, ref["name"])
+            self.enqueue("quota", ns, "")
+            # A pod that stops or goes may release a claim held by its protection finalizer.
+            for claim_name in volumes.claim_names(obj):
+                claim = self.store.get(CLAIM.bucket, ns, claim_name)
+                if claim is not None and claim["metadata"].get("deletionTimestamp"):
+                    self.enqueue("claim", ns, claim_name)
+        elif bucket == CLAIM.bucket:
+            self.enqueue("claim", ns, name)
+            self.enqueue("quota", ns, "")
+            # The scheduler requeues the pods that wait for this claim (a cluster event they care about).
+            for pod in self.store.list("pods", ns):
+                if not (pod.get("spec") or {}).get("nodeName") and name in volumes.claim_names(pod):
+                    self.enqueue("schedule", ns, pod["metadata"]["name"])
+        elif bucket == STORAGE_CLASS.bucket:
+            for claim in self.store.list(CLAIM.bucket):
+                if (claim.get("spec") or {}).get("storageClassName") == name:
+                    self.claim_retry_at.pop(claim["metadata"]["uid"], None)
+                    self.enqueue("claim", claim["metadata"]["namespace"], claim["metadata"]["name"])
+        elif bucket == "replicasets.apps":
+            self.enqueue("replicaset", ns, name)
+            for ref in meta.get("ownerReferences") or []:
+                if ref.get("kind") == "Deployment":
+                    self.enqueue("deployment", ns, ref["name"])
+        elif bucket == "deployments.apps":
+            self.enqueue("deployment", ns, name)
+        elif bucket == "jobs.batch":
+            self.enqueue("job", ns, name)
+            if change.type == "DELETED":
+                self.job_retry_at.pop(meta["uid"], None)
+        elif bucket == "namespaces":
+            self.enqueue("namespace", "", name)
+        elif bucket == "services":
+            self.enqueue("service", ns, name)
+        elif bucket == "ingresses.networking.k8s.io":
+            self.enqueue("ingress", ns, name)
+        elif bucket == "resourcequotas":
+            self.enqueue("quota", ns, "")
+        if change.type == "DELETED":
+            self.enqueue("gc", bucket, meta["uid"])
+            owner_ns = self.store.get("namespaces", "", ns) if ns else None
+            if owner_ns is not None and owner_ns["metadata"].get("deletionTimestamp"):
+                self.enqueue("namespace", "", ns)
+        elif "foregroundDeletion" in (meta.get("finalizers") or []):
+            self.enqueue("foreground", bucket, json.dumps([ns, name]))
