@@ -71,8 +71,9 @@ def deploy_key(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
     """A deploy key for one service: any member of its space may make one."""
     service = get_service_for_user(request.user, service_id)
     form = DeployKeyForm(request.POST or None, initial={"expires_in_days": 90})
-    context = {"service": service, "environment": service.environment, "form": form,
-               **sidebar_context(request.user), "space": service.environment.project.space}
+    space = service.environment.project.space
+    context = {"service": service, "environment": service.environment, "form": form, "space": space,
+               **sidebar_context(request.user, space)}
     if request.method == "POST":
         if not form.is_valid():
             return render(request, "api/deploy_key.html", context, status=422)

@@ -112,6 +112,9 @@ class TestTokensPage:
         shown = member_client.get(response["Location"])
         key = ApiToken.objects.get()
         assert key.service == service and tokens.hash_token(shown.context["new_token"]) == key.token_hash
+        # The page sits inside the space: its sidebar lists the space's projects.
+        assert "No projects yet" not in shown.content.decode()
+        assert f">{main_env.project.name}</a>" in shown.content.decode()
         assert outsider_client.post(f"/services/{service.public_id}/deploy-keys/", {"name": "x", "expires_in_days": "9"}).status_code == 404
 
     def test_it_expires(self, client, owner):
