@@ -257,8 +257,9 @@ WEBHOOK_RATE_PER_MINUTE = int(env("WEBHOOK_RATE_PER_MINUTE", "30"))
 PREVIEW_TTL_DAYS = int(env("PREVIEW_TTL_DAYS", "7"))
 COMMIT_STATUS_TIMEOUT = float(env("COMMIT_STATUS_TIMEOUT", "10"))
 
-# The metrics tasks live beside the code that writes the samples, not in a `tasks` module.
-CELERY_IMPORTS = ("services.metrics",)
+# Tasks that live beside the code they drive, not in an app's `tasks` module (which Celery
+# finds by itself): the metrics sampler and the periodic resync.
+CELERY_IMPORTS = ("services.metrics", "services.resync")
 CELERY_BEAT_SCHEDULE = {
     "prune-events": {"task": "environments.tasks.prune_events", "schedule": 3600.0},
     "sample-metrics": {
