@@ -18,8 +18,16 @@ run: $(STAMP)
 # The whole suite, browser journeys included. Redis: REDIS_URL, else 127.0.0.1:6379, else an
 # embedded one; the database: DATABASE_URL, else SQLite.
 # `lint-imports` first: a new import cycle or a layer crossed (.importlinter) fails the build.
+# The tests without a browser mostly wait (on the devcluster, Celery, sockets), so they run in
+# three xdist workers, a file to a worker; then the browser journeys, one at a time. Both halves
+# always run and either failing fails the target; a half left with nothing to run by
+# PYTEST_ARGS (pytest's exit status 5) is not a failure.
 test: $(STAMP) lint-imports
-	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest -m "not e2e" -n 3 --dist loadfile $(PYTEST_ARGS); \
+	parallel=$$?; \
+	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest -m e2e $(PYTEST_ARGS); \
+	journeys=$$?; \
+	for status in $$parallel $$journeys; do [ $$status -eq 0 ] || [ $$status -eq 5 ] || exit $$status; done
 
 test-fast: $(STAMP) lint-imports
 	$(PY) -m ale_site.localstack with-redis $(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)

@@ -33,21 +33,8 @@ def make_space(*, owner: AbstractBaseUser, members: tuple[AbstractBaseUser, ...]
 
 
 def local_cluster() -> Cluster:
-    # The data migration seeds it; transactional tests flush it, so it is made again here.
-    cluster, _ = Cluster.objects.get_or_create(
-        name="local",
-        defaults={
-            "display_name": "Local development cluster",
-            "connection": Cluster.Connection.DEVCLUSTER,
-            "ingress_domain": "localtest.me",
-            "external_host": "127.0.0.1",
-            "spot_node_selector": {"ale.dev/capacity": "spot"},
-            "spot_tolerations": [
-                {"key": "ale.dev/capacity", "operator": "Equal", "value": "spot", "effect": "NoSchedule"}
-            ],
-        },
-    )
-    return cluster
+    # The data migrations seed it, and tests/conftest.py puts it back after every flush.
+    return Cluster.objects.get(name="local")
 
 
 def make_cluster(name: str | None = None) -> Cluster:
