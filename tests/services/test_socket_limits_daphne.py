@@ -217,8 +217,15 @@ def test_an_oversized_terminal_input_closes_with_4413_and_ends_the_shell(daphne,
         what=f"daphne's exec threads ending (threads: {daphne.threads()}, before: {threads_before})",
     )
     wait_for(lambda: daphne.connections_to(kube_port) <= connections_before, timeout=15, what="the exec connection closing")
+    # The session's row is closed by the same teardown, in a database thread of its own: it may
+    # land a moment after the threads and the connection are gone.
+    wait_for(
+        lambda: TerminalSession.objects.filter(service=service).latest("opened_at").closed_at is not None,
+        timeout=15,
+        what="the terminal session recorded as closed",
+    )
     record = TerminalSession.objects.filter(service=service).latest("opened_at")
-    assert record.closed_at is not None and record.close_reason == "error"
+    assert record.close_reason == "error"
     assert "Exception inside application" not in daphne.log()
 
 
