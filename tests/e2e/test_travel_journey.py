@@ -44,6 +44,9 @@ OVER_ALLOCATION = "apiVersion: ale/v1\nkind: Environment\nspec:\n  services:\n" 
 
 def drop(page: Page, selector: str, name: str, content: str) -> None:
     """Drag a file from the desktop and drop it on `selector`, as a person would."""
+    # A page that just (re)loaded shows its content before its deferred scripts have run: the
+    # drop zone listens only once they have, as it would be for a person's slower hand.
+    page.wait_for_load_state("load")
     transfer = page.evaluate_handle(
         """([name, content]) => {
             const transfer = new DataTransfer();
