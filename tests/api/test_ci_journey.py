@@ -4,28 +4,16 @@ its revision to run; an image that crash-loops answers the failure and the card'
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import pytest
 import requests
 
 from clusters.client import client_for
-from clusters.watcher import ClusterWatcher
 from spaces.actions import create_project
 from tests.api.helpers import make_service, make_token
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True, serialized_rollback=True)]
-
-
-@pytest.fixture
-def watcher(kube_cluster) -> Iterator[ClusterWatcher]:
-    running = ClusterWatcher(kube_cluster, flush_interval=0.05, watch_timeout=10, backoff_cap=1.0)
-    running.start()
-    wait_for(lambda: running.synced, what="the watcher's first lists")
-    yield running
-    running.stop()
-    assert running.join(timeout=5), "the watcher did not stop"
 
 
 def test_it_deploys_and_waits_like_a_ci_job(live_server, celery_worker, kube_cluster, watcher, space, owner, member_client):

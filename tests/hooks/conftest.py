@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures.celery_worker import celery_queue, celery_worker, start_celery_worker  # noqa: F401
-from tests.fixtures.clusters import kube_cluster  # noqa: F401
+from tests.fixtures.clusters import kube_cluster, watcher  # noqa: F401
 from tests.fixtures.devcluster import devcluster, kubeconfig_path  # noqa: F401
 
 

@@ -12,7 +12,6 @@ from django.test import Client
 from django.urls import reverse
 
 from clusters.client import client_for
-from clusters.watcher import ClusterWatcher
 from environments.manifests import render_environment
 from environments.models import Environment
 from hooks import actions
@@ -36,16 +35,6 @@ def hook_env(kube_cluster, space, owner) -> Iterator[Environment]:
     client_for(kube_cluster).apply(render_environment(environment))
     yield environment
     delete_namespace(environment)
-
-
-@pytest.fixture
-def watcher(kube_cluster) -> Iterator[ClusterWatcher]:
-    running = ClusterWatcher(kube_cluster, flush_interval=0.05, watch_timeout=10, backoff_cap=1.0)
-    running.start()
-    wait_for(lambda: running.synced, what="the watcher's first lists")
-    yield running
-    running.stop()
-    assert running.join(timeout=5), "the watcher did not stop"
 
 
 def deploy(env, user, **overrides: Any) -> Service:

@@ -7,7 +7,7 @@ import pytest
 from tests.services.stream_helpers import close_sockets
 
 from tests.fixtures.celery_worker import celery_queue, celery_worker, start_celery_worker  # noqa: F401
-from tests.fixtures.clusters import fault_cluster, kube_cluster  # noqa: F401
+from tests.fixtures.clusters import fault_cluster, kube_cluster, watcher  # noqa: F401
 from tests.fixtures.devcluster import devcluster, kubeconfig_path  # noqa: F401
 
 

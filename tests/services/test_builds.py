@@ -15,7 +15,6 @@ import pytest
 from django.urls import reverse
 
 from clusters.client import client_for
-from clusters.watcher import ClusterWatcher
 from environments.actions import set_variables
 from environments.manifests import render_environment
 from services import actions
@@ -215,16 +214,6 @@ def build_env(kube_cluster, space, owner) -> Iterator[Any]:
     client_for(kube_cluster).apply(render_environment(environment))
     yield environment
     delete_namespace(environment)
-
-
-@pytest.fixture
-def watcher(kube_cluster) -> Iterator[ClusterWatcher]:
-    running = ClusterWatcher(kube_cluster, flush_interval=0.05, watch_timeout=10, backoff_cap=1.0)
-    running.start()
-    wait_for(lambda: running.synced, what="the watcher's first lists")
-    yield running
-    running.stop()
-    assert running.join(timeout=5), "the watcher did not stop"
 
 
 def service_row(service: Service) -> Service:
