@@ -45,6 +45,12 @@ def assert_accessible(page: Page, where: str) -> None:
         " return Object.keys(seen).filter(id => seen[id] > 1); }"
     )
     assert not duplicates, f"ids used more than once on {where} ({page.url}): {duplicates}"
+    # The page at rest: no htmx request in flight (a requesting element is faded on purpose while
+    # it waits, see .htmx-request in ale.css) and no fade-back transition still running.
+    page.wait_for_function(
+        "() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')"
+        " && document.getAnimations().every(a => a.playState !== 'running' || a.effect?.getTiming().iterations === Infinity)"
+    )
     results = Axe().run(page)
     findings = [v for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
     report = "\n".join(
