@@ -47,6 +47,17 @@ class Environment(models.Model):
     allow_external_tcp = models.BooleanField(default=False)
     external_allow_cidrs = models.JSONField(default=list, blank=True)
 
+    class BulkAction(models.TextChoices):
+        NONE = "", "None"
+        START = "start", "Start All"
+        STOP = "stop", "Stop All"
+
+    # A Start All or Stop All in flight, for its progress banner (`services.progress`): which
+    # services it moved, counted done as the cluster carries them; cleared when all are.
+    bulk_action = models.CharField(max_length=10, choices=BulkAction.choices, default="", blank=True)
+    bulk_service_ids = models.JSONField(default=list, blank=True)
+    bulk_started_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["created_at", "pk"]
         constraints = [

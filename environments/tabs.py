@@ -23,7 +23,7 @@ from environments.forms import (
 )
 from environments.yaml_document import referenced_secret_keys
 from environments.models import ClusterEvent, Environment, EnvironmentVariable
-from services import guards
+from services import guards, progress
 from services.access import card_page
 from services.models import Service
 from spaces.forms import ProjectDisplayNameForm
@@ -67,6 +67,8 @@ def render_tab(
         "environments": selector_environments,
         "tab": tab,
         "event_retention_days": django_settings.EVENT_RETENTION_DAYS,
+        # The banner of a Start All or Stop All in flight (no query when there is none).
+        "progress": progress.shown(environment),
     }
     if tab == "information":
         page = _card_page_number(request)

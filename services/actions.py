@@ -16,7 +16,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from environments.models import Environment
-from services import lifecycle
+from services import lifecycle, progress
 from services.models import SPEC_FIELDS, Revision, Service
 from spaces import audit
 from spaces.resources import check_services
@@ -116,27 +116,54 @@ def stop_service(acting_user: AbstractBaseUser | None, service: Service) -> Serv
     return service
 
 
-@transaction.atomic
-def start_all(acting_user: AbstractBaseUser | None, environment: Environment) -> int:
-    """Start every stopped service of the environment (after a clone); returns how many."""
-    environment = lifecycle.lock_environment(environment)
-    stopped = (
+def _in_batch(environment: Environment, desired_state: str) -> list[Service]:
+    """The environment's services in `desired_state` (not being deleted), locked, oldest first."""
+    return list(
         Service.objects.select_for_update(of=("self",))
-        .select_related("environment__project__space", "environment__cluster")
-        .filter(environment=environment, desired_state=Service.DesiredState.STOPPED)
+        .filter(environment=environment, desired_state=desired_state)
         .exclude(status=Service.Status.DELETING)
         .order_by("pk")
     )
-    stopped = list(stopped)
+
+
+def _services(count: int, adjective: str) -> str:
+    return f"{count} {adjective} service{'s' if count != 1 else ''}"
+
+
+@transaction.atomic
+def start_all(acting_user: AbstractBaseUser | None, environment: Environment) -> int:
+    """Start every stopped service of the environment (after a clone, a Stop All) in one batch
+    whatever their number; returns how many."""
+    environment = lifecycle.lock_environment(environment)
+    stopped = _in_batch(environment, Service.DesiredState.STOPPED)
     # All of them together, before any starts: either every one fits or none starts.
     check_services(stopped)
-    lifecycle.begin_start(stopped)
+    lifecycle.begin_start(stopped, batch=True)
     count = len(stopped)
     if count:
+        progress.begin(environment, Environment.BulkAction.START, stopped)
         audit.record(
             acting_user, environment.project.space_id, audit.Action.SERVICE_START_ALL,
-            f"Started all {count} stopped service{'s' if count != 1 else ''} of {environment.name}",
+            f"Started all {_services(count, 'stopped')} of {environment.name}",
             environment=environment, details={"services": [s.name for s in stopped]},
+        )
+    return count
+
+
+@transaction.atomic
+def stop_all(acting_user: AbstractBaseUser | None, environment: Environment) -> int:
+    """Stop every running service of the environment in one batch; their specs, revisions and
+    disks stay. Returns how many."""
+    environment = lifecycle.lock_environment(environment)
+    running = _in_batch(environment, Service.DesiredState.RUNNING)
+    lifecycle.begin_batch(running, Service.DesiredState.STOPPED)
+    count = len(running)
+    if count:
+        progress.begin(environment, Environment.BulkAction.STOP, running)
+        audit.record(
+            acting_user, environment.project.space_id, audit.Action.SERVICE_STOP_ALL,
+            f"Stopped all {_services(count, 'running')} of {environment.name}",
+            environment=environment, details={"services": [s.name for s in running]},
         )
     return count
 

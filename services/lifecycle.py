@@ -3,7 +3,9 @@ state, and the only code that creates its `Revision` and `Build` rows.
 
 Each transition runs in the caller's transaction, on a row the caller locked (`lock`), and
 registers what follows on commit: the reconcile that carries the row to its cluster (or the
-build that comes first) and the live card. Callers:
+build that comes first) and the live card. Many services at once (Start All, Stop All, a YAML
+apply, a clone) are written with bulk queries and handed to one environment task, which
+publishes their cards. Callers:
 
 * `services.actions` — the user's verbs, after the access check and the allocation;
 * `environments.yaml_document` and `environments.actions` — a YAML apply, a clone, deleting an
@@ -29,7 +31,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from environments.models import Environment
-from services import builds, guards, live, queue
+from services import builds, guards, live, progress, queue
 from services.models import SPEC_FIELDS, Build, Revision, Service, disk_rule_errors
 from services.status import ObservedStatus
 
@@ -190,6 +192,7 @@ def fail_build(build: Build, reason: str) -> None:
         for name, value in values.items():
             setattr(service, name, value)
         live.publish_service(service)
+        progress.publish_for([service])
 
 
 def finish_build(build: Build, *, succeeded: bool, reason: str, commit: str) -> str:
@@ -220,6 +223,7 @@ def finish_build(build: Build, *, succeeded: bool, reason: str, commit: str) -> 
         _set_status(service, Service.Status.FAILED, f"Build failed:\n{reason}")
         service.save(update_fields=_STATUS_FIELDS)
         live.publish_service(service)
+        progress.publish_for([service])
     return locked.status
 
 
@@ -255,18 +259,73 @@ def begin_run(service: Service, acting_user: AbstractBaseUser | None, cause: str
     return revision
 
 
-def begin_start(services: Sequence[Service]) -> None:
+def begin_start(services: Sequence[Service], *, batch: bool = False) -> None:
     """Start stopped services (a card's Start, Start All): all of them, or none when one reads
     a secret its environment lacks. A Git service never built (a clone, a failed first build)
-    builds first."""
+    builds first. Several services, or a `batch` of one (Start All), go together
+    (`begin_batch`); one alone publishes its card and goes ahead of batches."""
     guards.check_secrets(services)
+    if batch or len(services) != 1:
+        begin_batch(services, Service.DesiredState.RUNNING)
+        return
+    service = services[0]
+    service.desired_state = Service.DesiredState.RUNNING
+    service.generation += 1
+    _set_status(service, Service.Status.DEPLOYING)
+    if service.is_git and not service.image and not service.builds.filter(status__in=Build.ACTIVE).exists():
+        start_build(service, None)
+    _save(service)
+
+
+def begin_batch(services: Sequence[Service], state: str) -> None:
+    """Start or stop many locked services of one environment (Start All, Stop All) in a few
+    queries whatever their number, and hand them to the cluster through one environment task
+    on commit, which publishes their cards: rendering hundreds of cards has no place in the
+    request. A Git service started with no image and no build on its way builds first."""
+    if not services:
+        return
+    now = timezone.now()
+    running = state == Service.DesiredState.RUNNING
     for service in services:
-        service.desired_state = Service.DesiredState.RUNNING
+        service.desired_state = state
         service.generation += 1
-        _set_status(service, Service.Status.DEPLOYING)
-        if service.is_git and not service.image and not service.builds.filter(status__in=Build.ACTIVE).exists():
-            start_build(service, None)
-        _save(service)
+        service.status = Service.Status.DEPLOYING if running else Service.Status.STOPPING
+        service.status_reason = ""
+        service.status_changed_at = now
+        service.updated_at = now
+    if running:
+        _start_builds([s for s in services if s.is_git and not s.image])
+    Service.objects.bulk_update(services, ["desired_state", "generation", *_STATUS_FIELDS])
+    environment_id = services[0].environment_id
+    logger.info(
+        "environment %s: %d service(s) to %s", environment_id, len(services), state
+    )  # fmt: skip
+    queue.on_commit(queue.RECONCILE_ENVIRONMENT, environment_id, [s.pk for s in services])
+
+
+def _start_builds(services: Sequence[Service]) -> None:
+    """`start_build` for the services with no build on its way, in three queries for all."""
+    if not services:
+        return
+    busy = set(
+        Build.objects.filter(service__in=services, status__in=Build.ACTIVE).values_list("service_id", flat=True)
+    )
+    services = [s for s in services if s.pk not in busy]
+    if not services:
+        return
+    last = dict(
+        Build.objects.filter(service__in=services).values("service").annotate(last=Max("number")).values_list("service", "last")
+    )
+    new = []
+    for service in services:
+        number = last.get(service.pk, 0) + 1
+        build = Build(service=service, number=number, repository_url=service.repository_url, branch=service.branch)
+        build.job_name = builds.job_name_for(service, build.public_id)
+        build.image = builds.image_for(service, number, build.public_id)
+        new.append(build)
+        _set_status(service, Service.Status.BUILDING, f"Building branch {service.branch}.")
+    for build in Build.objects.bulk_create(new):
+        queue.on_commit(queue.RUN_BUILD, build.pk)
 
 
 def begin_stop(service: Service) -> None:
@@ -324,6 +383,7 @@ def mark_failed(service: Service, generation: int, reason: str) -> bool:
     for name, value in values.items():
         setattr(service, name, value)
     live.publish_service(service)
+    progress.publish_for([service])
     return True
 
 
@@ -392,8 +452,8 @@ def write_many(
     allocation check. A changed Git service whose repository or branch (or another build input)
     changed builds again, cancelling the build in flight, as a deploy does; stopped, it keeps
     no image of the old branch, so that its next start builds the new one. Services it would
-    start from stopped must have their secrets. The written services are published and
-    reconciled, through one environment task, on commit; returns them."""
+    start from stopped must have their secrets. The written services are handed, with their
+    cards to publish, to one environment task on commit; returns them."""
     now = timezone.now()
     starting = [
         w.service for w in writes
@@ -476,7 +536,6 @@ def write_many(
         # Loaded already: the card renders without a query per service.
         service.environment = environment
     if written:
-        live.publish_services(written)
-        # One task on commit: the environment's objects, then a reconcile per service from it.
+        # One task on commit: the cards, the environment's objects, then its services.
         queue.on_commit(queue.RECONCILE_ENVIRONMENT, environment.pk, [s.pk for s in written])
     return written

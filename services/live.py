@@ -84,6 +84,15 @@ def publish_service_removed(environment_public_id: str, service_public_id: str) 
     transaction.on_commit(lambda: send_now([(group_name(environment_public_id), message)]))
 
 
+def publish_fragment(environment_public_id: str, html: str, tab: str | None = None) -> None:
+    """Send one element (its root has an id) to the pages open on the environment, on commit:
+    to those showing `tab`, or to all of them when `tab` is None."""
+    message = {"type": CARD_UPDATE, "html": html}
+    if tab is not None:
+        message["tab"] = tab
+    transaction.on_commit(lambda: send_now([(group_name(environment_public_id), message)]))
+
+
 def render_event_list(environment: Environment) -> str:
     events = ClusterEvent.objects.recent(environment)
     return render_to_string("environments/_event_list.html", {"environment": environment, "events": events}).strip()

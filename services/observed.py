@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from clusters.state import WARNING_WINDOW_SECONDS, Changes, ClusterState, Obj, WriteResult, environment_id_of_namespace
 from environments.models import ClusterEvent, Environment
-from services import lifecycle, live, queue
+from services import lifecycle, live, progress, queue
 from services.builds import job_outcome
 from services.models import Build, Service
 from services.status import ObservedStatus, derive_status
@@ -222,6 +222,7 @@ def write_changes(
             services = services_to_derive(cluster_id, changes)
         store_statuses(services, state, result)
         live.publish_services(result.changed)
+        progress.publish_for(result.changed)
         if changed_environments:
             for environment in Environment.objects.filter(pk__in=changed_environments):
                 live.publish_event_list(environment)

@@ -9,6 +9,7 @@ app_name = "services"
 urlpatterns = [
     path("environments/<str:env_id>/services/new/", views.deploy, name="deploy"),
     path("environments/<str:env_id>/start-all/", views.start_all, name="start-all"),
+    path("environments/<str:env_id>/stop-all/", views.stop_all, name="stop-all"),
     path("services/<str:service_id>/", views.detail, name="detail"),
     path("services/<str:service_id>/metrics/", views.metrics_tab, name="metrics"),
     path("services/<str:service_id>/edit/", views.edit, name="edit"),

@@ -26,8 +26,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from environments.access import get_environment_for_user
 from environments.models import Environment
 from hooks.actions import set_deploy_on_push
-from services import actions, charts, guards, metrics
-from services.access import cards_for_environment, get_service_for_user, may_open_terminal
+from services import actions, charts, guards, metrics, progress
+from services.access import get_service_for_user, may_open_terminal
 from services.forms import ServiceForm
 from services.manifests import DATA_MOUNT_PATH
 from services.models import Build, Service
@@ -239,6 +239,16 @@ def delete(request: HtmxHttpRequest, service_id: str) -> HttpResponse:
     return response
 
 
+def _bulk_response(request: HtmxHttpRequest, environment: Environment) -> HttpResponse:
+    """Start All's and Stop All's answer once the intent is saved: the progress banner and the
+    message, out of band. The cards follow over the page's socket as the environment's task
+    takes them (rendering hundreds here is what kept the request waiting)."""
+    if not wants_fragment(request):
+        return redirect("environments:detail", env_id=environment.public_id)
+    environment.refresh_from_db(fields=["bulk_action", "bulk_service_ids", "bulk_started_at"])
+    return HttpResponse(progress.render_for(environment, oob=True) + _messages_oob(request))
+
+
 @require_POST
 @login_required
 def start_all(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
@@ -248,22 +258,29 @@ def start_all(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
         count = actions.start_all(request.user, environment)
     except ValidationError as error:
         _flash_refusal(request, error)
-        count = 0
     else:
         if count:
             messages.success(request, f"Starting {count} service{'s' if count != 1 else ''}.")
         else:
             messages.info(request, "No stopped services to start.")
-    if not wants_fragment(request):
-        return redirect("environments:detail", env_id=environment.public_id)
-    # Every card out of band (a page on another tab just ignores them), and the message.
-    services = cards_for_environment(environment)
-    guards.note_missing_secrets(services)
-    cards = "".join(
-        render_to_string("services/_card.html", {"service": service, "oob": True}, request=request)
-        for service in services
-    )
-    return HttpResponse(cards + _messages_oob(request))
+    return _bulk_response(request, environment)
+
+
+@require_POST
+@login_required
+def stop_all(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
+    """The selector's "Stop All": every running service of the environment scales to zero."""
+    environment = get_environment_for_user(request.user, env_id)
+    try:
+        count = actions.stop_all(request.user, environment)
+    except ValidationError as error:
+        _flash_refusal(request, error)
+    else:
+        if count:
+            messages.success(request, f"Stopping {count} service{'s' if count != 1 else ''}.")
+        else:
+            messages.info(request, "No running services to stop.")
+    return _bulk_response(request, environment)
 
 
 # --- the service page --------------------------------------------------------------------------

@@ -245,6 +245,7 @@ class AuditEntry(models.Model):
         SERVICE_START = "service.start", "Service started"
         SERVICE_STOP = "service.stop", "Service stopped"
         SERVICE_START_ALL = "service.start_all", "Start All"
+        SERVICE_STOP_ALL = "service.stop_all", "Stop All"
         SERVICE_DELETE = "service.delete", "Service deleted"
         PROJECT_CREATE = "project.create", "Project created"
         ENVIRONMENT_CREATE = "environment.create", "Environment created"
