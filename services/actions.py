@@ -117,13 +117,17 @@ def stop_service(acting_user: AbstractBaseUser | None, service: Service) -> Serv
 
 
 def _in_batch(environment: Environment, desired_state: str) -> list[Service]:
-    """The environment's services in `desired_state` (not being deleted), locked, oldest first."""
-    return list(
+    """The environment's services in `desired_state` (not being deleted), locked, oldest first,
+    holding the locked environment (the allocation check and the audit read it)."""
+    services = list(
         Service.objects.select_for_update(of=("self",))
         .filter(environment=environment, desired_state=desired_state)
         .exclude(status=Service.Status.DELETING)
         .order_by("pk")
     )
+    for service in services:
+        service.environment = environment
+    return services
 
 
 def _services(count: int, adjective: str) -> str:

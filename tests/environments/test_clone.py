@@ -108,7 +108,8 @@ def test_it_refuses_start_all_while_a_secret_is_missing_naming_it_and_where_to_s
     assert f'<a href="{settings_url}" data-set-secrets>Set secrets</a>' in body
     # All or nothing, as for the allocation: the web service, whose secret is set, stays stopped too.
     assert set(qa.services.values_list("desired_state", "status")) == {("stopped", "stopped")}
-    # The db card, swapped in out of band, says the same and links to Secret Management.
+    # The db card on the page says the same and links to Secret Management.
+    body = owner_client.get(reverse("environments:detail", args=[qa.public_id])).content.decode()
     db = qa.services.get(name="db")
     card = body[body.index(f'id="service-{db.public_id}"') :]
     card = card[: card.index("</article>")]

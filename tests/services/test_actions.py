@@ -192,7 +192,8 @@ def test_it_starts_all_stopped_services(main_env, owner, django_capture_on_commi
     actions.stop_service(owner, b)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert actions.start_all(owner, main_env) == 2
-    assert sorted(args[0] for _, args in enqueued(callbacks)) == sorted([a.pk, b.pk])
+    # One environment task for the batch, which publishes the cards and reconciles each service.
+    assert enqueued(callbacks) == [("environments.tasks.reconcile_environment", (main_env.pk, [a.pk, b.pk]))]
     assert set(Service.objects.values_list("desired_state", flat=True)) == {"running"}
     running.refresh_from_db()
     assert running.generation == 1
