@@ -533,7 +533,7 @@ def write_many(
     )
     written = new_services + changed
     for service in written:
-        # Loaded already: the card renders without a query per service.
+        # Loaded already: a caller reading it costs no query per service.
         service.environment = environment
     if written:
         # One task on commit: the cards, the environment's objects, then its services.
