@@ -27,7 +27,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db.models import Max
+from django.db.models import F, Max
 from django.utils import timezone
 
 from environments.models import Environment
@@ -286,16 +286,24 @@ def begin_batch(services: Sequence[Service], state: str) -> None:
         return
     now = timezone.now()
     running = state == Service.DesiredState.RUNNING
+    values = {
+        "desired_state": state,
+        "status": Service.Status.DEPLOYING if running else Service.Status.STOPPING,
+        "status_reason": "",
+        "status_changed_at": now,
+        "updated_at": now,
+    }
+    # One UPDATE for the whole batch: the same values for all, and each generation bumped from
+    # its locked row (a `bulk_update` of hundreds of rows costs more in Python than in SQL).
+    Service.objects.filter(pk__in=[s.pk for s in services]).update(generation=F("generation") + 1, **values)
     for service in services:
-        service.desired_state = state
         service.generation += 1
-        service.status = Service.Status.DEPLOYING if running else Service.Status.STOPPING
-        service.status_reason = ""
-        service.status_changed_at = now
-        service.updated_at = now
+        for name, value in values.items():
+            setattr(service, name, value)
     if running:
-        _start_builds([s for s in services if s.is_git and not s.image])
-    Service.objects.bulk_update(services, ["desired_state", "generation", *_STATUS_FIELDS])
+        building = _start_builds([s for s in services if s.is_git and not s.image])
+        if building:
+            Service.objects.bulk_update(building, _STATUS_FIELDS)
     environment_id = services[0].environment_id
     logger.info(
         "environment %s: %d service(s) to %s", environment_id, len(services), state
@@ -303,16 +311,17 @@ def begin_batch(services: Sequence[Service], state: str) -> None:
     queue.on_commit(queue.RECONCILE_ENVIRONMENT, environment_id, [s.pk for s in services])
 
 
-def _start_builds(services: Sequence[Service]) -> None:
-    """`start_build` for the services with no build on its way, in three queries for all."""
+def _start_builds(services: Sequence[Service]) -> list[Service]:
+    """`start_build` for the services with no build on its way, in three queries for all;
+    returns the services it set `building` (unsaved: the caller saves them)."""
     if not services:
-        return
+        return []
     busy = set(
         Build.objects.filter(service__in=services, status__in=Build.ACTIVE).values_list("service_id", flat=True)
     )
     services = [s for s in services if s.pk not in busy]
     if not services:
-        return
+        return []
     last = dict(
         Build.objects.filter(service__in=services).values("service").annotate(last=Max("number")).values_list("service", "last")
     )
@@ -326,6 +335,7 @@ def _start_builds(services: Sequence[Service]) -> None:
         _set_status(service, Service.Status.BUILDING, f"Building branch {service.branch}.")
     for build in Build.objects.bulk_create(new):
         queue.on_commit(queue.RUN_BUILD, build.pk)
+    return services
 
 
 def begin_stop(service: Service) -> None:
