@@ -4,20 +4,26 @@ carries them."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.db import connection
 from django.urls import reverse
 
+from clusters.state import DEPLOYMENTS
 from environments import yaml_document
 from environments.models import Environment
-from services import actions, progress
+from services import actions, live, progress
 from services.forms import ServiceForm
 from services.models import Service
+from services.observed import write_changes
 from spaces.models import AuditEntry, ResourceAllocation
 from tests.factories import make_environment
+from tests.services.test_observed import deployment, synced_state
 
 pytestmark = pytest.mark.django_db
 
@@ -240,3 +246,40 @@ class TestProgress:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             progress.publish_for(services)
         assert callbacks == []
+
+
+def test_the_watcher_publishes_the_banner_as_the_cluster_carries_the_batch(
+    main_env, owner, django_capture_on_commit_callbacks
+):
+    """What the watcher writes moves the banner of the pages open on the environment, over the
+    channel layer, and the last service done ends the batch."""
+    services = make_services(main_env, owner, 2)
+    actions.start_all(owner, main_env)
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(live.group_name(main_env.public_id), channel)
+
+    def banner_after(service: Service) -> str:
+        state.apply(DEPLOYMENTS, "ADDED", deployment(service, ready=1))
+        with django_capture_on_commit_callbacks(execute=True):
+            write_changes(main_env.cluster_id, state, state.take_changes())
+        while True:
+            message = async_to_sync(receive)()
+            if 'id="environment-progress"' in message["html"]:
+                assert "tab" not in message
+                return message["html"]
+
+    async def receive() -> dict:
+        try:
+            return await asyncio.wait_for(layer.receive(channel), 5)
+        except TimeoutError:
+            statuses = list(main_env.services.values_list("name", "status"))
+            raise AssertionError(f"No progress banner was published within 5 s; statuses: {statuses}") from None
+
+    state = synced_state()
+    assert "Starting 1 of 2 services…" in banner_after(services[0])
+    main_env.refresh_from_db()
+    assert main_env.bulk_action == "start"
+    assert "Started 2 services." in banner_after(services[1])
+    main_env.refresh_from_db()
+    assert main_env.bulk_action == ""
