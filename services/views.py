@@ -1,8 +1,9 @@
 """Deploying and running services: the deploy modal, the card's buttons, the service page.
 
 Every view is access → action → response. POST actions answer htmx with the updated card (the
-card's buttons target `#service-<public id>` with an outerHTML swap) and plain forms with a
-redirect, so each button works without JavaScript too. No view talks to Kubernetes: the
+card's buttons target `#service-<public id>` with an outerHTML swap; Start All and Stop All with
+the progress banner, their cards coming over the socket) and plain forms with a redirect, so
+each button works without JavaScript too. No view talks to Kubernetes: the
 actions write the desired state and a Celery task applies it.
 """
 
