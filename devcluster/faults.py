@@ -49,6 +49,37 @@ class Effect:
 
 
 @dataclass
+class Writes:
+    """Every write request the server received, in order: `(method, path, status)`. Tests read
+    it to assert that a reconcile of something unchanged writes nothing, and in what order two
+    tasks wrote; benchmarks read its length. Appended on the server's loop, read from any thread."""
+    _log: list[tuple[str, str, int]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, method: str, path: str, status: int) -> None:
+        if method.upper() in WRITE_METHODS:
+            with self._lock:
+                self._log.append((method.upper(), path, status))
+
+    def log(self) -> list[tuple[str, str, int]]:
+        with self._lock:
+            return list(self._log)
+
+    def clear(self) -> int:
+        with self._lock:
+            count = len(self._log)
+            self._log.clear()
+            return count
+
+    def handle_admin(self, method: str) -> dict[str, Any]:
+        """GET /_devcluster/writes: the log and its length; DELETE: empty it."""
+        if method == "DELETE":
+            return {"cleared": self.clear()}
+        log = self.log()
+        return {"count": len(log), "writes": [{"method": m, "path": p, "status": s} for m, p, s in log]}
+
+
+@dataclass
 class Faults:
     drop: Callable[[bool], int] = field(default=lambda abrupt: 0, repr=False)
     seed: int | None = None
