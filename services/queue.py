@@ -20,7 +20,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from celery import current_app
+from celery import Signature, current_app
 from django.db import transaction
 
 RECONCILE_SERVICE = "services.tasks.reconcile_service"
@@ -46,11 +46,15 @@ def priority_for(task_name: str, *args: Any) -> int:
     return PRIORITY
 
 
+def signature(task_name: str, *args: Any) -> Signature:
+    return current_app.signature(task_name).set(priority=priority_for(task_name, *args))
+
+
 def send(task_name: str, *args: Any, countdown: float | None = None) -> None:
-    """Send `task_name(*args)` now, with its priority."""
-    current_app.signature(task_name).apply_async(args, countdown=countdown, priority=priority_for(task_name, *args))
+    """Send `task_name(*args)` now, with its priority; `countdown`: not before that many seconds."""
+    signature(task_name, *args).apply_async(args, countdown=countdown)
 
 
 def on_commit(task_name: str, *args: Any) -> None:
     """Send `task_name(*args)` once the current transaction commits."""
-    transaction.on_commit(partial(send, task_name, *args), robust=True)
+    transaction.on_commit(partial(signature(task_name, *args).delay, *args), robust=True)
