@@ -3,14 +3,19 @@ devcluster's log of write requests."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
 from django.db import transaction
+
+from ale_site.celery import app
 
 from clusters.client import client_for
 from environments.tasks import reconcile_environment
-from services import apply, lifecycle
+from services import apply, lifecycle, live, queue
 from services.forms import ServiceForm
 from services.models import Service
 from services.tasks import reconcile_service, reconcile_services
@@ -104,3 +109,36 @@ def test_it_forgets_what_a_stale_apply_wrote_and_reconciles_again(env, owner, de
     assert not apply.record_applied(stale, {"apps/v1/Deployment/web": "digest of an older generation"})
     service.refresh_from_db()
     assert service.applied_hashes == {}
+
+
+def received_cards(channel: str, count: int) -> list[dict]:
+    layer = get_channel_layer()
+
+    async def receive() -> list[dict]:
+        return [await asyncio.wait_for(layer.receive(channel), timeout=10) for _ in range(count)]
+
+    return async_to_sync(receive)()
+
+
+def queued(queue_name: str, priority: int) -> int:
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        return channel.client.llen(channel._q_for_pri(queue_name, priority))
+
+
+def test_it_publishes_a_batchs_cards_and_hands_its_services_over_in_chunks_as_bulk_work(
+    env, celery_queue, django_capture_on_commit_callbacks
+):
+    ids = [service.pk for service in make_services(env, 45)]
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(live.group_name(env.public_id), channel)
+
+    # In a worker the task's transaction commits; here the test's transaction wraps it.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reconcile_environment.apply(args=[env.pk, ids]).get() == "applied"
+    cards = received_cards(channel, 45)
+    assert {card["type"] for card in cards} == {live.CARD_UPDATE}
+    # Three chunks, behind anything a person asked for.
+    assert queued(celery_queue, queue.BULK_PRIORITY) == 3
+    assert queued(celery_queue, queue.PRIORITY) == 0
