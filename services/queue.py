@@ -50,9 +50,13 @@ def signature(task_name: str, *args: Any) -> Signature:
     return current_app.signature(task_name).set(priority=priority_for(task_name, *args))
 
 
-def send(task_name: str, *args: Any, countdown: float | None = None) -> None:
-    """Send `task_name(*args)` now, with its priority; `countdown`: not before that many seconds."""
-    signature(task_name, *args).apply_async(args, countdown=countdown)
+def send(task_name: str, *args: Any, countdown: float | None = None, bulk: bool = False) -> None:
+    """Send `task_name(*args)` now, with its priority (`bulk`: the lowest, for a part of bulk
+    work handed on); `countdown`: not before that many seconds."""
+    sig = signature(task_name, *args)
+    if bulk:
+        sig.set(priority=BULK_PRIORITY)
+    sig.apply_async(args, countdown=countdown)
 
 
 def on_commit(task_name: str, *args: Any) -> None:

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import QuerySet
 
 from clusters.client import client_for
@@ -173,7 +173,7 @@ def reconcile_services(self: Task, environment_id: int, service_ids: list[int]) 
         if skip:
             count(skip)
         elif service.status == Service.Status.DELETING:
-            queue.send(queue.RECONCILE_SERVICE, service.pk, service.generation)
+            queue.send(queue.RECONCILE_SERVICE, service.pk, service.generation, bulk=True)
             count("handed over")
         elif service.is_git and not service.image:
             count(_build_first(service))
@@ -189,7 +189,7 @@ def reconcile_services(self: Task, environment_id: int, service_ids: list[int]) 
         # The environment has no status of its own: each service's reconcile shows it.
         logger.warning("%s: the environment's objects failed (%s); each service on its own", what, exc)
         for service in to_apply:
-            queue.send(queue.RECONCILE_SERVICE, service.pk, service.generation)
+            queue.send(queue.RECONCILE_SERVICE, service.pk, service.generation, bulk=True)
         outcome["handed over"] = outcome.get("handed over", 0) + len(to_apply)
         return outcome
 
@@ -198,6 +198,9 @@ def reconcile_services(self: Task, environment_id: int, service_ids: list[int]) 
             return apply.apply_service(kube, service, salt=salt)
         except ClusterError as exc:
             return exc
+        finally:
+            # The rows come loaded; should anything still query, its connection ends with it.
+            connections.close_all()
 
     # Threads talk to the cluster only; every row is written here, on this thread's connection.
     with ThreadPoolExecutor(max_workers=APPLY_THREADS, thread_name_prefix="apply") as pool:
@@ -205,11 +208,13 @@ def reconcile_services(self: Task, environment_id: int, service_ids: list[int]) 
     for service, result in zip(to_apply, results):
         if not isinstance(result, ClusterError):
             if not apply.record_applied(service, result):
-                queue.send(queue.RECONCILE_SERVICE, service.pk)
+                queue.send(queue.RECONCILE_SERVICE, service.pk, bulk=True)
             count("applied")
         elif result.retryable:
             logger.warning("%s: service %s failed, retrying on its own: %s", what, service.pk, result)
-            queue.send(queue.RECONCILE_SERVICE, service.pk, service.generation, countdown=retry_delay(0, result.retry_after))
+            queue.send(
+                queue.RECONCILE_SERVICE, service.pk, service.generation, countdown=retry_delay(0, result.retry_after), bulk=True
+            )
             count("retrying")
         else:
             logger.error("%s: service %s failed (permanent): %s", what, service.pk, result)

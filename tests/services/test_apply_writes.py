@@ -142,3 +142,20 @@ def test_it_publishes_a_batchs_cards_and_hands_its_services_over_in_chunks_as_bu
     # Three chunks, behind anything a person asked for.
     assert queued(celery_queue, queue.BULK_PRIORITY) == 3
     assert queued(celery_queue, queue.PRIORITY) == 0
+
+
+def test_it_fails_only_the_service_the_cluster_refused_and_hands_a_throttled_one_its_own_retries(
+    env, devcluster, celery_queue
+):
+    first, refused, throttled = make_services(env, 3)
+    devcluster.faults.error(422, path=f"/deployments/{refused.name}$", method="PATCH", message="refused by a test")
+    devcluster.faults.throttle(retry_after=1, path=f"/deployments/{throttled.name}$", method="PATCH")
+
+    outcome = reconcile_services.apply(args=[env.pk, [first.pk, refused.pk, throttled.pk]]).get()
+    assert outcome == {"applied": 1, "failed": 1, "retrying": 1}
+    statuses = dict(Service.objects.filter(environment=env).values_list("name", "status"))
+    assert statuses == {first.name: "deploying", refused.name: "failed", throttled.name: "deploying"}
+    assert Service.objects.get(pk=first.pk).applied_hashes
+    assert Service.objects.get(pk=throttled.pk).applied_hashes == {}
+    # The throttled one waits for its own reconcile, as bulk work.
+    assert queued(celery_queue, queue.BULK_PRIORITY) == 1
