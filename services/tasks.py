@@ -157,7 +157,7 @@ def reconcile_services(self: Task, environment_id: int, service_ids: list[int]) 
     which retries it with backoff; services being deleted are handed over the same way. The
     chunk itself is never retried: what it applied stays applied.
     """
-    services = [s for s in _service_rows(pk__in=service_ids, environment_id=environment_id).order_by("pk")]
+    services = list(_service_rows(pk__in=service_ids, environment_id=environment_id).order_by("pk"))
     outcome: dict[str, int] = {}
 
     def count(key: str) -> None:
@@ -190,7 +190,7 @@ def reconcile_services(self: Task, environment_id: int, service_ids: list[int]) 
         logger.warning("%s: the environment's objects failed (%s); each service on its own", what, exc)
         for service in to_apply:
             queue.send(queue.RECONCILE_SERVICE, service.pk, service.generation, bulk=True)
-        outcome["handed over"] = outcome.get("handed over", 0) + len(to_apply)
+            count("handed over")
         return outcome
 
     def apply_one(service: Service) -> dict[str, str] | ClusterError:
