@@ -183,7 +183,13 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "ale")
 # A task that is not acknowledged within this time is handed to another worker; it must exceed
 # the longest task (a reconcile with all its retries stays well under ten minutes).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": int(env("CELERY_VISIBILITY_TIMEOUT", "900"))}
+# Priorities (`services/queue.py`): one Redis list per step, popped in this order, so that a
+# person's click (0) goes ahead of bulk work (9) already waiting in the same queue.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(env("CELERY_VISIBILITY_TIMEOUT", "900")),
+    "priority_steps": [0, 3, 6, 9],
+    "queue_order_strategy": "priority",
+}
 # Autodiscovery loads each app's tasks.py; the resync lives beside them, in services/resync.py.
 CELERY_IMPORTS = ("services.resync",)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

@@ -5,6 +5,7 @@ Embed it in a test process::
     with DevCluster(pod_ready_seconds=0.2) as dc:
         dc.write_kubeconfig(path)
         dc.faults.throttle(retry_after=1, count=2)
+        dc.writes.clear(); ...; assert not dc.writes.log()
 
 or run it as a program: ``python -m devcluster --port 0 --kubeconfig PATH``.
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 from .authz import parse_rule
 from .eventttl import DEFAULT_EVENT_TTL, parse_event_ttl
-from .faults import Faults
+from .faults import Faults, Writes
 
 __all__ = ["DevCluster", "RESTRICTED_CONTEXT", "write_kubeconfig", "load_token"]
 
@@ -136,6 +137,12 @@ class DevCluster:
     def faults(self) -> Faults:
         assert self._server is not None, "DevCluster is not started"
         return self._server.faults
+
+    @property
+    def writes(self) -> Writes:
+        """The log of write requests (POST, PUT, PATCH, DELETE) the cluster received."""
+        assert self._server is not None, "DevCluster is not started"
+        return self._server.writes
 
     @property
     def server(self) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import random
 import re
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -46,6 +47,49 @@ class Effect:
     retry_after: int | None = None
     conflict: bool = False
     message: str | None = None
+
+
+# The write log keeps this many entries (a long-running `make run` must not grow without end);
+# the count is exact whatever the log kept.
+WRITES_KEPT = 100_000
+
+
+@dataclass
+class Writes:
+    """Every write request the server received, in order: `(method, path, status)`. Tests read
+    it to assert that a reconcile of something unchanged writes nothing, and in what order two
+    tasks wrote; benchmarks read its count. Appended on the server's loop, read from any thread."""
+    _log: deque[tuple[str, str, int]] = field(default_factory=lambda: deque(maxlen=WRITES_KEPT))
+    _count: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, method: str, path: str, status: int) -> None:
+        if method.upper() in WRITE_METHODS:
+            with self._lock:
+                self._log.append((method.upper(), path, status))
+                self._count += 1
+
+    def log(self) -> list[tuple[str, str, int]]:
+        with self._lock:
+            return list(self._log)
+
+    def count(self) -> int:
+        with self._lock:
+            return self._count
+
+    def clear(self) -> int:
+        with self._lock:
+            count, self._count = self._count, 0
+            self._log.clear()
+            return count
+
+    def handle_admin(self, method: str) -> dict[str, Any]:
+        """GET /_devcluster/writes: the count and the log; DELETE: empty both."""
+        if method == "DELETE":
+            return {"cleared": self.clear()}
+        with self._lock:
+            count, log = self._count, list(self._log)
+        return {"count": count, "writes": [{"method": m, "path": p, "status": s} for m, p, s in log]}
 
 
 @dataclass

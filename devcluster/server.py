@@ -23,7 +23,7 @@ from .authz import IDENTITY, Authorizer, Rule
 from .controllers.manager import ControllerManager
 from .controllers.objects import NAMESPACE, POD
 from .eventttl import DEFAULT_EVENT_TTL
-from .faults import Faults
+from .faults import Faults, Writes
 from .ingress import IngressProxy
 from .kinds import GROUP_VERSIONS, Kind, Obj
 from .metrics import Metrics
@@ -148,6 +148,7 @@ class DevServer:
         self.metrics = Metrics(self.api, self.controllers.kubelet, leak_mib_per_second=leak_mib_per_second)
         self.controllers.kubelet.on_pod_gone.append(self._remove_scratch)
         self.faults = Faults(drop=self._drop_threadsafe)
+        self.writes = Writes()
         self.bookmark_seconds = bookmark_seconds
         self.save_delay = save_delay
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -253,6 +254,8 @@ class DevServer:
             status = exc.status
             raise
         finally:
+            if not request.path.startswith("/_devcluster/"):
+                self.writes.record(request.method, request.path, status)
             log.info("%s %s %d %.1fms", request.method, request.path_qs, status, (time.monotonic() - start) * 1000)
 
     @web.middleware
@@ -306,6 +309,10 @@ class DevServer:
                   "/apis": None, "/api/v1": None}
         if path == "/_devcluster/faults":
             return await self._faults_admin(request)
+        if path == "/_devcluster/writes":
+            if request.method not in ("GET", "DELETE"):
+                raise _method_not_allowed()
+            return json_response(self.writes.handle_admin(request.method))
         if path.startswith("/openapi/"):
             return openapi_response(self.openapi, request, path)
         if not self.metrics_api and path.startswith("/apis/metrics.k8s.io"):

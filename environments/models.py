@@ -32,6 +32,9 @@ class Environment(models.Model):
     # deletion task has seen its namespace disappear from the cluster. The periodic resync
     # starts the task again when it has been going for long, and moves this to that moment.
     deleting_at = models.DateTimeField(null=True, blank=True)
+    # A digest of the objects the last successful apply of the environment's own objects wrote
+    # (namespace, policies, secret, quota, firewall), so an unchanged one is not applied again.
+    applied_hash = models.CharField(max_length=64, blank=True, default="", editable=False)
 
     class TerminalAccess(models.TextChoices):
         ALL_MEMBERS = "all_members", "All members"

@@ -13,19 +13,11 @@ from django.utils import timezone
 
 from clusters.client import client_for
 from clusters.errors import ClusterError
-from clusters.labels import EXTERNAL_SELECTOR, SERVICE_LABEL
-from environments.manifests import (
-    EXTERNAL_POLICY,
-    render_env_secret,
-    render_environment,
-    render_external_access,
-    render_resource_quota,
-)
-from environments.models import ClusterEvent, Environment, EnvironmentVariable
+from environments.models import ClusterEvent, Environment
+from services import apply, live, queue
 from services.models import Service
-from services.tasks import MAX_RETRIES, reconcile_service, retry_or_give_up
+from services.tasks import MAX_RETRIES, retry_or_give_up
 from spaces.models import Project
-from spaces.resources import limits_for_space
 
 logger = logging.getLogger(__name__)
 
@@ -40,56 +32,36 @@ def _environment(environment_id: int) -> Environment | None:
     return Environment.objects.select_related("project__space", "cluster").filter(pk=environment_id).first()
 
 
-def _apply_environment(kube, environment: Environment) -> None:
-    """Namespace, isolation, the `ale-env` Secret and the firewall's external access; the
-    node ports the cluster gives are recorded on the services for their Copy Address."""
-    variables = {v.key: v.value for v in EnvironmentVariable.objects.filter(environment=environment)}
-    quota = render_resource_quota(environment, limits_for_space(environment.project.space))
-    kube.apply([*render_environment(environment), quota, render_env_secret(environment, variables)])
-    tcp = []
-    if environment.allow_external_tcp:
-        tcp = list(
-            Service.objects.filter(environment=environment, kind=Service.Kind.TCP)
-            .exclude(status=Service.Status.DELETING)
-            .select_related("environment__project__space", "environment__cluster")
+def _publish_cards(environment: Environment, service_ids: list[int]) -> None:
+    """The cards of the services a bulk transition wrote, in one trip: the transition's request
+    does not render them (300 cards are most of its time)."""
+    services = list(
+        Service.objects.filter(environment=environment, pk__in=service_ids).select_related(
+            "environment__project__space", "environment__cluster", "deployed_by"
         )
-    external = render_external_access(environment, tcp)
-    applied = kube.apply(external)
-    ports: dict[str, int] = {}
-    for obj in applied:
-        if obj.get("kind") != "Service":
-            continue
-        spec = obj.get("spec") or {}
-        port = (spec.get("ports") or [{}])[0]
-        # NodePort: the node's port; LoadBalancer: the balancer listens on the service's port.
-        value = port.get("nodePort") if spec.get("type") == "NodePort" else port.get("port")
-        public_id = ((obj.get("metadata") or {}).get("labels") or {}).get(SERVICE_LABEL)
-        if public_id and value:
-            ports[public_id] = int(value)
-    for service in tcp:
-        if service.external_node_port != ports.get(service.public_id):
-            Service.objects.filter(pk=service.pk).update(external_node_port=ports.get(service.public_id))
-    if not tcp:
-        Service.objects.filter(environment=environment, external_node_port__isnull=False).update(external_node_port=None)
-    # What an earlier state created and this one does not ask for.
-    wanted = {m["metadata"]["name"] for m in external if m["kind"] == "Service"}
-    existing, _ = kube.list(
-        "v1", "Service", namespace=environment.namespace, label_selector=EXTERNAL_SELECTOR
     )
-    for obj in existing:
-        name = obj["metadata"]["name"]
-        if name not in wanted:
-            kube.delete("v1", "Service", name, environment.namespace)
-    if not external:
-        kube.delete("networking.k8s.io/v1", "NetworkPolicy", EXTERNAL_POLICY, environment.namespace)
+    with transaction.atomic():
+        live.publish_services(services)
+
+
+def chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# Services per `reconcile_services`: a chunk keeps a worker slot a second or two, after which a
+# person's click waiting in the queue goes first.
+CHUNK_SIZE = 20
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
 def reconcile_environment(self: Task, environment_id: int, service_ids: list[int] | None = None) -> str:
-    """Apply the environment's Namespace, isolation policy, variables Secret and firewall.
+    """Apply the environment's Namespace, isolation policy, variables Secret, quota and firewall
+    (nothing, when unchanged since the last apply).
 
-    `service_ids` (a YAML apply, a clone): services whose reconcile this one starts, so that
-    writing hundreds of services enqueues one task on commit instead of hundreds.
+    `service_ids` (a bulk transition: Start All, a YAML apply, a clone): services to carry to the
+    cluster with it, so that writing hundreds of services enqueues one task on commit. Their
+    cards are published first, then they are applied in chunks (`reconcile_services`), as bulk
+    work that a person's click overtakes.
     """
     environment = _environment(environment_id)
     if environment is None:
@@ -98,18 +70,20 @@ def reconcile_environment(self: Task, environment_id: int, service_ids: list[int
     logger.info("%s: attempt %d", what, self.request.retries + 1)
     if environment.is_deleting:
         return "deleting"
+    service_ids = list(service_ids or [])
     if service_ids and self.request.retries == 0:
-        # Each service's reconcile applies the namespace too, so they need not wait for this one.
-        for service_id in service_ids:
-            reconcile_service.delay(service_id)
+        _publish_cards(environment, service_ids)
+    result = "applied"
     try:
-        _apply_environment(client_for(environment.cluster), environment)
+        apply.apply_environment(client_for(environment.cluster), environment, salt=apply.cluster_salt(environment.cluster))
     except ClusterError as exc:
         # The environment has no status of its own: its services' reconciles apply the same
-        # namespace first and show the failure on their cards.
+        # objects first and show the failure on their cards.
         retry_or_give_up(self, exc, what, lambda reason: None)
-        return "failed"
-    return "applied"
+        result = "failed"
+    for chunk in chunks(service_ids, CHUNK_SIZE):
+        queue.send(queue.RECONCILE_SERVICES, environment.pk, chunk)
+    return result
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=DELETE_MAX_POLLS)

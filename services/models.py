@@ -161,6 +161,9 @@ class Service(models.Model):
     # Set by an explicit redeploy: it goes into the pod template, so that redeploying an
     # unchanged spec still replaces the pods (what `kubectl rollout restart` does).
     redeployed_at = models.DateTimeField(null=True, blank=True)
+    # What the last successful reconcile applied: a digest per object ("apps/v1/Deployment/web"),
+    # so that the next one skips what has not changed (`services.apply`). Empty: not known.
+    applied_hashes = models.JSONField(default=_empty_dict, blank=True, editable=False)
 
     # Who last deployed it, and when (the card's user profile).
     deployed_by = models.ForeignKey(

@@ -107,7 +107,9 @@ def _requeue_stuck(services: list[Service], state: ClusterState) -> int:
             "deleting" if service.status == Service.Status.DELETING else "deploying with no Deployment",
             service.status_changed_at,
         )
-        queue.on_commit(queue.RECONCILE_SERVICE, service.pk, service.generation)
+        # Forced: its objects are missing although the digests say they were applied (deleted
+        # by hand, a namespace recreated); a reconcile that trusted them would write nothing.
+        queue.on_commit(queue.RECONCILE_SERVICE, service.pk, service.generation, True)
     return len(stuck)
 
 

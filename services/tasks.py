@@ -4,9 +4,13 @@ A task takes an id and re-reads the row: it always applies the service as it is 
 task that runs late, twice, or after a newer one leaves the same cluster state. Transient
 cluster errors retry with capped exponential backoff and full jitter; a permanent error, or
 the last failed retry, sets the service to `failed` with a reason its user can act on. Tasks
-write no state themselves: they re-read the row, talk to the cluster and hand what it said to
+write no state themselves but the digests of what they applied (`services.apply`, which skips
+what is unchanged): they re-read the row, talk to the cluster and hand what it said to
 `services.lifecycle` (a failure for the generation they applied, a build's end); the watcher
 turns a service `running` or `stopped` when the cluster says so.
+
+`reconcile_service` is a person's click and goes first; `reconcile_services` applies a chunk of
+an environment's services in threads, as bulk work (`services.queue`).
 """
 
 from __future__ import annotations
@@ -14,18 +18,20 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from celery import Task, shared_task
 from celery.utils.time import get_exponential_backoff_interval
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connections, transaction
+from django.db.models import QuerySet
 
 from clusters.client import client_for
 from clusters.errors import ClusterError
 from clusters.labels import BUILD_LABEL, selector_for_build, selector_for_service
 from environments.manifests import render_environment
-from services import builds, lifecycle
-from services.manifests import CLAIM, JOB, MANAGED_KINDS, render_build_job, render_service, tls_secret_name
+from services import apply, builds, lifecycle, queue
+from services.manifests import JOB, MANAGED_KINDS, render_build_job, tls_secret_name
 from services.models import Build, Service
 
 logger = logging.getLogger(__name__)
@@ -63,6 +69,8 @@ def retry_or_give_up(task: Task, exc: ClusterError, what: str, give_up: Callable
 
 
 def _remove(kube, service: Service) -> None:
+    # From the first delete on, the digests no longer say what the cluster holds.
+    apply.forget_service(service)
     for api_version, kind in MANAGED_KINDS:
         kube.delete(api_version, kind, service.name, service.namespace)
     # The certificate cert-manager kept for its Ingress: cert-manager deletes the Certificate
@@ -74,62 +82,41 @@ def _remove(kube, service: Service) -> None:
         kube.delete(*JOB, job["metadata"]["name"], service.namespace)
 
 
-def _keep_claim_class(kube, manifests: list[dict]) -> list[dict]:
-    """A claim keeps the StorageClass it was made with: the class of a claim cannot change,
-    so one named on the cluster later applies to new disks, not to those that exist.
-
-    Applied only where it matters, so that an unchanged claim is not written again: when the
-    rendered class differs, or when ale had applied a class that is no longer rendered (server-
-    side apply would otherwise remove the field, which the cluster refuses).
-    """
-    for manifest in manifests:
-        if (manifest["apiVersion"], manifest["kind"]) != CLAIM:
-            continue
-        meta = manifest["metadata"]
-        existing = kube.get(*CLAIM, meta["name"], meta["namespace"])
-        current = ((existing or {}).get("spec") or {}).get("storageClassName")
-        if current is None:
-            continue
-        wanted = manifest["spec"].get("storageClassName")
-        if (wanted is not None and wanted != current) or (wanted is None and _applied_class(existing)):
-            manifest["spec"]["storageClassName"] = current
-    return manifests
+def _service_rows(**filters) -> QuerySet[Service]:
+    return Service.objects.select_related("environment__project__space", "environment__cluster").filter(**filters)
 
 
-def _applied_class(claim: dict) -> bool:
-    """Whether ale's own applies own the claim's `spec.storageClassName`."""
-    for entry in claim["metadata"].get("managedFields") or []:
-        if entry.get("manager") == "ale" and entry.get("operation") == "Apply":
-            if "f:storageClassName" in ((entry.get("fieldsV1") or {}).get("f:spec") or {}):
-                return True
-    return False
+def _skip_reason(service: Service) -> str | None:
+    """Why a service is not applied now, or None: what every reconcile checks first."""
+    if service.environment.is_deleting:
+        # The namespace goes with everything in it; recreating objects would only slow that.
+        return "environment deleting"
+    if service.status == Service.Status.BUILDING:
+        # The build's end reconciles it, with the new image.
+        return "building"
+    return None
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)
-def reconcile_service(self: Task, service_id: int, generation: int | None = None) -> str:
-    """Make the cluster match the service: apply its objects, scale, or delete it.
+def reconcile_service(self: Task, service_id: int, generation: int | None = None, force: bool = False) -> str:
+    """Make the cluster match the service: apply what changed of its objects (and of its
+    environment's), scale, or delete it.
 
     `generation` is the one the enqueuing action wrote; it is only logged, because the task
-    always applies the current one.
+    always applies the current one. `force` applies every object whatever was applied before
+    (the resync's repair of a service whose objects went missing).
     """
-    service = (
-        Service.objects.select_related("environment__project__space", "environment__cluster")
-        .filter(pk=service_id)
-        .first()
-    )
+    service = _service_rows(pk=service_id).first()
     if service is None:
         logger.info("reconcile_service %s: the service is gone", service_id)
         return "gone"
     environment = service.environment
     what = f"reconcile_service {service.pk} ({environment.namespace}/{service.name}) generation {service.generation}"
     logger.info("%s: attempt %d (enqueued for generation %s)", what, self.request.retries + 1, generation)
-    if environment.is_deleting:
-        # The namespace goes with everything in it; recreating objects would only slow that.
-        return "environment deleting"
+    skip = _skip_reason(service)
+    if skip:
+        return skip
     deleting = service.status == Service.Status.DELETING
-    if service.status == Service.Status.BUILDING:
-        # The build's end reconciles it, with the new image.
-        return "building"
     if service.is_git and not service.image and not deleting:
         return _build_first(service)
     try:
@@ -137,15 +124,9 @@ def reconcile_service(self: Task, service_id: int, generation: int | None = None
         if deleting:
             _remove(kube, service)
         else:
-            manifests = _keep_claim_class(kube, render_service(service))
-            kube.apply(render_environment(environment) + manifests)
-            rendered = {(m["apiVersion"], m["kind"]) for m in manifests}
-            # What the spec no longer asks for (the Ingress of a service that became TCP). Never
-            # the claim: the rules keep a disk from going while its service exists, and if a
-            # spec slipped past them, a claim left over costs storage where deleting it costs data.
-            for api_version, kind in MANAGED_KINDS:
-                if (api_version, kind) not in rendered and (api_version, kind) != CLAIM:
-                    kube.delete(api_version, kind, service.name, service.namespace)
+            salt = apply.cluster_salt(environment.cluster)
+            apply.apply_environment(kube, environment, salt=salt, force=force)
+            hashes = apply.apply_service(kube, service, salt=salt, force=force)
     except ClusterError as exc:
         prefix = "Could not delete the service: " if deleting else ""
         retry_or_give_up(self, exc, what, lambda reason: lifecycle.mark_failed(service, service.generation, prefix + reason))
@@ -155,7 +136,92 @@ def reconcile_service(self: Task, service_id: int, generation: int | None = None
             lifecycle.finish_delete(service)
         logger.info("%s: deleted", what)
         return "deleted"
+    if not apply.record_applied(service, hashes):
+        logger.info("%s: a newer generation was written meanwhile; reconciling again", what)
+        queue.send(queue.RECONCILE_SERVICE, service.pk)
     return "applied"
+
+
+# How many services one `reconcile_services` applies at once: enough to keep a cluster's API
+# server busy, few enough to stay polite to it (the client's pool holds KUBE_POOL_SIZE).
+APPLY_THREADS = 8
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
+def reconcile_services(self: Task, environment_id: int, service_ids: list[int]) -> dict[str, int]:
+    """Reconcile a chunk of one environment's services together: the environment's objects once
+    (nothing, when unchanged), then the services' objects, `APPLY_THREADS` at a time.
+
+    The same rules and failures as `reconcile_service`, per service: a permanent error marks
+    that service failed; a transient one hands that service to its own `reconcile_service`,
+    which retries it with backoff; services being deleted are handed over the same way. The
+    chunk itself is never retried: what it applied stays applied.
+    """
+    services = list(_service_rows(pk__in=service_ids, environment_id=environment_id).order_by("pk"))
+    outcome: dict[str, int] = {}
+
+    def count(key: str) -> None:
+        outcome[key] = outcome.get(key, 0) + 1
+
+    if not services:
+        return outcome
+    environment = services[0].environment
+    what = f"reconcile_services ({environment.namespace}, {len(services)} services)"
+    to_apply: list[Service] = []
+    for service in services:
+        skip = _skip_reason(service)
+        if skip:
+            count(skip)
+        elif service.status == Service.Status.DELETING:
+            queue.send(queue.RECONCILE_SERVICE, service.pk, service.generation, bulk=True)
+            count("handed over")
+        elif service.is_git and not service.image:
+            count(_build_first(service))
+        else:
+            to_apply.append(service)
+    if not to_apply:
+        return outcome
+    try:
+        kube = client_for(environment.cluster)
+        salt = apply.cluster_salt(environment.cluster)
+        apply.apply_environment(kube, environment, salt=salt)
+    except ClusterError as exc:
+        # The environment has no status of its own: each service's reconcile shows it.
+        logger.warning("%s: the environment's objects failed (%s); each service on its own", what, exc)
+        for service in to_apply:
+            queue.send(queue.RECONCILE_SERVICE, service.pk, service.generation, bulk=True)
+            count("handed over")
+        return outcome
+
+    def apply_one(service: Service) -> dict[str, str] | ClusterError:
+        try:
+            return apply.apply_service(kube, service, salt=salt)
+        except ClusterError as exc:
+            return exc
+        finally:
+            # The rows come loaded; should anything still query, its connection ends with it.
+            connections.close_all()
+
+    # Threads talk to the cluster only; every row is written here, on this thread's connection.
+    with ThreadPoolExecutor(max_workers=APPLY_THREADS, thread_name_prefix="apply") as pool:
+        results = list(pool.map(apply_one, to_apply))
+    for service, result in zip(to_apply, results):
+        if not isinstance(result, ClusterError):
+            if not apply.record_applied(service, result):
+                queue.send(queue.RECONCILE_SERVICE, service.pk, bulk=True)
+            count("applied")
+        elif result.retryable:
+            logger.warning("%s: service %s failed, retrying on its own: %s", what, service.pk, result)
+            queue.send(
+                queue.RECONCILE_SERVICE, service.pk, service.generation, countdown=retry_delay(0, result.retry_after), bulk=True
+            )
+            count("retrying")
+        else:
+            logger.error("%s: service %s failed (permanent): %s", what, service.pk, result)
+            lifecycle.mark_failed(service, service.generation, result.user_message)
+            count("failed")
+    logger.info("%s: %s", what, outcome)
+    return outcome
 
 
 def _build_first(service: Service) -> str:

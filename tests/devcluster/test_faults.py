@@ -150,3 +150,23 @@ def test_it_takes_faults_over_http(devcluster, devcluster_api):
     assert len(admin({"action": "list"})["rules"]) == 1
     admin({"action": "clear"})
     assert admin({"action": "list"})["rules"] == []
+
+
+def test_it_logs_every_write_in_order_and_no_read(devcluster, devcluster_api):
+    core = client.CoreV1Api(devcluster_api)
+    devcluster.writes.clear()
+    created = core.create_namespaced_config_map("default", {"metadata": {"generateName": "w-"}})
+    core.list_namespaced_config_map("default")
+    core.delete_namespaced_config_map(created.metadata.name, "default")
+    path = "/api/v1/namespaces/default/configmaps"
+    assert devcluster.writes.log() == [("POST", path, 201), ("DELETE", f"{path}/{created.metadata.name}", 200)]
+
+    def admin(method: str) -> dict:
+        request = urllib.request.Request(f"{devcluster.url}/_devcluster/writes", method=method,
+                                         headers={"Authorization": f"Bearer {devcluster.token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
+    assert admin("GET")["count"] == 2
+    assert admin("DELETE") == {"cleared": 2}
+    assert admin("GET") == {"count": 0, "writes": []}

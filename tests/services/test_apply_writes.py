@@ -1,0 +1,161 @@
+"""What a reconcile writes to the cluster: only what changed since its last apply, counted by the
+devcluster's log of write requests."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import transaction
+
+from ale_site.celery import app
+
+from clusters.client import client_for
+from environments.tasks import reconcile_environment
+from services import apply, lifecycle, live, queue
+from services.forms import ServiceForm
+from services.models import Service
+from services.tasks import reconcile_service, reconcile_services
+from spaces.actions import create_project
+from tests.services.test_tasks import deploy
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def env(fault_cluster, space, owner):
+    project = create_project(acting_user=owner, space=space, name="counted", display_name="", cluster=fault_cluster)
+    return project.environments.get()
+
+
+def writes(devcluster, env) -> list[tuple[str, str]]:
+    """The write requests about `env`'s namespace since the log was last cleared."""
+    return [(method, path) for method, path, _ in devcluster.writes.log() if f"/namespaces/{env.namespace}" in path]
+
+
+def spec(env, **overrides: Any) -> dict[str, Any]:
+    data = {"name": "app", "kind": "web", "source": "image", "image": "nginx:1.27", "port": "80", "cpu": "0.1",
+            "memory": "64Mi", "replicas": "1", "health_check_path": "/", "capacity": "on_demand", **overrides}
+    form = ServiceForm(data, environment=env)
+    assert form.is_valid(), form.errors
+    return form.cleaned_data
+
+
+def make_services(env, count: int) -> list[Service]:
+    """Rows as a bulk transition leaves them, before anything reached the cluster."""
+    with transaction.atomic():
+        return [lifecycle.create(env, f"s{index:02d}", spec(env)) for index in range(count)]
+
+
+def reconcile(service: Service) -> str:
+    return reconcile_service.apply(args=[service.pk, service.generation]).get()
+
+
+def test_it_writes_nothing_when_a_service_is_reconciled_unchanged(env, owner, devcluster):
+    service = deploy(env, owner)
+    assert reconcile(service) == "applied"
+    assert writes(devcluster, env), "the first reconcile wrote nothing"
+    devcluster.writes.clear()
+
+    assert reconcile(service) == "applied"
+    assert writes(devcluster, env) == []
+
+
+def test_it_writes_only_the_deployment_of_a_changed_spec(env, owner, devcluster):
+    service = deploy(env, owner)
+    assert reconcile(service) == "applied"
+    devcluster.writes.clear()
+
+    service = deploy(env, owner, service, image="nginx:1.28")
+    assert reconcile(service) == "applied"
+    assert writes(devcluster, env) == [("PATCH", f"/apis/apps/v1/namespaces/{env.namespace}/deployments/web")]
+    deployment = client_for(env.cluster).get("apps/v1", "Deployment", "web", env.namespace)
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.28"
+
+
+def test_it_writes_nothing_when_an_environment_of_twenty_unchanged_services_is_reconciled(env, devcluster):
+    ids = [service.pk for service in make_services(env, 20)]
+    assert reconcile_environment.apply(args=[env.pk]).get() == "applied"
+    assert reconcile_services.apply(args=[env.pk, ids]).get() == {"applied": 20}
+    deployments = client_for(env.cluster).list("apps/v1", "Deployment", namespace=env.namespace)[0]
+    assert len(deployments) == 20
+    devcluster.writes.clear()
+
+    assert reconcile_environment.apply(args=[env.pk]).get() == "applied"
+    assert reconcile_services.apply(args=[env.pk, ids]).get() == {"applied": 20}
+    assert writes(devcluster, env) == []
+
+
+def test_it_applies_again_what_the_cluster_lost_when_forced(env, owner, devcluster):
+    service = deploy(env, owner)
+    assert reconcile(service) == "applied"
+    kube = client_for(env.cluster)
+    kube.delete("apps/v1", "Deployment", "web", env.namespace)
+    # Level-triggered on what it wrote, not on what the cluster holds: the resync forces it.
+    assert reconcile(service) == "applied"
+    assert kube.get("apps/v1", "Deployment", "web", env.namespace) is None
+
+    assert reconcile_service.apply(args=[service.pk, service.generation, True]).get() == "applied"
+    assert kube.get("apps/v1", "Deployment", "web", env.namespace) is not None
+
+
+def test_it_forgets_what_a_stale_apply_wrote_and_reconciles_again(env, owner, devcluster):
+    service = deploy(env, owner)
+    stale = Service.objects.get(pk=service.pk)
+    deploy(env, owner, service, image="nginx:1.28")
+    assert not apply.record_applied(stale, {"apps/v1/Deployment/web": "digest of an older generation"})
+    service.refresh_from_db()
+    assert service.applied_hashes == {}
+
+
+def received_cards(channel: str, count: int) -> list[dict]:
+    layer = get_channel_layer()
+
+    async def receive() -> list[dict]:
+        return [await asyncio.wait_for(layer.receive(channel), timeout=10) for _ in range(count)]
+
+    return async_to_sync(receive)()
+
+
+def queued(queue_name: str, priority: int) -> int:
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        return channel.client.llen(channel._q_for_pri(queue_name, priority))
+
+
+def test_it_publishes_a_batchs_cards_and_hands_its_services_over_in_chunks_as_bulk_work(
+    env, celery_queue, django_capture_on_commit_callbacks
+):
+    ids = [service.pk for service in make_services(env, 45)]
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(live.group_name(env.public_id), channel)
+
+    # In a worker the task's transaction commits; here the test's transaction wraps it.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reconcile_environment.apply(args=[env.pk, ids]).get() == "applied"
+    cards = received_cards(channel, 45)
+    assert {card["type"] for card in cards} == {live.CARD_UPDATE}
+    # Three chunks, behind anything a person asked for.
+    assert queued(celery_queue, queue.BULK_PRIORITY) == 3
+    assert queued(celery_queue, queue.PRIORITY) == 0
+
+
+def test_it_fails_only_the_service_the_cluster_refused_and_hands_a_throttled_one_its_own_retries(
+    env, devcluster, celery_queue
+):
+    first, refused, throttled = make_services(env, 3)
+    devcluster.faults.error(422, path=f"/deployments/{refused.name}$", method="PATCH", message="refused by a test")
+    devcluster.faults.throttle(retry_after=1, path=f"/deployments/{throttled.name}$", method="PATCH")
+
+    outcome = reconcile_services.apply(args=[env.pk, [first.pk, refused.pk, throttled.pk]]).get()
+    assert outcome == {"applied": 1, "failed": 1, "retrying": 1}
+    statuses = dict(Service.objects.filter(environment=env).values_list("name", "status"))
+    assert statuses == {first.name: "deploying", refused.name: "failed", throttled.name: "deploying"}
+    assert Service.objects.get(pk=first.pk).applied_hashes
+    assert Service.objects.get(pk=throttled.pk).applied_hashes == {}
+    # The throttled one waits for its own reconcile, as bulk work.
+    assert queued(celery_queue, queue.BULK_PRIORITY) == 1
