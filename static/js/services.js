@@ -169,6 +169,96 @@
     }
   });
 
+  // --- the live socket's messages, applied here in one go
+  //
+  // A message holds everything the server coalesced over a short window (see
+  // environments/consumers.py): up to every card of the environment at once. htmx's
+  // out-of-band swap costs a settle and a round of events per element, which for 300 cards is a
+  // long task that freezes the page; the message is taken over here instead, parsed once and
+  // applied in the same task, each new element handed to htmx.process for its buttons.
+
+  function seenAt(row) {
+    return parseFloat(row.getAttribute("data-seen")) || 0;
+  }
+
+  function rowNumber(row) {
+    return parseInt(row.id.substring(row.id.indexOf("-") + 1), 10) || 0;
+  }
+
+  // Newest first, as the Events tab lists them (ClusterEvent.objects.recent).
+  function listedBefore(row, other) {
+    return seenAt(row) > seenAt(other) || (seenAt(row) === seenAt(other) && rowNumber(row) > rowNumber(other));
+  }
+
+  function applyEventRows(rows) {
+    var list = document.getElementById("event-list");
+    var table = list && list.querySelector("table.event-list");
+    if (!table) return;
+    var body = table.tBodies[0];
+    rows.forEach(function (row) {
+      var shown = document.getElementById(row.id);
+      if (shown) shown.remove();
+      var next = body.firstElementChild;
+      while (next && listedBefore(next, row)) next = next.nextElementSibling;
+      body.insertBefore(row, next);
+    });
+    var cap = parseInt(table.getAttribute("data-cap"), 10) || 200;
+    while (body.rows.length > cap) body.lastElementChild.remove();
+    table.hidden = body.rows.length === 0;
+    var empty = list.querySelector(".empty");
+    if (empty) empty.hidden = !table.hidden;
+  }
+
+  function applyCard(card) {
+    var current = document.getElementById(card.id);
+    if (!current) {
+      if (joinsTheGrid(card)) {
+        document.getElementById("service-grid").appendChild(card);
+        htmx.process(card);
+      }
+    } else if (changedAt(card) < changedAt(current)) {
+      return;  // a button's answer already brought a newer state
+    } else if (current.querySelector(".htmx-request")) {
+      setTimeout(function () { swapWhenIdle(card); }, 100);
+    } else {
+      current.replaceWith(card);
+      htmx.process(card);
+    }
+  }
+
+  function applyElement(element) {
+    var current = document.getElementById(element.id);
+    if (!current) return;  // for a tab this page does not show
+    var style = element.getAttribute("hx-swap-oob");
+    element.removeAttribute("hx-swap-oob");
+    if (style === "delete") {
+      current.remove();
+    } else {
+      htmx.swap(current, element.outerHTML, { swapStyle: !style || style === "true" ? "outerHTML" : style });
+    }
+  }
+
+  function applyMessage(html) {
+    var template = document.createElement("template");
+    template.innerHTML = html;
+    var rows = [];
+    Array.prototype.slice.call(template.content.children).forEach(function (element) {
+      if (element.matches("template[data-event-row]")) {
+        if (element.content.firstElementChild) rows.push(element.content.firstElementChild);
+      } else if (isVersionedCard(element)) {
+        applyCard(element);
+      } else if (element.id) {
+        applyElement(element);
+      }
+    });
+    if (rows.length) applyEventRows(rows);
+  }
+
+  document.body.addEventListener("htmx:wsBeforeMessage", function (event) {
+    event.preventDefault();
+    applyMessage(event.detail.message);
+  });
+
   // The socket is told which tab the page shows when it opens (again, after a drop) and when
   // the tab changes, and then sends only what that tab shows (environments/consumers.py).
   var liveSocket = null;
