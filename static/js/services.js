@@ -175,7 +175,38 @@
   // environments/consumers.py): up to every card of the environment at once. htmx's
   // out-of-band swap costs a settle and a round of events per element, which for 300 cards is a
   // long task that freezes the page; the message is taken over here instead, parsed once and
-  // applied in the same task, each new element handed to htmx.process for its buttons.
+  // applied in the same task. htmx.process, which gives a card's buttons their requests, costs
+  // milliseconds per card: the cards are swapped at once and processed a few at a time after,
+  // and a card someone reaches for (pointer, focus, key) first is processed on the spot.
+
+  var unprocessed = [];
+  var processing = null;
+
+  function processLater(card) {
+    card.aleUnprocessed = true;
+    unprocessed.push(card);
+    if (processing === null) processing = setTimeout(processSome, 0);
+  }
+
+  function processNow(card) {
+    if (!card.aleUnprocessed) return;
+    card.aleUnprocessed = false;
+    if (card.isConnected) htmx.process(card);
+  }
+
+  function processSome() {
+    processing = null;
+    var until = performance.now() + 25;
+    while (unprocessed.length && performance.now() < until) processNow(unprocessed.shift());
+    if (unprocessed.length) processing = setTimeout(processSome, 0);
+  }
+
+  ["pointerdown", "focusin", "keydown"].forEach(function (type) {
+    document.addEventListener(type, function (event) {
+      var card = event.target.closest && event.target.closest(".service-card");
+      if (card) processNow(card);
+    }, true);
+  });
 
   function seenAt(row) {
     return parseFloat(row.getAttribute("data-seen")) || 0;
@@ -214,7 +245,7 @@
     if (!current) {
       if (joinsTheGrid(card)) {
         document.getElementById("service-grid").appendChild(card);
-        htmx.process(card);
+        processLater(card);
       }
     } else if (changedAt(card) < changedAt(current)) {
       return;  // a button's answer already brought a newer state
@@ -222,7 +253,7 @@
       setTimeout(function () { swapWhenIdle(card); }, 100);
     } else {
       current.replaceWith(card);
-      htmx.process(card);
+      processLater(card);
     }
   }
 
