@@ -269,6 +269,26 @@
     }
   }
 
+  // Cards in view are swapped in the message's own task; the others (content-visibility skips
+  // their rendering anyway) follow in slices of a few milliseconds, so that no task holds the
+  // page for long even when every card of a big environment changes at once.
+  var offscreen = [];
+  var swapping = null;
+
+  function inView(card) {
+    var current = document.getElementById(card.id);
+    if (!current) return true;
+    var box = current.getBoundingClientRect();
+    return box.bottom >= 0 && box.top <= window.innerHeight;
+  }
+
+  function swapSome() {
+    swapping = null;
+    var until = performance.now() + 20;
+    while (offscreen.length && performance.now() < until) applyCard(offscreen.shift());
+    if (offscreen.length) swapping = setTimeout(swapSome, 0);
+  }
+
   function applyMessage(html) {
     var template = document.createElement("template");
     template.innerHTML = html;
@@ -277,12 +297,17 @@
       if (element.matches("template[data-event-row]")) {
         if (element.content.firstElementChild) rows.push(element.content.firstElementChild);
       } else if (isVersionedCard(element)) {
-        applyCard(element);
+        if (inView(element)) {
+          applyCard(element);
+        } else {
+          offscreen.push(element);
+        }
       } else if (element.id) {
         applyElement(element);
       }
     });
     if (rows.length) applyEventRows(rows);
+    if (offscreen.length && swapping === null) swapping = setTimeout(swapSome, 0);
   }
 
   document.body.addEventListener("htmx:wsBeforeMessage", function (event) {
