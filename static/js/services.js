@@ -313,6 +313,8 @@
   document.body.addEventListener("htmx:wsBeforeMessage", function (event) {
     event.preventDefault();
     applyMessage(event.detail.message);
+    // What htmx announces after a message it applied, for whoever listens.
+    htmx.trigger(event.target, "htmx:wsAfterMessage", event.detail);
   });
 
   // The socket is told which tab the page shows when it opens (again, after a drop) and when
