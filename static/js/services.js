@@ -263,17 +263,27 @@
     var style = element.getAttribute("hx-swap-oob");
     element.removeAttribute("hx-swap-oob");
     if (style === "delete") {
+      offscreen.delete(element.id);  // a card still waiting would bring it back
       current.remove();
     } else {
       htmx.swap(current, element.outerHTML, { swapStyle: !style || style === "true" ? "outerHTML" : style });
     }
   }
 
-  // Cards in view are swapped in the message's own task; the others (content-visibility skips
-  // their rendering anyway) follow in slices of a few milliseconds, so that no task holds the
-  // page for long even when every card of a big environment changes at once.
-  var offscreen = [];
+  // Cards in view are swapped in the message's own task; the others follow a slice per frame
+  // (what a frame lays out grows with the cards swapped before it), so that neither a task nor
+  // a frame holds the page for long even when every card of a big environment changes at once.
+  // (A tab in the background draws no frames: its queue holds one card per service, the newest.)
+  var CARDS_PER_FRAME = 25;
+  var offscreen = new Map();
   var swapping = null;
+
+  function swapLater(card) {
+    var queued = offscreen.get(card.id);
+    if (queued && changedAt(queued) > changedAt(card)) return;
+    offscreen.delete(card.id);
+    offscreen.set(card.id, card);
+  }
 
   function inView(card) {
     var current = document.getElementById(card.id);
@@ -284,9 +294,12 @@
 
   function swapSome() {
     swapping = null;
-    var until = performance.now() + 20;
-    while (offscreen.length && performance.now() < until) applyCard(offscreen.shift());
-    if (offscreen.length) swapping = setTimeout(swapSome, 0);
+    var slice = Array.from(offscreen.values()).slice(0, CARDS_PER_FRAME);
+    slice.forEach(function (card) {
+      offscreen.delete(card.id);
+      applyCard(card);
+    });
+    if (offscreen.size) swapping = requestAnimationFrame(swapSome);
   }
 
   function applyMessage(html) {
@@ -300,14 +313,14 @@
         if (inView(element)) {
           applyCard(element);
         } else {
-          offscreen.push(element);
+          swapLater(element);
         }
       } else if (element.id) {
         applyElement(element);
       }
     });
     if (rows.length) applyEventRows(rows);
-    if (offscreen.length && swapping === null) swapping = setTimeout(swapSome, 0);
+    if (offscreen.size && swapping === null) swapping = requestAnimationFrame(swapSome);
   }
 
   document.body.addEventListener("htmx:wsBeforeMessage", function (event) {
