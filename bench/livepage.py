@@ -12,7 +12,7 @@ Then, publishing through the channel layer as the watcher does:
   and `--services` events are written one batch of 10 at a time;
 - a burst: every card changes status in one publish, as a Start All's first batch does.
 
-Prints one JSON line: messages and bytes each page received during the storm, the longest long
+BENCH_TRACE=<file> writes a Chromium trace of the burst there. Prints one JSON line: messages and bytes each page received during the storm, the longest long
 task (PerformanceObserver "longtask") during the burst and the time until every card showed the
 new status. Numbers only: it never fails on time.
 """
@@ -214,7 +214,7 @@ def open_page(browser, base: str, cookie: str, path: str):
     context.add_cookies([{"name": "sessionid", "value": cookie, "url": base}])
     context.add_init_script(COUNT_SOCKET)
     page = context.new_page()
-    page.on("console", lambda message: (message.type == "error" or message.text.startswith("timing")) and print("console:", message.text, file=sys.stderr))
+    page.on("console", lambda message: message.type == "error" and print("console:", message.text, file=sys.stderr))
     page.on("pageerror", lambda error: print("pageerror:", error, file=sys.stderr))
     page.goto(base + path)
     return page
@@ -260,7 +260,6 @@ def run(base: str, cookie: str, environment, options) -> dict:
             for name, page in (("information", information), ("events", events))
         }
         rows_shown = events.locator("#event-list tr.event").count()
-        print(storm, rows_shown, file=sys.stderr)
 
         # The burst: every card at once.
         information.evaluate("() => { window.__longtasks = []; }")
