@@ -1,5 +1,11 @@
 """The environment page's websocket: live cards and events, pushed by the watcher.
 
+Fragments published to the environment's group (`services.live`) are not sent one by one: the
+first starts a short window (`COALESCE_SECONDS`), those that arrive within it are held under
+their key, the last per key wins, and at its end everything held goes out as one websocket
+message. A storm of pod events thus costs the page a few messages a second, each card in each at
+most once, and the page applies a message in one go (static/js/services.js).
+
 The browser never changes anything through it. It says only which tab the page shows,
 `{"tab": "events"}`, when the socket opens and when the tab changes (static/js/services.js), and
 is then sent only what that tab shows (see `services.live`); whatever else it sends is dropped.
@@ -8,6 +14,8 @@ Access is checked once, at the handshake, with the same helper the pages use.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -17,7 +25,7 @@ from django.http import Http404
 
 from environments.access import get_environment_for_user
 from environments.tabs import TABS
-from services.live import group_name
+from services.live import ROOT_ID, group_name
 
 # Sent when the environment was deleted: the htmx ws extension reconnects only after abnormal
 # closes (1006, 1011-1013), so an application code here ends the page's attempts for good.
@@ -26,11 +34,22 @@ CLOSE_ENVIRONMENT_GONE = 4410
 # `{"tab": "information"}` and the like are far shorter: anything longer is not read.
 MAX_TAB_MESSAGE = 64
 
+# How long a fragment may wait for others: short enough that a change still looks immediate,
+# long enough that a Start All's pod events for one card arrive as one.
+COALESCE_SECONDS = 0.15
+
 
 class EnvironmentConsumer(AsyncWebsocketConsumer):
     group: str | None = None
     # The tab the page last said it shows; until it says, it is sent everything.
     tab: str | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # key -> (tab it shows on, html), in the order first held.
+        self.held: dict[str, tuple[str | None, str]] = {}
+        self.flush_task: asyncio.Task | None = None
+        self.closed = False
 
     async def connect(self) -> None:
         public_id = self.scope["url_route"]["kwargs"]["public_id"]
@@ -46,6 +65,8 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
         await self.accept()
 
     async def disconnect(self, code: int) -> None:
+        self.closed = True
+        await self.drop_held()
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -61,12 +82,49 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
         if isinstance(message, dict) and message.get("tab") in TABS:
             self.tab = message["tab"]
 
-    async def card_update(self, event: dict[str, Any]) -> None:
-        shown_on = event.get("tab")
-        if self.tab is not None and shown_on is not None and shown_on != self.tab:
+    def shows(self, tab: str | None) -> bool:
+        return self.tab is None or tab is None or tab == self.tab
+
+    async def page_fragments(self, event: dict[str, Any]) -> None:
+        tab = event.get("tab")
+        if self.closed or not self.shows(tab):
             return
-        await self.send(text_data=event["html"])
+        for key, html in event["fragments"]:
+            self.held[key] = (tab, html)
+        if self.flush_task is None:
+            self.flush_task = asyncio.create_task(self.flush_later())
+
+    async def card_update(self, event: dict[str, Any]) -> None:
+        """A single fragment in the shape sent before fragments were coalesced."""
+        match = ROOT_ID.match(event["html"])
+        key = match.group(1) if match else event["html"]
+        await self.page_fragments({"fragments": [(key, event["html"])], "tab": event.get("tab")})
+
+    async def flush_later(self) -> None:
+        await asyncio.sleep(COALESCE_SECONDS)
+        held, self.held = self.held, {}
+        # The page may have changed tabs while these waited.
+        html = "".join(fragment for tab, fragment in held.values() if self.shows(tab))
+        if html and not self.closed:
+            await self.send(text_data=html)
+        self.flush_task = None
+        # What arrived while this was sending starts the next window.
+        if self.held and not self.closed:
+            self.flush_task = asyncio.create_task(self.flush_later())
+
+    async def drop_held(self) -> None:
+        """Cancel the pending flush and forget what it would have sent: no task outlives the
+        connection and nothing is sent after it closed."""
+        task, self.flush_task = self.flush_task, None
+        self.held = {}
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def environment_removed(self, event: dict[str, Any]) -> None:
+        # What was held is about an environment that is gone: the notice is the last word.
+        await self.drop_held()
         await self.send(text_data=event["html"])
+        self.closed = True
         await self.close(code=CLOSE_ENVIRONMENT_GONE)

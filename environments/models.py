@@ -133,8 +133,12 @@ class EnvironmentVariable(models.Model):
         self.value_encrypted = encrypt(plaintext)
 
 
+# How many events the Events tab lists; the page keeps no more as live rows arrive.
+RECENT_EVENTS = 200
+
+
 class ClusterEventQuerySet(models.QuerySet["ClusterEvent"]):
-    def recent(self, environment: Environment, limit: int = 200) -> models.QuerySet[ClusterEvent]:
+    def recent(self, environment: Environment, limit: int = RECENT_EVENTS) -> models.QuerySet[ClusterEvent]:
         """The Events tab: newest first, with the service each event is about."""
         return self.filter(environment=environment).select_related("service").order_by("-last_seen", "-pk")[:limit]
 

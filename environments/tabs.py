@@ -22,7 +22,7 @@ from environments.forms import (
     VariableForm,
 )
 from environments.yaml_document import referenced_secret_keys
-from environments.models import ClusterEvent, Environment, EnvironmentVariable
+from environments.models import RECENT_EVENTS, ClusterEvent, Environment, EnvironmentVariable
 from services import guards, progress
 from services.access import card_page
 from services.models import Service
@@ -104,6 +104,7 @@ def render_tab(
                     service.missing_secrets = sorted(service.secret_keys & lacking)
     elif tab == "events":
         context["events"] = ClusterEvent.objects.recent(environment)
+        context["events_shown"] = RECENT_EVENTS
     elif tab == "settings":
         is_last = len(environments) == 1
         context.update(

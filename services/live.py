@@ -4,29 +4,37 @@ Everything here sends on commit, so a browser never sees a card the database the
 and to one explicit audience: the group `environment-<public id>`, which
 `environments.consumers.EnvironmentConsumer` joins only after checking membership.
 
-The page holds one websocket through the htmx ws extension, which swaps every top-level element
-of a message that has an id out of band (outerHTML) — a card whose root is
-`<article id="service-<public id>">` replaces the card with that id.
+A message to the group carries fragments, each under a key that names what it replaces (a card's
+root id `service-<public id>`, an event row's `event-<pk>`). The consumer holds them for a short
+window, keeps the last fragment per key, and sends what it holds as ONE websocket message, so a
+storm of pod events reaches the page as a few messages with each card once, applied in one go by
+static/js/services.js: a card or any other top-level element with an id replaces the element
+with that id, an event row (in a `<template data-event-row>`) goes into the Events tab's list.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections import defaultdict
 from collections.abc import Iterable
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
-from environments.models import ClusterEvent, Environment
+from environments.models import RECENT_EVENTS, ClusterEvent, Environment
 from services import guards
 from services.models import Service
 from services.metrics import attach_card_metrics
 
 logger = logging.getLogger(__name__)
 
+PAGE_FRAGMENTS = "page.fragments"
+# The shape of a single fragment before fragments were coalesced, still understood by the consumer.
 CARD_UPDATE = "card.update"
 ENVIRONMENT_REMOVED = "environment.removed"
 
@@ -34,6 +42,8 @@ ENVIRONMENT_REMOVED = "environment.removed"
 # not send it to a page that said it shows another tab. A message without one goes to all.
 SHOWN_ON_INFORMATION = "information"
 SHOWN_ON_EVENTS = "events"
+
+ROOT_ID = re.compile(r'\s*<[a-zA-Z][^>]*?\sid="([^"]+)"')
 
 
 def group_name(environment_public_id: str) -> str:
@@ -63,12 +73,12 @@ def publish_services(services: Iterable[Service]) -> None:
         # The cards' sparklines and sentences for the whole batch in three queries, not three
         # per card (a relist publishes every card of a cluster).
         attach_card_metrics(services)
+    by_environment: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for service in services:
+        by_environment[service.environment.public_id].append((f"service-{service.public_id}", render_card(service)))
     messages = [
-        (
-            group_name(service.environment.public_id),
-            {"type": CARD_UPDATE, "html": render_card(service), "tab": SHOWN_ON_INFORMATION},
-        )
-        for service in services
+        (group_name(public_id), fragments_message(fragments, SHOWN_ON_INFORMATION))
+        for public_id, fragments in by_environment.items()
     ]
     if messages:
         transaction.on_commit(lambda: send_now(messages))
@@ -80,31 +90,77 @@ def publish_service_removed(environment_public_id: str, service_public_id: str) 
     The element asks for an out-of-band `delete` swap of the card with its id.
     """
     html = format_html('<div id="service-{}" hx-swap-oob="delete"></div>', service_public_id)
-    message = {"type": CARD_UPDATE, "html": str(html), "tab": SHOWN_ON_INFORMATION}
+    message = fragments_message([(f"service-{service_public_id}", str(html))], SHOWN_ON_INFORMATION)
     transaction.on_commit(lambda: send_now([(group_name(environment_public_id), message)]))
 
 
 def publish_fragment(environment_public_id: str, html: str, tab: str | None = None) -> None:
-    """Send one element (its root has an id) to the pages open on the environment, on commit:
-    to those showing `tab`, or to all of them when `tab` is None."""
-    message = {"type": CARD_UPDATE, "html": html}
-    if tab is not None:
-        message["tab"] = tab
+    """Send one element to the pages open on an environment, on commit, to those showing `tab`
+    (None: every tab). Its root element has an id; it replaces the page's element with that id
+    (a page without one drops it), and a newer one sent within the window replaces it unsent."""
+    match = ROOT_ID.match(html)
+    if match is None:
+        raise ValueError("a live fragment's root element needs an id")
+    message = fragments_message([(match.group(1), html.strip())], tab)
     transaction.on_commit(lambda: send_now([(group_name(environment_public_id), message)]))
 
 
 def render_event_list(environment: Environment) -> str:
     events = ClusterEvent.objects.recent(environment)
-    return render_to_string("environments/_event_list.html", {"environment": environment, "events": events}).strip()
+    context = {"environment": environment, "events": events, "events_shown": RECENT_EVENTS}
+    return render_to_string("environments/_event_list.html", context).strip()
+
+
+def render_event_row(event: ClusterEvent) -> str:
+    """One row of the Events tab, in a template element: a bare <tr> next to a card would not
+    survive HTML parsing, a template's content keeps it."""
+    row = render_to_string("environments/_event_row.html", {"event": event}).strip()
+    return f"<template data-event-row>{row}</template>"
+
+
+def publish_events(events: Iterable[ClusterEvent]) -> None:
+    """Send the rows of events just written (new, or a repeat that bumped its count) on commit,
+    to the pages on the Events tab of their environments; each goes to the top of the list or
+    replaces its own row, and the page keeps as many rows as the tab lists."""
+    events = list(events)
+    by_pk = [event.pk for event in events if event.pk is not None]
+    # bulk_create(update_conflicts=True) sets the primary keys on PostgreSQL and SQLite; where
+    # it does not, the row is found by the key it was upserted on.
+    by_uid = Q()
+    for event in events:
+        if event.pk is None:
+            by_uid |= Q(environment_id=event.environment_id, uid=event.uid)
+    if not by_pk and not by_uid:
+        return
+
+    def send() -> None:
+        # Read after the commit, with the service each names, as the tab renders them.
+        rows = (
+            ClusterEvent.objects.filter(Q(pk__in=by_pk) | by_uid)
+            .select_related("service", "environment")
+            .order_by("-last_seen", "-pk")
+        )
+        by_environment: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for row in rows:
+            by_environment[row.environment.public_id].append((f"event-{row.pk}", render_event_row(row)))
+        send_now(
+            [
+                (group_name(public_id), fragments_message(fragments, SHOWN_ON_EVENTS))
+                for public_id, fragments in by_environment.items()
+            ]
+        )
+
+    transaction.on_commit(send)
 
 
 def publish_event_list(environment: Environment) -> None:
-    """Send the Events tab's list (root `id="event-list"`) on commit, to the pages on that tab."""
+    """Send the Events tab's whole list (root `id="event-list"`) on commit, to the pages on that
+    tab. For a page that may have missed rows; as events arrive, `publish_events` sends only them."""
 
     def send() -> None:
         # Rendered after the commit so that it lists the events just written.
         html = render_event_list(environment)
-        send_now([(group_name(environment.public_id), {"type": CARD_UPDATE, "html": html, "tab": SHOWN_ON_EVENTS})])
+        send_now([(group_name(environment.public_id), fragments_message([("event-list", html)], SHOWN_ON_EVENTS))])
 
     transaction.on_commit(send)
 
@@ -117,6 +173,11 @@ def publish_environment_removed(environment_public_id: str) -> None:
     )
     message = {"type": ENVIRONMENT_REMOVED, "html": str(notice)}
     transaction.on_commit(lambda: send_now([(group_name(environment_public_id), message)]))
+
+
+def fragments_message(fragments: list[tuple[str, str]], tab: str | None) -> dict:
+    """The group message for `fragments`, (key, html) pairs in the order the page applies them."""
+    return {"type": PAGE_FRAGMENTS, "fragments": [list(fragment) for fragment in fragments], "tab": tab}
 
 
 def send_now(messages: list[tuple[str, dict]]) -> None:

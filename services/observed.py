@@ -90,16 +90,16 @@ def match_service(
 
 def _store_events(
     cluster_id: int, state: ClusterState, events: dict[str, Obj], warning_since: datetime
-) -> tuple[int, set[str], set[int]]:
+) -> tuple[int, set[str], list[ClusterEvent]]:
     """Upsert the events; returns how many changed, the services with fresh Warnings and the
-    environments whose Events tab changed."""
+    rows written (for the Events tabs open on them)."""
     env_ids = {environment_id_of_namespace((e.get("metadata") or {}).get("namespace", "")) for e in events.values()}
     environments = {
         env.public_id: env.pk
         for env in Environment.objects.filter(cluster_id=cluster_id, public_id__in=env_ids - {None}).only("pk", "public_id")
     }
     if not environments:
-        return 0, set(), set()
+        return 0, set(), []
     services: dict[int, dict[str, tuple[int, str]]] = {}
     for pk, public_id, name, environment_id in Service.objects.filter(
         environment_id__in=environments.values()
@@ -138,7 +138,7 @@ def _store_events(
             warned.add(service[1])
 
     if not rows:
-        return 0, warned, set()
+        return 0, warned, []
     # A relist hands over every event again: skip those already stored as they are, so that
     # neither the database nor the open Events tabs churn.
     stored: dict[tuple[int, str], tuple[int, datetime]] = {}
@@ -160,7 +160,7 @@ def _store_events(
             unique_fields=["environment", "uid"],
             update_fields=["service", "type", "reason", "message", "involved_kind", "involved_name", "count", "last_seen"],
         )
-    return len(fresh), warned, {row.environment_id for row in fresh}
+    return len(fresh), warned, fresh
 
 
 def derive_for(service: Service, state: ClusterState) -> ObservedStatus:
@@ -212,9 +212,9 @@ def write_changes(
     result = WriteResult()
     warning_since = timezone.now() - timedelta(seconds=WARNING_WINDOW_SECONDS)
     with transaction.atomic():
-        changed_environments: set[int] = set()
+        fresh_events: list[ClusterEvent] = []
         if changes.events:
-            result.events_written, warned, changed_environments = _store_events(
+            result.events_written, warned, fresh_events = _store_events(
                 cluster_id, state, changes.events, warning_since
             )
             changes.services |= warned
@@ -223,9 +223,7 @@ def write_changes(
         store_statuses(services, state, result)
         live.publish_services(result.changed)
         progress.publish_for(result.changed)
-        if changed_environments:
-            for environment in Environment.objects.filter(pk__in=changed_environments):
-                live.publish_event_list(environment)
+        live.publish_events(fresh_events)
         if changes.namespaces_gone:
             _publish_removed(cluster_id, changes.namespaces_gone)
         if changes.builds or changes.all_services:

@@ -169,6 +169,167 @@
     }
   });
 
+  // --- the live socket's messages, applied here in one go
+  //
+  // A message holds everything the server coalesced over a short window (see
+  // environments/consumers.py): up to every card of the environment at once. htmx's
+  // out-of-band swap costs a settle and a round of events per element, which for 300 cards is a
+  // long task that freezes the page; the message is taken over here instead, parsed once and
+  // applied in the same task. htmx.process, which gives a card's buttons their requests, costs
+  // milliseconds per card: the cards are swapped at once and processed a few at a time after,
+  // and a card someone reaches for (pointer, focus, key) first is processed on the spot.
+
+  var unprocessed = [];
+  var processing = null;
+
+  function processLater(card) {
+    card.aleUnprocessed = true;
+    unprocessed.push(card);
+    if (processing === null) processing = setTimeout(processSome, 0);
+  }
+
+  function processNow(card) {
+    if (!card.aleUnprocessed) return;
+    card.aleUnprocessed = false;
+    if (card.isConnected) htmx.process(card);
+  }
+
+  function processSome() {
+    processing = null;
+    var until = performance.now() + 25;
+    while (unprocessed.length && performance.now() < until) processNow(unprocessed.shift());
+    if (unprocessed.length) processing = setTimeout(processSome, 0);
+  }
+
+  ["pointerdown", "focusin", "keydown"].forEach(function (type) {
+    document.addEventListener(type, function (event) {
+      var card = event.target.closest && event.target.closest(".service-card");
+      if (card) processNow(card);
+    }, true);
+  });
+
+  function seenAt(row) {
+    return parseFloat(row.getAttribute("data-seen")) || 0;
+  }
+
+  function rowNumber(row) {
+    return parseInt(row.id.substring(row.id.indexOf("-") + 1), 10) || 0;
+  }
+
+  // Newest first, as the Events tab lists them (ClusterEvent.objects.recent).
+  function listedBefore(row, other) {
+    return seenAt(row) > seenAt(other) || (seenAt(row) === seenAt(other) && rowNumber(row) > rowNumber(other));
+  }
+
+  function applyEventRows(rows) {
+    var list = document.getElementById("event-list");
+    var table = list && list.querySelector("table.event-list");
+    if (!table) return;
+    var body = table.tBodies[0];
+    rows.forEach(function (row) {
+      var shown = document.getElementById(row.id);
+      if (shown) shown.remove();
+      var next = body.firstElementChild;
+      while (next && listedBefore(next, row)) next = next.nextElementSibling;
+      body.insertBefore(row, next);
+    });
+    var cap = parseInt(table.getAttribute("data-cap"), 10) || 200;
+    while (body.rows.length > cap) body.lastElementChild.remove();
+    table.hidden = body.rows.length === 0;
+    var empty = list.querySelector(".empty");
+    if (empty) empty.hidden = !table.hidden;
+  }
+
+  function applyCard(card) {
+    var current = document.getElementById(card.id);
+    if (!current) {
+      if (joinsTheGrid(card)) {
+        document.getElementById("service-grid").appendChild(card);
+        processLater(card);
+      }
+    } else if (changedAt(card) < changedAt(current)) {
+      return;  // a button's answer already brought a newer state
+    } else if (current.querySelector(".htmx-request")) {
+      setTimeout(function () { swapWhenIdle(card); }, 100);
+    } else {
+      current.replaceWith(card);
+      processLater(card);
+    }
+  }
+
+  function applyElement(element) {
+    var current = document.getElementById(element.id);
+    if (!current) return;  // for a tab this page does not show
+    var style = element.getAttribute("hx-swap-oob");
+    element.removeAttribute("hx-swap-oob");
+    if (style === "delete") {
+      offscreen.delete(element.id);  // a card still waiting would bring it back
+      current.remove();
+    } else {
+      htmx.swap(current, element.outerHTML, { swapStyle: !style || style === "true" ? "outerHTML" : style });
+    }
+  }
+
+  // Cards in view are swapped in the message's own task; the others follow a slice per frame
+  // (what a frame lays out grows with the cards swapped before it), so that neither a task nor
+  // a frame holds the page for long even when every card of a big environment changes at once.
+  // (A tab in the background draws no frames: its queue holds one card per service, the newest.)
+  var CARDS_PER_FRAME = 25;
+  var offscreen = new Map();
+  var swapping = null;
+
+  function swapLater(card) {
+    var queued = offscreen.get(card.id);
+    if (queued && changedAt(queued) > changedAt(card)) return;
+    offscreen.delete(card.id);
+    offscreen.set(card.id, card);
+  }
+
+  function inView(card) {
+    var current = document.getElementById(card.id);
+    if (!current) return true;
+    var box = current.getBoundingClientRect();
+    return box.bottom >= 0 && box.top <= window.innerHeight;
+  }
+
+  function swapSome() {
+    swapping = null;
+    var slice = Array.from(offscreen.values()).slice(0, CARDS_PER_FRAME);
+    slice.forEach(function (card) {
+      offscreen.delete(card.id);
+      applyCard(card);
+    });
+    if (offscreen.size) swapping = requestAnimationFrame(swapSome);
+  }
+
+  function applyMessage(html) {
+    var template = document.createElement("template");
+    template.innerHTML = html;
+    var rows = [];
+    Array.prototype.slice.call(template.content.children).forEach(function (element) {
+      if (element.matches("template[data-event-row]")) {
+        if (element.content.firstElementChild) rows.push(element.content.firstElementChild);
+      } else if (isVersionedCard(element)) {
+        if (inView(element)) {
+          applyCard(element);
+        } else {
+          swapLater(element);
+        }
+      } else if (element.id) {
+        applyElement(element);
+      }
+    });
+    if (rows.length) applyEventRows(rows);
+    if (offscreen.size && swapping === null) swapping = requestAnimationFrame(swapSome);
+  }
+
+  document.body.addEventListener("htmx:wsBeforeMessage", function (event) {
+    event.preventDefault();
+    applyMessage(event.detail.message);
+    // What htmx announces after a message it applied, for whoever listens.
+    htmx.trigger(event.target, "htmx:wsAfterMessage", event.detail);
+  });
+
   // The socket is told which tab the page shows when it opens (again, after a drop) and when
   // the tab changes, and then sends only what that tab shows (environments/consumers.py).
   var liveSocket = null;

@@ -15,7 +15,10 @@ from django.test import Client
 from ale_site.asgi import application
 from clusters.state import DEPLOYMENTS, EVENTS, NAMESPACES, PODS, ClusterState
 from services.observed import write_changes
-from environments.consumers import CLOSE_ENVIRONMENT_GONE
+from django.utils import timezone
+
+from environments.consumers import CLOSE_ENVIRONMENT_GONE, EnvironmentConsumer
+from environments.models import ClusterEvent
 from services import live
 from services.models import Service
 from tests.factories import make_environment
@@ -77,6 +80,25 @@ def running_deployment(service: Service) -> dict:
         "spec": {"replicas": 1},
         "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1, "readyReplicas": 1},
     }
+
+
+def publish_event(environment, number: int = 0, count: int = 1) -> ClusterEvent:
+    """An event written and published as the watcher's writer does (services.observed)."""
+    now = timezone.now()
+    event, _ = ClusterEvent.objects.update_or_create(
+        environment=environment,
+        uid=f"uid-{number}",
+        defaults=dict(reason="Scheduled", message=f"Successfully assigned pod {number}", involved_kind="Pod",
+                      involved_name=f"web-{number}", count=count, first_seen=now, last_seen=now),
+    )
+    live.publish_events([event])
+    return event
+
+
+def change_status(service: Service, status: str) -> None:
+    Service.objects.filter(pk=service.pk).update(status=status, status_changed_at=timezone.now())
+    service.refresh_from_db()
+    live.publish_service(service)
 
 
 def watcher_sees(service: Service, deployment: dict) -> None:
@@ -201,7 +223,7 @@ async def test_it_sends_a_page_only_what_the_tab_it_shows_has(member, main_env, 
 
     async def publish_both() -> None:
         await sync_to_async(live.publish_service)(service)
-        await sync_to_async(live.publish_event_list)(main_env)
+        await sync_to_async(publish_event)(main_env)
 
     # Settings shows neither cards nor events.
     await on_tab("settings")
@@ -210,7 +232,7 @@ async def test_it_sends_a_page_only_what_the_tab_it_shows_has(member, main_env, 
 
     await on_tab("events")
     await publish_both()
-    assert 'id="event-list"' in await communicator.receive_from(timeout=5)
+    assert "data-event-row" in await communicator.receive_from(timeout=5)
     assert await communicator.receive_nothing(timeout=0.5)
 
     await on_tab("information")
@@ -233,9 +255,143 @@ async def test_a_page_that_has_not_said_its_tab_is_sent_everything(member, main_
     assert (await communicator.connect())[0]
 
     await sync_to_async(live.publish_service)(service)
-    await sync_to_async(live.publish_event_list)(main_env)
+    await sync_to_async(publish_event)(main_env)
 
-    received = {await communicator.receive_from(timeout=5), await communicator.receive_from(timeout=5)}
-    assert any(f'id="service-{service.public_id}"' in html for html in received)
-    assert any('id="event-list"' in html for html in received)
+    # Both, held for the same window, in one message.
+    html = await communicator.receive_from(timeout=5)
+    assert f'id="service-{service.public_id}"' in html
+    assert "data-event-row" in html
     await communicator.disconnect()
+
+
+def top_level_ids(html: str) -> list[str]:
+    """The ids of a message's top-level elements, in order (each replaces the page's element)."""
+    from html.parser import HTMLParser
+
+    ids: list[str] = []
+
+    class Parser(HTMLParser):
+        depth = 0
+
+        def handle_starttag(self, tag, attrs):
+            if self.depth == 0:
+                ids.append(dict(attrs).get("id") or tag)
+            if tag not in ("br", "input", "img", "hr", "meta", "link"):
+                self.depth += 1
+
+        def handle_endtag(self, tag):
+            self.depth -= 1
+
+    Parser().feed(html)
+    return ids
+
+
+async def test_changes_of_one_card_within_the_window_reach_the_page_as_its_newest_card_once(
+    member, main_env, flush_layer
+):
+    service = await sync_to_async(make_service)(main_env)
+    communicator = await socket(main_env, user=member)
+    assert (await communicator.connect())[0]
+
+    for status in ("deploying", "failed", "deploying", "running"):
+        await sync_to_async(change_status)(service, status)
+
+    html = await communicator.receive_from(timeout=5)
+    assert top_level_ids(html) == [f"service-{service.public_id}"]
+    assert ">Running<" in html
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+
+
+async def test_cards_of_fifty_services_changed_together_arrive_in_one_message(member, main_env, flush_layer):
+    services = await sync_to_async(lambda: [make_service(main_env, f"svc-{index}") for index in range(50)])()
+
+    def all_running() -> None:
+        """What the watcher's writer does for a batch of changed services."""
+        Service.objects.filter(environment=main_env).update(status="running", status_changed_at=timezone.now())
+        live.publish_services(Service.objects.filter(environment=main_env).select_related("environment"))
+
+    communicator = await socket(main_env, user=member)
+    assert (await communicator.connect())[0]
+    await sync_to_async(all_running)()
+
+    html = await communicator.receive_from(timeout=5)
+    assert sorted(top_level_ids(html)) == sorted(f"service-{service.public_id}" for service in services)
+    assert html.count(">Running<") == 50
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+
+
+async def test_an_event_reaches_the_events_tab_as_its_row_alone_and_the_information_tab_not_at_all(
+    member, main_env, flush_layer
+):
+    await sync_to_async(lambda: [publish_event(main_env, number) for number in range(30)])()
+    on_information, on_events = await socket(main_env, user=member), await socket(main_env, user=member)
+    assert (await on_information.connect())[0] and (await on_events.connect())[0]
+    await on_information.send_to(text_data=json.dumps({"tab": "information"}))
+    await on_events.send_to(text_data=json.dumps({"tab": "events"}))
+    assert await on_events.receive_nothing(timeout=0.2)
+
+    event = await sync_to_async(publish_event)(main_env, 99)
+
+    html = await on_events.receive_from(timeout=5)
+    # The new row only, not the 31 the tab lists.
+    assert html.count("<tr") == 1
+    assert f'id="event-{event.pk}"' in html and "Successfully assigned pod 99" in html
+    assert 'id="event-list"' not in html
+    assert await on_information.receive_nothing(timeout=0.5)
+
+    # A repeat bumps the count of the same row.
+    await sync_to_async(publish_event)(main_env, 99, count=2)
+    html = await on_events.receive_from(timeout=5)
+    assert html.count("<tr") == 1 and f'id="event-{event.pk}"' in html
+    assert '<td class="event-count">2</td>' in html
+    await on_information.disconnect()
+    await on_events.disconnect()
+
+
+async def test_a_fragment_goes_to_the_pages_on_its_tab(member, main_env, flush_layer):
+    on_information, on_settings = await socket(main_env, user=member), await socket(main_env, user=member)
+    assert (await on_information.connect())[0] and (await on_settings.connect())[0]
+    await on_information.send_to(text_data=json.dumps({"tab": "information"}))
+    await on_settings.send_to(text_data=json.dumps({"tab": "settings"}))
+    assert await on_information.receive_nothing(timeout=0.2)
+
+    for started in (1, 2, 3):
+        await sync_to_async(live.publish_fragment)(
+            main_env.public_id, f'<div id="environment-progress">Starting {started} of 3</div>', "information"
+        )
+
+    # The newest banner, once.
+    assert await on_information.receive_from(timeout=5) == '<div id="environment-progress">Starting 3 of 3</div>'
+    assert await on_settings.receive_nothing(timeout=0.5)
+    await on_information.disconnect()
+    await on_settings.disconnect()
+
+
+async def test_a_page_that_closes_within_the_window_leaves_nothing_behind(member, main_env, flush_layer):
+    service = await sync_to_async(make_service)(main_env)
+    communicator = await socket(main_env, user=member)
+    assert (await communicator.connect())[0]
+    consumers: list[EnvironmentConsumer] = []
+    original = EnvironmentConsumer.page_fragments
+
+    async def noting(self, event):
+        consumers.append(self)
+        await original(self, event)
+
+    EnvironmentConsumer.page_fragments = noting
+    try:
+        await sync_to_async(change_status)(service, "running")
+        for _ in range(100):
+            if consumers and consumers[0].flush_task is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert consumers and consumers[0].flush_task is not None, "the card never reached the consumer"
+        task = consumers[0].flush_task
+        await communicator.disconnect()
+    finally:
+        EnvironmentConsumer.page_fragments = original
+
+    assert task.cancelled()
+    assert consumers[0].flush_task is None and consumers[0].held == {}
