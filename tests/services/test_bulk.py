@@ -265,9 +265,10 @@ def test_the_watcher_publishes_the_banner_as_the_cluster_carries_the_batch(
             write_changes(main_env.cluster_id, state, state.take_changes())
         while True:
             message = async_to_sync(receive)()
-            if 'id="environment-progress"' in message["html"]:
-                assert "tab" not in message
-                return message["html"]
+            for key, html in message.get("fragments", []):
+                if key == "environment-progress":
+                    assert message["tab"] is None
+                    return html
 
     async def receive() -> dict:
         try:
