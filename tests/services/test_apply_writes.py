@@ -111,11 +111,17 @@ def test_it_forgets_what_a_stale_apply_wrote_and_reconciles_again(env, owner, de
     assert service.applied_hashes == {}
 
 
-def received_cards(channel: str, count: int) -> list[dict]:
+def received_cards(channel: str, count: int) -> list[str]:
+    """The card fragments the environment's group receives, until `count` have arrived."""
     layer = get_channel_layer()
 
-    async def receive() -> list[dict]:
-        return [await asyncio.wait_for(layer.receive(channel), timeout=10) for _ in range(count)]
+    async def receive() -> list[str]:
+        cards: list[str] = []
+        while len(cards) < count:
+            message = await asyncio.wait_for(layer.receive(channel), timeout=10)
+            assert message["type"] == live.PAGE_FRAGMENTS
+            cards += [key for key, _ in message["fragments"] if key.startswith("service-")]
+        return cards
 
     return async_to_sync(receive)()
 
@@ -138,7 +144,7 @@ def test_it_publishes_a_batchs_cards_and_hands_its_services_over_in_chunks_as_bu
     with django_capture_on_commit_callbacks(execute=True):
         assert reconcile_environment.apply(args=[env.pk, ids]).get() == "applied"
     cards = received_cards(channel, 45)
-    assert {card["type"] for card in cards} == {live.CARD_UPDATE}
+    assert sorted(cards) == sorted(f"service-{service.public_id}" for service in Service.objects.filter(pk__in=ids))
     # Three chunks, behind anything a person asked for.
     assert queued(celery_queue, queue.BULK_PRIORITY) == 3
     assert queued(celery_queue, queue.PRIORITY) == 0
