@@ -63,9 +63,10 @@ STOP_DELAY = 5.0
 SECRET_KEY = "bench-only-not-a-secret"
 FERNET_KEY = "YmVuY2gtb25seS1ub3QtYS1zZWNyZXQtMDAwMDAwMDA="
 
-# The root tag of a card (`<article ... id="service-<public id>" ... data-status="running">`);
-# a message may hold one card or many.
-CARD_TAG = re.compile(r"<[a-z]+\b[^>]*\bid=\"service-([A-Za-z0-9_-]+)\"[^>]*>")
+# The root tag of a card (`<article ... id="service-<public id>" ... data-status="running">`;
+# a public id is 12 lowercase letters and digits, unlike `service-grid`); a message may hold
+# one card or many.
+CARD_TAG = re.compile(r"<[a-z]+\b[^>]*\bid=\"service-([a-z0-9]{12})\"[^>]*>")
 CARD_STATUS = re.compile(r"\bdata-status=\"([a-z]+)\"")
 CSRF = re.compile(r"\"X-CSRFToken\":\s*\"([^\"]+)\"")
 
@@ -74,11 +75,14 @@ class StageTimeout(RuntimeError):
     pass
 
 
-def wait(check, timeout: float, what: str, interval: float = POLL) -> None:
+def wait(check, timeout: float, what: str, interval: float = POLL, progress=None) -> None:
+    """Until `check()`; past `timeout`, a StageTimeout that says what was awaited and, with
+    `progress`, how far it got."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise StageTimeout(f"timed out after {timeout:.0f} s waiting for {what}")
+            reached = f" ({progress()})" if progress is not None else ""
+            raise StageTimeout(f"timed out after {timeout:.0f} s waiting for {what}{reached}")
         time.sleep(interval)
 
 
@@ -152,7 +156,10 @@ def measure_direct(stack: Stack, scratch: Path, services: int, replicas: int, en
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(lambda name: core.create_namespace({"metadata": {"name": name}}), namespaces))
         list(pool.map(lambda job: apps.create_namespaced_deployment(job[0], deployment(job[1], replicas)), work))
-    wait(lambda: ready_count() == len(work), timeout, f"{len(work)} Deployments ready (direct)")
+    wait(
+        lambda: ready_count() == len(work), timeout, f"{len(work)} Deployments ready (direct)",
+        progress=lambda: f"{ready_count()} ready",
+    )
     seconds = time.monotonic() - started
     api.close()
     # Its own cluster: stopped before the next stage so that it takes no CPU from it.
@@ -486,6 +493,8 @@ def last_card_statuses(sockets: list[Socket], since: float) -> tuple[dict[str, s
 
 
 def measure_start_all(ale: Ale, environments: list, timeout: float) -> dict[str, Any]:
+    from django.db.models import Count
+
     from services.models import Service
 
     ids = set(Service.objects.filter(environment__in=environments).values_list("public_id", flat=True))
@@ -501,7 +510,11 @@ def measure_start_all(ale: Ale, environments: list, timeout: float) -> dict[str,
     def all_running() -> bool:
         return rows.filter(status=Service.Status.RUNNING).count() == len(ids)
 
-    wait(all_running, timeout, f"{len(ids)} services running after Start All", interval=0.5)
+    def reached() -> str:
+        counts = dict(rows.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+        return ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+
+    wait(all_running, timeout, f"{len(ids)} services running after Start All", interval=0.5, progress=reached)
     rows_done = max(rows.values_list("status_changed_at", flat=True)).timestamp()
 
     def cards_running() -> bool:
@@ -567,7 +580,10 @@ def measure_stop_during_bulk(ale: Ale, environments: list, services: int, replic
     def row_stopped() -> bool:
         return Service.objects.filter(pk=target.pk, status=Service.Status.STOPPED).exists()
 
-    wait(lambda: card_stopped() is not None or row_stopped(), timeout, f"the stopped service {target.name} to show Stopped")
+    wait(
+        lambda: card_stopped() is not None or row_stopped(), timeout, f"the stopped service {target.name} to show Stopped",
+        progress=lambda: f"its row says {Service.objects.get(pk=target.pk).status}",
+    )
     row_at = None
     try:
         wait(row_stopped, 30, "its row to say stopped")
@@ -672,7 +688,7 @@ def main() -> None:
                 pass
         ok = True
     except StageTimeout as exc:
-        print(f"bench/scale.py: {exc} (logs in {scratch})", file=sys.stderr)
+        print(f"bench/scale.py: {exc}; measured until then: {json.dumps(result)}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         print("bench/scale.py: interrupted", file=sys.stderr)
