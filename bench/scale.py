@@ -37,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -130,7 +131,8 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
 
 
 def measure_direct(stack: Stack, scratch: Path, services: int, replicas: int, environments: int, timeout: float) -> float:
-    from kubernetes import client, config
+    from kubernetes import client, config, watch
+    from kubernetes.client.rest import ApiException
 
     kubeconfig = devcluster(stack, scratch / "direct")
     configuration = client.Configuration()
@@ -145,33 +147,54 @@ def measure_direct(stack: Stack, scratch: Path, services: int, replicas: int, en
         for index in range(count)
     ]
 
+    ready: dict[tuple[str, str], bool] = {}
+
     def ready_count() -> int:
-        # Raw JSON: the client's model deserialisation of hundreds of objects costs more CPU
-        # than the cluster's answer, on a machine the cluster shares.
-        response = apps.list_deployment_for_all_namespaces(label_selector="bench=scale", _preload_content=False)
-        items = json.loads(response.data)["items"]
-        return sum(1 for item in items if (item.get("status") or {}).get("readyReplicas") == replicas)
+        return sum(ready.values())
+
+    def note(item) -> None:
+        ready[(item.metadata.namespace, item.metadata.name)] = ((item.status and item.status.ready_replicas) or 0) == replicas
+
+    def follow(deadline: float) -> None:
+        """Watch the Deployments (relisting when the watch expires) until all are ready: a watch
+        costs the cluster far less than listing hundreds of Deployments several times a second."""
+        while ready_count() < len(work):
+            if time.monotonic() > deadline:
+                raise StageTimeout(
+                    f"timed out after {timeout:.0f} s waiting for {len(work)} Deployments ready (direct) "
+                    f"({ready_count()} ready)"
+                )
+            listed = apps.list_deployment_for_all_namespaces(label_selector="bench=scale")
+            for item in listed.items:
+                note(item)
+            try:
+                for event in watch.Watch().stream(
+                    apps.list_deployment_for_all_namespaces, label_selector="bench=scale",
+                    resource_version=listed.metadata.resource_version, timeout_seconds=30,
+                ):  # fmt: skip
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        note(event["object"])
+                    if ready_count() == len(work) or time.monotonic() > deadline:
+                        break
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise
 
     started = time.monotonic()
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(lambda name: core.create_namespace({"metadata": {"name": name}}), namespaces))
         list(pool.map(lambda job: apps.create_namespaced_deployment(job[0], deployment(job[1], replicas)), work))
-    wait(
-        lambda: ready_count() == len(work), timeout, f"{len(work)} Deployments ready (direct)",
-        progress=lambda: f"{ready_count()} ready",
-    )
+    follow(time.monotonic() + timeout)
     seconds = time.monotonic() - started
     api.close()
     # Its own cluster: stopped before the next stage so that it takes no CPU from it.
-    name, proc = stack.processes.pop()
-    assert name == "devcluster"
+    _, proc = stack.processes.pop()
     stop_one(proc)
     return seconds
 
 
 def stop_one(proc: subprocess.Popen) -> None:
-    import signal
-
+    """Stop one child's process group now (the stack stops the others at the end)."""
     for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
         try:
             os.killpg(proc.pid, sig)
