@@ -1,0 +1,739 @@
+"""Start All of many services against the same cluster applied directly, and a Stop clicked
+during a big YAML apply.
+
+    python bench/scale.py --services 300 --replicas 3 [--environments 20] [--use-configured-db]
+    python bench/scale.py --services 20          # a smoke run, under a minute
+
+Three stages, each on what `make run` runs (a devcluster started with the same flags, a Celery
+worker with beat and concurrency 2, the watcher, and ale's ASGI server, daphne):
+
+* direct: a fresh devcluster; the N Deployments (× --replicas) spread over the namespaces are
+  created with the official `kubernetes` client from 8 threads, as a script would; the time
+  until every one reports readyReplicas == replicas.
+* ale: a second fresh devcluster and the whole stack; N stopped image services (rows written
+  directly, as a clone leaves them) spread over --environments environments. A member's
+  websocket is open on each environment page (Information tab); Start All is posted over HTTP
+  as the browser posts it (htmx, CSRF token from the page). Measured: the answer's time, the
+  time until every row is `running` (the watcher's `status_changed_at`), until every card
+  received on the sockets says Running, and what the sockets received meanwhile (messages,
+  bytes, card fragments, event lists).
+* stop: on the same stack, a YAML file of N new running services is previewed and confirmed
+  over HTTP (split over the environments); 5 s after the last confirm a Stop of the last
+  service is posted; the time until a card on the socket says Stopped, and until its row does.
+
+Prints one JSON line per run. Numbers only: it never fails on time, but a stage that does not
+finish within --stage-timeout seconds stops the run with a message saying which. Every process
+it starts is stopped at the end, also on Ctrl-C or an error (unless --keep).
+
+It runs on a throwaway SQLite file unless --use-configured-db is given (then DATABASE_URL's
+database is migrated and used, and the rows it creates are deleted afterwards). Redis is
+REDIS_URL's; the bench uses a Celery queue and a channels prefix of its own there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ale_site.localstack import Stack, StopSignals, free_port, start_devcluster  # noqa: E402
+
+IMAGE = "nginx:1.27"
+PORT = 8080
+THREADS = 8
+POLL = 0.25
+STOP_DELAY = 5.0
+# Dummy settings for the throwaway rows (nothing secret is stored by the bench).
+SECRET_KEY = "bench-only-not-a-secret"
+FERNET_KEY = "YmVuY2gtb25seS1ub3QtYS1zZWNyZXQtMDAwMDAwMDA="
+
+# The root tag of a card (`<article ... id="service-<public id>" ... data-status="running">`;
+# a public id is 12 lowercase letters and digits, unlike `service-grid`); a message may hold
+# one card or many.
+CARD_TAG = re.compile(r"<[a-z]+\b[^>]*\bid=\"service-([a-z0-9]{12})\"[^>]*>")
+CARD_STATUS = re.compile(r"\bdata-status=\"([a-z]+)\"")
+CSRF = re.compile(r"\"X-CSRFToken\":\s*\"([^\"]+)\"")
+
+
+class StageTimeout(RuntimeError):
+    pass
+
+
+def wait(check, timeout: float, what: str, interval: float = POLL, progress=None) -> None:
+    """Until `check()`; past `timeout`, a StageTimeout that says what was awaited and, with
+    `progress`, how far it got."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            reached = f" ({progress()})" if progress is not None else ""
+            raise StageTimeout(f"timed out after {timeout:.0f} s waiting for {what}{reached}")
+        time.sleep(interval)
+
+
+def spread(total: int, parts: int) -> list[int]:
+    """`total` split over `parts` as evenly as it goes (the first ones get one more)."""
+    return [total // parts + (1 if index < total % parts else 0) for index in range(parts)]
+
+
+# --- the devcluster, as `make run` starts it ----------------------------------------------------
+
+
+def devcluster(stack: Stack, directory: Path) -> Path:
+    """A fresh devcluster with `make run`'s flags (TLS, persisted state, ingress, default pod
+    readiness); returns its kubeconfig."""
+    directory.mkdir(parents=True)
+    return start_devcluster(
+        stack, directory / "kubeconfig", data_dir=directory / "state", log=directory / "devcluster.log", tls=True
+    )
+
+
+# --- direct: the same Deployments through the official client -----------------------------------
+
+
+def deployment(name: str, replicas: int) -> dict[str, Any]:
+    labels = {"app": name, "bench": "scale"}
+    container = {
+        "name": "app",
+        "image": IMAGE,
+        "ports": [{"containerPort": PORT}],
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"cpu": "250m", "memory": "256Mi"},
+        },
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
+        },
+    }
+
+
+def measure_direct(stack: Stack, scratch: Path, services: int, replicas: int, environments: int, timeout: float) -> float:
+    from kubernetes import client, config, watch
+    from kubernetes.client.rest import ApiException
+
+    kubeconfig = devcluster(stack, scratch / "direct")
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    configuration.connection_pool_maxsize = THREADS
+    api = client.ApiClient(configuration)
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    namespaces = [f"bench-direct-{index}" for index in range(environments)]
+    work = [
+        (namespace, f"svc-{index:04d}")
+        for namespace, count in zip(namespaces, spread(services, environments))
+        for index in range(count)
+    ]
+
+    ready: dict[tuple[str, str], bool] = {}
+
+    def ready_count() -> int:
+        return sum(ready.values())
+
+    def note(item) -> None:
+        ready[(item.metadata.namespace, item.metadata.name)] = ((item.status and item.status.ready_replicas) or 0) == replicas
+
+    def follow(deadline: float) -> None:
+        """Watch the Deployments (relisting when the watch expires) until all are ready: a watch
+        costs the cluster far less than listing hundreds of Deployments several times a second."""
+        while ready_count() < len(work):
+            if time.monotonic() > deadline:
+                raise StageTimeout(
+                    f"timed out after {timeout:.0f} s waiting for {len(work)} Deployments ready (direct) "
+                    f"({ready_count()} ready)"
+                )
+            listed = apps.list_deployment_for_all_namespaces(label_selector="bench=scale")
+            for item in listed.items:
+                note(item)
+            try:
+                for event in watch.Watch().stream(
+                    apps.list_deployment_for_all_namespaces, label_selector="bench=scale",
+                    resource_version=listed.metadata.resource_version, timeout_seconds=30,
+                ):  # fmt: skip
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        note(event["object"])
+                    if ready_count() == len(work) or time.monotonic() > deadline:
+                        break
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(lambda name: core.create_namespace({"metadata": {"name": name}}), namespaces))
+        list(pool.map(lambda job: apps.create_namespaced_deployment(job[0], deployment(job[1], replicas)), work))
+    follow(time.monotonic() + timeout)
+    seconds = time.monotonic() - started
+    api.close()
+    # Its own cluster: stopped before the next stage so that it takes no CPU from it.
+    _, proc = stack.processes.pop()
+    stop_one(proc)
+    return seconds
+
+
+def stop_one(proc: subprocess.Popen) -> None:
+    """Stop one child's process group now (the stack stops the others at the end)."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# --- ale: the stack -----------------------------------------------------------------------------
+
+
+@dataclass
+class Socket:
+    """One environment page's websocket, read on a thread of its own; every message is kept
+    with the time it arrived."""
+
+    url: str
+    headers: list[str]
+    origin: str
+    messages: list[tuple[float, str]] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def start(self) -> None:
+        import websocket
+
+        self.ws = websocket.create_connection(self.url, header=self.headers, origin=self.origin, timeout=10)
+        self.ws.send(json.dumps({"tab": "information"}))
+        self.closing = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        import websocket
+
+        self.ws.settimeout(1)
+        while not self.closing:
+            try:
+                data = self.ws.recv()
+            except websocket.WebSocketTimeoutException:
+                continue
+            except Exception as exc:  # noqa: BLE001 - reported by the stage that reads the socket
+                if not self.closing:
+                    self.error = exc
+                return
+            if isinstance(data, bytes):
+                data = data.decode()
+            self.messages.append((time.time(), data))
+
+    def close(self) -> None:
+        self.closing = True
+        try:
+            self.ws.close()
+        except Exception:  # noqa: BLE001 - closing a socket the server may have dropped
+            pass
+
+    def since(self, moment: float) -> list[tuple[float, str]]:
+        if self.error is not None:
+            raise RuntimeError(f"the websocket {self.url} failed: {self.error!r}")
+        return [(at, text) for at, text in list(self.messages) if at >= moment]
+
+
+def cards_in(text: str) -> list[tuple[str, str | None]]:
+    """(service public id, status or None) of each card fragment in one message."""
+    return [(match.group(1), (CARD_STATUS.search(match.group(0)) or [None, None])[1]) for match in CARD_TAG.finditer(text)]
+
+
+@dataclass
+class Ale:
+    """The running stack and the bench's member on it."""
+
+    base: str
+    cookie: dict[str, str]
+    csrf: str
+    user: Any
+    project: Any
+    sockets: list[Socket] = field(default_factory=list)
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "Cookie": "; ".join(f"{key}={value}" for key, value in self.cookie.items()),
+            "HX-Request": "true",
+            "X-CSRFToken": self.csrf,
+            "Origin": self.base,
+            "Referer": self.base + "/",
+        }
+
+    def post(self, path: str, **kwargs) -> tuple[float, Any]:
+        import requests
+
+        started = time.perf_counter()
+        response = requests.post(self.base + path, headers=self.headers(), allow_redirects=False, timeout=600, **kwargs)
+        elapsed = (time.perf_counter() - started) * 1000
+        if response.status_code >= 400:
+            raise RuntimeError(f"POST {path} answered {response.status_code}: {response.text[:2000]}")
+        return elapsed, response
+
+    def open_socket(self, environment) -> Socket:
+        cookie = "; ".join(f"{key}={value}" for key, value in self.cookie.items())
+        socket = Socket(
+            url=self.base.replace("http://", "ws://") + f"/ws/environments/{environment.public_id}/",
+            headers=[f"Cookie: {cookie}"],
+            origin=self.base,
+        )
+        socket.start()
+        self.sockets.append(socket)
+        return socket
+
+
+def child_environment(scratch: Path, kubeconfig: Path, queue: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "ALE_VAR_DIR": str(scratch),
+        "DEVCLUSTER_KUBECONFIG": str(kubeconfig),
+        "DEBUG": "false",
+        "SECRET_KEY": SECRET_KEY,
+        "ALE_SECRET_KEYS": FERNET_KEY,
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "false",
+        "STATIC_ROOT": str(scratch / "static"),
+        # Its own queue and channel groups on the shared Redis: no other worker or page sees them.
+        "CELERY_QUEUE": queue,
+        "CHANNELS_PREFIX": f"ale-bench-scale-{os.getpid()}",
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO"),
+        "PYTHONPATH": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def setup_django(env: dict[str, str]) -> None:
+    os.environ.update({key: env[key] for key in (
+        "DATABASE_URL", "ALE_VAR_DIR", "DEVCLUSTER_KUBECONFIG", "DEBUG", "SECRET_KEY", "ALE_SECRET_KEYS",
+        "ALLOWED_HOSTS", "SECURE_SSL_REDIRECT", "STATIC_ROOT", "CELERY_QUEUE", "CHANNELS_PREFIX",
+    )})  # fmt: skip
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ale_site.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    call_command("migrate", verbosity=0, interactive=False)
+    # Before the server starts: WhiteNoise serves what STATIC_ROOT holds when it starts, and the
+    # page (where the CSRF token comes from) links its static files.
+    call_command("collectstatic", verbosity=0, interactive=False)
+
+
+def make_world(environments: int, stop_environments: int) -> tuple[Any, Any, list, list]:
+    """A member, a project with `environments` for Start All and `stop_environments` for the
+    stop stage (all created now: the watcher and the namespaces exist before the clock runs)."""
+    from django.db import transaction
+
+    from clusters.models import Cluster
+    from environments.actions import create_environment
+    from spaces.actions import create_project, ensure_default_space
+    from spaces.models import LIMIT_FIELDS, ResourceAllocation
+
+    from django.contrib.auth import get_user_model
+
+    suffix = uuid.uuid4().hex[:8]
+    user = get_user_model().objects.create_user(username=f"bench-scale-{suffix}", password="bench")
+    space = ensure_default_space(user)
+    # Far beyond any default profile: the bench measures the start, not a refusal by the quota.
+    ResourceAllocation.objects.update_or_create(space=space, defaults={name: 10_000_000 for name in LIMIT_FIELDS})
+    cluster = Cluster.objects.get(name="local")
+    with transaction.atomic():
+        project = create_project(acting_user=user, space=space, name=f"scale{suffix}", display_name="Scale", cluster=cluster)
+    start = [project.environments.get()]
+    for index in range(1, environments):
+        with transaction.atomic():
+            start.append(create_environment(acting_user=user, project=project, name=f"start{index}", cluster=cluster))
+    stop = []
+    for index in range(stop_environments):
+        with transaction.atomic():
+            stop.append(create_environment(acting_user=user, project=project, name=f"import{index}", cluster=cluster))
+    return user, project, start, stop
+
+
+def create_stopped_services(user, environments: list, services: int, replicas: int) -> None:
+    """Stopped image services with their first revision, as a clone leaves them: rows written
+    directly, nothing enqueued (Start All is what carries them to the cluster)."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from services.models import Revision, Service
+
+    now = timezone.now()
+    with transaction.atomic():
+        for environment, count in zip(environments, spread(services, len(environments))):
+            rows = Service.objects.bulk_create(
+                Service(
+                    environment=environment,
+                    name=f"svc-{index:04d}",
+                    image=IMAGE,
+                    port=PORT,
+                    replicas=replicas,
+                    desired_state=Service.DesiredState.STOPPED,
+                    status=Service.Status.STOPPED,
+                    status_changed_at=now,
+                    deployed_by=user,
+                    deployed_at=now,
+                )
+                for index in range(count)
+            )
+            Revision.objects.bulk_create(
+                Revision(service=row, number=1, spec=row.snapshot(), created_by=user, cause="deploy") for row in rows
+            )
+
+
+def yaml_file(names: list[str], replicas: int) -> bytes:
+    lines = ["apiVersion: ale/v1", "kind: Environment", "metadata:", "  name: bench", "spec:", "  services:"]
+    for name in names:
+        lines += [
+            f"    - name: {name}",
+            "      kind: web",
+            f"      image: {IMAGE}",
+            f"      port: {PORT}",
+            f"      resources:\n        replicas: {replicas}",
+            "      state: running",
+        ]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def start_stack(stack: Stack, scratch: Path, env: dict[str, str], timeout: float) -> str:
+    """The worker (as `make run` starts it), the watcher and daphne; returns daphne's URL once
+    all three are ready."""
+    logs = scratch / "logs"
+    logs.mkdir()
+    concurrency = env.get("CELERY_CONCURRENCY", "2")
+    # `make run`'s worker (ale_site/devserver.py): the default pool, beat, concurrency 2.
+    worker = [sys.executable, "-m", "celery", "-A", "ale_site", "worker", "-B", "-l", "INFO",
+              "--concurrency", concurrency, "-s", str(scratch / "celerybeat-schedule"),
+              "-n", f"bench-scale-{os.getpid()}@%h"]  # fmt: skip
+    watcher = [sys.executable, "manage.py", "watch_clusters"]
+    port = free_port()
+    web = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "ale_site.asgi:application"]
+    for name, args in (("worker", worker), ("watcher", watcher), ("web", web)):
+        out = open(logs / f"{name}.log", "wb")
+        stack.spawn(name, args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+    base = f"http://127.0.0.1:{port}"
+
+    def alive_and(name: str, check) -> bool:
+        proc = dict(stack.processes)[name]
+        if proc.poll() is not None:
+            raise RuntimeError(f"the {name} exited ({proc.returncode}):\n{(logs / f'{name}.log').read_text()[-3000:]}")
+        return check()
+
+    def serving() -> bool:
+        import requests
+
+        try:
+            requests.get(base + "/login/", timeout=2)
+            return True
+        except requests.RequestException:
+            return False
+
+    log = lambda name: (logs / f"{name}.log").read_text(errors="replace")  # noqa: E731
+    wait(lambda: alive_and("worker", lambda: " ready." in log("worker")), timeout, "the Celery worker to be ready")
+    wait(lambda: alive_and("watcher", lambda: "watching" in log("watcher")), timeout, "the watcher to watch the cluster")
+    wait(lambda: alive_and("web", serving), timeout, "daphne to serve")
+    return base
+
+
+def queue_drained(queue: str) -> bool:
+    import redis
+    from django.conf import settings
+
+    return redis.Redis.from_url(settings.CELERY_BROKER_URL).llen(queue) == 0
+
+
+def log_in(base: str, user, environment) -> Ale:
+    """The member's session (logged in as the test client logs in) and the CSRF token the
+    environment page hands the browser."""
+    import requests
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    cookie = {"sessionid": client.cookies["sessionid"].value}
+    response = requests.get(
+        f"{base}/environments/{environment.public_id}/", headers={"Cookie": f"sessionid={cookie['sessionid']}"}, timeout=60
+    )
+    if response.status_code != 200:
+        raise RuntimeError(f"the environment page answered {response.status_code}: {response.text[:2000]}")
+    match = CSRF.search(response.text)
+    if match is None or "csrftoken" not in response.cookies:
+        raise RuntimeError("the environment page carries no CSRF token")
+    cookie["csrftoken"] = response.cookies["csrftoken"]
+    return Ale(base=base, cookie=cookie, csrf=match.group(1), user=user, project=environment.project)
+
+
+def socket_numbers(sockets: list[Socket], since: float, until: float) -> dict[str, int]:
+    received = [text for socket in sockets for at, text in socket.since(since) if at <= until]
+    return {
+        "ws_messages": len(received),
+        "ws_bytes": sum(len(text.encode()) for text in received),
+        "ws_card_fragments": sum(len(CARD_TAG.findall(text)) for text in received),
+        "ws_event_list_messages": sum(1 for text in received if 'id="event-list"' in text),
+        "ws_event_list_bytes": sum(len(text.encode()) for text in received if 'id="event-list"' in text),
+    }
+
+
+def last_card_statuses(sockets: list[Socket], since: float) -> tuple[dict[str, str], dict[str, float]]:
+    """The status each service's latest card said, and when it said it."""
+    statuses: dict[str, str] = {}
+    times: dict[str, float] = {}
+    for socket in sockets:
+        for at, text in socket.since(since):
+            for public_id, status in cards_in(text):
+                if status is not None:
+                    statuses[public_id] = status
+                    times[public_id] = at
+    return statuses, times
+
+
+def measure_start_all(ale: Ale, environments: list, timeout: float) -> dict[str, Any]:
+    from django.db.models import Count
+
+    from services.models import Service
+
+    ids = set(Service.objects.filter(environment__in=environments).values_list("public_id", flat=True))
+    sockets = [ale.open_socket(environment) for environment in environments]
+    time.sleep(1)  # the sockets have said their tab
+    started = time.time()
+    answers = [ale.post(f"/environments/{environment.public_id}/start-all/") for environment in environments]
+    responses = [elapsed for elapsed, _ in answers]
+    rows = Service.objects.filter(environment__in=environments)
+    if rows.filter(desired_state=Service.DesiredState.RUNNING).count() != len(ids):
+        raise RuntimeError(f"Start All did not start every service: {answers[-1][1].text[:2000]}")
+
+    def all_running() -> bool:
+        return rows.filter(status=Service.Status.RUNNING).count() == len(ids)
+
+    def reached() -> str:
+        counts = dict(rows.values_list("status").annotate(n=Count("pk")).values_list("status", "n"))
+        return ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+
+    wait(all_running, timeout, f"{len(ids)} services running after Start All", interval=0.5, progress=reached)
+    rows_done = max(rows.values_list("status_changed_at", flat=True)).timestamp()
+
+    def cards_running() -> bool:
+        statuses, _ = last_card_statuses(sockets, started)
+        return all(statuses.get(public_id) == "running" for public_id in ids)
+
+    cards_done = None
+    try:
+        # The card of the last row written is on its way: a little longer than the rows.
+        wait(cards_running, 30, "every card on the sockets to say Running")
+        _, times = last_card_statuses(sockets, started)
+        cards_done = max(times[public_id] for public_id in ids)
+    except StageTimeout:
+        pass
+    time.sleep(1)  # what trails the last change (events) is part of the storm
+    result = {
+        "ale_all_running_s": round(rows_done - started, 2),
+        "ale_cards_running_s": round(cards_done - started, 2) if cards_done else None,
+        "start_all_response_ms": round(statistics.median(responses), 1),
+        "start_all_response_max_ms": round(max(responses), 1),
+        **socket_numbers(sockets, started, time.time()),
+    }
+    for socket in sockets:
+        socket.close()
+    return result
+
+
+def measure_stop_during_bulk(ale: Ale, environments: list, services: int, replicas: int, timeout: float) -> dict[str, Any]:
+    from services.models import Service
+
+    sockets = [ale.open_socket(environment) for environment in environments]
+    time.sleep(1)
+    started = time.time()
+    names_per_environment = []
+    offset = 0
+    for environment, count in zip(environments, spread(services, len(environments))):
+        names = [f"bulk-{index:04d}" for index in range(offset, offset + count)]
+        offset += count
+        names_per_environment.append(names)
+        _, preview = ale.post(
+            f"/environments/{environment.public_id}/yaml/preview/", files={"file": ("bench.yaml", yaml_file(names, replicas))}
+        )
+        if "data-yaml-apply" not in preview.text:
+            raise RuntimeError(f"the preview refused the file: {preview.text[:2000]}")
+        fields = {name: re.search(rf'name="{name}" value="([^"]+)"', preview.text).group(1) for name in ("yaml", "token")}
+        _, applied = ale.post(f"/environments/{environment.public_id}/yaml/apply/", data=fields)
+        if "HX-Redirect" not in applied.headers:
+            raise RuntimeError(f"the apply failed: {applied.status_code} {applied.text[:2000]}")
+    confirmed = time.time()
+    target = Service.objects.get(environment=environments[-1], name=names_per_environment[-1][-1])
+    time.sleep(max(0.0, confirmed + STOP_DELAY - time.time()))
+    clicked = time.time()
+    ale.post(f"/services/{target.public_id}/stop/")
+
+    def card_stopped() -> float | None:
+        for socket in sockets:
+            for at, text in socket.since(clicked):
+                for public_id, status in cards_in(text):
+                    if public_id == target.public_id and status == "stopped":
+                        return at
+        return None
+
+    def row_stopped() -> bool:
+        return Service.objects.filter(pk=target.pk, status=Service.Status.STOPPED).exists()
+
+    wait(
+        lambda: card_stopped() is not None or row_stopped(), timeout, f"the stopped service {target.name} to show Stopped",
+        progress=lambda: f"its row says {Service.objects.get(pk=target.pk).status}",
+    )
+    row_at = None
+    try:
+        wait(row_stopped, 30, "its row to say stopped")
+        row_at = Service.objects.get(pk=target.pk).status_changed_at.timestamp()
+    except StageTimeout:
+        pass
+    try:
+        wait(lambda: card_stopped() is not None, 10, "its card to say Stopped")
+    except StageTimeout:
+        pass
+    card_at = card_stopped()
+    for socket in sockets:
+        socket.close()
+    return {
+        "stop_during_bulk_ms": round(((card_at or row_at) - clicked) * 1000),
+        "stop_during_bulk_measured_on": "card" if card_at else "row",
+        "stop_during_bulk_row_ms": round((row_at - clicked) * 1000) if row_at else None,
+        "stop_clicked_after_apply_s": round(clicked - started, 2),
+    }
+
+
+def delete_rows(user, project) -> None:
+    """What the bench created in a configured database (its cluster objects went with the
+    devcluster): the project with its environments and services, then the member, whose
+    default space goes with them."""
+    from django.db import transaction
+
+    with transaction.atomic():
+        project.delete()
+        user.delete()
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=int, default=300)
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--environments", type=int, default=1)
+    parser.add_argument("--only", choices=["direct", "ale", "stop"], help="run one stage only")
+    parser.add_argument("--use-configured-db", action="store_true", help="DATABASE_URL's database, not a throwaway SQLite")
+    parser.add_argument("--keep", action="store_true", help="leave the processes and files for debugging")
+    parser.add_argument("--stage-timeout", type=float, default=600.0, help="seconds a stage may take (default 600)")
+    options = parser.parse_args()
+    if options.services < options.environments:
+        parser.error("--services must be at least --environments")
+
+    signals = StopSignals().install()
+    stack = Stack(signals=signals)
+    scratch = Path(tempfile.mkdtemp(prefix="ale-bench-scale-"))
+    result: dict[str, Any] = {
+        "services": options.services,
+        "replicas": options.replicas,
+        "environments": options.environments,
+        "database": "configured" if options.use_configured_db else "sqlite",
+    }
+    cleanup = None
+    ok = False
+    try:
+        stages = [options.only] if options.only else ["direct", "ale", "stop"]
+        if "direct" in stages:
+            result["direct_all_running_s"] = round(
+                measure_direct(stack, scratch, options.services, options.replicas, options.environments, options.stage_timeout),
+                2,
+            )
+        if "ale" in stages or "stop" in stages:
+            kubeconfig = devcluster(stack, scratch / "ale")
+            queue = f"ale-bench-scale-{uuid.uuid4().hex[:8]}"
+            env = child_environment(scratch, kubeconfig, queue)
+            if not options.use_configured_db:
+                env["DATABASE_URL"] = f"sqlite:///{scratch / 'bench.sqlite3'}"
+            elif not env.get("DATABASE_URL"):
+                raise SystemExit("--use-configured-db needs DATABASE_URL")
+            setup_django(env)
+            user, project, start_envs, stop_envs = make_world(
+                options.environments if "ale" in stages else 0, options.environments if "stop" in stages else 0
+            )
+            if options.use_configured_db:
+                cleanup = (user, project)
+            if "ale" in stages:
+                create_stopped_services(user, start_envs, options.services, options.replicas)
+            base = start_stack(stack, scratch, env, options.stage_timeout)
+            # The namespaces of the new environments, applied by the worker: settled first.
+            wait(lambda: queue_drained(queue), options.stage_timeout, "the environments' first reconciles")
+            time.sleep(2)
+            ale = log_in(base, user, (start_envs or stop_envs)[0])
+            if "ale" in stages:
+                result.update(measure_start_all(ale, start_envs, options.stage_timeout))
+                if "direct_all_running_s" in result:
+                    result["ratio"] = round(result["ale_all_running_s"] / result["direct_all_running_s"], 2)
+            if "stop" in stages:
+                result.update(
+                    measure_stop_during_bulk(ale, stop_envs, options.services, options.replicas, options.stage_timeout)
+                )
+            try:
+                import redis
+                from django.conf import settings
+
+                redis.Redis.from_url(settings.CELERY_BROKER_URL).delete(queue)
+            except Exception:  # noqa: BLE001 - a queue left behind costs a key, not the numbers
+                pass
+        ok = True
+    except StageTimeout as exc:
+        print(f"bench/scale.py: {exc}; measured until then: {json.dumps(result)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print("bench/scale.py: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+    finally:
+        signals.received = True  # a second Ctrl-C must not cut the clean-up short
+        if options.keep:
+            pids = ", ".join(f"{name} {proc.pid}" for name, proc in stack.processes)
+            print(f"--keep: left running: {pids or 'nothing'}; files in {scratch}", file=sys.stderr)
+        else:
+            stack.stop()
+            if cleanup is not None:
+                try:
+                    delete_rows(*cleanup)
+                except Exception as exc:  # noqa: BLE001 - reported; the numbers stand
+                    print(f"bench/scale.py: could not delete the bench's rows: {exc!r}", file=sys.stderr)
+            if ok:
+                shutil.rmtree(scratch, ignore_errors=True)
+            else:
+                print(f"bench/scale.py: logs kept in {scratch}", file=sys.stderr)
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
