@@ -44,6 +44,7 @@ from clusters.state import (
     JOBS,
     NAMESPACES,
     PODS,
+    SLIM,
     Changes,
     ChangesWriter,
     ClusterState,
@@ -109,6 +110,7 @@ class ClusterWatcher:
                 timeout_seconds=watch_timeout,
                 backoff_cap=backoff_cap,
                 name=f"{cluster.name}/{kind}",
+                transform=SLIM[name],
             )
             for name, api_version, kind, selector in WATCHED
         ]
