@@ -68,6 +68,12 @@ class Store:
         # etcd compaction); each bucket also forgets what fell out of its own history.
         self.compacted_rv = 1
         self._compacted: dict[str, int] = {}
+        # bucket -> namespace -> the keys of that namespace: a namespaced list (what every
+        # controller asks for) costs the namespace's objects, not the whole cluster's.
+        self._namespaces: dict[str, dict[str, set[Key]]] = {}
+        # bucket -> controller owner uid -> the keys it controls: a ReplicaSet's pods without a
+        # scan of its namespace (the controllers ask on every sync).
+        self._controlled: dict[str, dict[str, set[Key]]] = {}
         self.watchers: set[Watcher] = set()
         self.listeners: list[Callable[[Change], None]] = []
         self.on_dirty: Callable[[], None] | None = None
@@ -79,12 +85,39 @@ class Store:
 
     def list(self, bucket: str, namespace: str | None = None) -> list[Obj]:
         items = self.buckets.get(bucket, {})
-        keys = sorted(k for k in items if namespace is None or k[0] == namespace)
+        if namespace is None:
+            keys = sorted(items)
+        else:
+            keys = sorted(self._namespaces.get(bucket, {}).get(namespace, ()))
         return [items[k] for k in keys]
 
     def oldest_rv(self, bucket: str) -> int:
         """The oldest resourceVersion a watch or a list continuation of `bucket` may resume from."""
         return max(self.compacted_rv, self._compacted.get(bucket, 0))
+
+    def controlled(self, bucket: str, owner_uid: str) -> list[Obj]:
+        """The objects of `bucket` whose controller (owner reference) has this uid, in key order."""
+        items = self.buckets.get(bucket, {})
+        return [items[k] for k in sorted(self._controlled.get(bucket, {}).get(owner_uid, ()))]
+
+    def _index(self, bucket: str, key: Key, prev: Obj | None, obj: Obj | None) -> None:
+        if prev is None:
+            self._namespaces.setdefault(bucket, {}).setdefault(key[0], set()).add(key)
+        elif obj is None:
+            keys = self._namespaces[bucket][key[0]]
+            keys.discard(key)
+            if not keys:
+                del self._namespaces[bucket][key[0]]
+        before, after = _controller(prev), _controller(obj)
+        if before != after:
+            owners = self._controlled.setdefault(bucket, {})
+            if before is not None:
+                keys = owners.get(before, set())
+                keys.discard(key)
+                if not keys:
+                    owners.pop(before, None)
+            if after is not None:
+                owners.setdefault(after, set()).add(key)
 
     def snapshot(self, bucket: str, at_rv: int) -> dict[Key, Obj]:
         """The bucket as it was at `at_rv`, rebuilt by undoing newer changes (for consistent paging)."""
@@ -115,6 +148,7 @@ class Store:
         rv = self.next_rv()
         obj["metadata"]["resourceVersion"] = str(rv)
         self.buckets[bucket][key] = obj
+        self._index(bucket, key, prev, obj)
         self._record(Change(rv, bucket, "MODIFIED" if prev is not None else "ADDED", obj, prev))
         return obj
 
@@ -122,6 +156,7 @@ class Store:
         prev = self.buckets.get(bucket, {}).pop((namespace, name), None)
         if prev is None:
             return None
+        self._index(bucket, (namespace, name), prev, None)
         rv = self.next_rv()
         # The DELETED event carries the last state with the deletion's RV, as etcd watches do.
         gone = copy.deepcopy(prev)
@@ -182,6 +217,10 @@ class Store:
         self.rv = int(data.get("rv", 1))
         self.compacted_rv = self.rv
         self.buckets = {b: {_key(o): o for o in objs} for b, objs in data.get("buckets", {}).items()}
+        self._namespaces, self._controlled = {}, {}
+        for bucket, items in self.buckets.items():
+            for key, obj in items.items():
+                self._index(bucket, key, None, obj)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +228,15 @@ class Store:
         with os.fdopen(fd, "w") as f:
             json.dump(self.dump(), f)
         os.replace(tmp, path)
+
+
+def _controller(obj: Obj | None) -> str | None:
+    if obj is None:
+        return None
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
 
 
 def _key(obj: Obj) -> Key:

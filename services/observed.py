@@ -3,9 +3,10 @@
 `write_changes` is the one place where what the cluster says becomes rows: the watcher
 (`clusters.watcher`, through the writer `services.apps` registers at startup) calls it with
 what changed since its last call, the periodic resync (`services.resync`) with everything it
-listed. A service's status goes through `services.lifecycle.observe`, written only when
-something its card shows changed; events are stored in one statement per batch, and the
-changed cards are published once the transaction commits.
+listed. A service's status is written only when something its card shows changed, and only
+over the row the derivation read (`services.lifecycle.observe`'s compare-and-set; for many
+services at once, the same in bulk: `observe_many`); events are stored in one statement per
+batch, and the changed cards are published once the transaction commits.
 """
 
 from __future__ import annotations
@@ -182,14 +183,57 @@ def store_statuses(services: Iterable[Service], state: ClusterState, result: Wri
     """Derive each service's status from the state and write those that changed; a service
     whose row moved under the derivation goes to `result.retry`, to be derived again."""
     now = timezone.now()
+    pending: list[tuple[Service, ObservedStatus]] = []
     for service in services:
         observed = derive_for(service, state)
-        if observed == (service.status, service.status_reason, service.ready_replicas):
-            continue
+        if observed != (service.status, service.status_reason, service.ready_replicas):
+            pending.append((service, observed))
+    if len(pending) == 1:
+        service, observed = pending[0]
         if lifecycle.observe(service, observed, now):
             result.changed.append(service)
         else:
             result.retry.add(service.public_id)
+        return
+    for start in range(0, len(pending), BATCH):
+        written, moved = observe_many(pending[start : start + BATCH], now)
+        result.changed.extend(written)
+        result.retry.update(service.public_id for service in moved)
+
+
+# The columns `lifecycle.observe` compares before it writes: what the derivation read.
+_COMPARED = ("status", "status_reason", "ready_replicas", "desired_state", "replicas", "generation")
+_OBSERVED = ("status", "status_reason", "ready_replicas", "status_changed_at")
+
+
+def observe_many(pending: list[tuple[Service, ObservedStatus]], now: datetime) -> tuple[list[Service], list[Service]]:
+    """`lifecycle.observe` for many services in two queries: the same compare-and-set, in bulk.
+
+    The rows are read again under a row lock (in the caller's transaction) and only those still
+    as the derivation read them are written, in one UPDATE; the others moved under us (a user or
+    a task wrote them) and are returned to be derived again. Returns (written, moved).
+    """
+    by_pk = {service.pk: (service, observed) for service, observed in pending}
+    current = {
+        row[0]: row[1:]
+        for row in Service.objects.select_for_update()
+        .filter(pk__in=by_pk)
+        .order_by("pk")
+        .values_list("pk", *_COMPARED)
+    }
+    written: list[Service] = []
+    moved: list[Service] = []
+    for pk, (service, observed) in by_pk.items():
+        if current.get(pk) != tuple(getattr(service, name) for name in _COMPARED):
+            moved.append(service)
+            continue
+        if observed.status != service.status:
+            service.status_changed_at = now
+        service.status, service.status_reason, service.ready_replicas = observed
+        written.append(service)
+    if written:
+        Service.objects.bulk_update(written, _OBSERVED)
+    return written, moved
 
 
 def services_to_derive(cluster_id: int, changes: Changes) -> list[Service]:
