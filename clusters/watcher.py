@@ -16,11 +16,15 @@ Per cluster, five `ResourceWatcher` threads keep a `ClusterState` current:
 A sixth thread, the writer, wakes every `flush_interval`, takes what changed and hands it to
 the registered `ChangesWriter` (`services.observed.write_changes`, which `services.apps`
 registers at startup: this package imports no app), in one transaction: a burst of a hundred
-pod updates becomes one read of the affected services and at most one write per service whose
-card changed. Nothing is
+pod updates becomes one read of the affected services and one bulk write of those whose card
+changed. Nothing is
 written until every kind has been listed once, so a half-known cluster never produces a wrong
-status; each (re)list then re-derives every service of the cluster, which is what repairs the
-database after a restart or a missed watch.
+status; the first list then re-derives every service of the cluster, which is what repairs the
+database after a restart, and a relist (after 410 Gone) marks the services whose objects differ
+from what the state held, so one that finds the cluster as it was writes nothing.
+
+Lists come in pages, and every object is cut down to what ale reads as its page arrives
+(`clusters.state.SLIM`): the state of 10,000 pods is a few MB, not the cluster's whole JSON.
 
 `WatchManager` re-reads the clusters every `refresh_interval` and starts or stops their
 watchers; a cluster that cannot be reached only delays its own watchers (they back off).

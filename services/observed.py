@@ -5,7 +5,7 @@
 what changed since its last call, the periodic resync (`services.resync`) with everything it
 listed. A service's status is written only when something its card shows changed, and only
 over the row the derivation read (`services.lifecycle.observe`'s compare-and-set; for many
-services at once, the same in bulk: `observe_many`); events are stored in one statement per
+services at once, the same in bulk: `observe_many`, one UPDATE per distinct new value); events are stored in one statement per
 batch, and the changed cards are published once the transaction commits.
 """
 
@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -203,15 +204,15 @@ def store_statuses(services: Iterable[Service], state: ClusterState, result: Wri
 
 # The columns `lifecycle.observe` compares before it writes: what the derivation read.
 _COMPARED = ("status", "status_reason", "ready_replicas", "desired_state", "replicas", "generation")
-_OBSERVED = ("status", "status_reason", "ready_replicas", "status_changed_at")
 
 
 def observe_many(pending: list[tuple[Service, ObservedStatus]], now: datetime) -> tuple[list[Service], list[Service]]:
-    """`lifecycle.observe` for many services in two queries: the same compare-and-set, in bulk.
+    """`lifecycle.observe` for many services in a few queries: the same compare-and-set, in bulk.
 
     The rows are read again under a row lock (in the caller's transaction) and only those still
-    as the derivation read them are written, in one UPDATE; the others moved under us (a user or
-    a task wrote them) and are returned to be derived again. Returns (written, moved).
+    as the derivation read them are written, one UPDATE per distinct new value (a storm sets
+    hundreds of cards to the same "Running"); the others moved under us (a user or a task wrote
+    them) and are returned to be derived again. Returns (written, moved).
     """
     by_pk = {service.pk: (service, observed) for service, observed in pending}
     current = {
@@ -223,16 +224,22 @@ def observe_many(pending: list[tuple[Service, ObservedStatus]], now: datetime) -
     }
     written: list[Service] = []
     moved: list[Service] = []
+    updates: dict[tuple[str, str, int, bool], list[int]] = {}
     for pk, (service, observed) in by_pk.items():
         if current.get(pk) != tuple(getattr(service, name) for name in _COMPARED):
             moved.append(service)
             continue
-        if observed.status != service.status:
+        status_changed = observed.status != service.status
+        updates.setdefault((*observed, status_changed), []).append(pk)
+        if status_changed:
             service.status_changed_at = now
         service.status, service.status_reason, service.ready_replicas = observed
         written.append(service)
-    if written:
-        Service.objects.bulk_update(written, _OBSERVED)
+    for (status, reason, ready, status_changed), pks in updates.items():
+        values: dict[str, Any] = {"status": status, "status_reason": reason, "ready_replicas": ready}
+        if status_changed:
+            values["status_changed_at"] = now
+        Service.objects.filter(pk__in=pks).update(**values)
     return written, moved
 
 

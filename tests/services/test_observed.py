@@ -148,8 +148,8 @@ class TestStatuses:
         for service in services:
             state.apply(DEPLOYMENTS, "ADDED", deployment(service, ready=1))
 
-        # Savepoint, read the services, lock them again, one UPDATE, the cards' metrics and
-        # secrets, release: whatever their number.
+        # Savepoint, read the services, lock them again, one UPDATE (they all become "running,
+        # 1 ready"), the cards' metrics and secrets, release: whatever their number.
         with django_assert_num_queries(8):
             result = write_changes(main_env.cluster_id, state, state.take_changes())
 
