@@ -71,6 +71,11 @@ def registered_writer() -> ChangesWriter:
         raise RuntimeError("No writer of cluster changes is registered: is the services app installed?")
     return _writer
 
+# Events handed to the writer per flush. The first list of a big cluster holds tens of
+# thousands: in slices, the statuses go out with the first one instead of after all the events,
+# and the writer holds one slice of rows at a time; the rest follow a flush interval apart.
+MAX_EVENTS_PER_FLUSH = 2000
+
 # (kind name in ClusterState, api version, kind, label selector)
 WATCHED = (
     (NAMESPACES, "v1", "Namespace", MANAGED_BY_SELECTOR),
@@ -180,6 +185,9 @@ class ClusterWatcher:
         changes = self.state.take_changes()
         if not changes:
             return changes
+        if len(changes.events) > MAX_EVENTS_PER_FLUSH:
+            later = list(changes.events)[MAX_EVENTS_PER_FLUSH:]
+            self.state.give_back(Changes(events={uid: changes.events.pop(uid) for uid in later}))
         # A long-lived thread must not hold on to a connection the database has dropped.
         close_old_connections()
         try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from clusters.state import DEPLOYMENTS, EVENTS, JOBS, NAMESPACES, PODS, ClusterState
+from clusters.models import Cluster
+from clusters.state import DEPLOYMENTS, EVENTS, JOBS, NAMESPACES, PODS, Changes, ClusterState, WriteResult
+from clusters.watcher import MAX_EVENTS_PER_FLUSH, ClusterWatcher
 
 NAMESPACE = "ale-abc123"
 WARNING_WINDOW = 20  # MAX_WARNINGS_PER_SERVICE: what a service may keep of its recent Warnings
@@ -165,3 +167,23 @@ def test_it_holds_no_more_than_the_current_objects_after_stop_start_cycles():
     assert sizes["events"] == 30 * 3 * 3
     assert sizes["warnings"] <= 30 * WARNING_WINDOW
     assert sizes["pending_events"] == 0
+
+
+def test_the_writer_gets_a_big_first_list_of_events_in_slices_the_statuses_first():
+    handed: list[Changes] = []
+
+    def writer(cluster_id: int, state: ClusterState, changes: Changes) -> WriteResult:
+        handed.append(changes)
+        return WriteResult()
+
+    watcher = ClusterWatcher(Cluster(name="big"), writer=writer)
+    events = [full_event(f"e{i}", f"svc{i % 50}-a") for i in range(MAX_EVENTS_PER_FLUSH * 2 + 10)]
+    for kind, objects in ((NAMESPACES, []), (DEPLOYMENTS, []), (PODS, []), (EVENTS, events), (JOBS, [])):
+        watcher.state.replace(kind, objects)
+
+    while watcher.flush():
+        pass
+
+    assert [len(changes.events) for changes in handed] == [MAX_EVENTS_PER_FLUSH, MAX_EVENTS_PER_FLUSH, 10]
+    assert handed[0].all_services and not handed[1].all_services
+    assert set().union(*(changes.events for changes in handed)) == {f"e{i}" for i in range(len(events))}
