@@ -143,7 +143,7 @@ def create_deployments(kubeconfig: Path, services: list) -> None:
         items = json.loads(listed.data)["items"]
         if sum(1 for d in items if (d.get("status") or {}).get("readyReplicas", 0) >= REPLICAS) >= len(services):
             break
-        time.sleep(3)
+        time.sleep(1 if len(services) < 1000 else 3)
     api.close()
 
 
