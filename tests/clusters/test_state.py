@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from clusters.models import Cluster
 from clusters.state import DEPLOYMENTS, EVENTS, JOBS, NAMESPACES, PODS, Changes, ClusterState, WriteResult
 from clusters.watcher import MAX_EVENTS_PER_FLUSH, ClusterWatcher
@@ -169,6 +171,7 @@ def test_it_holds_no_more_than_the_current_objects_after_stop_start_cycles():
     assert sizes["pending_events"] == 0
 
 
+@pytest.mark.django_db  # the flush refreshes the writer thread's database connection
 def test_the_writer_gets_a_big_first_list_of_events_in_slices_the_statuses_first():
     handed: list[Changes] = []
 
