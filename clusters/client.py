@@ -313,9 +313,14 @@ class KubeClient:
         label_selector: str | None = None,
         field_selector: str | None = None,
         limit: int | None = None,
+        transform: Callable[[dict], dict] | None = None,
     ) -> tuple[builtins.list[dict], str]:
         """All matching objects (following `continue` pages of `limit` each) and the list's
-        resourceVersion, from which a watch can start. Items carry apiVersion and kind."""
+        resourceVersion, from which a watch can start. Items carry apiVersion and kind.
+
+        `transform`, when given, is applied to each item as its page arrives (the watcher keeps
+        a few fields of each): with `limit`, a list of thousands of objects never holds more
+        than one page of whole objects and its JSON text at once."""
         info = lookup(api_version, kind)
         path = collection_path(info, namespace)
         items: builtins.list[dict] = []
@@ -334,8 +339,9 @@ class KubeClient:
             for item in page.get("items") or []:
                 item.setdefault("apiVersion", api_version)
                 item.setdefault("kind", kind)
-                items.append(item)
+                items.append(transform(item) if transform else item)
             metadata = page.get("metadata") or {}
+            del page
             token = metadata.get("continue")
             if not token:
                 return items, metadata.get("resourceVersion", "")

@@ -3,17 +3,25 @@
 The watcher's threads feed it (`replace` after each list, `apply` for each watch event) and
 the writer drains what changed (`take_changes`). The periodic resync fills one from plain lists.
 Every method holds the lock, so the four watch threads and the writer can share one instance.
+
+Memory is bounded by what ale reads, not by what the cluster sends: each object is cut down to
+the fields `services.status.derive_status`, the event matching and the build hand-over read
+(`slim`; a pod of 6 KB on the wire keeps a few hundred bytes), and Events are not kept at all,
+only the resourceVersion each one was last handed over at, while it exists in the cluster. A
+service is marked changed only when its cut-down objects differ, so a pod's status heartbeat or
+a relist that finds the cluster as it was costs the database nothing.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from clusters.labels import BUILD_LABEL, SERVICE_LABEL
+from clusters.labels import BUILD_LABEL, GENERATION_ANNOTATION, SERVICE_LABEL
 
 NAMESPACE_PREFIX = "ale-"
 
@@ -29,12 +37,110 @@ KINDS = (NAMESPACES, DEPLOYMENTS, PODS, EVENTS, JOBS)
 # hour ago says nothing about the pod created a minute ago); Kubernetes drops them at about 1 h.
 WARNING_WINDOW_SECONDS = 15 * 60
 MAX_WARNINGS_PER_SERVICE = 20
+# Events whose last handed-over version is remembered. The cluster's own event TTL bounds how
+# many exist (a relist forgets those gone); this only caps a cluster that never expires them.
+MAX_REMEMBERED_EVENTS = 50_000
 
 Obj = dict[str, Any]
 
 
 def _meta(obj: Obj) -> dict:
     return obj.get("metadata") or {}
+
+
+# --- what ale keeps of each object ---------------------------------------------------------------
+
+_CONDITION_FIELDS = ("type", "status", "reason", "message")
+_CONTAINER_STATUS_FIELDS = ("name", "image", "ready", "restartCount", "state", "lastState")
+_DEPLOYMENT_STATUS_FIELDS = ("observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+_EVENT_FIELDS = (
+    "involvedObject", "regarding", "reason", "message", "note", "type", "count", "series",
+    "firstTimestamp", "lastTimestamp", "eventTime",
+)  # fmt: skip
+
+
+def _pick(source: Obj | None, names: Iterable[str]) -> Obj:
+    source = source or {}
+    return {name: source[name] for name in names if source.get(name) is not None}
+
+
+def _slim_meta(obj: Obj, labels: Iterable[str], *, annotations: Iterable[str] = ()) -> Obj:
+    meta = _meta(obj)
+    slim = _pick(meta, ("name", "namespace", "uid", "generation", "deletionTimestamp", "creationTimestamp"))
+    kept = _pick(meta.get("labels"), labels)
+    if kept:
+        slim["labels"] = kept
+    kept = _pick(meta.get("annotations"), annotations)
+    if kept:
+        slim["annotations"] = kept
+    return slim
+
+
+def _conditions(status: Obj) -> list[Obj]:
+    return [_pick(condition, _CONDITION_FIELDS) for condition in status.get("conditions") or []]
+
+
+def slim_pod(obj: Obj) -> Obj:
+    """What the card's status reads of a Pod: its identity, deletion, containers' images and
+    states, conditions. No managedFields, volumes, env, probes or resources."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    slim_spec = {
+        key: [_pick(container, ("name", "image")) for container in spec[key]]
+        for key in ("initContainers", "containers")
+        if spec.get(key)
+    }
+    slim_status = _pick(status, ("phase",))
+    slim_status["conditions"] = _conditions(status)
+    for key in ("initContainerStatuses", "containerStatuses"):
+        if status.get(key):
+            slim_status[key] = [_pick(container, _CONTAINER_STATUS_FIELDS) for container in status[key]]
+    return {"metadata": _slim_meta(obj, (SERVICE_LABEL,)), "spec": slim_spec, "status": slim_status}
+
+
+def slim_deployment(obj: Obj) -> Obj:
+    """What the card's status reads of a Deployment: generations, replica counts, conditions."""
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    slim_status = _pick(status, _DEPLOYMENT_STATUS_FIELDS)
+    slim_status["conditions"] = _conditions(status)
+    return {
+        "metadata": _slim_meta(obj, (SERVICE_LABEL,), annotations=(GENERATION_ANNOTATION,)),
+        "spec": _pick(spec, ("replicas",)),
+        "status": slim_status,
+    }
+
+
+def slim_job(obj: Obj) -> Obj:
+    """What the build hand-over reads of a Job: its build and its conditions."""
+    return {"metadata": _slim_meta(obj, (BUILD_LABEL,)), "status": {"conditions": _conditions(obj.get("status") or {})}}
+
+
+def slim_event(obj: Obj) -> Obj:
+    """What the Events tab and the statuses read of an Event."""
+    slim = _pick(obj, _EVENT_FIELDS)
+    slim["metadata"] = _pick(_meta(obj), ("name", "namespace", "uid", "resourceVersion", "creationTimestamp"))
+    return slim
+
+
+def slim_namespace(obj: Obj) -> Obj:
+    return {"metadata": _pick(_meta(obj), ("name",))}
+
+
+# Each watched kind's cut: the watcher applies it to every object as it arrives, before it is
+# kept or handed over, so a list of 10,000 pods never holds 10,000 whole pods at once.
+SLIM: dict[str, Callable[[Obj], Obj]] = {
+    NAMESPACES: slim_namespace,
+    DEPLOYMENTS: slim_deployment,
+    PODS: slim_pod,
+    EVENTS: slim_event,
+    JOBS: slim_job,
+}
+
+
+def _event_version(obj: Obj) -> tuple:
+    """What says an Event changed: its resourceVersion, or its count and times without one."""
+    meta = _meta(obj)
+    series = obj.get("series") or {}
+    return (meta.get("resourceVersion"), obj.get("count"), obj.get("lastTimestamp"), series.get("count"))
 
 
 def service_id_of(obj: Obj) -> str | None:
@@ -98,40 +204,61 @@ class ClusterState:
         self.namespaces: set[str] = set()
         # build id -> its Job
         self.jobs: dict[str, Obj] = {}
+        # event uid -> the version of it last handed to the writer, for the events that exist:
+        # a relist hands over only what is new or changed, not the last hour of events again.
+        self.event_versions: OrderedDict[str, tuple] = OrderedDict()
         self.synced: set[str] = set()
         self._changes = Changes()
 
     # --- feeding -----------------------------------------------------------------------------
 
     def replace(self, kind: str, objects: Iterable[Obj]) -> None:
-        """A full list of `kind`: the whole truth, anything missing from it is gone."""
-        objects = list(objects)
+        """A full list of `kind`: the whole truth, anything missing from it is gone.
+
+        The first list of a kind re-derives every service of the cluster (the database may be
+        behind on anything); a later one (after 410 Gone, or a failed handler) marks only the
+        services whose objects differ from what the state held.
+        """
+        slim = SLIM[kind]
+        objects = [slim(obj) for obj in objects]
         with self._lock:
+            first = kind not in self.synced
             if kind == NAMESPACES:
                 names = {_meta(o).get("name", "") for o in objects}
                 self._changes.namespaces_gone |= self.namespaces - names
                 self.namespaces = names
             elif kind == DEPLOYMENTS:
-                self.deployments = {}
+                before, self.deployments = self.deployments, {}
                 for obj in objects:
-                    self._put_deployment(obj)
+                    service = service_id_of(obj)
+                    if service:
+                        self.deployments[service] = obj
+                self._changes.services |= _differing(before, self.deployments)
             elif kind == PODS:
-                self.pods, self.pod_names = {}, {}
+                before, self.pods, self.pod_names = self.pods, {}, {}
                 for obj in objects:
-                    self._put_pod(obj)
+                    self._put_pod(obj, mark=False)
+                self._changes.services |= _differing(before, self.pods)
             elif kind == EVENTS:
+                versions = self.event_versions
+                self.event_versions = OrderedDict()
                 for obj in objects:
-                    self._put_event(obj)
+                    self._put_event(obj, versions.get(_event_uid(obj)))
             elif kind == JOBS:
-                self.jobs = {}
+                before, self.jobs = self.jobs, {}
                 for obj in objects:
-                    self._put_job(obj)
+                    build = (_meta(obj).get("labels") or {}).get(BUILD_LABEL)
+                    if build:
+                        self.jobs[build] = obj
+                self._changes.builds |= _differing(before, self.jobs)
             self.synced.add(kind)
-            self._changes.all_services = True
+            if first:
+                self._changes.all_services = True
 
     def apply(self, kind: str, event_type: str, obj: Obj) -> None:
         """One watch event (ADDED, MODIFIED or DELETED) of `kind`."""
         deleted = event_type == "DELETED"
+        obj = SLIM[kind](obj)
         with self._lock:
             if kind == NAMESPACES:
                 name = _meta(obj).get("name", "")
@@ -145,29 +272,29 @@ class ClusterState:
                 if service and deleted:
                     self.deployments.pop(service, None)
                     self._changes.services.add(service)
-                elif service:
-                    self._put_deployment(obj)
+                elif service and self.deployments.get(service) != obj:
+                    self.deployments[service] = obj
+                    self._changes.services.add(service)
             elif kind == PODS:
                 if deleted:
                     self._drop_pod(obj)
                 else:
                     self._put_pod(obj)
-            elif kind == EVENTS and not deleted:
-                # Kubernetes deletes events after about an hour; ale keeps its copy.
-                self._put_event(obj)
+            elif kind == EVENTS:
+                uid = _event_uid(obj)
+                if deleted:
+                    # Expired in the cluster (its event TTL): ale keeps its stored row.
+                    self.event_versions.pop(uid, None)
+                else:
+                    self._put_event(obj, self.event_versions.get(uid))
             elif kind == JOBS:
                 build = (_meta(obj).get("labels") or {}).get(BUILD_LABEL)
                 if build and deleted:
                     self.jobs.pop(build, None)
                     self._changes.builds.add(build)
-                elif build:
-                    self._put_job(obj)
-
-    def _put_job(self, obj: Obj) -> None:
-        build = (_meta(obj).get("labels") or {}).get(BUILD_LABEL)
-        if build:
-            self.jobs[build] = obj
-            self._changes.builds.add(build)
+                elif build and self.jobs.get(build) != obj:
+                    self.jobs[build] = obj
+                    self._changes.builds.add(build)
 
     def build_jobs(self, builds: Iterable[str] | None = None) -> dict[str, Obj]:
         """The Jobs of the given builds (all of them when None) that the state holds."""
@@ -176,20 +303,19 @@ class ClusterState:
                 return dict(self.jobs)
             return {build: self.jobs[build] for build in builds if build in self.jobs}
 
-    def _put_deployment(self, obj: Obj) -> None:
-        service = service_id_of(obj)
-        if service:
-            self.deployments[service] = obj
-            self._changes.services.add(service)
-
-    def _put_pod(self, obj: Obj) -> None:
+    def _put_pod(self, obj: Obj, *, mark: bool = True) -> None:
         service = service_id_of(obj)
         if not service:
             return
         meta = _meta(obj)
-        self.pods.setdefault(service, {})[meta.get("uid") or meta.get("name", "")] = obj
+        pods = self.pods.setdefault(service, {})
+        key = meta.get("uid") or meta.get("name", "")
+        if pods.get(key) == obj:
+            return
+        pods[key] = obj
         self.pod_names[(meta.get("namespace", ""), meta.get("name", ""))] = service
-        self._changes.services.add(service)
+        if mark:
+            self._changes.services.add(service)
 
     def _drop_pod(self, obj: Obj) -> None:
         meta = _meta(obj)
@@ -203,14 +329,20 @@ class ClusterState:
             self.pods.pop(service, None)
         self._changes.services.add(service)
 
-    def _put_event(self, obj: Obj) -> None:
+    def _put_event(self, obj: Obj, handed_over: tuple | None) -> None:
         namespace = _meta(obj).get("namespace", "")
         # Events carry no labels: those outside ale's namespaces are dropped here, before they
         # cost a database query.
         if not namespace.startswith(NAMESPACE_PREFIX):
             return
-        uid = _meta(obj).get("uid") or f"{namespace}/{_meta(obj).get('name', '')}"
-        self._changes.events[uid] = obj
+        uid = _event_uid(obj)
+        version = _event_version(obj)
+        self.event_versions[uid] = version
+        self.event_versions.move_to_end(uid)
+        while len(self.event_versions) > MAX_REMEMBERED_EVENTS:
+            self.event_versions.popitem(last=False)
+        if version != handed_over:
+            self._changes.events[uid] = obj
 
     # --- matching and reading ----------------------------------------------------------------
 
@@ -225,7 +357,7 @@ class ClusterState:
         now = time.time() if now is None else now
         with self._lock:
             warnings = self.warnings.setdefault(service, {})
-            warnings[uid] = (now, event)
+            warnings[uid] = (now, slim_event(event))
             if len(warnings) > MAX_WARNINGS_PER_SERVICE:
                 oldest = sorted(warnings.items(), key=lambda item: item[1][0])
                 for key, _ in oldest[: len(warnings) - MAX_WARNINGS_PER_SERVICE]:
@@ -250,6 +382,19 @@ class ClusterState:
         with self._lock:
             return all(kind in self.synced for kind in kinds)
 
+    def sizes(self) -> dict[str, int]:
+        """How many things the state holds, by what they are (for logs and tests)."""
+        with self._lock:
+            return {
+                "deployments": len(self.deployments),
+                "pods": sum(len(pods) for pods in self.pods.values()),
+                "pod_names": len(self.pod_names),
+                "warnings": sum(len(warnings) for warnings in self.warnings.values()),
+                "events": len(self.event_versions),
+                "pending_events": len(self._changes.events),
+                "jobs": len(self.jobs),
+            }
+
     def take_changes(self) -> Changes:
         with self._lock:
             changes, self._changes = self._changes, Changes()
@@ -264,3 +409,13 @@ class ClusterState:
             current.events = {**changes.events, **current.events}
             current.namespaces_gone |= changes.namespaces_gone
             current.builds |= changes.builds
+
+
+def _event_uid(obj: Obj) -> str:
+    meta = _meta(obj)
+    return meta.get("uid") or f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _differing(before: dict[str, Any], after: dict[str, Any]) -> set[str]:
+    """The keys whose value is not the same in both (added, removed or changed)."""
+    return {key for key in before.keys() | after.keys() if before.get(key) != after.get(key)}

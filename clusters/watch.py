@@ -33,6 +33,10 @@ EventCallback = Callable[[str, dict], Any]
 # How often the stop event is checked while a watch blocks in a read.
 _STOP_POLL = 0.2
 
+# Objects per page of a list: kube-apiserver serves big lists in pages (client-go's reflector
+# asks for 500), and a page at a time is all the JSON text a list holds.
+LIST_PAGE_SIZE = 500
+
 
 def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> float:
     """Seconds to wait before attempt `attempt` (1-based): exponential, capped, with jitter.
@@ -52,7 +56,8 @@ class ResourceWatcher:
     Callbacks run in the watcher's thread: `on_sync(objects)` after every (re)list with all
     current objects (treat it as the whole truth: anything not in it is gone), and
     `on_event(type, obj)` for ADDED / MODIFIED / DELETED. Bookmarks only move
-    `resource_version`. An exception from a callback is logged and followed by a relist, so a
+    `resource_version`. `transform`, when given, cuts each listed object down as its page
+    arrives (what the callbacks keep anyway), so a big list never lives whole in memory. An exception from a callback is logged and followed by a relist, so a
     failed write is repaired from the cluster's state rather than lost.
     """
 
@@ -70,6 +75,8 @@ class ResourceWatcher:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         name: str | None = None,
+        transform: Callable[[dict], dict] | None = None,
+        page_size: int = LIST_PAGE_SIZE,
     ) -> None:
         self._client: Callable[[], KubeClient] = (lambda: client) if isinstance(client, KubeClient) else client
         self.api_version = api_version
@@ -78,6 +85,8 @@ class ResourceWatcher:
         self.label_selector = label_selector
         self.on_sync = on_sync
         self.on_event = on_event
+        self.transform = transform
+        self.page_size = page_size
         self.timeout_seconds = timeout_seconds
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -115,9 +124,15 @@ class ResourceWatcher:
                 client = self._client()
                 if need_list:
                     objects, self.resource_version = client.list(
-                        self.api_version, self.kind, namespace=self.namespace, label_selector=self.label_selector
+                        self.api_version,
+                        self.kind,
+                        namespace=self.namespace,
+                        label_selector=self.label_selector,
+                        limit=self.page_size,
+                        transform=self.transform,
                     )
                     self.on_sync(objects)
+                    del objects
                     self.syncs += 1
                     self._attempt = 0
                     need_list = False

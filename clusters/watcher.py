@@ -16,11 +16,15 @@ Per cluster, five `ResourceWatcher` threads keep a `ClusterState` current:
 A sixth thread, the writer, wakes every `flush_interval`, takes what changed and hands it to
 the registered `ChangesWriter` (`services.observed.write_changes`, which `services.apps`
 registers at startup: this package imports no app), in one transaction: a burst of a hundred
-pod updates becomes one read of the affected services and at most one write per service whose
-card changed. Nothing is
+pod updates becomes one read of the affected services and one bulk write of those whose card
+changed. Nothing is
 written until every kind has been listed once, so a half-known cluster never produces a wrong
-status; each (re)list then re-derives every service of the cluster, which is what repairs the
-database after a restart or a missed watch.
+status; the first list then re-derives every service of the cluster, which is what repairs the
+database after a restart, and a relist (after 410 Gone) marks the services whose objects differ
+from what the state held, so one that finds the cluster as it was writes nothing.
+
+Lists come in pages, and every object is cut down to what ale reads as its page arrives
+(`clusters.state.SLIM`): the state of 10,000 pods is a few MB, not the cluster's whole JSON.
 
 `WatchManager` re-reads the clusters every `refresh_interval` and starts or stops their
 watchers; a cluster that cannot be reached only delays its own watchers (they back off).
@@ -44,6 +48,7 @@ from clusters.state import (
     JOBS,
     NAMESPACES,
     PODS,
+    SLIM,
     Changes,
     ChangesWriter,
     ClusterState,
@@ -65,6 +70,11 @@ def registered_writer() -> ChangesWriter:
     if _writer is None:
         raise RuntimeError("No writer of cluster changes is registered: is the services app installed?")
     return _writer
+
+# Events handed to the writer per flush. The first list of a big cluster holds tens of
+# thousands: in slices, the statuses go out with the first one instead of after all the events,
+# and the writer holds one slice of rows at a time; the rest follow a flush interval apart.
+MAX_EVENTS_PER_FLUSH = 2000
 
 # (kind name in ClusterState, api version, kind, label selector)
 WATCHED = (
@@ -109,6 +119,7 @@ class ClusterWatcher:
                 timeout_seconds=watch_timeout,
                 backoff_cap=backoff_cap,
                 name=f"{cluster.name}/{kind}",
+                transform=SLIM[name],
             )
             for name, api_version, kind, selector in WATCHED
         ]
@@ -174,6 +185,9 @@ class ClusterWatcher:
         changes = self.state.take_changes()
         if not changes:
             return changes
+        if len(changes.events) > MAX_EVENTS_PER_FLUSH:
+            later = list(changes.events)[MAX_EVENTS_PER_FLUSH:]
+            self.state.give_back(Changes(events={uid: changes.events.pop(uid) for uid in later}))
         # A long-lived thread must not hold on to a connection the database has dropped.
         close_old_connections()
         try:

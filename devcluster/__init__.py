@@ -23,6 +23,7 @@ from typing import Any
 from .authz import parse_rule
 from .eventttl import DEFAULT_EVENT_TTL, parse_event_ttl
 from .faults import Faults, Writes
+from .store import DEFAULT_HISTORY_SIZE
 
 __all__ = ["DevCluster", "RESTRICTED_CONTEXT", "write_kubeconfig", "load_token"]
 
@@ -94,7 +95,7 @@ class DevCluster:
     """The devcluster running in a background thread with its own event loop."""
 
     def __init__(self, *, port: int = 0, data_dir: str | os.PathLike[str] | None = None,
-                 pod_ready_seconds: float = 1.0, bookmark_seconds: float = 60.0, history_size: int = 1000,
+                 pod_ready_seconds: float = 1.0, bookmark_seconds: float = 60.0, history_size: int = DEFAULT_HISTORY_SIZE,
                  backoff_seconds: float | None = None, token: str | None = None, tls: bool = False,
                  restricted_identity: list[str] | None = None, leak_mib_per_second: float | None = None,
                  ingress_port: int | None = None, metrics_api: bool = True,

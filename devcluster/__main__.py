@@ -1,6 +1,6 @@
 """python -m devcluster --port PORT --kubeconfig PATH [--data DIR] [--pod-ready-seconds S] [--tls]
 [--restricted-identity VERBS:RESOURCES ...] [--leak-mib-per-second N]
-[--ingress-port PORT [--ingress-port-file PATH]] [--event-ttl DURATION] [--log-level LEVEL]"""
+[--ingress-port PORT [--ingress-port-file PATH]] [--event-ttl DURATION] [--history-size N] [--log-level LEVEL]"""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ from pathlib import Path
 from . import load_token, write_kubeconfig
 from .authz import parse_rule
 from .eventttl import DEFAULT_EVENT_TTL, parse_event_ttl
+from .store import DEFAULT_HISTORY_SIZE
 from .usage import LEAK_DEFAULT_MIB_PER_SECOND
 
 
@@ -42,6 +43,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--event-ttl", type=_event_ttl, default=DEFAULT_EVENT_TTL, metavar="DURATION",
                         help="how long events live after their last write, in seconds or as 1h, 30m, 90s "
                              "(default: 1h, as kube-apiserver)")
+    parser.add_argument("--history-size", type=int, default=DEFAULT_HISTORY_SIZE, metavar="N",
+                        help="changes kept per kind for watches to resume from; older resourceVersions get 410 Gone "
+                             f"(default: {DEFAULT_HISTORY_SIZE})")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -70,7 +74,8 @@ async def serve(args: argparse.Namespace) -> None:
                        bookmark_seconds=args.bookmark_seconds, tls=args.tls, restricted_token=restricted_token,
                        restricted_rules=tuple(parse_rule(r) for r in args.restricted_identity or ()),
                        leak_mib_per_second=args.leak_mib_per_second, ingress_port=args.ingress_port,
-                       metrics_api=args.metrics_api, event_ttl=args.event_ttl)
+                       metrics_api=args.metrics_api, event_ttl=args.event_ttl,
+                       history_size=args.history_size)
     port = await server.start(args.port)
     if server.ingress is not None:
         print(f"devcluster ingress listening on http://127.0.0.1:{server.ingress.port}", flush=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import AbstractSet, Any
 
 Obj = dict[str, Any]
@@ -331,31 +332,52 @@ def _walk(value: Any, path: Path, out: set[Path]) -> None:
 _MISSING = object()
 
 
+@lru_cache(maxsize=4096)
+def _decoded(elem: str) -> Any:
+    """The JSON of a `k:` or `v:` path element (few distinct ones, looked up over and over)."""
+    return json.loads(elem[2:])
+
+
+def _field_step(cur: Any, elem: str) -> Any:
+    if elem.startswith("f:"):
+        if not isinstance(cur, dict) or elem[2:] not in cur:
+            return _MISSING
+        return cur[elem[2:]]
+    if elem.startswith("k:"):
+        if not isinstance(cur, list):
+            return _MISSING
+        want = _decoded(elem)
+        keys, values = tuple(want), tuple(want.values())
+        return next((i for i in cur if isinstance(i, dict) and _item_key(i, keys) == values), _MISSING)
+    if elem.startswith("v:"):
+        want = _decoded(elem)
+        if not isinstance(cur, list) or want not in cur:
+            return _MISSING
+        return cur[cur.index(want)]
+    return _MISSING
+
+
 def value_at(obj: Any, path: Path) -> Any:
     cur = obj
-    names: tuple[str, ...] = ()
     for elem in path:
-        if elem.startswith("f:"):
-            if not isinstance(cur, dict) or elem[2:] not in cur:
-                return _MISSING
-            cur = cur[elem[2:]]
-            names += (elem[2:],)
-        elif elem.startswith("k:"):
-            if not isinstance(cur, list):
-                return _MISSING
-            want = json.loads(elem[2:])
-            keys = tuple(want)
-            cur = next((i for i in cur if isinstance(i, dict) and _item_key(i, keys) == tuple(want.values())), _MISSING)
-            if cur is _MISSING:
-                return cur
-        elif elem.startswith("v:"):
-            want = json.loads(elem[2:])
-            if not isinstance(cur, list) or want not in cur:
-                return _MISSING
-            cur = want
-        else:
-            return _MISSING
+        cur = _field_step(cur, elem)
+        if cur is _MISSING:
+            return cur
     return cur
+
+
+class _Values(dict):
+    """`value_at(obj, path)` for many paths of one object, each prefix walked once."""
+
+    def __init__(self, obj: Any) -> None:
+        super().__init__()
+        self[()] = obj
+
+    def __missing__(self, path: Path) -> Any:
+        parent = self[path[:-1]]
+        value = _MISSING if parent is _MISSING else _field_step(parent, path[-1])
+        self[path] = value
+        return value
 
 
 def _remove_at(obj: Obj, path: Path) -> None:
@@ -391,13 +413,14 @@ def changed_fields(old: Obj | None, new: Obj, reset: AbstractSet[str] = frozense
     """Fields an update set or changed, including maps and list items it created."""
     new_set = field_set(new, reset)
     out: set[Path] = set()
+    old_values, new_values = _Values(old), _Values(new)
     for p in new_set:
-        if old is None or value_at(old, p) != value_at(new, p):
+        if old is None or old_values[p] != new_values[p]:
             out.add(p)
             # Containers (maps, list items) created by this update are owned by it too.
             for i in range(1, len(p)):
                 prefix = p[:i]
-                if old is None or value_at(old, prefix) is _MISSING:
+                if old is None or old_values[prefix] is _MISSING:
                     out.add(prefix)
     return out
 
@@ -614,7 +637,8 @@ def record_update(old: Obj | None, new: Obj, *, manager: str, api_version: str, 
             entries.append(mine)
         mine.fields |= changed
         mine.time, mine.api_version = now, api_version
+    values = _Values(new)
     for e in entries:
-        e.fields = {p for p in e.fields if value_at(new, p) is not _MISSING}
+        e.fields = {p for p in e.fields if values[p] is not _MISSING}
     new.setdefault("metadata", {})
     write_entries(new, entries)

@@ -33,7 +33,7 @@ from .podexec import kill_running, serve_exec
 from .podlogs import serve_log
 from .quota import admit
 from .selectors import selector_string
-from .store import Change, Expired, Store, Watcher
+from .store import DEFAULT_HISTORY_SIZE, Change, Expired, Store, Watcher
 from .usage import LEAK_DEFAULT_MIB_PER_SECOND
 
 log = logging.getLogger("devcluster")
@@ -127,7 +127,7 @@ def parse_route(path: str) -> Route | None:
 
 class DevServer:
     def __init__(self, *, token: str, data_dir: Path | None = None, pod_ready_seconds: float = 1.0,
-                 bookmark_seconds: float = 60.0, history_size: int = 1000, backoff_base: float | None = None,
+                 bookmark_seconds: float = 60.0, history_size: int = DEFAULT_HISTORY_SIZE, backoff_base: float | None = None,
                  save_delay: float = 1.0, tls: bool = False, restricted_token: str | None = None,
                  restricted_rules: tuple[Rule, ...] = (), leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND,
                  ingress_port: int | None = None, metrics_api: bool = True, event_ttl: float = DEFAULT_EVENT_TTL):

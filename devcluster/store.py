@@ -2,6 +2,11 @@
 
 Everything runs on the server's event loop, so no locking is needed: each mutation is atomic with
 respect to readers, exactly like a single etcd revision.
+
+The history is kept per bucket, as kube-apiserver keeps a watch cache per resource: a storm of
+Events or ReplicaSet updates does not push the Pods' recent changes out, so a pod watch that
+reconnects resumes where it was instead of getting 410 Gone and relisting everything. Each
+bucket keeps its last `history_size` changes: memory stays bounded by kinds × history.
 """
 from __future__ import annotations
 
@@ -49,13 +54,26 @@ class Expired(Exception):
         self.requested, self.oldest = requested, oldest
 
 
+# Changes kept per bucket: 10,000 pods going through a stop and a start fit several times over.
+DEFAULT_HISTORY_SIZE = 10_000
+
+
 class Store:
-    def __init__(self, history_size: int = 1000):
+    def __init__(self, history_size: int = DEFAULT_HISTORY_SIZE):
         self.rv = 1
         self.buckets: dict[str, dict[Key, Obj]] = {}
-        self.history: deque[Change] = deque(maxlen=history_size)
-        # Changes at or below this RV are no longer in the history.
+        self.history_size = history_size
+        self.history: dict[str, deque[Change]] = {}
+        # Resource versions below this are too old for any bucket (a fresh watch cache, or an
+        # etcd compaction); each bucket also forgets what fell out of its own history.
         self.compacted_rv = 1
+        self._compacted: dict[str, int] = {}
+        # bucket -> namespace -> the keys of that namespace: a namespaced list (what every
+        # controller asks for) costs the namespace's objects, not the whole cluster's.
+        self._namespaces: dict[str, dict[str, set[Key]]] = {}
+        # bucket -> controller owner uid -> the keys it controls: a ReplicaSet's pods without a
+        # scan of its namespace (the controllers ask on every sync).
+        self._controlled: dict[str, dict[str, set[Key]]] = {}
         self.watchers: set[Watcher] = set()
         self.listeners: list[Callable[[Change], None]] = []
         self.on_dirty: Callable[[], None] | None = None
@@ -67,19 +85,49 @@ class Store:
 
     def list(self, bucket: str, namespace: str | None = None) -> list[Obj]:
         items = self.buckets.get(bucket, {})
-        keys = sorted(k for k in items if namespace is None or k[0] == namespace)
+        if namespace is None:
+            keys = sorted(items)
+        else:
+            keys = sorted(self._namespaces.get(bucket, {}).get(namespace, ()))
         return [items[k] for k in keys]
+
+    def oldest_rv(self, bucket: str) -> int:
+        """The oldest resourceVersion a watch or a list continuation of `bucket` may resume from."""
+        return max(self.compacted_rv, self._compacted.get(bucket, 0))
+
+    def controlled(self, bucket: str, owner_uid: str) -> list[Obj]:
+        """The objects of `bucket` whose controller (owner reference) has this uid, in key order."""
+        items = self.buckets.get(bucket, {})
+        return [items[k] for k in sorted(self._controlled.get(bucket, {}).get(owner_uid, ()))]
+
+    def _index(self, bucket: str, key: Key, prev: Obj | None, obj: Obj | None) -> None:
+        if prev is None:
+            self._namespaces.setdefault(bucket, {}).setdefault(key[0], set()).add(key)
+        elif obj is None:
+            keys = self._namespaces[bucket][key[0]]
+            keys.discard(key)
+            if not keys:
+                del self._namespaces[bucket][key[0]]
+        before, after = _controller(prev), _controller(obj)
+        if before != after:
+            owners = self._controlled.setdefault(bucket, {})
+            if before is not None:
+                keys = owners.get(before, set())
+                keys.discard(key)
+                if not keys:
+                    owners.pop(before, None)
+            if after is not None:
+                owners.setdefault(after, set()).add(key)
 
     def snapshot(self, bucket: str, at_rv: int) -> dict[Key, Obj]:
         """The bucket as it was at `at_rv`, rebuilt by undoing newer changes (for consistent paging)."""
-        if at_rv < self.compacted_rv:
-            raise Expired(at_rv, self.compacted_rv)
+        oldest = self.oldest_rv(bucket)
+        if at_rv < oldest:
+            raise Expired(at_rv, oldest)
         items = dict(self.buckets.get(bucket, {}))
-        for change in reversed(self.history):
+        for change in reversed(self.history.get(bucket, ())):
             if change.rv <= at_rv:
                 break
-            if change.bucket != bucket:
-                continue
             key = _key(change.obj)
             if change.type == "ADDED":
                 items.pop(key, None)
@@ -100,6 +148,7 @@ class Store:
         rv = self.next_rv()
         obj["metadata"]["resourceVersion"] = str(rv)
         self.buckets[bucket][key] = obj
+        self._index(bucket, key, prev, obj)
         self._record(Change(rv, bucket, "MODIFIED" if prev is not None else "ADDED", obj, prev))
         return obj
 
@@ -107,6 +156,7 @@ class Store:
         prev = self.buckets.get(bucket, {}).pop((namespace, name), None)
         if prev is None:
             return None
+        self._index(bucket, (namespace, name), prev, None)
         rv = self.next_rv()
         # The DELETED event carries the last state with the deletion's RV, as etcd watches do.
         gone = copy.deepcopy(prev)
@@ -115,9 +165,12 @@ class Store:
         return gone
 
     def _record(self, change: Change) -> None:
-        if len(self.history) == self.history.maxlen:
-            self.compacted_rv = self.history[0].rv
-        self.history.append(change)
+        history = self.history.get(change.bucket)
+        if history is None:
+            history = self.history[change.bucket] = deque(maxlen=self.history_size)
+        if len(history) == history.maxlen:
+            self._compacted[change.bucket] = history[0].rv
+        history.append(change)
         for w in list(self.watchers):
             if w.bucket == change.bucket and not w.closed:
                 w.queue.put_nowait(change)
@@ -129,9 +182,18 @@ class Store:
     # --- watch -----------------------------------------------------------------------------------
 
     def changes_since(self, bucket: str, rv: int) -> list[Change]:
-        if rv < self.compacted_rv:
-            raise Expired(rv, self.compacted_rv)
-        return [c for c in self.history if c.rv > rv and c.bucket == bucket]
+        oldest = self.oldest_rv(bucket)
+        if rv < oldest:
+            raise Expired(rv, oldest)
+        history = self.history.get(bucket, ())
+        # Newest last: walk back only as far as needed (a watch resumes from a recent version).
+        newer = []
+        for change in reversed(history):
+            if change.rv <= rv:
+                break
+            newer.append(change)
+        newer.reverse()
+        return newer
 
     def add_watcher(self, watcher: Watcher) -> None:
         self.watchers.add(watcher)
@@ -155,6 +217,10 @@ class Store:
         self.rv = int(data.get("rv", 1))
         self.compacted_rv = self.rv
         self.buckets = {b: {_key(o): o for o in objs} for b, objs in data.get("buckets", {}).items()}
+        self._namespaces, self._controlled = {}, {}
+        for bucket, items in self.buckets.items():
+            for key, obj in items.items():
+                self._index(bucket, key, None, obj)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +228,15 @@ class Store:
         with os.fdopen(fd, "w") as f:
             json.dump(self.dump(), f)
         os.replace(tmp, path)
+
+
+def _controller(obj: Obj | None) -> str | None:
+    if obj is None:
+        return None
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref.get("uid")
+    return None
 
 
 def _key(obj: Obj) -> Key:

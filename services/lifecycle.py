@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -433,6 +434,47 @@ def observe(service: Service, observed: ObservedStatus, now: Any) -> bool:
     for name, value in values.items():
         setattr(service, name, value)
     return True
+
+
+# The columns `observe` compares before it writes: what the derivation read.
+_COMPARED = ("status", "status_reason", "ready_replicas", "desired_state", "replicas", "generation")
+
+
+def observe_many(pending: list[tuple[Service, ObservedStatus]], now: datetime) -> tuple[list[Service], list[Service]]:
+    """`observe` for many services in a few queries: the same compare-and-set, in bulk.
+
+    The rows are read again under a row lock (in the caller's transaction) and only those still
+    as the derivation read them are written, one UPDATE per distinct new value (a storm sets
+    hundreds of cards to the same "Running"); the others moved under us (a user or a task wrote
+    them) and are returned to be derived again. Returns (written, moved).
+    """
+    by_pk = {service.pk: (service, observed) for service, observed in pending}
+    current = {
+        row[0]: row[1:]
+        for row in Service.objects.select_for_update()
+        .filter(pk__in=by_pk)
+        .order_by("pk")
+        .values_list("pk", *_COMPARED)
+    }
+    written: list[Service] = []
+    moved: list[Service] = []
+    updates: dict[tuple[str, str, int, bool], list[int]] = {}
+    for pk, (service, observed) in by_pk.items():
+        if current.get(pk) != tuple(getattr(service, name) for name in _COMPARED):
+            moved.append(service)
+            continue
+        status_changed = observed.status != service.status
+        updates.setdefault((*observed, status_changed), []).append(pk)
+        if status_changed:
+            service.status_changed_at = now
+        service.status, service.status_reason, service.ready_replicas = observed
+        written.append(service)
+    for (status, reason, ready, status_changed), pks in updates.items():
+        values: dict[str, Any] = {"status": status, "status_reason": reason, "ready_replicas": ready}
+        if status_changed:
+            values["status_changed_at"] = now
+        Service.objects.filter(pk__in=pks).update(**values)
+    return written, moved
 
 
 # --- many services at once: a YAML apply, a clone -----------------------------------------------

@@ -3,9 +3,11 @@
 `write_changes` is the one place where what the cluster says becomes rows: the watcher
 (`clusters.watcher`, through the writer `services.apps` registers at startup) calls it with
 what changed since its last call, the periodic resync (`services.resync`) with everything it
-listed. A service's status goes through `services.lifecycle.observe`, written only when
-something its card shows changed; events are stored in one statement per batch, and the
-changed cards are published once the transaction commits.
+listed. A service's status is written only when something its card shows changed, and only
+over the row the derivation read (`services.lifecycle.observe`'s compare-and-set; for many
+services at once `lifecycle.observe_many`, the same in bulk, one UPDATE per distinct new
+value); events are stored in one statement per batch, and the changed cards are published
+once the transaction commits.
 """
 
 from __future__ import annotations
@@ -70,15 +72,23 @@ def _owner_name(kind: str, name: str) -> str:
 
 
 def match_service(
-    state: ClusterState, namespace: str, kind: str, name: str, services_by_name: dict[str, tuple[int, str]]
+    state: ClusterState,
+    namespace: str,
+    kind: str,
+    name: str,
+    services_by_name: dict[str, tuple[int, str]],
+    by_public_id: dict[str, tuple[int, str]] | None = None,
 ) -> tuple[int, str] | None:
-    """The (pk, public id) of the service an event is about, from its involved object."""
+    """The (pk, public id) of the service an event is about, from its involved object.
+
+    `by_public_id`, the same services by public id, spares a scan of them for each pod event."""
     if kind == "Pod":
         public_id = state.pod_service(namespace, name)
         if public_id:
-            for pk, candidate in services_by_name.values():
-                if candidate == public_id:
-                    return pk, public_id
+            if by_public_id is None:
+                by_public_id = {candidate[1]: candidate for candidate in services_by_name.values()}
+            if public_id in by_public_id:
+                return by_public_id[public_id]
     exact = services_by_name.get(_owner_name(kind, name)) or services_by_name.get(name)
     if exact:
         return exact
@@ -106,6 +116,10 @@ def _store_events(
     ).values_list("pk", "public_id", "name", "environment_id"):
         services.setdefault(environment_id, {})[name] = (pk, public_id)
 
+    by_public_id = {
+        environment_id: {service[1]: service for service in by_name.values()}
+        for environment_id, by_name in services.items()
+    }
     rows: dict[tuple[int, str], ClusterEvent] = {}
     warned: set[str] = set()
     for uid, event in events.items():
@@ -116,7 +130,9 @@ def _store_events(
             continue
         involved = event.get("involvedObject") or event.get("regarding") or {}
         kind, name = involved.get("kind", ""), involved.get("name", "")
-        service = match_service(state, namespace, kind, name, services.get(environment_pk, {}))
+        service = match_service(
+            state, namespace, kind, name, services.get(environment_pk, {}), by_public_id.get(environment_pk, {})
+        )
         first, last = event_times(event)
         event_type = "Warning" if event.get("type") == "Warning" else "Normal"
         count = int(event.get("count") or (event.get("series") or {}).get("count") or 1)
@@ -182,14 +198,22 @@ def store_statuses(services: Iterable[Service], state: ClusterState, result: Wri
     """Derive each service's status from the state and write those that changed; a service
     whose row moved under the derivation goes to `result.retry`, to be derived again."""
     now = timezone.now()
+    pending: list[tuple[Service, ObservedStatus]] = []
     for service in services:
         observed = derive_for(service, state)
-        if observed == (service.status, service.status_reason, service.ready_replicas):
-            continue
+        if observed != (service.status, service.status_reason, service.ready_replicas):
+            pending.append((service, observed))
+    if len(pending) == 1:
+        service, observed = pending[0]
         if lifecycle.observe(service, observed, now):
             result.changed.append(service)
         else:
             result.retry.add(service.public_id)
+        return
+    for start in range(0, len(pending), BATCH):
+        written, moved = lifecycle.observe_many(pending[start : start + BATCH], now)
+        result.changed.extend(written)
+        result.retry.update(service.public_id for service in moved)
 
 
 def services_to_derive(cluster_id: int, changes: Changes) -> list[Service]:

@@ -10,7 +10,7 @@ from ..kinds import Kind, Obj
 from ..store import Store
 from .events import Recorder
 from .kubelet import Kubelet
-from .objects import POD, REPLICASET, controller_uid, owner_ref
+from .objects import POD, REPLICASET, owner_ref
 
 
 class Controller:
@@ -26,8 +26,7 @@ class Controller:
     enqueue: Callable[[str, str, str], None]  # ControllerManager.enqueue: (controller, namespace, name)
 
     def _owned_pods(self, owner: Obj) -> list[Obj]:
-        uid = owner["metadata"]["uid"]
-        return [p for p in self.store.list("pods", owner["metadata"]["namespace"]) if controller_uid(p) == uid]
+        return self.store.controlled("pods", owner["metadata"]["uid"])
 
     def _create_pod_for(self, owner: Obj, kind: Kind = REPLICASET, extra_labels: dict | None = None) -> bool:
         template = copy.deepcopy(owner["spec"]["template"])

@@ -10,7 +10,7 @@ from .. import kinds
 from ..api import ApiError
 from ..kinds import Obj
 from .base import Controller
-from .objects import DEPLOYMENT, REPLICASET, condition, controller_uid, owner_ref, pod_template_hash, strip_zero
+from .objects import DEPLOYMENT, REPLICASET, condition, owner_ref, pod_template_hash, strip_zero
 
 
 class DeploymentController(Controller):
@@ -21,7 +21,7 @@ class DeploymentController(Controller):
         if d is None or d["metadata"].get("deletionTimestamp"):
             return
         uid = d["metadata"]["uid"]
-        rses = [rs for rs in self.store.list("replicasets.apps", namespace) if controller_uid(rs) == uid]
+        rses = self.store.controlled("replicasets.apps", uid)
         template = copy.deepcopy(d["spec"]["template"])
         tmpl_hash = pod_template_hash(template, (d.get("status") or {}).get("collisionCount", 0))
         new_rs = next((rs for rs in rses if _same_template(rs["spec"]["template"], template)), None)

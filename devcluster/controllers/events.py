@@ -19,6 +19,27 @@ class Recorder:
 
     def __init__(self, api: Api):
         self.api = api
+        # What makes two events the same one (a repeat only bumps its count) -> its key in the
+        # store: finding the event to aggregate into costs a lookup, not a scan of every event.
+        self._similar: dict[tuple, tuple[str, str]] = {}
+        api.store.listeners.append(self._index)
+
+    @staticmethod
+    def _aggregation_key(event: Obj) -> tuple:
+        inv = event.get("involvedObject") or {}
+        return (event["metadata"].get("namespace", ""), inv.get("uid"), event.get("reason"), event.get("message"),
+                (event.get("source") or {}).get("component"), inv.get("fieldPath", ""), event.get("type"))
+
+    def _index(self, change: Any) -> None:
+        if change.bucket != "events":
+            return
+        key = self._aggregation_key(change.obj)
+        where = (change.obj["metadata"].get("namespace", ""), change.obj["metadata"]["name"])
+        if change.type == "DELETED":
+            if self._similar.get(key) == where:
+                del self._similar[key]
+        else:
+            self._similar[key] = where
 
     def _ref(self, kind: Kind, obj: Obj, field_path: str = "") -> Obj:
         meta = obj["metadata"]
@@ -34,7 +55,9 @@ class Recorder:
               host: str = "", field_path: str = "") -> None:
         ns = obj["metadata"].get("namespace") or "default"
         ref = self._ref(kind, obj, field_path)
-        for existing in self.api.store.list("events", ns):
+        where = self._similar.get((ns, ref["uid"], reason, message, component, field_path, type_))
+        existing = self.api.store.get("events", *where) if where else None
+        if existing is not None:
             inv = existing.get("involvedObject") or {}
             if inv.get("uid") == ref["uid"] and existing.get("reason") == reason and \
                     existing.get("message") == message and (existing.get("source") or {}).get("component") == component \

@@ -47,6 +47,62 @@ def test_it_expires_watches_older_than_its_history(tmp_path):
         api.close()
 
 
+def test_a_pod_watch_resumes_after_a_burst_of_changes_to_other_kinds(tmp_path):
+    """The history is kept per kind, like kube-apiserver's watch cache per resource: 5,000
+    changes to ConfigMaps (an event storm on a real cluster) do not push the pods' recent
+    changes out, so a pod watch that reconnects resumes instead of getting 410 and relisting."""
+    from kubernetes import config
+
+    with DevCluster(pod_ready_seconds=0.2) as dc:
+        api = config.new_client_from_config(config_file=str(dc.write_kubeconfig(tmp_path / "kc")))
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": "burst"}})
+        start = core.list_namespaced_pod("burst").metadata.resource_version
+        store = dc.server.store
+
+        def burst() -> None:
+            for i in range(5000):
+                store.put("configmaps", {"metadata": {"name": f"c{i % 50}", "namespace": "burst"}, "data": {"i": str(i)}})
+
+        dc.call(burst)
+        core.create_namespaced_pod("burst", _pod("after", {"name": "app", "image": "nginx:1.27"}))
+
+        seen = []
+        for event in watch.Watch().stream(core.list_namespaced_pod, "burst", resource_version=start, timeout_seconds=2):
+            seen.append((event["type"], event["object"].metadata.name))
+            break
+        assert seen == [("ADDED", "after")]
+        api.close()
+
+
+def test_a_pod_watch_resumes_after_a_burst_of_5000_pod_changes(tmp_path):
+    from kubernetes import config
+
+    with DevCluster(pod_ready_seconds=0.2) as dc:
+        api = config.new_client_from_config(config_file=str(dc.write_kubeconfig(tmp_path / "kc")))
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": "burst"}})
+        start = core.list_namespaced_pod("burst").metadata.resource_version
+        store = dc.server.store
+
+        def burst() -> None:
+            # What 10,000 pods starting put through the pods' history, in one go.
+            for i in range(5000):
+                store.put("pods", {"metadata": {"name": f"p{i}", "namespace": "burst", "uid": f"u{i}"},
+                                   "spec": {"nodeName": "gone", "containers": [{"name": "app", "image": "x"}]},
+                                   "status": {"phase": "Pending"}})
+
+        dc.call(burst)
+
+        names = []
+        for event in watch.Watch().stream(core.list_namespaced_pod, "burst", resource_version=start, timeout_seconds=2):
+            names.append(event["object"].metadata.name)
+            if len(names) == 5000:
+                break
+        assert names[0] == "p0" and names[-1] == "p4999"
+        api.close()
+
+
 def test_it_serves_logs_of_a_running_container(devcluster_api, ns):
     core = client.CoreV1Api(devcluster_api)
     core.create_namespaced_pod(ns, _pod("web", {"name": "app", "image": "nginx:1.27"}))

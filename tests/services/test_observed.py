@@ -141,6 +141,38 @@ class TestStatuses:
         assert result.retry == {web.public_id}
         assert Service.objects.get(pk=web.pk).status == "stopping"
 
+    @pytest.mark.parametrize("count", [10, 60])
+    def test_it_writes_a_burst_of_statuses_in_a_few_queries(self, main_env, count, django_assert_num_queries):
+        services = [make_service(main_env, f"svc{i}") for i in range(count)]
+        state = synced_state()
+        for service in services:
+            state.apply(DEPLOYMENTS, "ADDED", deployment(service, ready=1))
+
+        # Savepoint, read the services, lock them again, one UPDATE (they all become "running,
+        # 1 ready"), the cards' metrics and secrets, release: whatever their number.
+        with django_assert_num_queries(8):
+            result = write_changes(main_env.cluster_id, state, state.take_changes())
+
+        assert len(result.changed) == count
+        assert Service.objects.filter(environment=main_env, status="running", ready_replicas=1).count() == count
+
+    def test_a_burst_writes_all_but_the_rows_that_moved_under_it(self, main_env):
+        services = [make_service(main_env, f"svc{i}") for i in range(5)]
+        state = synced_state()
+        for service in services:
+            state.apply(DEPLOYMENTS, "ADDED", deployment(service, ready=1))
+            service.refresh_from_db()
+        # A user stops one between the watcher's read and its write.
+        Service.objects.filter(pk=services[2].pk).update(desired_state="stopped", status="stopping", generation=2)
+
+        result = WriteResult()
+        store_statuses(services, state, result)
+
+        assert result.retry == {services[2].public_id}
+        assert sorted(s.pk for s in result.changed) == sorted(s.pk for s in services if s is not services[2])
+        assert Service.objects.get(pk=services[2].pk).status == "stopping"
+        assert Service.objects.filter(environment=main_env, status="running").count() == 4
+
     def test_it_leaves_services_of_other_clusters_alone(self, main_env, web):
         from tests.factories import make_cluster
 
