@@ -149,8 +149,9 @@ class TestStatuses:
             state.apply(DEPLOYMENTS, "ADDED", deployment(service, ready=1))
 
         # Savepoint, read the services, lock them again, one UPDATE (they all become "running,
-        # 1 ready"), the cards' metrics and secrets, release: whatever their number.
-        with django_assert_num_queries(8):
+        # 1 ready"), the cards' metrics and secrets, the environments with a Start All or Stop All
+        # in flight (for their banner), release: whatever their number.
+        with django_assert_num_queries(9):
             result = write_changes(main_env.cluster_id, state, state.take_changes())
 
         assert len(result.changed) == count
