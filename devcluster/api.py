@@ -108,7 +108,12 @@ def parse_body(raw: bytes, content_type: str) -> Any:
         raise bad_request("the body of the request was empty")
     try:
         if "yaml" in content_type:
-            return yaml.safe_load(raw)
+            # Clients send server-side apply bodies as JSON under the YAML type: JSON is YAML,
+            # and json reads it many times faster than a YAML parser.
+            try:
+                return json.loads(raw)
+            except ValueError:
+                return yaml.safe_load(raw)
         return json.loads(raw)
     except (ValueError, yaml.YAMLError) as exc:
         what = "yaml" if "yaml" in content_type else "json"

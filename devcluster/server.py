@@ -88,6 +88,9 @@ def _query_bool(request: web.Request, key: str) -> bool:
     return value is not None and value.lower() not in ("0", "false", "")
 
 
+# A state save waits at least this many times as long as the last one took (see `_schedule_save`).
+SAVE_SPACING = 10
+
 class Route:
     """A parsed resource path: /api/v1/namespaces/ns/pods/name/log and friends."""
 
@@ -156,6 +159,7 @@ class DevServer:
         self.port = 0
         self.streams: set[web.StreamResponse] = set()
         self._save_handle: asyncio.TimerHandle | None = None
+        self._last_save_seconds = 0.0
         self._scratch_root = Path(tempfile.mkdtemp(prefix="devcluster-pods-")) if data_dir is None \
             else data_dir / "pods"
         self.tls = tls
@@ -233,12 +237,17 @@ class DevServer:
     def _schedule_save(self) -> None:
         if self.data_dir is None or self._save_handle is not None or self.loop is None:
             return
-        self._save_handle = self.loop.call_later(self.save_delay, self._save)
+        # A save writes the whole store on the event loop: with thousands of objects it takes a
+        # while, so saves are spaced to keep them under a tenth of the loop's time.
+        delay = max(self.save_delay, SAVE_SPACING * self._last_save_seconds)
+        self._save_handle = self.loop.call_later(delay, self._save)
 
     def _save(self) -> None:
         self._save_handle = None
         if self.data_dir is not None:
+            started = time.monotonic()
             self.store.save(self.data_dir / "state.json")
+            self._last_save_seconds = time.monotonic() - started
 
     # --- middlewares -----------------------------------------------------------------------------
 

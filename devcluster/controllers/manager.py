@@ -29,6 +29,9 @@ from .services import ServiceController
 
 log = logging.getLogger("devcluster.controllers")
 
+# How often expired events are looked for: an event outlives its TTL by at most this much.
+EVENT_EXPIRY_SECONDS = 5.0
+
 
 class ControllerManager(
     SchedulerController,
@@ -63,6 +66,7 @@ class ControllerManager(
         self.claim_retry_at: dict[str, float] = {}
         self.claim_retry_seconds = 15.0
         self.event_ttl = DEFAULT_EVENT_TTL  # the server sets --event-ttl
+        self._next_event_expiry = 0.0
         self.store.listeners.append(self.observe)
 
     # --- plumbing --------------------------------------------------------------------------------
@@ -106,7 +110,10 @@ class ControllerManager(
             self._resync_all()
 
     def _resync_all(self) -> None:
-        self._expire_events()
+        if time.monotonic() >= self._next_event_expiry:
+            # Every few seconds, not every resync: it reads every event of the cluster.
+            self._next_event_expiry = time.monotonic() + EVENT_EXPIRY_SECONDS
+            self._expire_events()
         for d in self.store.list("deployments.apps"):
             self.enqueue("deployment", d["metadata"]["namespace"], d["metadata"]["name"])
         for j in self.store.list("jobs.batch"):
