@@ -5,13 +5,13 @@ generation and managedFields behave the same whoever the writer is.
 """
 from __future__ import annotations
 
-import copy
 import json
 import uuid
 from typing import Any, Callable
 
 import yaml
 
+from .jsontree import clone
 from . import kinds, patch
 from .kinds import Kind, Obj
 from .selectors import SelectorError, label_matcher, parse_field_selector
@@ -220,7 +220,7 @@ class Api:
                apply_config: Obj | None = None, force: bool = False) -> Obj:
         if not isinstance(body, dict):
             raise bad_request("the object provided is unrecognized (must be of type object)")
-        obj = kinds.from_wire(kind, copy.deepcopy(body))
+        obj = kinds.from_wire(kind, clone(body))
         self._check_type(kind, obj)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
@@ -286,7 +286,7 @@ class Api:
                dry_run: bool = False) -> Obj:
         if not isinstance(body, dict):
             raise bad_request("the object provided is unrecognized (must be of type object)")
-        new = kinds.from_wire(kind, copy.deepcopy(body))
+        new = kinds.from_wire(kind, clone(body))
         self._check_type(kind, new)
         meta = new.setdefault("metadata", {})
         if meta.get("name") and meta["name"] != name:
@@ -360,12 +360,12 @@ class Api:
     @staticmethod
     def _merge_subresource(kind: Kind, old: Obj, new: Obj, subresource: str) -> Obj:
         if subresource == "status":
-            out = copy.deepcopy(old)
+            out = clone(old)
             out["status"] = new.get("status", {})
             # Status writers may change annotations (the deployment controller's revision does).
             annotations = (new.get("metadata") or {}).get("annotations")
             if annotations is not None:
-                out["metadata"]["annotations"] = copy.deepcopy(annotations)
+                out["metadata"]["annotations"] = clone(annotations)
             out["metadata"]["managedFields"] = new.get("metadata", {}).get("managedFields",
                                                                            old["metadata"].get("managedFields"))
             if out["metadata"]["managedFields"] is None:
@@ -374,12 +374,12 @@ class Api:
         if kind.has_status and kind.kind != "Namespace":
             new = dict(new)
             if "status" in old:
-                new["status"] = copy.deepcopy(old["status"])
+                new["status"] = clone(old["status"])
             else:
                 new.pop("status", None)
         if kind.kind == "Namespace":
             new = dict(new)
-            new["status"] = copy.deepcopy(old.get("status"))
+            new["status"] = clone(old.get("status"))
         return new
 
     @staticmethod
@@ -414,7 +414,7 @@ class Api:
             if not same("volumeBindingMode"):
                 causes.append(kinds.invalid("volumeBindingMode", new.get("volumeBindingMode"), "field is immutable"))
         if kind.kind == "Pod":
-            old_spec, new_spec = copy.deepcopy(old.get("spec") or {}), copy.deepcopy(new.get("spec") or {})
+            old_spec, new_spec = clone(old.get("spec") or {}), clone(new.get("spec") or {})
             for spec in (old_spec, new_spec):
                 for c in spec.get("containers") or []:
                     c.pop("image", None)
@@ -471,7 +471,7 @@ class Api:
         config = parse_body(raw, "application/yaml")
         if not isinstance(config, dict):
             raise bad_request("error decoding YAML: the applied configuration is not an object")
-        config = kinds.from_wire(kind, copy.deepcopy(config))
+        config = kinds.from_wire(kind, clone(config))
         cfg_meta = config.get("metadata") or {}
         if not config.get("kind") or not config.get("apiVersion"):
             raise bad_request("invalid object type: /, Kind=")
@@ -487,7 +487,7 @@ class Api:
         if old is None:
             if subresource:
                 raise not_found(kind, name)
-            body = copy.deepcopy(config)
+            body = clone(config)
             body.setdefault("metadata", {})["name"] = name
             return self.create(kind, namespace, body, manager=manager, dry_run=dry_run, apply_config=config,
                                force=force), True
@@ -533,7 +533,7 @@ class Api:
         if kind.kind == "Pod" and grace_seconds == 0:
             graceful = False
         if graceful or propagation == "Foreground" or meta.get("finalizers"):
-            new = copy.deepcopy(obj)
+            new = clone(obj)
             nmeta = new["metadata"]
             nmeta["deletionTimestamp"] = nmeta.get("deletionTimestamp") or kinds.now_iso()
             if kind.kind == "Pod":
@@ -571,7 +571,7 @@ class Api:
             for obj in list(items.values()):
                 refs = obj["metadata"].get("ownerReferences") or []
                 if any(r.get("uid") == owner_uid for r in refs):
-                    new = copy.deepcopy(obj)
+                    new = clone(obj)
                     kept = [r for r in refs if r.get("uid") != owner_uid]
                     if kept:
                         new["metadata"]["ownerReferences"] = kept
@@ -604,8 +604,8 @@ def _generate_job_selector(job: Obj) -> None:
 def _claim_update_causes(old: Obj, new: Obj) -> list[kinds.Cause]:
     """ValidatePersistentVolumeClaimUpdate: only a bound claim's requests (and its attributes class) may change."""
     causes: list[kinds.Cause] = []
-    old_spec, new_spec = copy.deepcopy(old.get("spec") or {}), copy.deepcopy(new.get("spec") or {})
-    compared_old, compared_new = copy.deepcopy(old_spec), copy.deepcopy(new_spec)
+    old_spec, new_spec = clone(old.get("spec") or {}), clone(new.get("spec") or {})
+    compared_old, compared_new = clone(old_spec), clone(new_spec)
     # The persistentvolume controller sets volumeName once; so may a user who binds by hand.
     if not old_spec.get("volumeName"):
         compared_old.pop("volumeName", None)

@@ -6,12 +6,13 @@ that an object read back from the devcluster looks like one read back from a rea
 from __future__ import annotations
 
 import base64
-import copy
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
+
+from .jsontree import clone
 
 Obj = dict[str, Any]
 
@@ -882,5 +883,5 @@ def random_suffix(n: int = 5) -> str:
 
 
 def deep_copy(obj: Obj) -> Obj:
-    return copy.deepcopy(obj)
+    return clone(obj)
 

@@ -1,9 +1,9 @@
 """The devcluster's one Node, as its kubelet registers it: `kubectl get nodes`, `kubectl top nodes`."""
 from __future__ import annotations
 
-import copy
 import hashlib
 
+from .jsontree import clone
 from .api import Api
 from .controllers.objects import HOST_IP, NODE
 from .kinds import Obj, find_kind
@@ -53,6 +53,6 @@ def ensure_node(api: Api, now: str) -> Obj:
             "kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux", "node-role.kubernetes.io/control-plane": ""}},
             "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"],
                      "providerID": f"kind://docker/{NODE}/{NODE}"}}, manager="kubelet")
-    new = copy.deepcopy(node)
+    new = clone(node)
     new["status"] = node_status(now)
     return api.write(NODE_KIND, node, new, manager="kubelet", subresource="status", trusted=True)

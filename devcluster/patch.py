@@ -6,11 +6,12 @@ structs/maps for server-side apply.
 """
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import AbstractSet, Any
+
+from .jsontree import clone
 
 Obj = dict[str, Any]
 Path = tuple[str, ...]  # elements "f:name", "k:{...}", "v:...", "i:N" as in fieldsV1
@@ -78,8 +79,8 @@ def _item_key(item: Obj, keys: tuple[str, ...]) -> tuple[Any, ...]:
 
 def merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -92,13 +93,13 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 def strategic_merge(original: Any, patch: Any, names: tuple[str, ...] = ()) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return clone(patch)
     directive = patch.get("$patch")
     if directive == "replace":
         return _strip_directives(patch)
     if directive == "delete":
         return None
-    result = copy.deepcopy(original) if isinstance(original, dict) else {}
+    result = clone(original) if isinstance(original, dict) else {}
     orders = {k.split("/", 1)[1]: v for k, v in patch.items() if k.startswith("$setElementOrder/")}
     for key, value in patch.items():
         if key in ("$patch", "$retainKeys") or key.startswith("$setElementOrder/"):
@@ -140,7 +141,7 @@ def _smp_list(original: list, patch: list, names: tuple[str, ...], order: list |
     mkey = _smp_merge_key(names)
     if mkey is None:
         return [_strip_directives(i) if isinstance(i, dict) else i for i in patch]
-    result = copy.deepcopy(original)
+    result = clone(original)
     for item in patch:
         if not isinstance(item, dict):
             raise PatchError(f"unable to find api field in struct for the merge key {mkey!r}")
@@ -177,22 +178,22 @@ def _strip_directives(value: Any) -> Any:
 def json_patch(doc: Any, ops: Any) -> Any:
     if not isinstance(ops, list):
         raise PatchError("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
-    doc = copy.deepcopy(doc)
+    doc = clone(doc)
     for op in ops:
         kind, path = op.get("op"), op.get("path", "")
         if kind == "add":
-            doc = _pointer_set(doc, path, copy.deepcopy(op.get("value")), insert=True)
+            doc = _pointer_set(doc, path, clone(op.get("value")), insert=True)
         elif kind == "remove":
             doc = _pointer_remove(doc, path)
         elif kind == "replace":
             _pointer_get(doc, path)
-            doc = _pointer_set(doc, path, copy.deepcopy(op.get("value")), insert=False)
+            doc = _pointer_set(doc, path, clone(op.get("value")), insert=False)
         elif kind == "move":
             value = _pointer_get(doc, op.get("from", ""))
             doc = _pointer_remove(doc, op.get("from", ""))
             doc = _pointer_set(doc, path, value, insert=True)
         elif kind == "copy":
-            doc = _pointer_set(doc, path, copy.deepcopy(_pointer_get(doc, op.get("from", ""))), insert=True)
+            doc = _pointer_set(doc, path, clone(_pointer_get(doc, op.get("from", ""))), insert=True)
         elif kind == "test":
             if _pointer_get(doc, path) != op.get("value"):
                 raise PatchError(f"testing value {path} failed: test failed")
@@ -552,7 +553,7 @@ class ApplyConflict(Exception):
 def ssa_merge(live: Any, config: Any, names: tuple[str, ...] = ()) -> Any:
     """Merge an applied configuration onto the live object following listType/mapType semantics."""
     if isinstance(config, dict) and isinstance(live, dict) and not (names and names[-1] in _ATOMIC_MAPS):
-        result = copy.deepcopy(live)
+        result = clone(live)
         for k, v in config.items():
             if v is None:
                 result.pop(k, None)
@@ -562,17 +563,17 @@ def ssa_merge(live: Any, config: Any, names: tuple[str, ...] = ()) -> Any:
     if isinstance(config, list) and isinstance(live, list) and names:
         keys = _list_keys(names)
         if keys is not None and all(isinstance(i, dict) for i in config + live):
-            result = copy.deepcopy(live)
+            result = clone(live)
             for item in config:
                 idx = next((i for i, o in enumerate(result) if _item_key(o, keys) == _item_key(item, keys)), None)
                 if idx is None:
-                    result.append(copy.deepcopy(item))
+                    result.append(clone(item))
                 else:
                     result[idx] = ssa_merge(result[idx], item, names)
             return result
         if names[-1] in _SET_LISTS:
             return list(live) + [x for x in config if x not in live]
-    return copy.deepcopy(config)
+    return clone(config)
 
 
 def _covered(path: Path, owned: set[Path]) -> bool:
@@ -586,7 +587,7 @@ def apply(live: Obj | None, config: Obj, *, manager: str, api_version: str, forc
     """Server-side apply: returns the merged object with updated managedFields, or raises ApplyConflict."""
     entries = read_entries(live)
     applied = field_set(config, set(reset))
-    base = copy.deepcopy(live) if live else {}
+    base = clone(live) if live else {}
     cfg = {k: v for k, v in config.items() if k not in reset}
     merged = ssa_merge(base, cfg)
     mine = next((e for e in entries if e.same_identity(manager, "Apply", subresource)), None)

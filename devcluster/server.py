@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import hashlib
 import ipaddress
 import json
@@ -17,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .jsontree import clone
 from . import kinds, openapi, openapi_proto, tables, volumes
 from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
 from .authz import IDENTITY, Authorizer, Rule
@@ -545,7 +545,7 @@ class DevServer:
                                     body)
             except PatchError:
                 return raw, []  # the patch itself is wrong: the API answers that
-            return raw, self._check_fields(request, kind, copy.deepcopy(result), patch=True)
+            return raw, self._check_fields(request, kind, clone(result), patch=True)
         warnings = self._check_fields(request, kind, body, patch=True)
         return (json.dumps(body).encode() if warnings or _field_validation(request) == "Ignore" else raw), warnings
 
@@ -586,7 +586,7 @@ class DevServer:
     async def _finalize(self, request: web.Request, route: Route) -> web.StreamResponse:
         body = parse_body(await request.read(), request.content_type)
         ns = self.api.get(route.kind, "", route.name or "")
-        new = copy.deepcopy(ns)
+        new = clone(ns)
         new["spec"]["finalizers"] = (body.get("spec") or {}).get("finalizers") or []
         stored = self.store.put("namespaces", new)
         return json_response(kinds.to_wire(route.kind, stored))
@@ -635,7 +635,7 @@ class DevServer:
                            {"name": name, "group": "autoscaling", "kind": "Scale",
                             "causes": [{"reason": "FieldValueInvalid", "message": f"Invalid value: {replicas}: must "
                                         "be greater than or equal to 0", "field": "spec.replicas"}]})
-        new = copy.deepcopy(obj)
+        new = clone(obj)
         new["spec"]["replicas"] = replicas
         stored = self.api.write(kind, obj, new, manager=self._manager(request), subresource="scale")
         return json_response(self._scale_object(kind, stored))

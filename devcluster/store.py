@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import copy
 import json
 import os
 import tempfile
@@ -20,6 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from .jsontree import clone
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name); namespace is "" for cluster-scoped objects
@@ -159,7 +160,7 @@ class Store:
         self._index(bucket, (namespace, name), prev, None)
         rv = self.next_rv()
         # The DELETED event carries the last state with the deletion's RV, as etcd watches do.
-        gone = copy.deepcopy(prev)
+        gone = clone(prev)
         gone["metadata"]["resourceVersion"] = str(rv)
         self._record(Change(rv, bucket, "DELETED", gone, prev))
         return gone

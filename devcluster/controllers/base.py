@@ -2,9 +2,9 @@
 queue (set by `ControllerManager`), and the pods an owner (a ReplicaSet, a Job) has."""
 from __future__ import annotations
 
-import copy
 from typing import Callable
 
+from ..jsontree import clone
 from ..api import Api, ApiError
 from ..kinds import Kind, Obj
 from ..store import Store
@@ -29,7 +29,7 @@ class Controller:
         return self.store.controlled("pods", owner["metadata"]["uid"])
 
     def _create_pod_for(self, owner: Obj, kind: Kind = REPLICASET, extra_labels: dict | None = None) -> bool:
-        template = copy.deepcopy(owner["spec"]["template"])
+        template = clone(owner["spec"]["template"])
         meta = template.get("metadata") or {}
         meta.pop("creationTimestamp", None)
         meta["generateName"] = owner["metadata"]["name"] + "-"

@@ -2,9 +2,9 @@
 protection finalizer, for PersistentVolumeClaims."""
 from __future__ import annotations
 
-import copy
 import time
 
+from ..jsontree import clone
 from .. import kinds, volumes
 from ..kinds import Obj
 from ..volumes import CLAIM, STORAGE_CLASS
@@ -26,7 +26,7 @@ protection finalizer, for PersistentVolumeClaims."""
             self.claim_retry_at.pop(uid, None)
             finalizers = claim["metadata"].get("finalizers") or []
             if volumes.PROTECTION_FINALIZER in finalizers and not volumes.claim_in_use(self.api, claim):
-                new = copy.deepcopy(claim)
+                new = clone(claim)
                 new["metadata"]["finalizers"] = [f for f in finalizers if f != volumes.PROTECTION_FINALIZER]
                 if not new["metadata"]["finalizers"]:
                     del new["metadata"]["finalizers"]
@@ -59,14 +59,14 @@ protection finalizer, for PersistentVolumeClaims."""
         self.recorder.event(CLAIM, claim, "Normal", "Provisioning", "External provisioner is provisioning volume "
                             f'for claim "{meta["namespace"]}/{meta["name"]}"', component=component)
         volume = f"pvc-{meta['uid']}"
-        bound = copy.deepcopy(claim)
+        bound = clone(claim)
         bound["spec"]["volumeName"] = volume
         bound["metadata"].setdefault("annotations", {}).update({
             "pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes",
             "volume.beta.kubernetes.io/storage-provisioner": provisioner,
             "volume.kubernetes.io/storage-provisioner": provisioner})
         claim = self.api.write(CLAIM, claim, bound, manager="kube-controller-manager", trusted=True)
-        new = copy.deepcopy(claim)
+        new = clone(claim)
         new["status"] = {"phase": "Bound", "accessModes": list(claim["spec"].get("accessModes") or []),
                          "capacity": {"storage": volumes.storage_request(claim)}}
         stored = self.api.write(CLAIM, claim, new, manager="kube-controller-manager", subresource="status",
@@ -82,7 +82,7 @@ protection finalizer, for PersistentVolumeClaims."""
         wanted, have = kinds.parse_quantity(request), kinds.parse_quantity(capacity)
         if wanted is None or (have is not None and wanted <= have):
             return
-        new = copy.deepcopy(claim)
+        new = clone(claim)
         new["status"]["capacity"] = {**(new["status"].get("capacity") or {}), "storage": request}
         self.api.write(CLAIM, claim, new, manager="kube-controller-manager", subresource="status", trusted=True)
         self.recorder.event(CLAIM, claim, "Normal", "FileSystemResizeSuccessful",

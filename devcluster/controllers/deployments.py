@@ -1,11 +1,11 @@
 """Deployments: ReplicaSets per template, rollouts, history cleanup and status."""
 from __future__ import annotations
 
-import copy
 import math
 import time
 from typing import Any
 
+from ..jsontree import clone
 from .. import kinds
 from ..api import ApiError
 from ..kinds import Obj
@@ -22,7 +22,7 @@ class DeploymentController(Controller):
             return
         uid = d["metadata"]["uid"]
         rses = self.store.controlled("replicasets.apps", uid)
-        template = copy.deepcopy(d["spec"]["template"])
+        template = clone(d["spec"]["template"])
         tmpl_hash = pod_template_hash(template, (d.get("status") or {}).get("collisionCount", 0))
         new_rs = next((rs for rs in rses if _same_template(rs["spec"]["template"], template)), None)
         old_rses = [rs for rs in rses if rs is not new_rs]
@@ -46,7 +46,7 @@ class DeploymentController(Controller):
         revision = max([int((rs["metadata"].get("annotations") or {}).get("deployment.kubernetes.io/revision", 0))
                         for rs in old_rses] + [0]) + 1
         template.setdefault("metadata", {}).setdefault("labels", {})["pod-template-hash"] = tmpl_hash
-        selector = copy.deepcopy(d["spec"]["selector"])
+        selector = clone(d["spec"]["selector"])
         selector.setdefault("matchLabels", {})["pod-template-hash"] = tmpl_hash
         replicas = d["spec"].get("replicas", 1)
         max_surge = _resolve_percent(((d["spec"].get("strategy") or {}).get("rollingUpdate") or {}).get("maxSurge", 0),
@@ -87,13 +87,13 @@ class DeploymentController(Controller):
         revision = int(ann.get("deployment.kubernetes.io/revision", 0))
         if revision <= max_old:
             revision = max_old + 1
-            rs = copy.deepcopy(new_rs)
+            rs = clone(new_rs)
             rs["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = str(revision)
             self.api.write(REPLICASET, new_rs, rs, manager="kube-controller-manager", trusted=True)
         current = self.store.get("deployments.apps", d["metadata"]["namespace"], d["metadata"]["name"])
         if current is not None and (current["metadata"].get("annotations") or {}).get(
                 "deployment.kubernetes.io/revision") != str(revision):
-            new = copy.deepcopy(current)
+            new = clone(current)
             new["metadata"].setdefault("annotations", {})["deployment.kubernetes.io/revision"] = str(revision)
             # The real controller writes this annotation through UpdateStatus, so generation stays.
             self.api.write(DEPLOYMENT, current, new, manager="kube-controller-manager", subresource="status",
@@ -106,7 +106,7 @@ class DeploymentController(Controller):
         old = current["spec"].get("replicas", 1)
         if old == to:
             return
-        new = copy.deepcopy(current)
+        new = clone(current)
         new["spec"]["replicas"] = to
         ann = new["metadata"].setdefault("annotations", {})
         replicas = d["spec"].get("replicas", 1)
@@ -237,7 +237,7 @@ class DeploymentController(Controller):
         if old_status.get("collisionCount"):
             status["collisionCount"] = old_status["collisionCount"]
         if status != old_status:
-            new = copy.deepcopy(d)
+            new = clone(d)
             new["status"] = status
             self.api.write(DEPLOYMENT, d, new, manager="kube-controller-manager", subresource="status", trusted=True)
 
@@ -256,7 +256,7 @@ def _rs_available(rs: Obj) -> int:
 
 
 def _same_template(rs_template: Obj, template: Obj) -> bool:
-    a = copy.deepcopy(rs_template)
+    a = clone(rs_template)
     labels = (a.get("metadata") or {}).get("labels") or {}
     labels.pop("pod-template-hash", None)
     if "labels" in (a.get("metadata") or {}) and not labels and not (template.get("metadata") or {}).get("labels"):

@@ -1,11 +1,11 @@
 """The event recorder: core/v1 Events written the way client-go's legacy recorder does."""
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from typing import Any, Callable
 
+from ..jsontree import clone
 from .. import kinds
 from ..api import Api, ApiError
 from ..kinds import Kind, Obj
@@ -62,7 +62,7 @@ class Recorder:
             if inv.get("uid") == ref["uid"] and existing.get("reason") == reason and \
                     existing.get("message") == message and (existing.get("source") or {}).get("component") == component \
                     and inv.get("fieldPath", "") == field_path and existing.get("type") == type_:
-                new = copy.deepcopy(existing)
+                new = clone(existing)
                 new["count"] = int(existing.get("count") or 1) + 1
                 new["lastTimestamp"] = kinds.now_iso()
                 new["involvedObject"]["resourceVersion"] = ref["resourceVersion"]

@@ -1,9 +1,9 @@
 """The garbage collector: dependents of a deleted owner, and foreground deletion."""
 from __future__ import annotations
 
-import copy
 import json
 
+from ..jsontree import clone
 from .. import kinds
 from ..api import ApiError
 from ..kinds import Obj
@@ -46,7 +46,7 @@ class GarbageCollector(Controller):
                 except ApiError:
                     pass
         if not self.api.dependents(obj["metadata"]["uid"]):
-            new = copy.deepcopy(obj)
+            new = clone(obj)
             new["metadata"]["finalizers"] = [f for f in obj["metadata"]["finalizers"] if f != "foregroundDeletion"]
             if not new["metadata"]["finalizers"]:
                 del new["metadata"]["finalizers"]

@@ -1,8 +1,8 @@
 """Ingresses get an address."""
 from __future__ import annotations
 
-import copy
 
+from ..jsontree import clone
 from .base import Controller
 from .objects import INGRESS
 
@@ -16,6 +16,6 @@ class IngressController(Controller):
             return
         want = {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}
         if ing.get("status") != want:
-            new = copy.deepcopy(ing)
+            new = clone(ing)
             new["status"] = want
             self.api.write(INGRESS, ing, new, manager="ingress-controller", subresource="status", trusted=True)

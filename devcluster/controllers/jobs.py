@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 
+from ..jsontree import clone
 from .. import kinds
 from ..api import ApiError
 from .base import Controller
@@ -18,7 +18,7 @@ class JobController(Controller):
         job = self.store.get("jobs.batch", namespace, name)
         if job is None or job["metadata"].get("deletionTimestamp"):
             return
-        status = copy.deepcopy(job.get("status") or {})
+        status = clone(job.get("status") or {})
         if job_finished(job):
             return
         spec = job["spec"]
@@ -94,6 +94,6 @@ class JobController(Controller):
         if finished_reason and finished_reason != "Complete":
             status.pop("completionTime", None)
         if status != (job.get("status") or {}):
-            new = copy.deepcopy(job)
+            new = clone(job)
             new["status"] = status
             self.api.write(JOB, job, new, manager="kube-controller-manager", subresource="status", trusted=True)

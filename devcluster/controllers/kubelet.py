@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import hashlib
 import logging
 import time
@@ -10,6 +9,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..jsontree import clone
 from .. import kinds
 from ..api import Api, ApiError
 from ..kinds import Obj
@@ -175,7 +175,7 @@ class Kubelet:
         new_status["startTime"] = rt.start_time
         new_status["containerStatuses"] = [s.as_status() for s in states]
         new_status["qosClass"] = kinds.qos_class(spec)
-        new = copy.deepcopy(pod)
+        new = clone(pod)
         new["status"] = new_status
         try:
             self.api.write(POD, pod, new, manager="kubelet", subresource="status", trusted=True)

@@ -1,8 +1,8 @@
 """Namespaces: their defaults (service account, root CA) and their deletion."""
 from __future__ import annotations
 
-import copy
 
+from ..jsontree import clone
 from .. import kinds
 from ..api import ApiError
 from .base import Controller
@@ -35,7 +35,7 @@ class NamespaceController(Controller):
         if not any(self.store.list(b, name) for b in list(self.store.buckets) if b != "namespaces"):
             ns = self.store.get("namespaces", "", name) or ns
             if ns["spec"].get("finalizers"):
-                new = copy.deepcopy(ns)
+                new = clone(ns)
                 new["spec"]["finalizers"] = []
                 self.store.put("namespaces", new)
             self.store.delete("namespaces", "", name)

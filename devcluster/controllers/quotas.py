@@ -1,8 +1,8 @@
 """ResourceQuotas: their usage, recomputed on every change in the namespace."""
 from __future__ import annotations
 
-import copy
 
+from ..jsontree import clone
 from .base import Controller
 from .objects import QUOTA
 
@@ -18,7 +18,7 @@ class QuotaController(Controller):
             used = usage(self.store, namespace, hard, format_like=hard)
             want = {"hard": dict(hard), "used": used} if hard else {}
             if (quota.get("status") or {}) != want:
-                new = copy.deepcopy(quota)
+                new = clone(quota)
                 new["status"] = want
                 self.api.write(QUOTA, quota, new, manager="kube-controller-manager", subresource="status",
                                trusted=True)

@@ -1,8 +1,8 @@
 """ReplicaSets: pods created and deleted to the wanted count."""
 from __future__ import annotations
 
-import copy
 
+from ..jsontree import clone
 from .. import kinds
 from ..api import ApiError
 from ..kinds import Obj
@@ -55,17 +55,17 @@ class ReplicaSetController(Controller):
         if conds:
             status["conditions"] = conds
         if rs.get("status") != status:
-            new = copy.deepcopy(rs)
+            new = clone(rs)
             new["status"] = status
             self.api.write(REPLICASET, rs, new, manager="kube-controller-manager", subresource="status", trusted=True)
 
     def _replica_failure(self, rs: Obj, message: str) -> None:
         rs = self.store.get("replicasets.apps", rs["metadata"]["namespace"], rs["metadata"]["name"]) or rs
-        status = copy.deepcopy(rs.get("status") or {})
+        status = clone(rs.get("status") or {})
         conds = [c for c in status.get("conditions") or [] if c.get("type") != "ReplicaFailure"]
         conds.append({"type": "ReplicaFailure", "status": "True", "lastTransitionTime": kinds.now_iso(),
                       "reason": "FailedCreate", "message": message})
         status["conditions"] = conds
-        new = copy.deepcopy(rs)
+        new = clone(rs)
         new["status"] = status
         self.api.write(REPLICASET, rs, new, manager="kube-controller-manager", subresource="status", trusted=True)

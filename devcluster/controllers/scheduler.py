@@ -1,8 +1,8 @@
 """The scheduler: binds pods to the one node, or reports why it cannot."""
 from __future__ import annotations
 
-import copy
 
+from ..jsontree import clone
 from .. import volumes
 from ..kinds import Obj
 from .base import Controller
@@ -20,10 +20,10 @@ class SchedulerController(Controller):
         if reason is not None:
             self._unschedulable(pod, reason)
             return
-        bound = copy.deepcopy(pod)
+        bound = clone(pod)
         bound["spec"]["nodeName"] = NODE
         pod = self.api.write(POD, pod, bound, manager="kube-scheduler", trusted=True, subresource="binding")
-        scheduled = copy.deepcopy(pod)
+        scheduled = clone(pod)
         scheduled.setdefault("status", {})["conditions"] = [
             condition("PodScheduled", "True", "", "", None, update_time=False, probe=True)]
         stored = self.api.write(POD, pod, scheduled, manager="kube-scheduler", subresource="status", trusted=True)
@@ -39,7 +39,7 @@ class SchedulerController(Controller):
         current = next((c for c in conds if c.get("type") == "PodScheduled"), None)
         if current and current.get("status") == "False" and current.get("message") == message:
             return
-        new = copy.deepcopy(pod)
+        new = clone(pod)
         status = new.setdefault("status", {})
         status["phase"] = "Pending"
         status["conditions"] = [c for c in conds if c.get("type") != "PodScheduled"] + [

@@ -1,8 +1,8 @@
 """Services of type LoadBalancer get an address."""
 from __future__ import annotations
 
-import copy
 
+from ..jsontree import clone
 from .base import Controller
 from .objects import SERVICE
 
@@ -16,6 +16,6 @@ class ServiceController(Controller):
             return
         want = {"loadBalancer": {"ingress": [{"ip": "127.0.0.1", "ipMode": "VIP"}]}}
         if svc.get("status") != want:
-            new = copy.deepcopy(svc)
+            new = clone(svc)
             new["status"] = want
             self.api.write(SERVICE, svc, new, manager="service-controller", subresource="status", trusted=True)
