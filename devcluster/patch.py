@@ -483,10 +483,18 @@ class Entry:
     time: str
     fields: set[Path]
     subresource: str = ""
+    # The entry as read (`read_entries`): its fieldsV1 and the set it parsed to, so that an entry
+    # whose fields did not change is written back without rendering them again.
+    read_fields: frozenset[Path] | None = None
+    read_fields_v1: Obj | None = None
 
     def as_dict(self) -> Obj:
+        if self.read_fields_v1 is not None and self.fields == self.read_fields:
+            fields_v1 = clone(self.read_fields_v1)
+        else:
+            fields_v1 = to_fields_v1(self.fields)
         out: Obj = {"manager": self.manager, "operation": self.operation, "apiVersion": self.api_version,
-                    "time": self.time, "fieldsType": "FieldsV1", "fieldsV1": to_fields_v1(self.fields)}
+                    "time": self.time, "fieldsType": "FieldsV1", "fieldsV1": fields_v1}
         if self.subresource:
             out["subresource"] = self.subresource
         return out
@@ -508,8 +516,11 @@ def read_entries(obj: Obj | None) -> list[Entry]:
         return []
     out = []
     for e in (obj.get("metadata") or {}).get("managedFields") or []:
+        fields_v1 = e.get("fieldsV1") or {}
+        fields = from_fields_v1(fields_v1)
         out.append(Entry(e.get("manager", ""), e.get("operation", "Update"), e.get("apiVersion", ""),
-                         e.get("time", ""), from_fields_v1(e.get("fieldsV1") or {}), e.get("subresource", "")))
+                         e.get("time", ""), fields, e.get("subresource", ""),
+                         read_fields=frozenset(fields), read_fields_v1=fields_v1))
     return out
 
 

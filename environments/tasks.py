@@ -48,9 +48,9 @@ def chunks(items: list[int], size: int) -> list[list[int]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-# Services per `reconcile_services`: a chunk keeps a worker slot a second or two, after which a
+# Services per `reconcile_services`: a chunk keeps a worker slot under a second, after which a
 # person's click waiting in the queue goes first.
-CHUNK_SIZE = 20
+CHUNK_SIZE = 10
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=MAX_RETRIES)

@@ -4,6 +4,7 @@ devcluster's log of write requests."""
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from django.db import transaction
 from ale_site.celery import app
 
 from clusters.client import client_for
-from environments.tasks import reconcile_environment
+from environments.tasks import CHUNK_SIZE, reconcile_environment
 from services import apply, lifecycle, live, queue
 from services.forms import ServiceForm
 from services.models import Service
@@ -145,8 +146,8 @@ def test_it_publishes_a_batchs_cards_and_hands_its_services_over_in_chunks_as_bu
         assert reconcile_environment.apply(args=[env.pk, ids]).get() == "applied"
     cards = received_cards(channel, 45)
     assert sorted(cards) == sorted(f"service-{service.public_id}" for service in Service.objects.filter(pk__in=ids))
-    # Three chunks, behind anything a person asked for.
-    assert queued(celery_queue, queue.BULK_PRIORITY) == 3
+    # Chunks of CHUNK_SIZE, behind anything a person asked for.
+    assert queued(celery_queue, queue.BULK_PRIORITY) == math.ceil(45 / CHUNK_SIZE)
     assert queued(celery_queue, queue.PRIORITY) == 0
 
 
