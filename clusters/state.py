@@ -115,8 +115,14 @@ def slim_job(obj: Obj) -> Obj:
 
 
 def slim_event(obj: Obj) -> Obj:
-    """What the Events tab and the statuses read of an Event."""
+    """What the Events tab and the statuses read of an Event: of the object it is about, only the
+    kind and the name (a first list holds tens of thousands of events until they are stored)."""
     slim = _pick(obj, _EVENT_FIELDS)
+    for key in ("involvedObject", "regarding"):
+        if key in slim:
+            slim[key] = _pick(slim[key], ("kind", "name"))
+    if "series" in slim:
+        slim["series"] = _pick(slim["series"], ("count", "lastObservedTime"))
     slim["metadata"] = _pick(_meta(obj), ("name", "namespace", "uid", "resourceVersion", "creationTimestamp"))
     return slim
 
