@@ -87,7 +87,8 @@ def usage(store: Store, namespace: str, hard: dict[str, Any], *, format_like: di
 
 def _raw_usage(store: Store, namespace: str, hard: dict[str, Any]) -> dict[str, float]:
     totals = {r: 0.0 for r in hard}
-    pods = [p for p in store.list("pods", namespace) if _pod_counts(p)]
+    # Summed, so their order does not matter: the unsorted read spares a sort per admission.
+    pods = [p for p in store.iter_namespace("pods", namespace) if _pod_counts(p)]
     for pod in pods:
         for r, v in pod_usage(pod).items():
             if r in totals:

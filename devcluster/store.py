@@ -92,6 +92,11 @@ class Store:
             keys = sorted(self._namespaces.get(bucket, {}).get(namespace, ()))
         return [items[k] for k in keys]
 
+    def iter_namespace(self, bucket: str, namespace: str) -> list[Obj]:
+        """The objects of `bucket` in `namespace`, in no particular order (`list` sorts them)."""
+        items = self.buckets.get(bucket, {})
+        return [items[k] for k in self._namespaces.get(bucket, {}).get(namespace, ())]
+
     def oldest_rv(self, bucket: str) -> int:
         """The oldest resourceVersion a watch or a list continuation of `bucket` may resume from."""
         return max(self.compacted_rv, self._compacted.get(bucket, 0))
