@@ -11,8 +11,9 @@ official client (in threads) and waits until the devcluster has every pod ready.
 - `watcher_rss_mb`: the watcher's resident memory right after that (VmRSS), and its peak so far
   (`watcher_peak_rss_mb`, VmHWM);
 - `change_to_card_p95_ms`: for `--changes` services one after the other, the time from scaling
-  its Deployment down by one replica (a change of one pod) to the `card.update` message with
-  that service's card on its environment's group of the channel layer, as a browser gets it;
+  its Deployment down by one replica (a change of one pod) to the message with that service's
+  card on its environment's group of the channel layer (each page's socket then holds it for at
+  most its 150 ms coalescing window before sending it on);
 - `watcher_rss_after_changes_mb`: the resident memory once the changes are through.
 
 Prints one JSON line. It runs on a throwaway SQLite file unless --use-configured-db is given
@@ -195,7 +196,7 @@ async def measure_changes(kubeconfig: Path, services: list, count: int, card_tim
     from channels.layers import get_channel_layer
     from kubernetes import client
 
-    from services.live import CARD_UPDATE, group_name
+    from services.live import CARD_UPDATE, PAGE_FRAGMENTS, group_name
 
     api = _api(kubeconfig)
     apps = client.AppsV1Api(api)
@@ -218,7 +219,11 @@ async def measure_changes(kubeconfig: Path, services: list, count: int, card_tim
             while True:
                 left = card_timeout - (time.monotonic() - started)
                 message = await asyncio.wait_for(layer.receive(channel), timeout=max(left, 0.001))
-                if message.get("type") == CARD_UPDATE and marker in message.get("html", ""):
+                if message.get("type") == PAGE_FRAGMENTS:
+                    shown = any(key == marker for key, _ in message.get("fragments", []))
+                else:
+                    shown = message.get("type") == CARD_UPDATE and marker in message.get("html", "")
+                if shown:
                     lags.append((time.monotonic() - started) * 1000)
                     break
         except asyncio.TimeoutError:

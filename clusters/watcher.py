@@ -32,6 +32,8 @@ watchers; a cluster that cannot be reached only delays its own watchers (they ba
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import threading
 import time
@@ -87,6 +89,22 @@ WATCHED = (
 )
 
 
+# A flush with this many events is part of a burst (a first list, a relist): memory is handed
+# back once its last slice is stored.
+BURST_EVENTS = 1000
+
+
+def release_memory() -> None:
+    """Hand the memory a burst used back to the system: Python frees the objects, but glibc keeps
+    the pages of its heap unless asked (a first list of tens of thousands of events would
+    otherwise stay in the watcher's resident size for good)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to ask
+        pass
+
+
 class ClusterWatcher:
     """The watchers and the writer of one cluster."""
 
@@ -107,6 +125,8 @@ class ClusterWatcher:
         self.threads: list[threading.Thread] = []
         # Counters for logs and tests.
         self.flushes = 0
+        # A (re)list or a flood of events is being stored, in slices.
+        self._in_burst = False
         self.write_failures = 0
         self.watchers = [
             ResourceWatcher(
@@ -185,9 +205,11 @@ class ClusterWatcher:
         changes = self.state.take_changes()
         if not changes:
             return changes
+        later: list[str] = []
         if len(changes.events) > MAX_EVENTS_PER_FLUSH:
             later = list(changes.events)[MAX_EVENTS_PER_FLUSH:]
             self.state.give_back(Changes(events={uid: changes.events.pop(uid) for uid in later}))
+        self._in_burst |= changes.all_services or len(changes.events) >= BURST_EVENTS
         # A long-lived thread must not hold on to a connection the database has dropped.
         close_old_connections()
         try:
@@ -196,6 +218,10 @@ class ClusterWatcher:
             self.state.give_back(changes)
             raise
         self.flushes += 1
+        if self._in_burst and not later:
+            # The last slice of a (re)list is stored: what held it is garbage now.
+            self._in_burst = False
+            release_memory()
         if result.retry:
             self.state.give_back(Changes(services=result.retry))
         if result.changed or result.events_written:
