@@ -48,6 +48,14 @@
     }
   });
 
+  // An action the menu sends without leaving the page (Start All, Stop All) closes it: its
+  // answer shows on the page, not in the menu.
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.detail && event.detail.elt;
+    if (!form || !form.matches || !form.matches("details.menu-anchor form[hx-swap='none']")) return;
+    close(form.closest("details.menu-anchor"), true);
+  });
+
   // A click anywhere else closes an open menu, as users expect from a dropdown.
   document.addEventListener("click", function (event) {
     document.querySelectorAll("details.menu-anchor[open]").forEach(function (menu) {

@@ -51,6 +51,8 @@ def test_it_stops_and_starts_a_whole_environment_with_live_progress(page: Page, 
 
     choose_in_selector(page, "Stop All")
     expect(page.get_by_text("Stopping 3 services.")).to_be_visible()
+    # The menu closes once the action is sent: its answer is on the page.
+    expect(page.locator("[data-env-selector]")).not_to_have_attribute("open", "")
     # The banner counts the services as the cluster stops them, then says they all are.
     expect(banner).to_have_text(re.compile(r"Stopping [0-3] of 3 services…|Stopped 3 services\."))
     expect(banner).to_have_attribute("role", "status")
