@@ -250,38 +250,34 @@ def _bulk_response(request: HtmxHttpRequest, environment: Environment) -> HttpRe
     return HttpResponse(progress.render_for(environment, oob=True) + _messages_oob(request))
 
 
-@require_POST
-@login_required
-def start_all(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
-    """The selector's "Start All": every stopped service of the environment runs again."""
+def _bulk(request: HtmxHttpRequest, env_id: str, verb, doing: str, none_left: str) -> HttpResponse:
+    """Start All or Stop All (`verb`, from `services.actions`): the message says how many go,
+    or that none were left to go; the answer is `_bulk_response`."""
     environment = get_environment_for_user(request.user, env_id)
     try:
-        count = actions.start_all(request.user, environment)
+        count = verb(request.user, environment)
     except ValidationError as error:
         _flash_refusal(request, error)
     else:
         if count:
-            messages.success(request, f"Starting {count} service{'s' if count != 1 else ''}.")
+            messages.success(request, f"{doing} {count} service{'s' if count != 1 else ''}.")
         else:
-            messages.info(request, "No stopped services to start.")
+            messages.info(request, none_left)
     return _bulk_response(request, environment)
+
+
+@require_POST
+@login_required
+def start_all(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
+    """The selector's "Start All": every stopped service of the environment runs again."""
+    return _bulk(request, env_id, actions.start_all, "Starting", "No stopped services to start.")
 
 
 @require_POST
 @login_required
 def stop_all(request: HtmxHttpRequest, env_id: str) -> HttpResponse:
     """The selector's "Stop All": every running service of the environment scales to zero."""
-    environment = get_environment_for_user(request.user, env_id)
-    try:
-        count = actions.stop_all(request.user, environment)
-    except ValidationError as error:
-        _flash_refusal(request, error)
-    else:
-        if count:
-            messages.success(request, f"Stopping {count} service{'s' if count != 1 else ''}.")
-        else:
-            messages.info(request, "No running services to stop.")
-    return _bulk_response(request, environment)
+    return _bulk(request, env_id, actions.stop_all, "Stopping", "No running services to stop.")
 
 
 # --- the service page --------------------------------------------------------------------------
