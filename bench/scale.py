@@ -130,7 +130,9 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
     }
 
 
-def measure_direct(stack: Stack, scratch: Path, services: int, replicas: int, environments: int, timeout: float) -> float:
+def measure_direct(
+    stack: Stack, scratch: Path, services: int, replicas: int, environments: int, timeout: float
+) -> tuple[float, dict[str, float]]:
     from kubernetes import client, config, watch
     from kubernetes.client.rest import ApiException
 
@@ -180,17 +182,51 @@ def measure_direct(stack: Stack, scratch: Path, services: int, replicas: int, en
                 if exc.status != 410:
                     raise
 
+    clock = CpuClock(stack, ("devcluster",))
+    clock.start()
     started = time.monotonic()
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(lambda name: core.create_namespace({"metadata": {"name": name}}), namespaces))
         list(pool.map(lambda job: apps.create_namespaced_deployment(job[0], deployment(job[1], replicas)), work))
     follow(time.monotonic() + timeout)
     seconds = time.monotonic() - started
+    cpu = clock.stop("direct")
     api.close()
     # Its own cluster: stopped before the next stage so that it takes no CPU from it.
     _, proc = stack.processes.pop()
     stop_one(proc)
-    return seconds
+    return seconds, cpu
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of the live processes of a process group (a child of the
+    stack and what it forked: Celery's pool), read from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the name: state is field 3, so pgrp is fields[2], utime fields[11], stime fields[12].
+        if int(fields[2]) == pid:
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+class CpuClock:
+    """CPU seconds each named child of the stack spent between `start()` and `stop()`."""
+
+    def __init__(self, stack: Stack, names: tuple[str, ...]) -> None:
+        self.pids = {name: proc.pid for name, proc in stack.processes if name in names}
+
+    def start(self) -> None:
+        self.started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def stop(self, prefix: str) -> dict[str, float]:
+        return {f"{prefix}_{name}_cpu_s": round(cpu_seconds(pid) - self.started[name], 2) for name, pid in self.pids.items()}
 
 
 def stop_one(proc: subprocess.Popen) -> None:
@@ -515,14 +551,65 @@ def last_card_statuses(sockets: list[Socket], since: float) -> tuple[dict[str, s
     return statuses, times
 
 
-def measure_start_all(ale: Ale, environments: list, timeout: float) -> dict[str, Any]:
+class ClusterReady:
+    """When every Deployment of the bench's services reported readyReplicas == replicas on
+    ale's own cluster, seen by a watch of this process: the part of Start All's time that is
+    the cluster's (and the worker's applies), apart from the watcher carrying it to the rows."""
+
+    def __init__(self, kubeconfig: str, names: set[str], replicas: int) -> None:
+        from kubernetes import client, config
+
+        configuration = client.Configuration()
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        self.apps = client.AppsV1Api(client.ApiClient(configuration))
+        self.names, self.replicas = names, replicas
+        self.ready: dict[str, bool] = {}
+        self.done_at: float | None = None
+        self.closing = False
+        self.thread = threading.Thread(target=self._follow, daemon=True)
+
+    def _note(self, item) -> None:
+        if item.metadata.name in self.names:
+            self.ready[item.metadata.name] = ((item.status and item.status.ready_replicas) or 0) == self.replicas
+        if self.done_at is None and sum(self.ready.values()) == len(self.names):
+            self.done_at = time.time()
+
+    def _follow(self) -> None:
+        from kubernetes import watch
+        from kubernetes.client.rest import ApiException
+
+        while self.done_at is None and not self.closing:
+            listed = self.apps.list_deployment_for_all_namespaces()
+            for item in listed.items:
+                self._note(item)
+            try:
+                for event in watch.Watch().stream(
+                    self.apps.list_deployment_for_all_namespaces,
+                    resource_version=listed.metadata.resource_version, timeout_seconds=5,
+                ):  # fmt: skip
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._note(event["object"])
+                    if self.done_at is not None or self.closing:
+                        return
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise
+
+
+def measure_start_all(ale: Ale, stack: Stack, environments: list, timeout: float) -> dict[str, Any]:
     from django.db.models import Count
 
     from services.models import Service
 
     ids = set(Service.objects.filter(environment__in=environments).values_list("public_id", flat=True))
+    names = set(Service.objects.filter(environment__in=environments).values_list("name", flat=True))
+    replicas = Service.objects.filter(environment__in=environments).values_list("replicas", flat=True).first()
+    cluster = ClusterReady(os.environ["DEVCLUSTER_KUBECONFIG"], names, replicas)
+    cluster.thread.start()
     sockets = [ale.open_socket(environment) for environment in environments]
     time.sleep(1)  # the sockets have said their tab
+    clock = CpuClock(stack, ("devcluster", "worker", "watcher", "web"))
+    clock.start()
     started = time.time()
     answers = [ale.post(f"/environments/{environment.public_id}/start-all/") for environment in environments]
     responses = [elapsed for elapsed, _ in answers]
@@ -539,6 +626,7 @@ def measure_start_all(ale: Ale, environments: list, timeout: float) -> dict[str,
 
     wait(all_running, timeout, f"{len(ids)} services running after Start All", interval=0.5, progress=reached)
     rows_done = max(rows.values_list("status_changed_at", flat=True)).timestamp()
+    cpu = clock.stop("ale")
 
     def cards_running() -> bool:
         statuses, _ = last_card_statuses(sockets, started)
@@ -553,12 +641,15 @@ def measure_start_all(ale: Ale, environments: list, timeout: float) -> dict[str,
     except StageTimeout:
         pass
     time.sleep(1)  # what trails the last change (events) is part of the storm
+    cluster.closing = True
     result = {
+        "ale_cluster_ready_s": round(cluster.done_at - started, 2) if cluster.done_at else None,
         "ale_all_running_s": round(rows_done - started, 2),
         "ale_cards_running_s": round(cards_done - started, 2) if cards_done else None,
         "start_all_response_ms": round(statistics.median(responses), 1),
         "start_all_response_max_ms": round(max(responses), 1),
         **socket_numbers(sockets, started, time.time()),
+        **cpu,
     }
     for socket in sockets:
         socket.close()
@@ -669,10 +760,11 @@ def main() -> None:
     try:
         stages = [options.only] if options.only else ["direct", "ale", "stop"]
         if "direct" in stages:
-            result["direct_all_running_s"] = round(
-                measure_direct(stack, scratch, options.services, options.replicas, options.environments, options.stage_timeout),
-                2,
+            seconds, cpu = measure_direct(
+                stack, scratch, options.services, options.replicas, options.environments, options.stage_timeout
             )
+            result["direct_all_running_s"] = round(seconds, 2)
+            result.update(cpu)
         if "ale" in stages or "stop" in stages:
             kubeconfig = devcluster(stack, scratch / "ale")
             queue = f"ale-bench-scale-{uuid.uuid4().hex[:8]}"
@@ -695,7 +787,7 @@ def main() -> None:
             time.sleep(2)
             ale = log_in(base, user, (start_envs or stop_envs)[0])
             if "ale" in stages:
-                result.update(measure_start_all(ale, start_envs, options.stage_timeout))
+                result.update(measure_start_all(ale, stack, start_envs, options.stage_timeout))
                 if "direct_all_running_s" in result:
                     result["ratio"] = round(result["ale_all_running_s"] / result["direct_all_running_s"], 2)
             if "stop" in stages:
