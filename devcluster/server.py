@@ -90,6 +90,9 @@ def _query_bool(request: web.Request, key: str) -> bool:
 
 # A state save waits at least this many times as long as the last one took (see `_schedule_save`).
 SAVE_SPACING = 10
+# Watch events written together when they are waiting at once (a storm, a backlog, a first list).
+WATCH_BATCH = 200
+
 
 class Route:
     """A parsed resource path: /api/v1/namespaces/ns/pods/name/log and friends."""
@@ -671,9 +674,13 @@ class DevServer:
             deadline = time.monotonic() + timeout
             if rv_param in ("", "0") or initial:
                 sent_rv = self.store.rv
+                lines = []
                 for obj in self.store.list(kind.bucket, namespace):
                     if accepts(obj):
-                        await self._send(resp, "ADDED", _presented(present, kinds.to_wire(kind, obj)))
+                        lines.append(_event_line("ADDED", _presented(present, kinds.to_wire(kind, obj))))
+                        if len(lines) >= WATCH_BATCH:
+                            await self._write_lines(resp, lines)
+                await self._write_lines(resp, lines)
                 if initial and bookmarks:
                     await self._send(resp, "BOOKMARK", self._bookmark(kind, sent_rv, initial_end=True))
             else:
@@ -687,8 +694,12 @@ class DevServer:
                 except Expired as exc:
                     await self._send(resp, "ERROR", ApiError(410, "Expired", str(exc)).status())
                     return resp
+                lines: list[bytes] = []
                 for change in backlog:
-                    sent_rv = await self._forward(resp, kind, change, accepts, in_scope, sent_rv, present)
+                    sent_rv = self._forward(lines, kind, change, accepts, in_scope, sent_rv, present)
+                    if len(lines) >= WATCH_BATCH:
+                        await self._write_lines(resp, lines)
+                await self._write_lines(resp, lines)
             await self._pump(request, resp, kind, watcher, accepts, in_scope, sent_rv, deadline, bookmarks, present)
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -718,15 +729,32 @@ class DevServer:
                     next_bookmark = now + self.bookmark_seconds
                     await self._send(resp, "BOOKMARK", self._bookmark(kind, self.store.rv))
                 continue
+            # What else is queued goes out in the same write: a storm of changes costs one
+            # write (and one TLS record) per batch rather than per change.
+            lines: list[bytes] = []
+            while change is not None:
+                sent_rv = self._forward(lines, kind, change, accepts, in_scope, sent_rv, present)
+                if len(lines) >= WATCH_BATCH or watcher.queue.empty():
+                    break
+                change = watcher.queue.get_nowait()
+            await self._write_lines(resp, lines)
             if change is None:
                 if watcher.abrupt and request.transport is not None:
                     # A reset mid-stream, as when a load balancer or the apiserver process dies.
                     request.transport.abort()
                 return
-            sent_rv = await self._forward(resp, kind, change, accepts, in_scope, sent_rv, present)
 
-    async def _forward(self, resp: web.StreamResponse, kind: Kind, change: Any, accepts: Any, in_scope: Any,
-                       sent_rv: int, present: Any = None) -> int:
+    @staticmethod
+    async def _write_lines(resp: web.StreamResponse, lines: list[bytes]) -> None:
+        if lines:
+            data = b"".join(lines)
+            lines.clear()
+            await resp.write(data)
+
+    def _forward(self, lines: list[bytes], kind: Kind, change: Any, accepts: Any, in_scope: Any,
+                 sent_rv: int, present: Any = None) -> int:
+        """Appends the watch event `change` makes for this watch, if any, to `lines`; returns the
+        resourceVersion the watch has now seen."""
         if change.rv <= sent_rv:
             return sent_rv
         obj, prev = change.obj, change.prev
@@ -742,7 +770,7 @@ class DevServer:
         elif change.type == "DELETED" and now_match:
             event = "DELETED"
         if event:
-            await self._send(resp, event, _presented(present, kinds.to_wire(kind, obj)))
+            lines.append(_event_line(event, _presented(present, kinds.to_wire(kind, obj))))
         return change.rv
 
     @staticmethod
@@ -754,7 +782,7 @@ class DevServer:
 
     @staticmethod
     async def _send(resp: web.StreamResponse, type_: str, obj: Obj) -> None:
-        await resp.write(json.dumps({"type": type_, "object": obj}).encode() + b"\n")
+        await resp.write(_event_line(type_, obj))
 
     def _drop_threadsafe(self, abrupt: bool) -> int:
         assert self.loop is not None
@@ -979,6 +1007,10 @@ def _include_object(request: web.Request) -> str:
         raise bad_request(f'includeObject: Unsupported value: "{include}": supported values: "Metadata", '
                           '"None", "Object"')
     return include
+
+
+def _event_line(type_: str, obj: Obj) -> bytes:
+    return json.dumps({"type": type_, "object": obj}).encode() + b"\n"
 
 
 def _presented(present: Any, wire: Obj) -> Obj:

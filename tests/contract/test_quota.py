@@ -67,3 +67,24 @@ def test_it_records_failed_create_for_a_deployment_beyond_the_quota(kube_api, na
     assert event.message.startswith('Error creating: pods "web-')
     assert "is forbidden: exceeded quota: ale-allocation, requested: limits.memory=2Gi" in event.message
     assert not core.list_namespaced_pod(namespace).items
+
+
+def test_a_pod_that_goes_frees_its_share(kube_api, namespace):
+    core = client.CoreV1Api(kube_api)
+    quota = {**QUOTA, "spec": {"hard": {"limits.cpu": "1", "limits.memory": "1Gi", "pods": "2"}}}
+    core.create_namespaced_resource_quota(namespace, quota)
+    wait_for(lambda: _quota_ready(core, namespace), timeout=60, message="quota status")
+    core.create_namespaced_pod(namespace, _pod("one", "512Mi"))
+    core.create_namespaced_pod(namespace, _pod("two", "256Mi"))
+    with pytest.raises(ApiException) as info:
+        core.create_namespaced_pod(namespace, _pod("three", "256Mi"))
+    assert "exceeded quota: ale-allocation, requested: pods=1, used: pods=2, limited: pods=2" in json.loads(
+        info.value.body)["message"]
+
+    core.delete_namespaced_pod("one", namespace, grace_period_seconds=0)
+    wait_for(lambda: not [p for p in core.list_namespaced_pod(namespace).items if p.metadata.name == "one"],
+             timeout=60, message="pod one gone")
+    core.create_namespaced_pod(namespace, _pod("three", "256Mi"))
+    used = wait_for(lambda: (lambda q: q.status.used if q.status.used.get("pods") == "2" else None)(
+        core.read_namespaced_resource_quota("ale-allocation", namespace)), timeout=60, message="usage")
+    assert used == {"limits.cpu": "200m", "limits.memory": "512Mi", "pods": "2"}
