@@ -7,16 +7,20 @@ during a big YAML apply.
 Three stages, each on what `make run` runs (a devcluster started with the same flags, a Celery
 worker with beat and concurrency 2, the watcher, and ale's ASGI server, daphne):
 
-* direct: a fresh devcluster; the N Deployments (× --replicas) spread over the namespaces are
-  created with the official `kubernetes` client from 8 threads, as a script would; the time
-  until every one reports readyReplicas == replicas.
-* ale: a second fresh devcluster and the whole stack; N stopped image services (rows written
-  directly, as a clone leaves them) spread over --environments environments. A member's
+* direct: a fresh devcluster; the Deployments ale renders for the N services (× --replicas,
+  probes, labels and resources as ale writes them), one namespace per environment, created with
+  the official `kubernetes` client from 8 threads, as a script would; the time until every one
+  reports readyReplicas == replicas. Nothing else: no Service, Ingress, quota or watcher.
+* ale: a second fresh devcluster and the whole stack; the same N stopped image services (rows
+  written directly, as a clone leaves them) spread over --environments environments. A member's
   websocket is open on each environment page (Information tab); Start All is posted over HTTP
   as the browser posts it (htmx, CSRF token from the page). Measured: the answer's time, the
   time until every row is `running` (the watcher's `status_changed_at`), until every card
   received on the sockets says Running, and what the sockets received meanwhile (messages,
-  bytes, card fragments, event lists).
+  bytes, card fragments, event lists). Also, apart: when a watch of the bench's own saw every
+  Deployment ready (`ale_cluster_ready_s`: the cluster's and the worker's share, the rest is the
+  watcher's), and the CPU seconds each process spent meanwhile (`ale_<process>_cpu_s`, like
+  `direct_devcluster_cpu_s`): on a small machine they share its cores.
 * stop: on the same stack, a YAML file of N new running services is previewed and confirmed
   over HTTP (split over the environments); 5 s after the last confirm a Stop of the last
   service is posted; the time until a card on the socket says Stopped, and until its row does.
@@ -107,27 +111,24 @@ def devcluster(stack: Stack, directory: Path) -> Path:
 # --- direct: the same Deployments through the official client -----------------------------------
 
 
-def deployment(name: str, replicas: int) -> dict[str, Any]:
-    labels = {"app": name, "bench": "scale"}
-    container = {
-        "name": "app",
-        "image": IMAGE,
-        "ports": [{"containerPort": PORT}],
-        "resources": {
-            "requests": {"cpu": "250m", "memory": "256Mi"},
-            "limits": {"cpu": "250m", "memory": "256Mi"},
-        },
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}},
-        },
-    }
+def direct_deployments(environments: list) -> list[tuple[str, dict[str, Any]]]:
+    """(namespace, manifest) of the Deployment ale renders for each service of `environments`
+    once started, each moved to a namespace of its own per environment: the direct stage creates
+    the very Deployments ale applies (probes, labels, resources and all), without ale."""
+    from services.manifests import render_deployment
+    from services.models import Service
+
+    work = []
+    for index, environment in enumerate(environments):
+        rows = Service.objects.filter(environment=environment).select_related(
+            "environment__cluster", "environment__project__space"
+        )
+        for service in rows.order_by("name"):
+            service.desired_state = Service.DesiredState.RUNNING
+            manifest = render_deployment(service)
+            manifest["metadata"]["namespace"] = f"bench-direct-{index}"
+            work.append((f"bench-direct-{index}", manifest))
+    return work
 
 
 def kube_api(kubeconfig: str):
@@ -140,27 +141,22 @@ def kube_api(kubeconfig: str):
 
 
 def measure_direct(
-    stack: Stack, scratch: Path, services: int, replicas: int, environments: int, timeout: float
+    stack: Stack, scratch: Path, work: list[tuple[str, dict[str, Any]]], replicas: int, timeout: float
 ) -> tuple[float, dict[str, float]]:
     from kubernetes import client
 
     kubeconfig = devcluster(stack, scratch / "direct")
     api = kube_api(str(kubeconfig))
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    namespaces = [f"bench-direct-{index}" for index in range(environments)]
-    work = [
-        (namespace, f"svc-{index:04d}")
-        for namespace, count in zip(namespaces, spread(services, environments))
-        for index in range(count)
-    ]
-
-    ready = DeploymentsReady(api, {name for _, name in work}, len(work), replicas, label_selector="bench=scale")
-    clock = CpuClock(stack, ("devcluster",))
+    namespaces = sorted({namespace for namespace, _ in work})
+    names = {manifest["metadata"]["name"] for _, manifest in work}
+    ready = DeploymentsReady(api, names, len(work), replicas)
+    clock = CpuClock({"devcluster": stack.processes[-1][1].pid})
     clock.start()
     started = time.monotonic()
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(lambda name: core.create_namespace({"metadata": {"name": name}}), namespaces))
-        list(pool.map(lambda job: apps.create_namespaced_deployment(job[0], deployment(job[1], replicas)), work))
+        list(pool.map(lambda job: apps.create_namespaced_deployment(*job), work))
     ready.follow(time.monotonic() + timeout, timeout)
     seconds = time.monotonic() - started
     cpu = clock.stop("direct")
@@ -256,8 +252,8 @@ def cpu_seconds(pid: int) -> float:
 class CpuClock:
     """CPU seconds each named child of the stack spent between `start()` and `stop()`."""
 
-    def __init__(self, stack: Stack, names: tuple[str, ...]) -> None:
-        self.pids = {name: proc.pid for name, proc in stack.processes if name in names}
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
 
     def start(self) -> None:
         self.started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
@@ -600,7 +596,7 @@ def measure_start_all(ale: Ale, stack: Stack, environments: list, timeout: float
     cluster = DeploymentsReady(api, names, len(ids), replicas).in_background(timeout)
     sockets = [ale.open_socket(environment) for environment in environments]
     time.sleep(1)  # the sockets have said their tab
-    clock = CpuClock(stack, ("devcluster", "worker", "watcher", "web"))
+    clock = CpuClock({name: proc.pid for name, proc in stack.processes})
     clock.start()
     started = time.time()
     answers = [ale.post(f"/environments/{environment.public_id}/start-all/") for environment in environments]
@@ -751,28 +747,30 @@ def main() -> None:
     ok = False
     try:
         stages = [options.only] if options.only else ["direct", "ale", "stop"]
+        # ale's cluster first (the rows name it), idle while the direct stage runs on its own.
+        kubeconfig = devcluster(stack, scratch / "ale")
+        queue = f"ale-bench-scale-{uuid.uuid4().hex[:8]}"
+        env = child_environment(scratch, kubeconfig, queue)
+        if not options.use_configured_db:
+            env["DATABASE_URL"] = f"sqlite:///{scratch / 'bench.sqlite3'}"
+        elif not env.get("DATABASE_URL"):
+            raise SystemExit("--use-configured-db needs DATABASE_URL")
+        setup_django(env)
+        starting = "ale" in stages or "direct" in stages
+        user, project, start_envs, stop_envs = make_world(
+            options.environments if starting else 0, options.environments if "stop" in stages else 0
+        )
+        if options.use_configured_db:
+            cleanup = (user, project)
+        if starting:
+            create_stopped_services(user, start_envs, options.services, options.replicas)
         if "direct" in stages:
             seconds, cpu = measure_direct(
-                stack, scratch, options.services, options.replicas, options.environments, options.stage_timeout
+                stack, scratch, direct_deployments(start_envs), options.replicas, options.stage_timeout
             )
             result["direct_all_running_s"] = round(seconds, 2)
             result.update(cpu)
         if "ale" in stages or "stop" in stages:
-            kubeconfig = devcluster(stack, scratch / "ale")
-            queue = f"ale-bench-scale-{uuid.uuid4().hex[:8]}"
-            env = child_environment(scratch, kubeconfig, queue)
-            if not options.use_configured_db:
-                env["DATABASE_URL"] = f"sqlite:///{scratch / 'bench.sqlite3'}"
-            elif not env.get("DATABASE_URL"):
-                raise SystemExit("--use-configured-db needs DATABASE_URL")
-            setup_django(env)
-            user, project, start_envs, stop_envs = make_world(
-                options.environments if "ale" in stages else 0, options.environments if "stop" in stages else 0
-            )
-            if options.use_configured_db:
-                cleanup = (user, project)
-            if "ale" in stages:
-                create_stopped_services(user, start_envs, options.services, options.replicas)
             base = start_stack(stack, scratch, env, options.stage_timeout)
             # The namespaces of the new environments, applied by the worker: settled first.
             wait(lambda: queue_drained(queue), options.stage_timeout, "the environments' first reconciles")

@@ -90,8 +90,10 @@ def _query_bool(request: web.Request, key: str) -> bool:
 
 # A state save waits at least this many times as long as the last one took (see `_schedule_save`).
 SAVE_SPACING = 10
-# Watch events written together when they are waiting at once (a storm, a backlog, a first list).
+# Watch events written together when they are waiting at once (a storm, a backlog, a first list),
+# and how long a watch waits for more once a change comes.
 WATCH_BATCH = 200
+WATCH_LINGER_SECONDS = 0.02
 
 
 class Route:
@@ -729,8 +731,10 @@ class DevServer:
                     next_bookmark = now + self.bookmark_seconds
                     await self._send(resp, "BOOKMARK", self._bookmark(kind, self.store.rv))
                 continue
-            # What else is queued goes out in the same write: a storm of changes costs one
-            # write (and one TLS record) per batch rather than per change.
+            # The changes of the next few milliseconds go out with this one, in one write (and
+            # one TLS record): in a storm a watch costs a write per batch rather than per change.
+            if change is not None and watcher.queue.empty():
+                await asyncio.sleep(WATCH_LINGER_SECONDS)
             lines: list[bytes] = []
             while change is not None:
                 sent_rv = self._forward(lines, kind, change, accepts, in_scope, sent_rv, present)
