@@ -4,7 +4,9 @@ Fragments published to the environment's group (`services.live`) are not sent on
 first starts a short window (`COALESCE_SECONDS`), those that arrive within it are held under
 their key, the last per key wins, and at its end everything held goes out as one websocket
 message. A storm of pod events thus costs the page a few messages a second, each card in each at
-most once, and the page applies a message in one go (static/js/services.js).
+most once, and the page applies a message in one go (static/js/services.js). Events arrive as
+the keys of the rows just written: a page on the Events tab renders their rows when its window
+ends, and no other page renders any.
 
 The browser never changes anything through it. It says only which tab the page shows,
 `{"tab": "events"}`, when the socket opens and when the tab changes (static/js/services.js), and
@@ -25,7 +27,7 @@ from django.http import Http404
 
 from environments.access import get_environment_for_user
 from environments.tabs import TABS
-from services.live import ROOT_ID, group_name
+from services.live import ROOT_ID, SHOWN_ON_EVENTS, group_name, render_event_rows
 
 # Sent when the environment was deleted: the htmx ws extension reconnects only after abnormal
 # closes (1006, 1011-1013), so an application code here ends the page's attempts for good.
@@ -48,6 +50,9 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
         super().__init__(*args, **kwargs)
         # key -> (tab it shows on, html), in the order first held.
         self.held: dict[str, tuple[str | None, str]] = {}
+        # Events written meanwhile, rendered when the window ends if the page shows their tab.
+        self.held_events: set[int] = set()
+        self.environment_pk: int | None = None
         self.flush_task: asyncio.Task | None = None
         self.closed = False
 
@@ -60,6 +65,7 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
             # nothing, not even whether the environment exists.
             await self.close()
             return
+        self.environment_pk = environment.pk
         self.group = group_name(environment.public_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -91,6 +97,17 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
             return
         for key, html in event["fragments"]:
             self.held[key] = (tab, html)
+        self.flush_soon()
+
+    async def page_events(self, event: dict[str, Any]) -> None:
+        """Events just written: their rows are rendered when the window ends, only for a page
+        that shows the Events tab then."""
+        if self.closed or not self.shows(event.get("tab")):
+            return
+        self.held_events.update(int(pk) for pk in event["events"])
+        self.flush_soon()
+
+    def flush_soon(self) -> None:
         if self.flush_task is None:
             self.flush_task = asyncio.create_task(self.flush_later())
 
@@ -103,13 +120,18 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
     async def flush_later(self) -> None:
         await asyncio.sleep(COALESCE_SECONDS)
         held, self.held = self.held, {}
+        events, self.held_events = self.held_events, set()
         # The page may have changed tabs while these waited.
-        html = "".join(fragment for tab, fragment in held.values() if self.shows(tab))
+        fragments = [fragment for tab, fragment in held.values() if self.shows(tab)]
+        if events and self.shows(SHOWN_ON_EVENTS):
+            rows = await database_sync_to_async(render_event_rows)(self.environment_pk, events)
+            fragments += [html for _, html in rows]
+        html = "".join(fragments)
         if html and not self.closed:
             await self.send(text_data=html)
         self.flush_task = None
         # What arrived while this was sending starts the next window.
-        if self.held and not self.closed:
+        if (self.held or self.held_events) and not self.closed:
             self.flush_task = asyncio.create_task(self.flush_later())
 
     async def drop_held(self) -> None:
@@ -117,6 +139,7 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
         connection and nothing is sent after it closed."""
         task, self.flush_task = self.flush_task, None
         self.held = {}
+        self.held_events = set()
         if task is not None and task is not asyncio.current_task():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -5,8 +5,9 @@ and to one explicit audience: the group `environment-<public id>`, which
 `environments.consumers.EnvironmentConsumer` joins only after checking membership.
 
 A message to the group carries fragments, each under a key that names what it replaces (a card's
-root id `service-<public id>`, an event row's `event-<pk>`). The consumer holds them for a short
-window, keeps the last fragment per key, and sends what it holds as ONE websocket message, so a
+root id `service-<public id>`), or the events just written, whose rows (`event-<pk>`) only the
+pages on the Events tab render. The consumer holds them for a short window, keeps the last
+fragment per key, and sends what it holds as ONE websocket message, so a
 storm of pod events reaches the page as a few messages with each card once, applied in one go by
 static/js/services.js: a card or any other top-level element with an id replaces the element
 with that id, an event row (in a `<template data-event-row>`) goes into the Events tab's list.
@@ -34,6 +35,8 @@ from services.metrics import attach_card_metrics
 logger = logging.getLogger(__name__)
 
 PAGE_FRAGMENTS = "page.fragments"
+# Events just written, by primary key: the pages on the Events tab render their rows.
+PAGE_EVENTS = "page.events"
 # The shape of a single fragment before fragments were coalesced, still understood by the consumer.
 CARD_UPDATE = "card.update"
 ENVIRONMENT_REMOVED = "environment.removed"
@@ -119,9 +122,11 @@ def render_event_row(event: ClusterEvent) -> str:
 
 
 def publish_events(events: Iterable[ClusterEvent]) -> None:
-    """Send the rows of events just written (new, or a repeat that bumped its count) on commit,
-    to the pages on the Events tab of their environments; each goes to the top of the list or
-    replaces its own row, and the page keeps as many rows as the tab lists."""
+    """Tell the pages of their environments, on commit, which events were just written (new, or
+    a repeat that bumped its count). Only a page on the Events tab renders them
+    (`render_event_rows`, in its consumer): a storm of events costs the writer no rendering,
+    and costs nothing at all while nobody looks at the tab. Each row goes to the top of the
+    list or replaces its own, and the page keeps as many rows as the tab lists."""
     events = list(events)
     by_pk = [event.pk for event in events if event.pk is not None]
     # bulk_create(update_conflicts=True) sets the primary keys on PostgreSQL and SQLite; where
@@ -134,23 +139,29 @@ def publish_events(events: Iterable[ClusterEvent]) -> None:
         return
 
     def send() -> None:
-        # Read after the commit, with the service each names, as the tab renders them.
-        rows = (
-            ClusterEvent.objects.filter(Q(pk__in=by_pk) | by_uid)
-            .select_related("service", "environment")
-            .order_by("-last_seen", "-pk")
-        )
-        by_environment: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for row in rows:
-            by_environment[row.environment.public_id].append((f"event-{row.pk}", render_event_row(row)))
+        rows = ClusterEvent.objects.filter(Q(pk__in=by_pk) | by_uid).values_list("environment__public_id", "pk")
+        by_environment: dict[str, list[int]] = defaultdict(list)
+        for public_id, pk in rows:
+            by_environment[public_id].append(pk)
         send_now(
             [
-                (group_name(public_id), fragments_message(fragments, SHOWN_ON_EVENTS))
-                for public_id, fragments in by_environment.items()
+                (group_name(public_id), {"type": PAGE_EVENTS, "events": pks, "tab": SHOWN_ON_EVENTS})
+                for public_id, pks in by_environment.items()
             ]
         )
 
     transaction.on_commit(send)
+
+
+def render_event_rows(environment_pk: int, pks: Iterable[int]) -> list[tuple[str, str]]:
+    """(key, html) of the Events tab's rows for these events of the environment, as they are
+    now; events of other environments are not read."""
+    rows = (
+        ClusterEvent.objects.filter(environment_id=environment_pk, pk__in=list(pks))
+        .select_related("service", "environment")
+        .order_by("-last_seen", "-pk")
+    )
+    return [(f"event-{row.pk}", render_event_row(row)) for row in rows]
 
 
 def publish_event_list(environment: Environment) -> None:

@@ -359,6 +359,30 @@ async def test_an_event_reaches_the_events_tab_as_its_row_alone_and_the_informat
     await on_events.disconnect()
 
 
+async def test_events_written_together_reach_the_events_tab_as_their_rows_and_never_another_environments(
+    owner, project, member, main_env, flush_layer
+):
+    staging = await sync_to_async(make_environment)(project, by=owner, name="staging")
+    on_events = await socket(main_env, user=member)
+    assert (await on_events.connect())[0]
+    await on_events.send_to(text_data=json.dumps({"tab": "events"}))
+
+    ours = await sync_to_async(lambda: [publish_event(main_env, number) for number in range(5)])()
+    theirs = await sync_to_async(publish_event)(staging, 7)
+    # Even named in a message to this page's group, another environment's event is not read.
+    await get_channel_layer().group_send(
+        live.group_name(main_env.public_id), {"type": live.PAGE_EVENTS, "events": [theirs.pk], "tab": "events"}
+    )
+
+    html = await on_events.receive_from(timeout=5)
+    while not await on_events.receive_nothing(timeout=0.5):  # a slow machine may split the window
+        html += await on_events.receive_from(timeout=5)
+    assert html.count("<tr") == 5
+    assert all(f'id="event-{event.pk}"' in html for event in ours)
+    assert f'id="event-{theirs.pk}"' not in html
+    await on_events.disconnect()
+
+
 async def test_a_fragment_goes_to_the_pages_on_its_tab(member, main_env, flush_layer):
     on_information, on_settings = await socket(main_env, user=member), await socket(main_env, user=member)
     assert (await on_information.connect())[0] and (await on_settings.connect())[0]
