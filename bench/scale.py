@@ -231,35 +231,45 @@ class DeploymentsReady:
         return self
 
 
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of the live processes of a process group (a child of the
-    stack and what it forked: Celery's pool), read from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+def cpu_and_wait_seconds(pgid: int) -> tuple[float, float]:
+    """CPU seconds the live processes of a process group (a child of the stack and what it
+    forked: Celery's pool) have run, and seconds their threads waited for a CPU while ready to
+    run (the scheduler's run-queue wait: what the other processes on the machine cost them),
+    read from /proc."""
+    ran = waited = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
+            # After the name: state is field 3, so the process group is the third field after it.
+            if int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[2]) != pgid:
+                continue
+            for task in os.listdir(f"/proc/{entry}/task"):
+                # Nanoseconds on a CPU, nanoseconds waiting on a run queue, time slices.
+                run, wait, _ = Path(f"/proc/{entry}/task/{task}/schedstat").read_text().split()
+                ran, waited = ran + int(run), waited + int(wait)
+        except (OSError, ValueError):
             continue
-        # After the name: state is field 3, so pgrp is fields[2], utime fields[11], stime fields[12].
-        if int(fields[2]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+    return ran / 1e9, waited / 1e9
 
 
 class CpuClock:
-    """CPU seconds each named child of the stack spent between `start()` and `stop()`."""
+    """CPU seconds each named child of the stack spent between `start()` and `stop()`, and how
+    long it waited for a CPU meanwhile."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
 
     def start(self) -> None:
-        self.started = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.started = {name: cpu_and_wait_seconds(pid) for name, pid in self.pids.items()}
 
     def stop(self, prefix: str) -> dict[str, float]:
-        return {f"{prefix}_{name}_cpu_s": round(cpu_seconds(pid) - self.started[name], 2) for name, pid in self.pids.items()}
+        out = {}
+        for name, pid in self.pids.items():
+            ran, waited = cpu_and_wait_seconds(pid)
+            out[f"{prefix}_{name}_cpu_s"] = round(ran - self.started[name][0], 2)
+            out[f"{prefix}_{name}_cpu_wait_s"] = round(waited - self.started[name][1], 2)
+        return out
 
 
 def stop_one(proc: subprocess.Popen) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .jsontree import clone
+from .jsontree import clone, to_json
 from . import kinds, openapi, openapi_proto, tables, volumes
 from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
 from .authz import IDENTITY, Authorizer, Rule
@@ -53,7 +53,7 @@ def status_response(err: ApiError) -> web.Response:
 
 
 def json_response(body: Any, status: int = 200, warnings: list[str] | None = None) -> web.Response:
-    resp = web.Response(status=status, body=json.dumps(body).encode(), content_type=JSON)
+    resp = web.Response(status=status, body=to_json(body), content_type=JSON)
     for warning in warnings or []:
         resp.headers.add("Warning", f"299 - {json.dumps(warning)}")
     return resp
@@ -237,7 +237,7 @@ class DevServer:
             return
         state = self.data_dir / "state.json"
         if state.exists():
-            self.store.load(json.loads(state.read_text()))
+            self.store.load(json.loads(state.read_bytes()))
 
     def _schedule_save(self) -> None:
         if self.data_dir is None or self._save_handle is not None or self.loop is None:
@@ -1014,7 +1014,7 @@ def _include_object(request: web.Request) -> str:
 
 
 def _event_line(type_: str, obj: Obj) -> bytes:
-    return json.dumps({"type": type_, "object": obj}).encode() + b"\n"
+    return to_json({"type": type_, "object": obj}) + b"\n"
 
 
 def _presented(present: Any, wire: Obj) -> Obj:

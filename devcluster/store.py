@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .jsontree import clone
+from .jsontree import clone, to_json
 
 Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, name); namespace is "" for cluster-scoped objects
@@ -235,10 +235,8 @@ class Store:
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state-")
-        # One string from the C encoder: `json.dump` to a file streams through the pure-Python
-        # one, several times slower on a store of thousands of objects.
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(self.dump()))
+        with os.fdopen(fd, "wb") as f:
+            f.write(to_json(self.dump()))
         os.replace(tmp, path)
 
 

@@ -67,7 +67,7 @@ def test_it_keeps_state_and_token_across_restarts_with_data(tmp_path):
         api = config.new_client_from_config(config_file=str(kubeconfig))
         core = client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": "kept"}})
-        made = core.create_namespaced_config_map("kept", {"metadata": {"name": "cfg"}, "data": {"a": "1"}})
+        made = core.create_namespaced_config_map("kept", {"metadata": {"name": "cfg"}, "data": {"a": "1", "b": "Zürich ✓"}})
         api.close()
     finally:
         proc.send_signal(signal.SIGINT)
@@ -80,7 +80,7 @@ def test_it_keeps_state_and_token_across_restarts_with_data(tmp_path):
         api = config.new_client_from_config(config_file=str(kubeconfig2))
         core = client.CoreV1Api(api)
         kept = core.read_namespaced_config_map("cfg", "kept")
-        assert kept.data == {"a": "1"} and kept.metadata.uid == made.metadata.uid
+        assert kept.data == {"a": "1", "b": "Zürich ✓"} and kept.metadata.uid == made.metadata.uid
         later = core.create_namespaced_config_map("kept", {"metadata": {"name": "later"}})
         assert int(later.metadata.resource_version) > int(made.metadata.resource_version)
         api.close()
