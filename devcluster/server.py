@@ -89,7 +89,7 @@ def _query_bool(request: web.Request, key: str) -> bool:
 
 
 # A state save waits at least this many times as long as the last one took (see `_schedule_save`).
-SAVE_SPACING = 10
+SAVE_SPACING = 50
 # Watch events written together when they are waiting at once (a storm, a backlog, a first list),
 # and how long a watch waits for more once a change comes.
 WATCH_BATCH = 200
@@ -243,7 +243,8 @@ class DevServer:
         if self.data_dir is None or self._save_handle is not None or self.loop is None:
             return
         # A save writes the whole store on the event loop: with thousands of objects it takes a
-        # while, so saves are spaced to keep them under a tenth of the loop's time.
+        # while, so saves are spaced to keep them under a fiftieth of the loop's time (a crash
+        # loses at most the last few seconds of a storm; a stop saves everything).
         delay = max(self.save_delay, SAVE_SPACING * self._last_save_seconds)
         self._save_handle = self.loop.call_later(delay, self._save)
 
