@@ -17,10 +17,11 @@ worker with beat and concurrency 2, the watcher, and ale's ASGI server, daphne):
   as the browser posts it (htmx, CSRF token from the page). Measured: the answer's time, the
   time until every row is `running` (the watcher's `status_changed_at`), until every card
   received on the sockets says Running, and what the sockets received meanwhile (messages,
-  bytes, card fragments, event lists). Also, apart: when a watch of the bench's own saw every
-  Deployment ready (`ale_cluster_ready_s`: the cluster's and the worker's share, the rest is the
-  watcher's), and the CPU seconds each process spent meanwhile (`ale_<process>_cpu_s`, like
-  `direct_devcluster_cpu_s`): on a small machine they share its cores.
+  bytes, card fragments, event lists). Also the CPU seconds each process spent meanwhile and how
+  long it waited for a CPU (`ale_<process>_cpu_s`, `..._cpu_wait_s`, like `direct_devcluster_
+  cpu_s`; on a small machine they share its cores), and with --split, when a watch of the
+  bench's own saw every Deployment ready (`ale_cluster_ready_s`: the cluster's and the worker's
+  share; the rest is the watcher's).
 * stop: on the same stack, a YAML file of N new running services is previewed and confirmed
   over HTTP (split over the environments); 5 s after the last confirm a Stop of the last
   service is posted; the time until a card on the socket says Stopped, and until its row does.
@@ -231,6 +232,25 @@ class DeploymentsReady:
         return self
 
 
+def named_cpu_seconds(names: tuple[str, ...]) -> float:
+    """CPU seconds of the live processes whose command name is one of `names` (PostgreSQL's
+    backends, Redis), and of this process itself under "bench"."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            head, tail = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue
+        comm = head.split("(", 1)[1]
+        if comm in names or ("bench" in names and int(entry) == os.getpid()):
+            fields = tail.split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
 def cpu_and_wait_seconds(pgid: int) -> tuple[float, float]:
     """CPU seconds the live processes of a process group (a child of the stack and what it
     forked: Celery's pool) have run, and seconds their threads waited for a CPU while ready to
@@ -253,18 +273,43 @@ def cpu_and_wait_seconds(pgid: int) -> tuple[float, float]:
     return ran / 1e9, waited / 1e9
 
 
+def machine_seconds() -> tuple[float, float, float]:
+    """Seconds the machine's CPUs were busy (all processes, this one and others included), were
+    taken by the hypervisor for other machines (steal), and ran niced processes, from /proc/stat."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    return (user + nice + system + irq + softirq) / ticks, steal / ticks, nice / ticks
+
+
+# The machine's shared services and the bench itself, whose CPU the measured stack competes with.
+SHARED_SERVICES = {"postgres": ("postgres",), "redis": ("redis-server",), "bench": ("bench",)}
+
+
 class CpuClock:
-    """CPU seconds each named child of the stack spent between `start()` and `stop()`, and how
-    long it waited for a CPU meanwhile."""
+    """CPU seconds each named child of the stack spent between `start()` and `stop()`, how long
+    it waited for a CPU meanwhile, and what the whole machine spent."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = pids
 
     def start(self) -> None:
         self.started = {name: cpu_and_wait_seconds(pid) for name, pid in self.pids.items()}
+        self.machine = machine_seconds()
+        self.services = {name: named_cpu_seconds(comms) for name, comms in SHARED_SERVICES.items()}
 
     def stop(self, prefix: str) -> dict[str, float]:
-        out = {}
+        busy, steal, nice = (now - then for now, then in zip(machine_seconds(), self.machine))
+        out = {
+            f"{prefix}_machine_busy_cpu_s": round(busy, 2),
+            f"{prefix}_machine_niced_cpu_s": round(nice, 2),
+            f"{prefix}_machine_steal_cpu_s": round(steal, 2),
+            **{
+                f"{prefix}_{name}_cpu_s": round(named_cpu_seconds(comms) - self.services[name], 2)
+                for name, comms in SHARED_SERVICES.items()
+            },
+        }
         for name, pid in self.pids.items():
             ran, waited = cpu_and_wait_seconds(pid)
             out[f"{prefix}_{name}_cpu_s"] = round(ran - self.started[name][0], 2)
@@ -594,7 +639,7 @@ def last_card_statuses(sockets: list[Socket], since: float) -> tuple[dict[str, s
     return statuses, times
 
 
-def measure_start_all(ale: Ale, stack: Stack, environments: list, timeout: float) -> dict[str, Any]:
+def measure_start_all(ale: Ale, stack: Stack, environments: list, timeout: float, split: bool) -> dict[str, Any]:
     from django.db.models import Count
 
     from services.models import Service
@@ -602,8 +647,10 @@ def measure_start_all(ale: Ale, stack: Stack, environments: list, timeout: float
     ids = set(Service.objects.filter(environment__in=environments).values_list("public_id", flat=True))
     names = set(Service.objects.filter(environment__in=environments).values_list("name", flat=True))
     replicas = Service.objects.filter(environment__in=environments).values_list("replicas", flat=True).first()
-    api = kube_api(os.environ["DEVCLUSTER_KUBECONFIG"])
-    cluster = DeploymentsReady(api, names, len(ids), replicas).in_background(timeout)
+    cluster = None
+    if split:
+        api = kube_api(os.environ["DEVCLUSTER_KUBECONFIG"])
+        cluster = DeploymentsReady(api, names, len(ids), replicas).in_background(timeout)
     sockets = [ale.open_socket(environment) for environment in environments]
     time.sleep(1)  # the sockets have said their tab
     clock = CpuClock({name: proc.pid for name, proc in stack.processes})
@@ -639,9 +686,11 @@ def measure_start_all(ale: Ale, stack: Stack, environments: list, timeout: float
     except StageTimeout:
         pass
     time.sleep(1)  # what trails the last change (events) is part of the storm
-    cluster.closing = True
-    result = {
-        "ale_cluster_ready_s": round(cluster.done_at - started, 2) if cluster.done_at else None,
+    result = {}
+    if cluster is not None:
+        cluster.closing = True
+        result["ale_cluster_ready_s"] = round(cluster.done_at - started, 2) if cluster.done_at else None
+    result |= {
         "ale_all_running_s": round(rows_done - started, 2),
         "ale_cards_running_s": round(cards_done - started, 2) if cards_done else None,
         "start_all_response_ms": round(statistics.median(responses), 1),
@@ -739,6 +788,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["direct", "ale", "stop"], help="run one stage only")
     parser.add_argument("--use-configured-db", action="store_true", help="DATABASE_URL's database, not a throwaway SQLite")
     parser.add_argument("--keep", action="store_true", help="leave the processes and files for debugging")
+    parser.add_argument("--split", action="store_true",
+                        help="also watch ale's cluster for ale_cluster_ready_s (a watch of its own: it costs the cluster)")
     parser.add_argument("--stage-timeout", type=float, default=600.0, help="seconds a stage may take (default 600)")
     options = parser.parse_args()
     if options.services < options.environments:
@@ -787,7 +838,7 @@ def main() -> None:
             time.sleep(2)
             ale = log_in(base, user, (start_envs or stop_envs)[0])
             if "ale" in stages:
-                result.update(measure_start_all(ale, stack, start_envs, options.stage_timeout))
+                result.update(measure_start_all(ale, stack, start_envs, options.stage_timeout, options.split))
                 if "direct_all_running_s" in result:
                     result["ratio"] = round(result["ale_all_running_s"] / result["direct_all_running_s"], 2)
             if "stop" in stages:
