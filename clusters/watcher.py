@@ -20,7 +20,7 @@ affected services and one bulk write of those whose card changed. It sleeps unti
 changes, then waits `SETTLE_SECONDS` for what comes with it (a pod's update brings its
 Deployment's and its events): a few status changes, or a full slice of events, are stored at
 once, while a storm (more than `PROMPT_SERVICES` services, a list) or a trickle of events is
-stored at most every `flush_interval`, in batches. No status is written until every kind but
+stored at most every `flush_interval`, in batches; statuses go ahead of a backlog of events. No status is written until every kind but
 the events has been listed once, so a half-known cluster never produces a wrong status; the
 first list then re-derives every service of the cluster, which is what repairs the database
 after a restart, and a relist (after 410 Gone) marks the services whose objects differ from
@@ -43,6 +43,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import math
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -83,10 +84,10 @@ def registered_writer() -> ChangesWriter:
     return _writer
 
 # Events handed to the writer per flush. The first list of a big cluster holds tens of
-# thousands: in slices of a list page, the statuses go out with the first one instead of after
-# all the events, a status change waits behind one slice at most, and the writer holds one
-# slice of rows at a time.
-MAX_EVENTS_PER_FLUSH = LIST_PAGE_SIZE
+# thousands: they are stored in slices, and statuses go out between two slices, so a status
+# change waits for one slice at most (each costs about half a millisecond an event, mostly
+# rendering its row for the Events tabs), and the writer holds one slice of rows at a time.
+MAX_EVENTS_PER_FLUSH = LIST_PAGE_SIZE // 2
 # The list of events fetches no further page while this many wait for the writer.
 MAX_PENDING_EVENTS = 2 * LIST_PAGE_SIZE
 # ... unless the writer cannot store them (the database is down): the list then goes on.
@@ -97,8 +98,10 @@ SETTLE_SECONDS = 0.02
 # Up to this many services to derive are stored at once; more (a storm) wait out the rest of
 # `flush_interval` after the previous flush, to be stored together.
 PROMPT_SERVICES = 20
-# The writer looks at the state at least this often, changes or not.
+# The writer looks at the state at least this often, changes or not; and this often while
+# the first lists are still coming in.
 IDLE_SECONDS = 1.0
+UNSYNCED_POLL_SECONDS = 0.1
 
 # (kind name in ClusterState, api version, kind, label selector)
 WATCHED = (
@@ -222,24 +225,24 @@ class ClusterWatcher:
 
     def _write_loop(self) -> None:
         failures = 0
-        last_flush = 0.0
+        last_flush = -math.inf
         try:
             while not self.stop_event.is_set():
                 if failures:
-                    delay = backoff_delay(failures)
+                    if self.stop_event.wait(backoff_delay(failures)):
+                        break
                 else:
                     self.state.changed.wait(IDLE_SECONDS)
-                    delay = self._delay(time.monotonic() - last_flush)
-                if self.stop_event.wait(delay):
-                    break
+                    if not self._wait_until_due(last_flush):
+                        break
                 try:
-                    self.flush()
+                    if self.flush():
+                        last_flush = time.monotonic()
                     failures = 0
                 except Exception:
                     failures += 1
                     self.write_failures += 1
                     logger.exception("cluster %s: could not store changes (attempt %d)", self.cluster.name, failures)
-                last_flush = time.monotonic()
             # What arrived before the stop is still worth storing.
             self.flush()
         except Exception:
@@ -247,16 +250,28 @@ class ClusterWatcher:
         finally:
             connection.close()
 
-    def _delay(self, since_last_flush: float) -> float:
-        """How long to wait before storing what is pending: the settle time for a few status
-        changes or a full slice of events (waiting would gather nothing more), the rest of the
-        flush interval for a storm of status changes or a few events."""
-        services, events = self.state.pending()
-        if self.state.is_synced(STATUS_KINDS) and (
-            (services is not None and 0 < services <= PROMPT_SERVICES) or events >= MAX_EVENTS_PER_FLUSH
-        ):
-            return SETTLE_SECONDS
-        return max(SETTLE_SECONDS, self.flush_interval - since_last_flush)
+    def _wait_until_due(self, last_flush: float) -> bool:
+        """Wait until what is pending is due to be stored; False once asked to stop.
+
+        Due after `SETTLE_SECONDS` when it is a few status changes or a full slice of events
+        (waiting would gather nothing more), `flush_interval` after the last flush when it is a
+        storm of status changes or a few events; looked at again every `SETTLE_SECONDS`, so a
+        status change that joins a trickle of events does not wait for the interval."""
+        woke = time.monotonic()
+        while not self.stop_event.wait(SETTLE_SECONDS):
+            now = time.monotonic()
+            if not self.state.changed.is_set():
+                return True  # nothing pending: the flush finds nothing to do
+            if not self.state.is_synced(STATUS_KINDS):
+                if now - woke >= UNSYNCED_POLL_SECONDS:
+                    return True
+                continue
+            services, events = self.state.pending()
+            if (services is not None and 0 < services <= PROMPT_SERVICES) or events >= MAX_EVENTS_PER_FLUSH:
+                return True
+            if now - last_flush >= self.flush_interval:
+                return True
+        return False
 
     def flush(self) -> Changes | None:
         """Store what changed since the last flush; returns it (None when nothing could be)."""
@@ -264,9 +279,9 @@ class ClusterWatcher:
             return None
         since = self.state.changed_since
         services, events = self.state.pending()
-        # A few status changes behind a backlog of events (a first list being stored) go first,
-        # alone: they wait for the slice being written, not for the rest of the backlog.
-        statuses_first = services is not None and 0 < services <= PROMPT_SERVICES and events > MAX_EVENTS_PER_FLUSH
+        # Statuses behind a backlog of events (a first list being stored) go first, alone: they
+        # wait for the slice being written, not for the rest of the backlog.
+        statuses_first = services != 0 and events > MAX_EVENTS_PER_FLUSH
         changes = self.state.take_changes(max_events=0 if statuses_first else MAX_EVENTS_PER_FLUSH)
         if not changes:
             return changes

@@ -187,6 +187,7 @@ def test_the_writer_gets_a_big_first_list_of_events_in_slices_the_statuses_first
     while watcher.flush():
         pass
 
-    assert [len(changes.events) for changes in handed] == [MAX_EVENTS_PER_FLUSH, MAX_EVENTS_PER_FLUSH, 10]
-    assert handed[0].all_services and not handed[1].all_services
+    # The statuses go alone, ahead of the backlog; then the events, a slice at a time.
+    assert [len(changes.events) for changes in handed] == [0, MAX_EVENTS_PER_FLUSH, MAX_EVENTS_PER_FLUSH, 10]
+    assert handed[0].all_services and not any(changes.all_services for changes in handed[1:])
     assert set().union(*(changes.events for changes in handed)) == {f"e{i}" for i in range(len(events))}
