@@ -323,7 +323,8 @@ class KubeClient:
         than one page of whole objects and its JSON text at once."""
         items: builtins.list[dict] = []
         resource_version = ""
-        for page, resource_version in self.list_pages(
+        for page, resource_version in list_pages(
+            self,
             api_version,
             kind,
             namespace=namespace,
@@ -334,47 +335,6 @@ class KubeClient:
         ):
             items.extend(page)
         return items, resource_version
-
-    def list_pages(
-        self,
-        api_version: str,
-        kind: str,
-        *,
-        namespace: str | None = None,
-        label_selector: str | None = None,
-        field_selector: str | None = None,
-        limit: int | None = None,
-        transform: Callable[[dict], dict] | None = None,
-    ) -> Iterator[tuple[builtins.list[dict], str]]:
-        """`list` a page at a time: each page's items with the list's resourceVersion, the next
-        page asked for only when this one has been taken, so that a caller storing each page as
-        it comes never holds the whole list."""
-        info = lookup(api_version, kind)
-        path = collection_path(info, namespace)
-        token = None
-        while True:
-            page = self._request(
-                "GET",
-                path,
-                query=[
-                    ("labelSelector", label_selector or None),
-                    ("fieldSelector", field_selector or None),
-                    ("limit", limit),
-                    ("continue", token),
-                ],
-            )
-            items: builtins.list[dict] = []
-            for item in page.get("items") or []:
-                item.setdefault("apiVersion", api_version)
-                item.setdefault("kind", kind)
-                items.append(transform(item) if transform else item)
-            metadata = page.get("metadata") or {}
-            del page
-            yield items, metadata.get("resourceVersion", "")
-            del items
-            token = metadata.get("continue")
-            if not token:
-                return
 
     def delete(
         self,
@@ -679,6 +639,48 @@ class KubeClient:
             reason="Unreachable",
             user_message=f"The cluster '{self.name}' cannot be reached.",
         )
+
+
+def list_pages(
+    kube: KubeClient,
+    api_version: str,
+    kind: str,
+    *,
+    namespace: str | None = None,
+    label_selector: str | None = None,
+    field_selector: str | None = None,
+    limit: int | None = None,
+    transform: Callable[[dict], dict] | None = None,
+) -> Iterator[tuple[list[dict], str]]:
+    """`KubeClient.list` a page at a time: each page's items with the list's resourceVersion,
+    the next page asked for only when this one has been taken, so that a caller storing each
+    page as it comes never holds the whole list."""
+    info = lookup(api_version, kind)
+    path = collection_path(info, namespace)
+    token = None
+    while True:
+        page = kube._request(
+            "GET",
+            path,
+            query=[
+                ("labelSelector", label_selector or None),
+                ("fieldSelector", field_selector or None),
+                ("limit", limit),
+                ("continue", token),
+            ],
+        )
+        items: list[dict] = []
+        for item in page.get("items") or []:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+            items.append(transform(item) if transform else item)
+        metadata = page.get("metadata") or {}
+        del page
+        yield items, metadata.get("resourceVersion", "")
+        del items
+        token = metadata.get("continue")
+        if not token:
+            return
 
 
 class _Caseless(dict):

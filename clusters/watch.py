@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from clusters.client import KubeClient
+from clusters.client import KubeClient, list_pages
 from clusters.errors import ClusterError
 from clusters.streams import WatchStream
 
@@ -171,7 +171,8 @@ class ResourceWatcher:
     def _listed(self, client: KubeClient, version: list[str]) -> Iterator[dict]:
         """The objects of one list, a page fetched at a time; appends the list's
         resourceVersion to `version` once the last page is in."""
-        pages = client.list_pages(
+        pages = list_pages(
+            client,
             self.api_version,
             self.kind,
             namespace=self.namespace,
