@@ -271,15 +271,21 @@ class ClusterState:
         """A full list of Events, taken one at a time: each new or changed one is put with the
         changes as soon as it is read, the lock held only for it, so that the writer can store
         (and drop) the first pages while the later ones are still being fetched. The versions
-        of the previous list are forgotten only once this one is complete: a list cut short by
-        an error leaves what was handed over, and the next list compares against it again.
+        of the previous list are forgotten only once this one is complete; a list cut short (a
+        page that could not be fetched) adds the versions it handed over, so the next list hands
+        over only the rest.
         Unlike the other kinds, a first list of events does not re-derive every service: the
         statuses an event can change (its Warning) are derived when the writer stores it."""
         versions: OrderedDict[str, tuple] = OrderedDict()
-        for obj in objects:
-            obj = slim_event(obj)
+        try:
+            for obj in objects:
+                obj = slim_event(obj)
+                with self._lock:
+                    self._put_event(obj, self.event_versions.get(_event_uid(obj)), versions)
+        except BaseException:
             with self._lock:
-                self._put_event(obj, self.event_versions.get(_event_uid(obj)), versions)
+                self.event_versions.update(versions)
+            raise
         with self._lock:
             self.event_versions = versions
             self._listed(EVENTS, False)

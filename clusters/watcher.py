@@ -305,7 +305,7 @@ class ClusterWatcher:
         if result.changed or result.events_written:
             done = time.monotonic()
             logger.info(
-                "cluster %s: %d status change(s), %d event(s) stored in %d ms, %d ms after the first change",
+                "cluster %s: %d status change(s), %d event(s) stored in %d ms, %d ms after the oldest change waiting",
                 self.cluster.name,
                 len(result.changed),
                 result.events_written,
