@@ -21,9 +21,9 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from itertools import islice
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Protocol
 
 from clusters.labels import BUILD_LABEL, GENERATION_ANNOTATION, SERVICE_LABEL
