@@ -38,6 +38,10 @@ _STOP_POLL = 0.2
 LIST_PAGE_SIZE = 500
 
 
+class ListStopped(Exception):
+    """The watcher was asked to stop while it was reading a list."""
+
+
 def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> float:
     """Seconds to wait before attempt `attempt` (1-based): exponential, capped, with jitter.
 
@@ -130,7 +134,7 @@ class ResourceWatcher:
                 client = self._client()
                 if need_list:
                     listed: list[str] = []
-                    objects = self._listed(client, listed)
+                    objects = self._listed(client, listed, stop)
                     self.on_sync(objects if self.stream_lists else list(objects))
                     # A callback that stopped reading early still watches from the list's end.
                     for _ in objects:
@@ -168,9 +172,11 @@ class ResourceWatcher:
                 need_list = True
                 stop.wait(delay)
 
-    def _listed(self, client: KubeClient, version: list[str]) -> Iterator[dict]:
+    def _listed(self, client: KubeClient, version: list[str], stop: threading.Event) -> Iterator[dict]:
         """The objects of one list, a page fetched at a time; appends the list's
-        resourceVersion to `version` once the last page is in."""
+        resourceVersion to `version` once the last page is in. A list read slowly (its callback
+        stores each page first) ends at the next page once `stop` is set, as an error: what was
+        read is not the whole truth."""
         pages = list_pages(
             client,
             self.api_version,
@@ -183,6 +189,8 @@ class ResourceWatcher:
         for page, resource_version in pages:
             yield from page
             del page
+            if stop.is_set():
+                raise ListStopped(self.name)
             version.append(resource_version)
 
     def _next_delay(self, retry_after: float | None = None) -> float:

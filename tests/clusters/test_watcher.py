@@ -299,6 +299,24 @@ def test_a_big_first_list_of_events_is_stored_while_it_is_fetched(environment, c
     assert max(handed + waiting for handed, _, waiting in calls) <= MAX_PENDING_EVENTS + LIST_PAGE_SIZE
 
 
+def test_it_stops_within_seconds_in_the_middle_of_a_long_list_of_events(environment, cluster, devcluster):  # noqa: F811
+    put_events(devcluster, environment.namespace, 12 * LIST_PAGE_SIZE, "Slow")
+    # Each page of the list takes half a second: the whole list, six.
+    rule = devcluster.faults.latency(0.5, path="^/api/v1/events$", method="GET")
+    watcher = ClusterWatcher(cluster, flush_interval=0.05, watch_timeout=10)
+    watcher.start()
+    try:
+        wait_for(lambda: ClusterEvent.objects.filter(environment=environment, reason="Slow").exists(),
+                 "the first events stored")
+    finally:
+        started = time.monotonic()
+        watcher.stop()
+        stopped = watcher.join(timeout=5)
+        devcluster.faults.remove(rule)
+
+    assert stopped and time.monotonic() - started < 2
+
+
 def test_a_few_status_changes_are_stored_at_once_not_at_the_next_interval(environment, cluster):
     # An interval longer than the wait below: only a prompt flush makes the card follow.
     watcher = ClusterWatcher(cluster, flush_interval=3600, watch_timeout=10, backoff_cap=1.0)
