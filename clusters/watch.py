@@ -25,7 +25,7 @@ from clusters.streams import WatchStream
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ResourceWatcher", "backoff_delay", "start_watchers"]
+__all__ = ["ListStopped", "ResourceWatcher", "backoff_delay", "start_watchers"]
 
 SyncCallback = Callable[[Iterable[dict]], Any]
 EventCallback = Callable[[str, dict], Any]
