@@ -14,6 +14,10 @@ official client (in threads) and waits until the devcluster has every pod ready.
   its Deployment down by one replica (a change of one pod) to the message with that service's
   card on its environment's group of the channel layer (each page's socket then holds it for at
   most its 150 ms coalescing window before sending it on);
+- `change_to_watch_event_p50_ms` / `_p95_ms`: the cluster's part of that lag, from the scale to
+  the first watch event of that Deployment, as a watch of the bench's own receives it (the card
+  changes with that event: the Deployment's new spec makes it "Deploying"), and
+  `watch_event_to_card_p50_ms` / `_p95_ms`, the watcher's part, from that event to the card;
 - `watcher_rss_after_changes_mb`: the resident memory once the changes are through.
 
 Prints one JSON line. It runs on a throwaway SQLite file unless --use-configured-db is given
@@ -34,6 +38,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -202,12 +207,15 @@ async def measure_changes(kubeconfig: Path, services: list, count: int, card_tim
     apps = client.AppsV1Api(api)
     layer = get_channel_layer()
     lags: list[float] = []
+    to_event: list[float] = []
+    event_to_card: list[float] = []
     missed = 0
     for service in random.Random(19).sample(services, min(count, len(services))):
         channel = await layer.new_channel()
         group = group_name(service.environment.public_id)
         await layer.group_add(group, channel)
         marker = f"service-{service.public_id}"
+        seen = await asyncio.to_thread(DeploymentWatch, service)
         started = time.monotonic()
         await asyncio.to_thread(
             apps.patch_namespaced_deployment_scale,
@@ -224,23 +232,69 @@ async def measure_changes(kubeconfig: Path, services: list, count: int, card_tim
                 else:
                     shown = message.get("type") == CARD_UPDATE and marker in message.get("html", "")
                 if shown:
-                    lags.append((time.monotonic() - started) * 1000)
+                    card = time.monotonic()
+                    lags.append((card - started) * 1000)
+                    if seen.at is not None:
+                        to_event.append((seen.at - started) * 1000)
+                        event_to_card.append((card - seen.at) * 1000)
                     break
         except asyncio.TimeoutError:
             missed += 1
+        await asyncio.to_thread(seen.close)
         await layer.group_discard(group, channel)
     api.close()
-    lags.sort()
-
-    def percentile(p: float) -> float | None:
-        return round(lags[min(len(lags) - 1, int(math.ceil(p * len(lags))) - 1)], 1) if lags else None
 
     return {
         "changes": len(lags) + missed,
         "missed": missed,
-        "change_to_card_p50_ms": percentile(0.5),
-        "change_to_card_p95_ms": percentile(0.95),
+        "change_to_card_p50_ms": percentile(lags, 0.5),
+        "change_to_card_p95_ms": percentile(lags, 0.95),
+        "change_to_watch_event_p50_ms": percentile(to_event, 0.5),
+        "change_to_watch_event_p95_ms": percentile(to_event, 0.95),
+        "watch_event_to_card_p50_ms": percentile(event_to_card, 0.5),
+        "watch_event_to_card_p95_ms": percentile(event_to_card, 0.95),
     }
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    values = sorted(values)
+    return round(values[min(len(values) - 1, int(math.ceil(p * len(values))) - 1)], 1) if values else None
+
+
+class DeploymentWatch:
+    """A watch of one service's Deployment from its current version: `at` is when its first
+    change arrived (time.monotonic()), None until then."""
+
+    def __init__(self, service) -> None:
+        from clusters.client import client_for
+
+        kube = client_for(service.environment.cluster)
+        namespace = service.environment.namespace
+        current = kube.get("apps/v1", "Deployment", service.name, namespace) or {}
+        self.at: float | None = None
+        self.stream = kube.watch(
+            "apps/v1",
+            "Deployment",
+            namespace=namespace,
+            field_selector=f"metadata.name={service.name}",
+            resource_version=current.get("metadata", {}).get("resourceVersion"),
+            timeout_seconds=60,
+            allow_bookmarks=False,
+        )
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for _ in self.stream:
+                self.at = time.monotonic()
+                return
+        except Exception:  # noqa: BLE001 - closed under it
+            return
+
+    def close(self) -> None:
+        self.stream.close()
+        self.thread.join(5)
 
 
 if __name__ == "__main__":

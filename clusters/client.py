@@ -321,30 +321,20 @@ class KubeClient:
         `transform`, when given, is applied to each item as its page arrives (the watcher keeps
         a few fields of each): with `limit`, a list of thousands of objects never holds more
         than one page of whole objects and its JSON text at once."""
-        info = lookup(api_version, kind)
-        path = collection_path(info, namespace)
         items: builtins.list[dict] = []
-        token = None
-        while True:
-            page = self._request(
-                "GET",
-                path,
-                query=[
-                    ("labelSelector", label_selector or None),
-                    ("fieldSelector", field_selector or None),
-                    ("limit", limit),
-                    ("continue", token),
-                ],
-            )
-            for item in page.get("items") or []:
-                item.setdefault("apiVersion", api_version)
-                item.setdefault("kind", kind)
-                items.append(transform(item) if transform else item)
-            metadata = page.get("metadata") or {}
-            del page
-            token = metadata.get("continue")
-            if not token:
-                return items, metadata.get("resourceVersion", "")
+        resource_version = ""
+        for page, resource_version in list_pages(
+            self,
+            api_version,
+            kind,
+            namespace=namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            limit=limit,
+            transform=transform,
+        ):
+            items.extend(page)
+        return items, resource_version
 
     def delete(
         self,
@@ -649,6 +639,48 @@ class KubeClient:
             reason="Unreachable",
             user_message=f"The cluster '{self.name}' cannot be reached.",
         )
+
+
+def list_pages(
+    kube: KubeClient,
+    api_version: str,
+    kind: str,
+    *,
+    namespace: str | None = None,
+    label_selector: str | None = None,
+    field_selector: str | None = None,
+    limit: int | None = None,
+    transform: Callable[[dict], dict] | None = None,
+) -> Iterator[tuple[list[dict], str]]:
+    """`KubeClient.list` a page at a time: each page's items with the list's resourceVersion,
+    the next page asked for only when this one has been taken, so that a caller storing each
+    page as it comes never holds the whole list."""
+    info = lookup(api_version, kind)
+    path = collection_path(info, namespace)
+    token = None
+    while True:
+        page = kube._request(
+            "GET",
+            path,
+            query=[
+                ("labelSelector", label_selector or None),
+                ("fieldSelector", field_selector or None),
+                ("limit", limit),
+                ("continue", token),
+            ],
+        )
+        items: list[dict] = []
+        for item in page.get("items") or []:
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+            items.append(transform(item) if transform else item)
+        metadata = page.get("metadata") or {}
+        del page
+        yield items, metadata.get("resourceVersion", "")
+        del items
+        token = metadata.get("continue")
+        if not token:
+            return
 
 
 class _Caseless(dict):

@@ -1,13 +1,17 @@
 """What ale knows of one cluster's state, indexed by service: no Django, no I/O.
 
 The watcher's threads feed it (`replace` after each list, `apply` for each watch event) and
-the writer drains what changed (`take_changes`). The periodic resync fills one from plain lists.
-Every method holds the lock, so the four watch threads and the writer can share one instance.
+the writer drains what changed (`take_changes`), woken by `changed`. The periodic resync fills
+one from plain lists. Every method holds the lock, so the watch threads and the writer can share
+one instance.
 
 Memory is bounded by what ale reads, not by what the cluster sends: each object is cut down to
 the fields `services.status.derive_status`, the event matching and the build hand-over read
 (`slim`; a pod of 6 KB on the wire keeps a few hundred bytes), and Events are not kept at all,
-only the resourceVersion each one was last handed over at, while it exists in the cluster. A
+only the resourceVersion each one was last handed over at, while it exists in the cluster; a
+list of Events is read as it is fetched, each event handed over as it comes (the writer stores
+them a page at a time while the list goes on), so a first list of tens of thousands is never
+held whole. A
 service is marked changed only when its cut-down objects differ, so a pod's status heartbeat or
 a relist that finds the cluster as it was costs the database nothing.
 """
@@ -19,6 +23,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Protocol
 
 from clusters.labels import BUILD_LABEL, GENERATION_ANNOTATION, SERVICE_LABEL
@@ -215,6 +220,10 @@ class ClusterState:
         self.event_versions: OrderedDict[str, tuple] = OrderedDict()
         self.synced: set[str] = set()
         self._changes = Changes()
+        # Set while there are changes for the writer: it sleeps on this, not on a clock.
+        self.changed = threading.Event()
+        # When the oldest change still waiting for the writer arrived (time.monotonic()).
+        self.changed_since: float | None = None
 
     # --- feeding -----------------------------------------------------------------------------
 
@@ -223,8 +232,12 @@ class ClusterState:
 
         The first list of a kind re-derives every service of the cluster (the database may be
         behind on anything); a later one (after 410 Gone, or a failed handler) marks only the
-        services whose objects differ from what the state held.
+        services whose objects differ from what the state held. Events are handed over one by
+        one as `objects` yields them (see `_replace_events`).
         """
+        if kind == EVENTS:
+            self._replace_events(objects)
+            return
         slim = SLIM[kind]
         objects = [slim(obj) for obj in objects]
         with self._lock:
@@ -245,11 +258,6 @@ class ClusterState:
                 for obj in objects:
                     self._put_pod(obj, mark=False)
                 self._changes.services |= _differing(before, self.pods)
-            elif kind == EVENTS:
-                versions = self.event_versions
-                self.event_versions = OrderedDict()
-                for obj in objects:
-                    self._put_event(obj, versions.get(_event_uid(obj)))
             elif kind == JOBS:
                 before, self.jobs = self.jobs, {}
                 for obj in objects:
@@ -257,9 +265,42 @@ class ClusterState:
                     if build:
                         self.jobs[build] = obj
                 self._changes.builds |= _differing(before, self.jobs)
-            self.synced.add(kind)
-            if first:
-                self._changes.all_services = True
+            self._listed(kind, first)
+
+    def _replace_events(self, objects: Iterable[Obj]) -> None:
+        """A full list of Events, taken one at a time: each new or changed one is put with the
+        changes as soon as it is read, the lock held only for it, so that the writer can store
+        (and drop) the first pages while the later ones are still being fetched. The versions
+        of the previous list are forgotten only once this one is complete; a list cut short (a
+        page that could not be fetched) adds the versions it handed over, so the next list hands
+        over only the rest.
+        Unlike the other kinds, a first list of events does not re-derive every service: the
+        statuses an event can change (its Warning) are derived when the writer stores it."""
+        versions: OrderedDict[str, tuple] = OrderedDict()
+        try:
+            for obj in objects:
+                obj = slim_event(obj)
+                with self._lock:
+                    self._put_event(obj, self.event_versions.get(_event_uid(obj)), versions)
+        except BaseException:
+            with self._lock:
+                self.event_versions.update(versions)
+            raise
+        with self._lock:
+            self.event_versions = versions
+            self._listed(EVENTS, False)
+
+    def _listed(self, kind: str, first: bool) -> None:
+        self.synced.add(kind)
+        if first:
+            self._changes.all_services = True
+        self._noted()
+
+    def _noted(self) -> None:
+        """Wake the writer if there is something for it (called with the lock held)."""
+        if self._changes and not self.changed.is_set():
+            self.changed_since = time.monotonic()
+            self.changed.set()
 
     def apply(self, kind: str, event_type: str, obj: Obj) -> None:
         """One watch event (ADDED, MODIFIED or DELETED) of `kind`."""
@@ -292,7 +333,7 @@ class ClusterState:
                     # Expired in the cluster (its event TTL): ale keeps its stored row.
                     self.event_versions.pop(uid, None)
                 else:
-                    self._put_event(obj, self.event_versions.get(uid))
+                    self._put_event(obj, self.event_versions.get(uid), self.event_versions)
             elif kind == JOBS:
                 build = (_meta(obj).get("labels") or {}).get(BUILD_LABEL)
                 if build and deleted:
@@ -301,6 +342,7 @@ class ClusterState:
                 elif build and self.jobs.get(build) != obj:
                     self.jobs[build] = obj
                     self._changes.builds.add(build)
+            self._noted()
 
     def build_jobs(self, builds: Iterable[str] | None = None) -> dict[str, Obj]:
         """The Jobs of the given builds (all of them when None) that the state holds."""
@@ -335,7 +377,9 @@ class ClusterState:
             self.pods.pop(service, None)
         self._changes.services.add(service)
 
-    def _put_event(self, obj: Obj, handed_over: tuple | None) -> None:
+    def _put_event(self, obj: Obj, handed_over: tuple | None, versions: OrderedDict[str, tuple]) -> None:
+        """Remember `obj`'s version in `versions`; put it with the changes unless it was handed
+        over as it is."""
         namespace = _meta(obj).get("namespace", "")
         # Events carry no labels: those outside ale's namespaces are dropped here, before they
         # cost a database query.
@@ -343,10 +387,10 @@ class ClusterState:
             return
         uid = _event_uid(obj)
         version = _event_version(obj)
-        self.event_versions[uid] = version
-        self.event_versions.move_to_end(uid)
-        while len(self.event_versions) > MAX_REMEMBERED_EVENTS:
-            self.event_versions.popitem(last=False)
+        versions[uid] = version
+        versions.move_to_end(uid)
+        while len(versions) > MAX_REMEMBERED_EVENTS:
+            versions.popitem(last=False)
         if version != handed_over:
             self._changes.events[uid] = obj
 
@@ -370,6 +414,7 @@ class ClusterState:
                     del warnings[key]
             if mark:
                 self._changes.services.add(service)
+                self._noted()
 
     def observed(self, service: str, now: float | None = None) -> tuple[Obj | None, list[Obj], list[Obj]]:
         """The Deployment, Pods and recent Warning events of one service."""
@@ -401,9 +446,24 @@ class ClusterState:
                 "jobs": len(self.jobs),
             }
 
-    def take_changes(self) -> Changes:
+    def pending(self) -> tuple[int | None, int]:
+        """What waits for the writer: (services to derive, None for all of them; events)."""
+        with self._lock:
+            changes = self._changes
+            return None if changes.all_services else len(changes.services), len(changes.events)
+
+    def take_changes(self, *, max_events: int | None = None) -> Changes:
+        """What changed since the last call, for the writer; with `max_events`, the events
+        after the first that many stay for the next call (older first)."""
         with self._lock:
             changes, self._changes = self._changes, Changes()
+            if max_events is not None and len(changes.events) > max_events:
+                items = iter(changes.events.items())
+                changes.events = dict(islice(items, max_events))
+                self._changes.events = {**dict(items), **self._changes.events}
+            if not self._changes:
+                self.changed_since = None
+                self.changed.clear()
             return changes
 
     def give_back(self, changes: Changes) -> None:
@@ -415,6 +475,7 @@ class ClusterState:
             current.events = {**changes.events, **current.events}
             current.namespaces_gone |= changes.namespaces_gone
             current.builds |= changes.builds
+            self._noted()
 
 
 def _event_uid(obj: Obj) -> str:

@@ -16,18 +16,18 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from clusters.client import KubeClient
+from clusters.client import KubeClient, list_pages
 from clusters.errors import ClusterError
 from clusters.streams import WatchStream
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ResourceWatcher", "backoff_delay", "start_watchers"]
+__all__ = ["ListStopped", "ResourceWatcher", "backoff_delay", "start_watchers"]
 
-SyncCallback = Callable[[list[dict]], Any]
+SyncCallback = Callable[[Iterable[dict]], Any]
 EventCallback = Callable[[str, dict], Any]
 
 # How often the stop event is checked while a watch blocks in a read.
@@ -36,6 +36,10 @@ _STOP_POLL = 0.2
 # Objects per page of a list: kube-apiserver serves big lists in pages (client-go's reflector
 # asks for 500), and a page at a time is all the JSON text a list holds.
 LIST_PAGE_SIZE = 500
+
+
+class ListStopped(Exception):
+    """The watcher was asked to stop while it was reading a list."""
 
 
 def backoff_delay(attempt: int, *, base: float = 0.5, cap: float = 30.0, rng: random.Random | None = None) -> float:
@@ -57,8 +61,12 @@ class ResourceWatcher:
     current objects (treat it as the whole truth: anything not in it is gone), and
     `on_event(type, obj)` for ADDED / MODIFIED / DELETED. Bookmarks only move
     `resource_version`. `transform`, when given, cuts each listed object down as its page
-    arrives (what the callbacks keep anyway), so a big list never lives whole in memory. An exception from a callback is logged and followed by a relist, so a
-    failed write is repaired from the cluster's state rather than lost.
+    arrives (what the callbacks keep anyway), so a big list never lives whole in memory. With
+    `stream_lists`, `on_sync` gets an iterator instead of a list, which fetches the next page
+    only once it has yielded the objects of this one: a callback that stores what it reads as
+    it goes holds a page, not the list (an error fetching a page is raised from the iterator).
+    An exception from a callback is logged and followed by a relist, so a failed write is
+    repaired from the cluster's state rather than lost.
     """
 
     def __init__(
@@ -77,6 +85,7 @@ class ResourceWatcher:
         name: str | None = None,
         transform: Callable[[dict], dict] | None = None,
         page_size: int = LIST_PAGE_SIZE,
+        stream_lists: bool = False,
     ) -> None:
         self._client: Callable[[], KubeClient] = (lambda: client) if isinstance(client, KubeClient) else client
         self.api_version = api_version
@@ -87,6 +96,7 @@ class ResourceWatcher:
         self.on_event = on_event
         self.transform = transform
         self.page_size = page_size
+        self.stream_lists = stream_lists
         self.timeout_seconds = timeout_seconds
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
@@ -123,16 +133,14 @@ class ResourceWatcher:
             try:
                 client = self._client()
                 if need_list:
-                    objects, self.resource_version = client.list(
-                        self.api_version,
-                        self.kind,
-                        namespace=self.namespace,
-                        label_selector=self.label_selector,
-                        limit=self.page_size,
-                        transform=self.transform,
-                    )
-                    self.on_sync(objects)
+                    listed: list[str] = []
+                    objects = self._listed(client, listed, stop)
+                    self.on_sync(objects if self.stream_lists else list(objects))
+                    # A callback that stopped reading early still watches from the list's end.
+                    for _ in objects:
+                        pass
                     del objects
+                    self.resource_version = listed[-1]
                     self.syncs += 1
                     self._attempt = 0
                     need_list = False
@@ -163,6 +171,27 @@ class ResourceWatcher:
                 logger.exception("watch %s: handler failed; relisting in %.1fs", self.name, delay)
                 need_list = True
                 stop.wait(delay)
+
+    def _listed(self, client: KubeClient, version: list[str], stop: threading.Event) -> Iterator[dict]:
+        """The objects of one list, a page fetched at a time; appends the list's
+        resourceVersion to `version` once the last page is in. A list read slowly (its callback
+        stores each page first) ends at the next page once `stop` is set, as an error: what was
+        read is not the whole truth."""
+        pages = list_pages(
+            client,
+            self.api_version,
+            self.kind,
+            namespace=self.namespace,
+            label_selector=self.label_selector,
+            limit=self.page_size,
+            transform=self.transform,
+        )
+        for page, resource_version in pages:
+            yield from page
+            del page
+            if stop.is_set():
+                raise ListStopped(self.name)
+            version.append(resource_version)
 
     def _next_delay(self, retry_after: float | None = None) -> float:
         """Count a failed attempt; the backoff before the next one (at least Retry-After)."""

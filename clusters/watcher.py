@@ -13,18 +13,26 @@ Per cluster, five `ResourceWatcher` threads keep a `ClusterState` current:
 * Build Jobs (labelled `ale.dev/build`): the writer hands a finished one to
   `services.tasks.finish_build`, which reads its log in a worker.
 
-A sixth thread, the writer, wakes every `flush_interval`, takes what changed and hands it to
-the registered `ChangesWriter` (`services.observed.write_changes`, which `services.apps`
-registers at startup: this package imports no app), in one transaction: a burst of a hundred
-pod updates becomes one read of the affected services and one bulk write of those whose card
-changed. Nothing is
-written until every kind has been listed once, so a half-known cluster never produces a wrong
-status; the first list then re-derives every service of the cluster, which is what repairs the
-database after a restart, and a relist (after 410 Gone) marks the services whose objects differ
-from what the state held, so one that finds the cluster as it was writes nothing.
+A sixth thread, the writer, takes what changed and hands it to the registered `ChangesWriter`
+(`services.observed.write_changes`, which `services.apps` registers at startup: this package
+imports no app), in one transaction: a burst of a hundred pod updates becomes one read of the
+affected services and one bulk write of those whose card changed. It sleeps until something
+changes, then waits `SETTLE_SECONDS` for what comes with it (a pod's update brings its
+Deployment's and its events): a few status changes, or a full slice of events, are stored at
+once, while a storm (more than `PROMPT_SERVICES` services, a list) or a trickle of events is
+stored at most every `flush_interval`, in batches; statuses go ahead of a backlog of events. No status is written until every kind but
+the events has been listed once, so a half-known cluster never produces a wrong status; the
+first list then re-derives every service of the cluster, which is what repairs the database
+after a restart, and a relist (after 410 Gone) marks the services whose objects differ from
+what the state held, so one that finds the cluster as it was writes nothing.
 
 Lists come in pages, and every object is cut down to what ale reads as its page arrives
 (`clusters.state.SLIM`): the state of 10,000 pods is a few MB, not the cluster's whole JSON.
+Events, of which a first list holds tens of thousands, are stored while their list goes on:
+each page joins the changes as it arrives, the writer stores them in slices of
+`MAX_EVENTS_PER_FLUSH` (a Warning among them has its service derived again), and the list
+fetches no further page while `MAX_PENDING_EVENTS` wait for the writer, so the watcher never
+holds the whole list.
 
 `WatchManager` re-reads the clusters every `refresh_interval` and starts or stops their
 watchers; a cluster that cannot be reached only delays its own watchers (they back off).
@@ -35,8 +43,10 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import math
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from functools import partial
 
 from django.db import close_old_connections, connection
@@ -55,7 +65,7 @@ from clusters.state import (
     ChangesWriter,
     ClusterState,
 )
-from clusters.watch import ResourceWatcher, backoff_delay
+from clusters.watch import LIST_PAGE_SIZE, ResourceWatcher, backoff_delay
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +84,24 @@ def registered_writer() -> ChangesWriter:
     return _writer
 
 # Events handed to the writer per flush. The first list of a big cluster holds tens of
-# thousands: in slices, the statuses go out with the first one instead of after all the events,
-# and the writer holds one slice of rows at a time; the rest follow a flush interval apart.
-MAX_EVENTS_PER_FLUSH = 2000
+# thousands: they are stored in slices, and statuses go out between two slices, so a status
+# change waits for one slice at most (each costs about half a millisecond an event, mostly
+# rendering its row for the Events tabs), and the writer holds one slice of rows at a time.
+MAX_EVENTS_PER_FLUSH = LIST_PAGE_SIZE // 2
+# The list of events fetches no further page while this many wait for the writer.
+MAX_PENDING_EVENTS = 2 * LIST_PAGE_SIZE
+# ... unless the writer cannot store them (the database is down): the list then goes on.
+PENDING_WAIT_SECONDS = 10.0
+
+# What the writer waits, once woken by a change, for the changes that come with it.
+SETTLE_SECONDS = 0.02
+# Up to this many services to derive are stored at once; more (a storm) wait out the rest of
+# `flush_interval` after the previous flush, to be stored together.
+PROMPT_SERVICES = 20
+# The writer looks at the state at least this often, changes or not; and this often while
+# the first lists are still coming in.
+IDLE_SECONDS = 1.0
+UNSYNCED_POLL_SECONDS = 0.1
 
 # (kind name in ClusterState, api version, kind, label selector)
 WATCHED = (
@@ -87,11 +112,10 @@ WATCHED = (
     # Build Jobs: the writer hands a finished one's build to `services.tasks.finish_build`.
     (JOBS, "batch/v1", "Job", BUILD_SELECTOR),
 )
-
-
-# A flush with this many events is part of a burst (a first list, a relist): memory is handed
-# back once its last slice is stored.
-BURST_EVENTS = 1000
+# What must be listed before any status is written. Not the events: the first list of a big
+# cluster's events is stored while it is fetched, and an event that changes a status (a Warning)
+# has that status derived when it is stored.
+STATUS_KINDS = tuple(name for name, *_ in WATCHED if name != EVENTS)
 
 
 def release_memory() -> None:
@@ -134,12 +158,13 @@ class ClusterWatcher:
                 api_version,
                 kind,
                 label_selector=selector,
-                on_sync=partial(self.state.replace, name),
+                on_sync=partial(self._on_sync, name),
                 on_event=partial(self._on_event, name),
                 timeout_seconds=watch_timeout,
                 backoff_cap=backoff_cap,
                 name=f"{cluster.name}/{kind}",
                 transform=SLIM[name],
+                stream_lists=True,
             )
             for name, api_version, kind, selector in WATCHED
         ]
@@ -155,6 +180,23 @@ class ClusterWatcher:
     def _on_event(self, kind: str, event_type: str, obj: dict) -> None:
         self.state.apply(kind, event_type, obj)
 
+    def _on_sync(self, kind: str, objects: Iterable[dict]) -> None:
+        self.state.replace(kind, self._paced(objects) if kind == EVENTS else objects)
+
+    def _paced(self, events: Iterable[dict]) -> Iterator[dict]:
+        """The events of a list as they are fetched, held back at each page boundary while the
+        writer has `MAX_PENDING_EVENTS` still to store."""
+        for count, event in enumerate(events, 1):
+            yield event
+            if count % LIST_PAGE_SIZE == 0:
+                self._wait_for_writer()
+
+    def _wait_for_writer(self) -> None:
+        deadline = time.monotonic() + PENDING_WAIT_SECONDS
+        while self.state.pending()[1] >= MAX_PENDING_EVENTS and time.monotonic() < deadline:
+            if self.stop_event.wait(0.02):
+                return
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -167,6 +209,7 @@ class ClusterWatcher:
     def stop(self) -> None:
         """Ask every thread to stop; `join` waits for them."""
         self.stop_event.set()
+        self.state.changed.set()  # wakes the writer
 
     def join(self, timeout: float = 5.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -182,10 +225,19 @@ class ClusterWatcher:
 
     def _write_loop(self) -> None:
         failures = 0
+        last_flush = -math.inf
         try:
-            while not self.stop_event.wait(self.flush_interval if not failures else backoff_delay(failures)):
+            while not self.stop_event.is_set():
+                if failures:
+                    if self.stop_event.wait(backoff_delay(failures)):
+                        break
+                else:
+                    self.state.changed.wait(IDLE_SECONDS)
+                    if not self._wait_until_due(last_flush):
+                        break
                 try:
-                    self.flush()
+                    if self.flush():
+                        last_flush = time.monotonic()
                     failures = 0
                 except Exception:
                     failures += 1
@@ -198,38 +250,67 @@ class ClusterWatcher:
         finally:
             connection.close()
 
+    def _wait_until_due(self, last_flush: float) -> bool:
+        """Wait until what is pending is due to be stored; False once asked to stop.
+
+        Due after `SETTLE_SECONDS` when it is a few status changes or a full slice of events
+        (waiting would gather nothing more), `flush_interval` after the last flush when it is a
+        storm of status changes or a few events; looked at again every `SETTLE_SECONDS`, so a
+        status change that joins a trickle of events does not wait for the interval."""
+        woke = time.monotonic()
+        while not self.stop_event.wait(SETTLE_SECONDS):
+            now = time.monotonic()
+            if not self.state.changed.is_set():
+                return True  # nothing pending: the flush finds nothing to do
+            if not self.state.is_synced(STATUS_KINDS):
+                if now - woke >= UNSYNCED_POLL_SECONDS:
+                    return True
+                continue
+            services, events = self.state.pending()
+            if (services is not None and 0 < services <= PROMPT_SERVICES) or events >= MAX_EVENTS_PER_FLUSH:
+                return True
+            if now - last_flush >= self.flush_interval:
+                return True
+        return False
+
     def flush(self) -> Changes | None:
         """Store what changed since the last flush; returns it (None when nothing could be)."""
-        if not self.state.is_synced():
+        if not self.state.is_synced(STATUS_KINDS):
             return None
-        changes = self.state.take_changes()
+        since = self.state.changed_since
+        services, events = self.state.pending()
+        # Statuses behind a backlog of events (a first list being stored) go first, alone: they
+        # wait for the slice being written, not for the rest of the backlog.
+        statuses_first = services != 0 and events > MAX_EVENTS_PER_FLUSH
+        changes = self.state.take_changes(max_events=0 if statuses_first else MAX_EVENTS_PER_FLUSH)
         if not changes:
             return changes
-        later: list[str] = []
-        if len(changes.events) > MAX_EVENTS_PER_FLUSH:
-            later = list(changes.events)[MAX_EVENTS_PER_FLUSH:]
-            self.state.give_back(Changes(events={uid: changes.events.pop(uid) for uid in later}))
-        self._in_burst |= changes.all_services or len(changes.events) >= BURST_EVENTS
+        # A (re)list: memory is handed back once its last slice is stored.
+        self._in_burst |= changes.all_services
         # A long-lived thread must not hold on to a connection the database has dropped.
         close_old_connections()
+        started = time.monotonic()
         try:
             result = self.write_changes(self.cluster.pk, self.state, changes)
         except Exception:
             self.state.give_back(changes)
             raise
         self.flushes += 1
-        if self._in_burst and not later:
+        if self._in_burst and not self.state.pending()[1]:
             # The last slice of a (re)list is stored: what held it is garbage now.
             self._in_burst = False
             release_memory()
         if result.retry:
             self.state.give_back(Changes(services=result.retry))
         if result.changed or result.events_written:
+            done = time.monotonic()
             logger.info(
-                "cluster %s: %d status change(s), %d event(s) stored",
+                "cluster %s: %d status change(s), %d event(s) stored in %d ms, %d ms after the oldest change waiting",
                 self.cluster.name,
                 len(result.changed),
                 result.events_written,
+                (done - started) * 1000,
+                (done - (since or started)) * 1000,
             )
         return changes
 

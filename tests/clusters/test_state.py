@@ -187,6 +187,25 @@ def test_the_writer_gets_a_big_first_list_of_events_in_slices_the_statuses_first
     while watcher.flush():
         pass
 
-    assert [len(changes.events) for changes in handed] == [MAX_EVENTS_PER_FLUSH, MAX_EVENTS_PER_FLUSH, 10]
-    assert handed[0].all_services and not handed[1].all_services
+    # The statuses go alone, ahead of the backlog; then the events, a slice at a time.
+    assert [len(changes.events) for changes in handed] == [0, MAX_EVENTS_PER_FLUSH, MAX_EVENTS_PER_FLUSH, 10]
+    assert handed[0].all_services and not any(changes.all_services for changes in handed[1:])
     assert set().union(*(changes.events for changes in handed)) == {f"e{i}" for i in range(len(events))}
+
+
+def test_a_list_of_events_cut_short_hands_over_what_it_read_and_the_next_list_the_rest():
+    state = synced()
+    events = [full_event(f"e{i}", "svc0-a") for i in range(10)]
+
+    def cut_short():
+        yield from events[:4]
+        raise ConnectionError("the cluster went away between two pages")
+
+    with pytest.raises(ConnectionError):
+        state.replace(EVENTS, cut_short())
+    assert set(state.take_changes().events) == {"e0", "e1", "e2", "e3"}
+
+    state.replace(EVENTS, iter(events))
+
+    assert set(state.take_changes().events) == {f"e{i}" for i in range(4, 10)}
+    assert state.sizes()["events"] == 10

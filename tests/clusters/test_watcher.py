@@ -17,9 +17,10 @@ from django.test.utils import CaptureQueriesContext
 
 from clusters.client import client_for
 from clusters.models import Cluster
-from clusters.state import Changes, ClusterState, WriteResult
+from clusters.state import EVENTS, Changes, ClusterState, WriteResult
+from clusters.watch import LIST_PAGE_SIZE
 from services.resync import resync
-from clusters.watcher import ClusterWatcher, WatchManager
+from clusters.watcher import MAX_PENDING_EVENTS, ClusterWatcher, WatchManager
 from environments.manifests import render_environment
 from environments.models import ClusterEvent, Environment
 from services.manifests import render_service
@@ -249,6 +250,87 @@ def settled(flushes: list, quiet: float = 1.0) -> bool:
     count = len(flushes)
     time.sleep(quiet)
     return len(flushes) == count
+
+
+def put_events(devcluster, namespace: str, count: int, reason: str) -> None:  # noqa: F811
+    """`count` events about pods of `namespace`, straight into the devcluster's store (what a
+    busy cluster holds after an hour of rollouts)."""
+    store = devcluster.server.store
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+    def put() -> None:
+        for i in range(count):
+            store.put("events", {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": f"web-7d9f8b6c5-{i:05d}.{reason.lower()}", "namespace": namespace,
+                             "uid": f"{reason.lower()}-{i:05d}", "creationTimestamp": now},
+                "involvedObject": {"kind": "Pod", "name": f"web-7d9f8b6c5-{i:05d}", "namespace": namespace},
+                "reason": reason, "message": f"Event {i}", "type": "Normal", "count": 1,
+                "source": {"component": "kubelet"}, "firstTimestamp": now, "lastTimestamp": now,
+            })  # fmt: skip
+
+    devcluster.call(put)
+
+
+def test_a_big_first_list_of_events_is_stored_while_it_is_fetched(environment, cluster, devcluster):  # noqa: F811
+    count = MAX_PENDING_EVENTS + 4 * LIST_PAGE_SIZE
+    put_events(devcluster, environment.namespace, count, "Backlog")
+    # Per call of the writer: events handed over, whether the list of events was complete,
+    # events still waiting in the watcher.
+    calls: list[tuple[int, bool, int]] = []
+
+    def recording_writer(cluster_id: int, state: ClusterState, changes: Changes) -> WriteResult:
+        calls.append((len(changes.events), events_watcher.syncs > 0, state.pending()[1]))
+        return write_changes(cluster_id, state, changes)
+
+    watcher = ClusterWatcher(cluster, flush_interval=0.05, watch_timeout=10, writer=recording_writer)
+    events_watcher = next(w for w in watcher.watchers if w.kind == EVENTS)
+    watcher.start()
+    try:
+        wait_for(lambda: ClusterEvent.objects.filter(environment=environment, reason="Backlog").count() == count,
+                 "every event stored")
+    finally:
+        watcher.stop()
+        assert watcher.join(timeout=5)
+
+    # The writer stored events before the list of events was complete...
+    assert any(handed and not listed for handed, listed, _ in calls)
+    # ... and the watcher never held more than a page beyond what the list waits for.
+    assert max(handed + waiting for handed, _, waiting in calls) <= MAX_PENDING_EVENTS + LIST_PAGE_SIZE
+
+
+def test_it_stops_within_seconds_in_the_middle_of_a_long_list_of_events(environment, cluster, devcluster):  # noqa: F811
+    put_events(devcluster, environment.namespace, 12 * LIST_PAGE_SIZE, "Slow")
+    # Each page of the list takes half a second: the whole list, six.
+    rule = devcluster.faults.latency(0.5, path="^/api/v1/events$", method="GET")
+    watcher = ClusterWatcher(cluster, flush_interval=0.05, watch_timeout=10)
+    watcher.start()
+    try:
+        wait_for(lambda: ClusterEvent.objects.filter(environment=environment, reason="Slow").exists(),
+                 "the first events stored")
+    finally:
+        started = time.monotonic()
+        watcher.stop()
+        stopped = watcher.join(timeout=5)
+        devcluster.faults.remove(rule)
+
+    assert stopped and time.monotonic() - started < 2
+
+
+def test_a_few_status_changes_are_stored_at_once_not_at_the_next_interval(environment, cluster):
+    # An interval longer than the wait below: only a prompt flush makes the card follow.
+    watcher = ClusterWatcher(cluster, flush_interval=3600, watch_timeout=10, backoff_cap=1.0)
+    watcher.start()
+    try:
+        wait_for(lambda: watcher.synced and watcher.flushes, "the first lists stored")
+        service = make_service(environment, "web", "nginx:1.27")
+
+        deploy(service)
+
+        wait_for(lambda: row(service) == ("running", "", 1), "web running")
+    finally:
+        watcher.stop()
+        assert watcher.join(timeout=5)
 
 
 def test_a_restarted_watcher_rebuilds_its_state_and_repairs_the_database(environment, cluster):
