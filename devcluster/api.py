@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from bisect import bisect_right
+from collections import OrderedDict
 from typing import Any, Callable
 
 import yaml
@@ -15,7 +17,7 @@ from .jsontree import clone
 from . import kinds, patch
 from .kinds import Kind, Obj
 from .selectors import SelectorError, label_matcher, parse_field_selector
-from .store import Expired, Store, decode_continue, encode_continue, object_key
+from .store import Expired, Key, Store, decode_continue, encode_continue, object_key
 
 
 class ApiError(Exception):
@@ -123,12 +125,29 @@ def parse_body(raw: bytes, content_type: str) -> Any:
 Admission = Callable[[Kind, Obj, "Obj | None"], None]
 
 
+# Lists being paged through whose order is kept (a watcher's first lists, kubectl's chunks).
+LISTS_KEPT = 8
+
+
+def _key_of(start: str, namespaced: bool) -> Key:
+    """The store key of the object a continue token names ("namespace/name", or a name)."""
+    if namespaced and "/" in start:
+        namespace, name = start.split("/", 1)
+        return namespace, name
+    return "", start
+
+
 class Api:
     def __init__(self, store: Store):
         self.store = store
         # Admission plugins run after defaulting and validation: (kind, new, old) -> raise ApiError.
         self.admission: list[Admission] = []
         self.allocators: list[Callable[[Kind, Obj, "Obj | None"], None]] = []
+        # (bucket, resourceVersion, namespace) -> the keys and objects of that list, in order: the
+        # pages after the first read the list they continue instead of rebuilding and sorting
+        # the whole bucket each (63,000 events: a fifth of a second a page). A list at a version
+        # never changes, so a cached one stays right until its version is compacted away.
+        self._lists: OrderedDict[tuple[str, int, str | None], tuple[list[Key], list[Obj]]] = OrderedDict()
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -176,7 +195,7 @@ class Api:
             except (ValueError, KeyError, TypeError):
                 raise bad_request("continue key is not valid: illegal base64 data at input byte 0") from None
             try:
-                snap = self.store.snapshot(kind.bucket, list_rv)
+                keys, objs = self._listed(kind.bucket, list_rv, ns)
             except Expired:
                 raise ApiError(410, "Expired", "The provided continue parameter is too old to display a consistent "
                                "list result. You can start a new list without the continue parameter, or use the "
@@ -184,25 +203,44 @@ class Api:
                                "with the provided token results in an inconsistent list - objects that were created, "
                                "modified, or deleted between the time the first chunk was returned and now may show "
                                "up in the list.") from None
-            candidates = [snap[k] for k in sorted(snap) if ns is None or k[0] == ns]
-            candidates = [o for o in candidates if object_key(o) > start]
+            # The first page ordered its objects by (namespace, name): the next starts after its last.
+            candidates = objs[bisect_right(keys, _key_of(start, kind.namespaced)):]
         else:
             candidates = self.store.list(kind.bucket, ns)
         items, meta = [], {"resourceVersion": str(list_rv)}
         remaining = 0
-        for obj in candidates:
+        selected = bool(label_selector or field_selector)
+        for position, obj in enumerate(candidates):
             if not accepts(obj):
                 continue
             if limit and len(items) >= limit:
-                remaining += 1
-                continue
+                # Without a selector the rest is counted, not read; with one, one more is enough.
+                remaining = len(candidates) - position if not selected else 1
+                break
             items.append(obj)
         if remaining:
             meta["continue"] = encode_continue(list_rv, object_key(items[-1]))
-            if not label_selector and not field_selector:
+            if not selected:
                 meta["remainingItemCount"] = remaining
         return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": meta,
                 "items": [kinds.to_wire(kind, o, in_list=True) for o in items]}
+
+    def _listed(self, bucket: str, rv: int, namespace: str | None) -> tuple[list[Key], list[Obj]]:
+        """The keys and objects of `bucket` (in `namespace`, or all) as they were at `rv`, in key
+        order; `Expired` once `rv` is older than what the store can rebuild."""
+        if rv < self.store.oldest_rv(bucket):
+            raise Expired(rv, self.store.oldest_rv(bucket))
+        cache_key = (bucket, rv, namespace)
+        listed = self._lists.get(cache_key)
+        if listed is None:
+            snap = self.store.snapshot(bucket, rv)
+            keys = sorted(k for k in snap if namespace is None or k[0] == namespace)
+            listed = self._lists[cache_key] = (keys, [snap[k] for k in keys])
+            if len(self._lists) > LISTS_KEPT:
+                self._lists.popitem(last=False)
+        else:
+            self._lists.move_to_end(cache_key)
+        return listed
 
     # --- create ----------------------------------------------------------------------------------
 

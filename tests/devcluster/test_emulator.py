@@ -47,6 +47,41 @@ def test_it_expires_watches_older_than_its_history(tmp_path):
         api.close()
 
 
+def test_a_list_in_pages_holds_every_object_once_as_it_was_when_it_began(tmp_path):
+    """Pages follow the first page's order, also across namespaces whose names begin alike
+    ("pg" and "pg-x"), and show the list as it was at its first page whatever changed since."""
+    from kubernetes import config
+
+    with DevCluster() as dc:
+        api = config.new_client_from_config(config_file=str(dc.write_kubeconfig(tmp_path / "kc")))
+        core = client.CoreV1Api(api)
+        for namespace in ("pg", "pg-x"):
+            core.create_namespace({"metadata": {"name": namespace}})
+            for i in range(3):
+                core.create_namespaced_config_map(namespace, {"metadata": {"name": f"c{i}", "labels": {"paged": "yes"}}})
+        seen, token, remaining = [], None, []
+        while True:
+            page = core.list_config_map_for_all_namespaces(label_selector="paged=yes", limit=2, _continue=token)
+            seen += [(item.metadata.namespace, item.metadata.name) for item in page.items]
+            if not seen or len(seen) == 2:
+                # Changed after the first page: the list still shows what was.
+                core.delete_namespaced_config_map("c2", "pg-x")
+                core.create_namespaced_config_map("pg", {"metadata": {"name": "c9", "labels": {"paged": "yes"}}})
+            token = page.metadata.var_continue
+            if not token:
+                break
+        assert sorted(seen) == [(ns, f"c{i}") for ns in ("pg", "pg-x") for i in range(3)]
+        assert len(seen) == len(set(seen))
+
+        everything = [item.metadata.name for item in core.list_namespaced_config_map("pg-x").items]
+        first = core.list_namespaced_config_map("pg-x", limit=1)
+        assert first.metadata.remaining_item_count == len(everything) - 1
+        rest = core.list_namespaced_config_map("pg-x", limit=len(everything), _continue=first.metadata.var_continue)
+        assert [item.metadata.name for item in first.items + rest.items] == everything
+        assert "c2" not in everything
+        api.close()
+
+
 def test_a_pod_watch_resumes_after_a_burst_of_changes_to_other_kinds(tmp_path):
     """The history is kept per kind, like kube-apiserver's watch cache per resource: 5,000
     changes to ConfigMaps (an event storm on a real cluster) do not push the pods' recent
