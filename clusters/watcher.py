@@ -18,9 +18,10 @@ A sixth thread, the writer, takes what changed and hands it to the registered `C
 imports no app), in one transaction: a burst of a hundred pod updates becomes one read of the
 affected services and one bulk write of those whose card changed. It sleeps until something
 changes, then waits `SETTLE_SECONDS` for what comes with it (a pod's update brings its
-Deployment's and its events): a few status changes, or a full slice of events, are stored at
-once, while a storm (more than `PROMPT_SERVICES` services, a list) or a trickle of events is
-stored at most every `flush_interval`, in batches; statuses go ahead of a backlog of events. No status is written until every kind but
+Deployment's and its events): a few status changes after a quiet spell, or a full slice of
+events, are stored at once, while a storm (more than `PROMPT_SERVICES` services, changes that
+keep coming, a list) or a trickle of events is stored at most every `flush_interval`, in
+batches; statuses go ahead of a backlog of events. No status is written until every kind but
 the events has been listed once, so a half-known cluster never produces a wrong status; the
 first list then re-derives every service of the cluster, which is what repairs the database
 after a restart, and a relist (after 410 Gone) marks the services whose objects differ from
@@ -98,6 +99,9 @@ SETTLE_SECONDS = 0.02
 # Up to this many services to derive are stored at once; more (a storm) wait out the rest of
 # `flush_interval` after the previous flush, to be stored together.
 PROMPT_SERVICES = 20
+# ... when the writer stored nothing for this long: during a storm, changes arrive all the time
+# and each few would cost a transaction and their cards a render, so they join the next batch.
+QUIET_SECONDS = 0.25
 # The writer looks at the state at least this often, changes or not; and this often while
 # the first lists are still coming in.
 IDLE_SECONDS = 1.0
@@ -253,10 +257,11 @@ class ClusterWatcher:
     def _wait_until_due(self, last_flush: float) -> bool:
         """Wait until what is pending is due to be stored; False once asked to stop.
 
-        Due after `SETTLE_SECONDS` when it is a few status changes or a full slice of events
-        (waiting would gather nothing more), `flush_interval` after the last flush when it is a
-        storm of status changes or a few events; looked at again every `SETTLE_SECONDS`, so a
-        status change that joins a trickle of events does not wait for the interval."""
+        Due after `SETTLE_SECONDS` when it is a few status changes after a quiet spell or a full
+        slice of events (waiting would gather nothing more), `flush_interval` after the last
+        flush when it is a storm of status changes, changes that keep coming, or a few events;
+        looked at again every `SETTLE_SECONDS`, so a status change that joins a trickle of
+        events does not wait longer than the interval."""
         woke = time.monotonic()
         while not self.stop_event.wait(SETTLE_SECONDS):
             now = time.monotonic()
@@ -267,7 +272,10 @@ class ClusterWatcher:
                     return True
                 continue
             services, events = self.state.pending()
-            if (services is not None and 0 < services <= PROMPT_SERVICES) or events >= MAX_EVENTS_PER_FLUSH:
+            # A few status changes go at once once the writer has been quiet for a moment; in a
+            # storm (it stored something less than `QUIET_SECONDS` ago) they gather until then.
+            quiet = now - last_flush >= QUIET_SECONDS
+            if (quiet and services is not None and 0 < services <= PROMPT_SERVICES) or events >= MAX_EVENTS_PER_FLUSH:
                 return True
             if now - last_flush >= self.flush_interval:
                 return True
