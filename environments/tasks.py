@@ -61,7 +61,8 @@ def reconcile_environment(self: Task, environment_id: int, service_ids: list[int
     `service_ids` (a bulk transition: Start All, a YAML apply, a clone): services to carry to the
     cluster with it, so that writing hundreds of services enqueues one task on commit. Their
     cards are published first, then they are applied in chunks (`reconcile_services`), as bulk
-    work that a person's click overtakes.
+    work that a person's click overtakes; with more than one chunk, a first pass over all of
+    them starts the pods (the workloads) before a second applies everything else.
     """
     environment = _environment(environment_id)
     if environment is None:
@@ -81,7 +82,13 @@ def reconcile_environment(self: Task, environment_id: int, service_ids: list[int
         # objects first and show the failure on their cards.
         retry_or_give_up(self, exc, what, lambda reason: None)
         result = "failed"
-    for chunk in chunks(service_ids, CHUNK_SIZE):
+    batch = chunks(service_ids, CHUNK_SIZE)
+    if len(batch) > 1:
+        # Every service's pods first, then their Services and Ingresses: the pods of the last
+        # chunk start seconds earlier, and the cluster makes them ready while the rest is applied.
+        for chunk in batch:
+            queue.send(queue.RECONCILE_SERVICES, environment.pk, chunk, True)
+    for chunk in batch:
         queue.send(queue.RECONCILE_SERVICES, environment.pk, chunk)
     return result
 

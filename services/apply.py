@@ -33,7 +33,7 @@ from environments.manifests import (
     render_resource_quota,
 )
 from environments.models import Environment, EnvironmentVariable
-from services.manifests import CLAIM, MANAGED_KINDS, render_service
+from services.manifests import CLAIM, DEPLOYMENT, MANAGED_KINDS, render_service
 from services.models import Service
 from spaces.resources import limits_for_space
 
@@ -118,16 +118,33 @@ def forget_environment(environment: Environment) -> None:
 
 # --- a service's objects -------------------------------------------------------------------------
 
+# What a service's pods need to start: the claim its disk mounts, then the Deployment.
+WORKLOAD_KINDS = (CLAIM, DEPLOYMENT)
 
-def apply_service(kube: KubeClient, service: Service, *, salt: str, force: bool = False) -> dict[str, str]:
+
+def apply_service(
+    kube: KubeClient, service: Service, *, salt: str, force: bool = False, workloads_only: bool = False
+) -> dict[str, str]:
     """Apply the service's objects that differ from what the last apply wrote, delete those its
     spec no longer asks for, and return the digests to record (`record_applied`).
+
+    `workloads_only`: only what its pods need to start (`WORKLOAD_KINDS`: the disk, the
+    Deployment), deleting nothing; the digests returned keep what was known of the rest, so that
+    the full apply that follows writes the rest and skips these. A batch starts every service's
+    pods this way before it spends the cluster's time on Services and Ingresses.
 
     Talks to the cluster only, never to the database, so that a batch can run it in threads.
     Raises `ClusterError`.
     """
     manifests = _keep_claim_class(kube, render_service(service))
     known = {} if force else dict(service.applied_hashes or {})
+    if workloads_only:
+        workloads = [m for m in manifests if (m["apiVersion"], m["kind"]) in WORKLOAD_KINDS]
+        hashes = {object_key(m): digest(salt, [m]) for m in workloads}
+        changed = [m for m in workloads if known.get(object_key(m)) != hashes[object_key(m)]]
+        if changed:
+            kube.apply(changed)
+        return {**known, **hashes}
     hashes = {object_key(m): digest(salt, [m]) for m in manifests}
     changed = [m for m in manifests if known.get(object_key(m)) != hashes[object_key(m)]]
     if changed:

@@ -148,7 +148,9 @@ APPLY_THREADS = 8
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)
-def reconcile_services(self: Task, environment_id: int, service_ids: list[int]) -> dict[str, int]:
+def reconcile_services(
+    self: Task, environment_id: int, service_ids: list[int], workloads_only: bool = False
+) -> dict[str, int]:
     """Reconcile a chunk of one environment's services together: the environment's objects once
     (nothing, when unchanged), then the services' objects, `APPLY_THREADS` at a time.
 
@@ -156,6 +158,10 @@ def reconcile_services(self: Task, environment_id: int, service_ids: list[int]) 
     that service failed; a transient one hands that service to its own `reconcile_service`,
     which retries it with backoff; services being deleted are handed over the same way. The
     chunk itself is never retried: what it applied stays applied.
+
+    `workloads_only`: the first pass of a big batch (`environments.tasks`), which starts the
+    pods of services ready to apply (`apply.WORKLOAD_KINDS`) and leaves the rest, failures
+    included, to the full pass that follows it in the queue.
     """
     services = list(_service_rows(pk__in=service_ids, environment_id=environment_id).order_by("pk"))
     outcome: dict[str, int] = {}
@@ -167,6 +173,8 @@ def reconcile_services(self: Task, environment_id: int, service_ids: list[int]) 
         return outcome
     environment = services[0].environment
     what = f"reconcile_services ({environment.namespace}, {len(services)} services)"
+    if workloads_only:
+        return _start_workloads(environment, services, what)
     to_apply: list[Service] = []
     for service in services:
         skip = _skip_reason(service)
@@ -221,6 +229,46 @@ def reconcile_services(self: Task, environment_id: int, service_ids: list[int]) 
             lifecycle.mark_failed(service, service.generation, result.user_message)
             count("failed")
     logger.info("%s: %s", what, outcome)
+    return outcome
+
+
+def _start_workloads(environment, services: list[Service], what: str) -> dict[str, int]:
+    """The first pass of a big batch: the workloads of the services ready to apply, their
+    digests recorded (so that the full pass skips them); anything else is the full pass's."""
+    ready = [
+        service
+        for service in services
+        if not _skip_reason(service)
+        and service.status != Service.Status.DELETING
+        and not (service.is_git and not service.image)
+    ]
+    outcome = {"workloads started": 0}
+    if not ready:
+        return outcome
+    try:
+        kube = client_for(environment.cluster)
+        salt = apply.cluster_salt(environment.cluster)
+        apply.apply_environment(kube, environment, salt=salt)
+    except ClusterError as exc:
+        logger.info("%s: the environment's objects failed (%s); left to the full pass", what, exc)
+        return outcome
+
+    def apply_one(service: Service) -> dict[str, str] | ClusterError:
+        try:
+            return apply.apply_service(kube, service, salt=salt, workloads_only=True)
+        except ClusterError as exc:
+            return exc
+        finally:
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=APPLY_THREADS, thread_name_prefix="apply") as pool:
+        results = list(pool.map(apply_one, ready))
+    for service, result in zip(ready, results):
+        if isinstance(result, ClusterError):
+            logger.info("%s: service %s's workload failed (%s); left to the full pass", what, service.pk, result)
+        elif apply.record_applied(service, result):
+            outcome["workloads started"] += 1
+    logger.info("%s (workloads): %s", what, outcome)
     return outcome
 
 

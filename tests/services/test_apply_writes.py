@@ -146,9 +146,30 @@ def test_it_publishes_a_batchs_cards_and_hands_its_services_over_in_chunks_as_bu
         assert reconcile_environment.apply(args=[env.pk, ids]).get() == "applied"
     cards = received_cards(channel, 45)
     assert sorted(cards) == sorted(f"service-{service.public_id}" for service in Service.objects.filter(pk__in=ids))
-    # Chunks of CHUNK_SIZE, behind anything a person asked for.
-    assert queued(celery_queue, queue.BULK_PRIORITY) == math.ceil(45 / CHUNK_SIZE)
+    # Chunks of CHUNK_SIZE, twice (the pods first, then the rest), behind anything a person asked for.
+    assert queued(celery_queue, queue.BULK_PRIORITY) == 2 * math.ceil(45 / CHUNK_SIZE)
     assert queued(celery_queue, queue.PRIORITY) == 0
+
+
+def test_a_batch_starts_every_services_pods_before_it_applies_their_services_and_ingresses(env, devcluster):
+    ids = [service.pk for service in make_services(env, 12)]
+    assert reconcile_environment.apply(args=[env.pk]).get() == "applied"
+    devcluster.writes.clear()
+
+    assert reconcile_services.apply(args=[env.pk, ids, True]).get() == {"workloads started": 12}
+    kinds = {path.split("/")[-2] for _, path in writes(devcluster, env)}
+    assert kinds == {"deployments"}
+    assert len(writes(devcluster, env)) == 12
+    devcluster.writes.clear()
+
+    # The full pass writes the rest and not the Deployments again.
+    assert reconcile_services.apply(args=[env.pk, ids]).get() == {"applied": 12}
+    written = writes(devcluster, env)
+    assert {path.split("/")[-2] for _, path in written} == {"services", "ingresses"}
+    assert len(written) == 24
+    devcluster.writes.clear()
+    assert reconcile_services.apply(args=[env.pk, ids]).get() == {"applied": 12}
+    assert writes(devcluster, env) == []
 
 
 def test_it_fails_only_the_service_the_cluster_refused_and_hands_a_throttled_one_its_own_retries(
