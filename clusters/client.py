@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import orjson
 import urllib3
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
@@ -235,7 +236,7 @@ class KubeClient:
         if not data:
             return {}
         try:
-            return json.loads(data)
+            return orjson.loads(data)
         except ValueError as exc:
             raise ClusterError(
                 f"{what}: response is not JSON: {data[:200]!r}",

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 import urllib3
 
 from clusters.errors import TRANSPORT_ERRORS, ClusterError, http_error, transport_error
@@ -258,7 +259,8 @@ class WatchStream(_RawStream):
 
     def _event(self, line: bytes) -> tuple[str, dict]:
         try:
-            event = json.loads(line)
+            # orjson: several times faster than json on pods (a storm is tens of MB of them).
+            event = orjson.loads(line)
             kind, obj = event["type"], event["object"]
         except (ValueError, KeyError, TypeError) as exc:
             self.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -28,6 +29,8 @@ from django.http import Http404
 from environments.access import get_environment_for_user
 from environments.tabs import TABS
 from services.live import ROOT_ID, SHOWN_ON_EVENTS, group_name, render_event_rows
+
+logger = logging.getLogger(__name__)
 
 # Sent when the environment was deleted: the htmx ws extension reconnects only after abnormal
 # closes (1006, 1011-1013), so an application code here ends the page's attempts for good.
@@ -128,7 +131,14 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
             fragments += [html for _, html in rows]
         html = "".join(fragments)
         if html and not self.closed:
-            await self.send(text_data=html)
+            try:
+                await self.send(text_data=html)
+            except Exception:  # noqa: BLE001 - see below
+                # The page went away after the window began and before its disconnect reached
+                # this consumer (daphne raises autobahn's Disconnected, other servers an
+                # OSError): nobody is left to send to, and the disconnect follows.
+                logger.debug("environment page closed before its update was sent")
+                self.closed = True
         self.flush_task = None
         # What arrived while this was sending starts the next window.
         if (self.held or self.held_events) and not self.closed:

@@ -428,3 +428,19 @@ async def test_a_page_that_closes_within_the_window_leaves_nothing_behind(member
 
     assert task.cancelled()
     assert consumers[0].flush_task is None and consumers[0].held == {}
+
+
+async def test_a_page_gone_before_its_update_is_sent_leaves_no_error():
+    """The browser closed after a window began and before its disconnect reached the consumer:
+    the send fails (daphne raises), and neither the window's task nor the disconnect does."""
+    consumer = EnvironmentConsumer()
+
+    async def closed_protocol(message):
+        raise OSError("Attempt to send on a closed protocol")
+
+    consumer.base_send = closed_protocol
+    await consumer.page_fragments({"fragments": [("service-abc", '<article id="service-abc"></article>')], "tab": None})
+    task = consumer.flush_task
+    await asyncio.wait_for(task, timeout=5)
+    assert task.exception() is None and consumer.closed
+    await consumer.disconnect(1001)
