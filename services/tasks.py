@@ -26,10 +26,11 @@ from django.core.exceptions import ValidationError
 from django.db import connections, transaction
 from django.db.models import QuerySet
 
-from clusters.client import client_for
+from clusters.client import KubeClient, client_for
 from clusters.errors import ClusterError
 from clusters.labels import BUILD_LABEL, selector_for_build, selector_for_service
 from environments.manifests import render_environment
+from environments.models import Environment
 from services import apply, builds, lifecycle, queue
 from services.manifests import JOB, MANAGED_KINDS, render_build_job, tls_secret_name
 from services.models import Build, Service
@@ -201,18 +202,7 @@ def reconcile_services(
             count("handed over")
         return outcome
 
-    def apply_one(service: Service) -> dict[str, str] | ClusterError:
-        try:
-            return apply.apply_service(kube, service, salt=salt)
-        except ClusterError as exc:
-            return exc
-        finally:
-            # The rows come loaded; should anything still query, its connection ends with it.
-            connections.close_all()
-
-    # Threads talk to the cluster only; every row is written here, on this thread's connection.
-    with ThreadPoolExecutor(max_workers=APPLY_THREADS, thread_name_prefix="apply") as pool:
-        results = list(pool.map(apply_one, to_apply))
+    results = _apply_in_threads(kube, to_apply, salt=salt)
     for service, result in zip(to_apply, results):
         if not isinstance(result, ClusterError):
             if not apply.record_applied(service, result):
@@ -232,7 +222,27 @@ def reconcile_services(
     return outcome
 
 
-def _start_workloads(environment, services: list[Service], what: str) -> dict[str, int]:
+def _apply_in_threads(
+    kube: KubeClient, services: list[Service], *, salt: str, workloads_only: bool = False
+) -> list[dict[str, str] | ClusterError]:
+    """`apply.apply_service` for each service, `APPLY_THREADS` at a time: the digests to record,
+    or the `ClusterError` it raised, in the services' order. The threads talk to the cluster
+    only; the caller writes every row, on its own thread's connection."""
+
+    def apply_one(service: Service) -> dict[str, str] | ClusterError:
+        try:
+            return apply.apply_service(kube, service, salt=salt, workloads_only=workloads_only)
+        except ClusterError as exc:
+            return exc
+        finally:
+            # The rows come loaded; should anything still query, its connection ends with it.
+            connections.close_all()
+
+    with ThreadPoolExecutor(max_workers=APPLY_THREADS, thread_name_prefix="apply") as pool:
+        return list(pool.map(apply_one, services))
+
+
+def _start_workloads(environment: Environment, services: list[Service], what: str) -> dict[str, int]:
     """The first pass of a big batch: the workloads of the services ready to apply, their
     digests recorded (so that the full pass skips them); anything else is the full pass's."""
     ready = [
@@ -253,16 +263,7 @@ def _start_workloads(environment, services: list[Service], what: str) -> dict[st
         logger.info("%s: the environment's objects failed (%s); left to the full pass", what, exc)
         return outcome
 
-    def apply_one(service: Service) -> dict[str, str] | ClusterError:
-        try:
-            return apply.apply_service(kube, service, salt=salt, workloads_only=True)
-        except ClusterError as exc:
-            return exc
-        finally:
-            connections.close_all()
-
-    with ThreadPoolExecutor(max_workers=APPLY_THREADS, thread_name_prefix="apply") as pool:
-        results = list(pool.map(apply_one, ready))
+    results = _apply_in_threads(kube, ready, salt=salt, workloads_only=True)
     for service, result in zip(ready, results):
         if isinstance(result, ClusterError):
             logger.info("%s: service %s's workload failed (%s); left to the full pass", what, service.pk, result)
