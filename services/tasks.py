@@ -191,9 +191,7 @@ def reconcile_services(
     if not to_apply:
         return outcome
     try:
-        kube = client_for(environment.cluster)
-        salt = apply.cluster_salt(environment.cluster)
-        apply.apply_environment(kube, environment, salt=salt)
+        kube, salt = _environment_applied(environment)
     except ClusterError as exc:
         # The environment has no status of its own: each service's reconcile shows it.
         logger.warning("%s: the environment's objects failed (%s); each service on its own", what, exc)
@@ -220,6 +218,15 @@ def reconcile_services(
             count("failed")
     logger.info("%s: %s", what, outcome)
     return outcome
+
+
+def _environment_applied(environment: Environment) -> tuple[KubeClient, str]:
+    """The client and digest salt of the environment's cluster, once the environment's own
+    objects are applied (nothing, when unchanged). Raises `ClusterError`."""
+    kube = client_for(environment.cluster)
+    salt = apply.cluster_salt(environment.cluster)
+    apply.apply_environment(kube, environment, salt=salt)
+    return kube, salt
 
 
 def _apply_in_threads(
@@ -256,9 +263,7 @@ def _start_workloads(environment: Environment, services: list[Service], what: st
     if not ready:
         return outcome
     try:
-        kube = client_for(environment.cluster)
-        salt = apply.cluster_salt(environment.cluster)
-        apply.apply_environment(kube, environment, salt=salt)
+        kube, salt = _environment_applied(environment)
     except ClusterError as exc:
         logger.info("%s: the environment's objects failed (%s); left to the full pass", what, exc)
         return outcome
