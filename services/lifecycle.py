@@ -437,7 +437,7 @@ def observe(service: Service, observed: ObservedStatus, now: Any) -> bool:
 
 
 # The columns `observe` compares before it writes: what the derivation read.
-_COMPARED = ("status", "status_reason", "ready_replicas", "desired_state", "replicas", "generation")
+COMPARED = ("status", "status_reason", "ready_replicas", "desired_state", "replicas", "generation")
 
 
 def observe_many(pending: list[tuple[Service, ObservedStatus]], now: datetime) -> tuple[list[Service], list[Service]]:
@@ -454,13 +454,13 @@ def observe_many(pending: list[tuple[Service, ObservedStatus]], now: datetime) -
         for row in Service.objects.select_for_update()
         .filter(pk__in=by_pk)
         .order_by("pk")
-        .values_list("pk", *_COMPARED)
+        .values_list("pk", *COMPARED)
     }
     written: list[Service] = []
     moved: list[Service] = []
     updates: dict[tuple[str, str, int, bool], list[int]] = {}
     for pk, (service, observed) in by_pk.items():
-        if current.get(pk) != tuple(getattr(service, name) for name in _COMPARED):
+        if current.get(pk) != tuple(getattr(service, name) for name in COMPARED):
             moved.append(service)
             continue
         status_changed = observed.status != service.status

@@ -148,10 +148,11 @@ class TestStatuses:
         for service in services:
             state.apply(DEPLOYMENTS, "ADDED", deployment(service, ready=1))
 
-        # Savepoint, read the services, lock them again, one UPDATE (they all become "running,
-        # 1 ready"), the cards' metrics and secrets, the environments with a Start All or Stop All
-        # in flight (for their banner), release: whatever their number.
-        with django_assert_num_queries(9):
+        # Savepoint, read the services' derived columns, lock them again, one UPDATE (they all
+        # become "running, 1 ready"), read the changed cards whole, the cards' metrics and
+        # secrets, the environments with a Start All or Stop All in flight (for their banner),
+        # release: whatever their number.
+        with django_assert_num_queries(10):
             result = write_changes(main_env.cluster_id, state, state.take_changes())
 
         assert len(result.changed) == count
