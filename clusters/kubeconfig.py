@@ -51,6 +51,11 @@ def configuration_from_kubeconfig(
             config_base_path=base_path or "",
         )
         loader.load_and_set(configuration)
+        if "expiry" not in loader.__dict__:
+            # The token does not expire: the loader's hook would only set the same settings again
+            # before every request, re-reading the proxy environment each time (a third of the
+            # client's CPU per request). A token that expires keeps its hook, which renews it.
+            configuration.refresh_api_key_hook = None
     except (yaml.YAMLError, ConfigException, KeyError, TypeError, ValueError) as exc:
         raise ClusterError(
             f"invalid kubeconfig: {exc}",

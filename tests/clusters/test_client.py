@@ -436,6 +436,41 @@ def test_it_builds_a_client_from_a_stored_kubeconfig(kubeconfig_path):
         forget_clients()
 
 
+def test_a_static_token_is_sent_without_setting_up_the_client_again_per_request(kubeconfig_path):
+    kube = KubeClient.from_kubeconfig(Path(kubeconfig_path).read_text(), name="local")
+
+    assert kube.configuration.refresh_api_key_hook is None
+    for _ in range(2):
+        assert kube.get("v1", "Namespace", "default")["metadata"]["name"] == "default"
+
+
+def test_a_token_that_expires_is_renewed_before_a_request(kubeconfig_path, tmp_path):
+    """An exec credential plugin's token with an expiry: the client runs the plugin again once
+    it has expired (here: at once), and the requests carry the renewed token."""
+    config = yaml.safe_load(Path(kubeconfig_path).read_text())
+    token = config["users"][0]["user"].pop("token")
+    runs = tmp_path / "runs"
+    plugin = tmp_path / "credential"
+    plugin.write_text(
+        "#!/bin/sh\n"
+        f"echo run >> {runs}\n"
+        'echo \'{"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential", '
+        f'"status": {{"token": "{token}", "expirationTimestamp": "2020-01-01T00:00:00Z"}}}}\'\n'
+    )
+    plugin.chmod(0o755)
+    config["users"][0]["user"]["exec"] = {
+        "apiVersion": "client.authentication.k8s.io/v1beta1",
+        "command": str(plugin),
+        "interactiveMode": "Never",
+    }
+    kube = KubeClient.from_kubeconfig(config, name="local")
+    loaded = len(runs.read_text().split())
+
+    assert kube.get("v1", "Namespace", "default")["metadata"]["name"] == "default"
+    assert kube.get("v1", "Namespace", "default") is not None
+    assert len(runs.read_text().split()) == loaded + 2
+
+
 def test_it_waits_for_a_devcluster_that_has_not_written_its_kubeconfig(settings, tmp_path):
     settings.DEVCLUSTER_KUBECONFIG = tmp_path / "not-yet" / "kubeconfig"
 
