@@ -26,9 +26,10 @@ worker with beat and concurrency 2, the watcher, and ale's ASGI server, daphne):
   over HTTP (split over the environments); 5 s after the last confirm a Stop of the last
   service is posted; the time until a card on the socket says Stopped, and until its row does.
 
-Prints one JSON line per run. Numbers only: it never fails on time, but a stage that does not
-finish within --stage-timeout seconds stops the run with a message saying which. Every process
-it starts is stopped at the end, also on Ctrl-C or an error (unless --keep).
+Prints one JSON line per run; with --runs N, N lines and then one of their medians. Numbers
+only: it never fails on time, but a stage that does not finish within --stage-timeout seconds
+stops the run with a message saying which. Every process it starts is stopped at the end, also
+on Ctrl-C or an error (unless --keep).
 
 It runs on a throwaway SQLite file unless --use-configured-db is given (then DATABASE_URL's
 database is migrated and used, and the rows it creates are deleted afterwards). Redis is
@@ -780,6 +781,36 @@ def delete_rows(user, project) -> None:
 # --- the run ------------------------------------------------------------------------------------
 
 
+def without_runs(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--runs":
+            skip = True
+        elif not arg.startswith("--runs="):
+            out.append(arg)
+    return out
+
+
+def repeat(runs: int) -> None:
+    """The bench `runs` times, one process each (its line printed as it ends), then one line of
+    the runs' medians: `{"runs": N, "median": {...}, "ratios": [...]}`."""
+    results: list[dict[str, Any]] = []
+    for _ in range(runs):
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).resolve()), *without_runs(sys.argv[1:])], stdout=subprocess.PIPE, text=True
+        )
+        lines = done.stdout.strip().splitlines()
+        if done.returncode != 0 or not lines:
+            raise SystemExit(f"bench/scale.py: run {len(results) + 1} of {runs} failed (exit status {done.returncode})")
+        print(lines[-1], flush=True)
+        results.append(json.loads(lines[-1]))
+    numeric = [key for key, value in results[0].items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
+    median = {key: round(statistics.median(r[key] for r in results if key in r), 2) for key in numeric}
+    print(json.dumps({"runs": runs, "median": median, "ratios": [r.get("ratio") for r in results]}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--services", type=int, default=300)
@@ -791,9 +822,17 @@ def main() -> None:
     parser.add_argument("--split", action="store_true",
                         help="also watch ale's cluster for ale_cluster_ready_s (a watch of its own: it costs the cluster)")
     parser.add_argument("--stage-timeout", type=float, default=600.0, help="seconds a stage may take (default 600)")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="run the whole bench this many times, each on fresh processes and clusters, then print "
+                             "the medians: on a shared machine one run's numbers move with its neighbours'")
     options = parser.parse_args()
     if options.services < options.environments:
         parser.error("--services must be at least --environments")
+    if options.runs < 1:
+        parser.error("--runs must be at least 1")
+    if options.runs > 1:
+        repeat(options.runs)
+        return
 
     signals = StopSignals().install()
     stack = Stack(signals=signals)
