@@ -10,6 +10,8 @@ import time
 from typing import Any
 
 import pytest
+from django.conf import settings
+from django.db import connection
 
 from clusters.client import client_for
 from services.resync import resync_cluster
@@ -103,3 +105,29 @@ def test_it_finishes_a_task_whose_worker_was_killed(start_celery_worker, fault_c
     second = start_celery_worker(visibility_timeout=5)
     wait_for(lambda: ready_pods(kube, service) == 1, what="the redelivered task's pod")
     assert f"reconcile_service {service.pk} " in second.log()
+
+
+def worker_backends() -> dict[int, str]:
+    """The other connections to this test database (the worker's): backend pid → last query."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, query FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return dict(cursor.fetchall())
+
+
+@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+                    reason="reads PostgreSQL's list of connections")
+def test_a_worker_keeps_its_database_connection_from_one_task_to_the_next(start_celery_worker):
+    from services.metrics import sample_metrics
+
+    worker = start_celery_worker(concurrency=1)
+    done = lambda count: worker.log().count("succeeded") >= count  # noqa: E731
+
+    sample_metrics.delay()
+    wait_for(lambda: done(1), timeout=30, what="the first task run by the worker")
+    first = wait_for(worker_backends, timeout=10, what="the worker's connection, still open after its task")
+    sample_metrics.delay()
+    wait_for(lambda: done(2), timeout=30, what="the second task run by the worker")
+
+    assert set(worker_backends()) == set(first), "the second task opened a connection of its own"
