@@ -21,6 +21,8 @@ import hashlib
 import json
 from typing import Any
 
+from django.db import transaction
+
 from clusters.client import KubeClient
 from clusters.kubeconfig import configuration_fingerprint
 from clusters.labels import EXTERNAL_SELECTOR, SERVICE_LABEL
@@ -172,6 +174,30 @@ def record_applied(service: Service, hashes: dict[str, str]) -> bool:
         return True
     forget_service(service)
     return False
+
+
+def record_applied_many(applied: list[tuple[Service, dict[str, str]]]) -> list[Service]:
+    """`record_applied` for a chunk's services in three queries, not one per service: the rows
+    are locked (in primary key order, as the watcher locks them) and the digests are kept for
+    those still at the generation that was applied. Returns the others, whose digests are
+    forgotten: the caller reconciles them again."""
+    if not applied:
+        return []
+    with transaction.atomic():
+        generations = dict(
+            Service.objects.select_for_update()
+            .filter(pk__in=[service.pk for service, _ in applied])
+            .order_by("pk")
+            .values_list("pk", "generation")
+        )
+        kept = [service for service, _ in applied if generations.get(service.pk) == service.generation]
+        stale = [service for service, _ in applied if generations.get(service.pk) != service.generation]
+        for service, hashes in applied:
+            service.applied_hashes = hashes if generations.get(service.pk) == service.generation else {}
+        Service.objects.bulk_update(kept, ["applied_hashes"])
+        if stale:
+            Service.objects.filter(pk__in=[service.pk for service in stale]).update(applied_hashes={})
+    return stale
 
 
 def forget_service(service: Service) -> None:

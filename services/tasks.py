@@ -201,10 +201,12 @@ def reconcile_services(
         return outcome
 
     results = _apply_in_threads(kube, to_apply, salt=salt)
+    applied = [(service, result) for service, result in zip(to_apply, results) if not isinstance(result, ClusterError)]
+    for service in apply.record_applied_many(applied):
+        # A newer generation was written meanwhile: its digests are forgotten, it goes again.
+        queue.send(queue.RECONCILE_SERVICE, service.pk, bulk=True)
     for service, result in zip(to_apply, results):
         if not isinstance(result, ClusterError):
-            if not apply.record_applied(service, result):
-                queue.send(queue.RECONCILE_SERVICE, service.pk, bulk=True)
             count("applied")
         elif result.retryable:
             logger.warning("%s: service %s failed, retrying on its own: %s", what, service.pk, result)
@@ -269,11 +271,12 @@ def _start_workloads(environment: Environment, services: list[Service], what: st
         return outcome
 
     results = _apply_in_threads(kube, ready, salt=salt, workloads_only=True)
+    applied = [(service, result) for service, result in zip(ready, results) if not isinstance(result, ClusterError)]
+    stale = apply.record_applied_many(applied)
+    outcome["workloads started"] = len(applied) - len(stale)
     for service, result in zip(ready, results):
         if isinstance(result, ClusterError):
             logger.info("%s: service %s's workload failed (%s); left to the full pass", what, service.pk, result)
-        elif apply.record_applied(service, result):
-            outcome["workloads started"] += 1
     logger.info("%s (workloads): %s", what, outcome)
     return outcome
 

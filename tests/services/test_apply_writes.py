@@ -112,6 +112,26 @@ def test_it_forgets_what_a_stale_apply_wrote_and_reconciles_again(env, owner, de
     assert service.applied_hashes == {}
 
 
+@pytest.mark.parametrize("count", [3, 12])
+def test_a_chunk_records_what_it_applied_in_queries_that_do_not_grow_with_it(
+    env, owner, count, django_assert_num_queries
+):
+    services = [deploy(env, owner, name=f"web{i}") for i in range(count)]
+    stale = Service.objects.get(pk=services[1].pk)
+    # A newer generation of one of them is written while the chunk applies the old one.
+    deploy(env, owner, services[1], name=services[1].name, image="nginx:1.28")
+    applied = [(stale if s.pk == stale.pk else s, {f"apps/v1/Deployment/{s.name}": f"digest {s.pk}"}) for s in services]
+
+    # Savepoint, lock and read the generations, one UPDATE for the kept, one for the stale, release.
+    with django_assert_num_queries(5):
+        moved = apply.record_applied_many(applied)
+
+    assert [s.pk for s in moved] == [stale.pk]
+    rows = {s.pk: s.applied_hashes for s in Service.objects.filter(pk__in=[s.pk for s in services])}
+    assert rows[stale.pk] == {}
+    assert all(rows[s.pk] == {f"apps/v1/Deployment/{s.name}": f"digest {s.pk}"} for s in services if s.pk != stale.pk)
+
+
 def received_cards(channel: str, count: int) -> list[str]:
     """The card fragments the environment's group receives, until `count` have arrived."""
     layer = get_channel_layer()
