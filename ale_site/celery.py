@@ -18,14 +18,11 @@ app.autodiscover_tasks()
 
 @worker_init.connect
 def keep_database_connections(**kwargs: Any) -> None:
-    """A worker's connections outlive a task (`settings.WORKER_DATABASE_CONN_MAX_AGE`), each
-    checked before it serves the next one; set before the pool forks, so every process has it."""
-    from django.conf import settings
-    from django.db import connections
+    """A worker's connections outlive a task (`ale_site.connections`); set before the pool
+    forks, so that every process of it has them."""
+    from ale_site.connections import keep_connections
 
-    for alias in connections:
-        connections.settings[alias]["CONN_MAX_AGE"] = settings.WORKER_DATABASE_CONN_MAX_AGE
-        connections.settings[alias]["CONN_HEALTH_CHECKS"] = True
+    keep_connections()
 
 
 @task_prerun.connect

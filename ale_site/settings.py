@@ -180,10 +180,11 @@ CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-# A worker keeps its database connection from one task to the next (`ale_site.celery`) for this
-# many seconds, checked before each reuse, instead of opening one per task: a Start All of 300
-# services runs 60 chunks. The web server's are DATABASE_CONN_MAX_AGE's (0 under ASGI).
-WORKER_DATABASE_CONN_MAX_AGE = int(env("WORKER_DATABASE_CONN_MAX_AGE", "300"))
+# A worker and the watcher keep their database connection from one task, or one write, to the
+# next (`ale_site.connections`) for this many seconds, checked before each reuse, instead of
+# opening one each time: a Start All of 300 services runs 60 chunks and 40 writes of statuses.
+# The web server's are DATABASE_CONN_MAX_AGE's (0 under ASGI).
+BACKGROUND_DATABASE_CONN_MAX_AGE = int(env("BACKGROUND_DATABASE_CONN_MAX_AGE", "300"))
 # Celery's own rule, which would otherwise close every connection after each task: a worker
 # opens a new one after this many tasks at the latest.
 CELERY_DB_REUSE_MAX = 1000

@@ -11,6 +11,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from ale_site.connections import connections_kept
 from clusters.client import KubeClient, client_for
 from clusters.errors import ClusterError
 from clusters.leader import LeaderElector
@@ -75,16 +76,18 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
-        if elector is None:
-            self.stdout.write("Watching clusters; SIGTERM or Ctrl-C stops.")
-            WatchManager(refresh_interval=refresh_interval).run(stop)
-            self.stdout.write("Stopped.")
-            return
-        self.stdout.write(
-            f"Waiting for the lease {elector.namespace}/{elector.name} as {elector.identity}; SIGTERM or Ctrl-C stops."
-        )
-        # Only the holder watches; `lost` ends its WatchManager when the lease goes elsewhere.
-        elector.run(stop, lambda lost: WatchManager(refresh_interval=refresh_interval).run(lost))
+        # The writers keep their database connections from one write to the next.
+        with connections_kept():
+            if elector is None:
+                self.stdout.write("Watching clusters; SIGTERM or Ctrl-C stops.")
+                WatchManager(refresh_interval=refresh_interval).run(stop)
+                self.stdout.write("Stopped.")
+                return
+            self.stdout.write(
+                f"Waiting for the lease {elector.namespace}/{elector.name} as {elector.identity}; SIGTERM or Ctrl-C stops."
+            )
+            # Only the holder watches; `lost` ends its WatchManager when the lease goes elsewhere.
+            elector.run(stop, lambda lost: WatchManager(refresh_interval=refresh_interval).run(lost))
         self.stdout.write("Stopped.")
 
     def _elector(self, lease_cluster: str | None) -> LeaderElector:
