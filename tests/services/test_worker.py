@@ -131,3 +131,25 @@ def test_a_worker_keeps_its_database_connection_from_one_task_to_the_next(start_
     wait_for(lambda: done(2), timeout=30, what="the second task run by the worker")
 
     assert set(worker_backends()) == set(first), "the second task opened a connection of its own"
+
+
+@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+                    reason="ends a connection through PostgreSQL's pg_terminate_backend")
+def test_a_worker_whose_kept_connection_was_cut_opens_another_for_its_next_task(start_celery_worker):
+    from services.metrics import sample_metrics
+
+    worker = start_celery_worker(concurrency=1)
+    done = lambda count: worker.log().count("succeeded") >= count  # noqa: E731
+    sample_metrics.delay()
+    wait_for(lambda: done(1), timeout=30, what="the first task run by the worker")
+    kept = wait_for(worker_backends, timeout=10, what="the worker's connection, still open after its task")
+
+    # As when the database restarts, or a proxy drops an idle connection, between two tasks.
+    with connection.cursor() as cursor:
+        for pid in kept:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    sample_metrics.delay()
+    wait_for(lambda: done(2), timeout=30, what="the second task run by the worker, on a new connection")
+
+    assert "raised unexpected" not in worker.log()
+    assert not set(worker_backends()) & set(kept)
