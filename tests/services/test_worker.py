@@ -7,6 +7,7 @@ sharing the test database) runs the tasks, and the test watches the cluster and 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -116,40 +117,43 @@ def worker_backends() -> dict[int, str]:
         return dict(cursor.fetchall())
 
 
-@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-                    reason="reads PostgreSQL's list of connections")
-def test_a_worker_keeps_its_database_connection_from_one_task_to_the_next(start_celery_worker):
+ON_POSTGRESQL = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+def worker_after_one_task(start_celery_worker) -> tuple[Callable[[int], None], dict[int, str]]:
+    """A worker of one thread that has run one task: a function that runs one more and waits
+    for it, and the worker's connections still open after the first."""
     from services.metrics import sample_metrics
 
     worker = start_celery_worker(concurrency=1)
-    done = lambda count: worker.log().count("succeeded") >= count  # noqa: E731
 
-    sample_metrics.delay()
-    wait_for(lambda: done(1), timeout=30, what="the first task run by the worker")
-    first = wait_for(worker_backends, timeout=10, what="the worker's connection, still open after its task")
-    sample_metrics.delay()
-    wait_for(lambda: done(2), timeout=30, what="the second task run by the worker")
+    def run_task(number: int) -> None:
+        sample_metrics.delay()
+        wait_for(lambda: worker.log().count("succeeded") >= number, timeout=30, what=f"task {number} run by the worker")
+        assert "raised unexpected" not in worker.log()
+
+    run_task(1)
+    kept = wait_for(worker_backends, timeout=10, what="the worker's connection, still open after its task")
+    return run_task, kept
+
+
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="reads PostgreSQL's list of connections")
+def test_a_worker_keeps_its_database_connection_from_one_task_to_the_next(start_celery_worker):
+    run_task, first = worker_after_one_task(start_celery_worker)
+
+    run_task(2)
 
     assert set(worker_backends()) == set(first), "the second task opened a connection of its own"
 
 
-@pytest.mark.skipif(settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
-                    reason="ends a connection through PostgreSQL's pg_terminate_backend")
+@pytest.mark.skipif(not ON_POSTGRESQL, reason="ends a connection through PostgreSQL's pg_terminate_backend")
 def test_a_worker_whose_kept_connection_was_cut_opens_another_for_its_next_task(start_celery_worker):
-    from services.metrics import sample_metrics
-
-    worker = start_celery_worker(concurrency=1)
-    done = lambda count: worker.log().count("succeeded") >= count  # noqa: E731
-    sample_metrics.delay()
-    wait_for(lambda: done(1), timeout=30, what="the first task run by the worker")
-    kept = wait_for(worker_backends, timeout=10, what="the worker's connection, still open after its task")
+    run_task, kept = worker_after_one_task(start_celery_worker)
 
     # As when the database restarts, or a proxy drops an idle connection, between two tasks.
     with connection.cursor() as cursor:
         for pid in kept:
             cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-    sample_metrics.delay()
-    wait_for(lambda: done(2), timeout=30, what="the second task run by the worker, on a new connection")
+    run_task(2)
 
-    assert "raised unexpected" not in worker.log()
     assert not set(worker_backends()) & set(kept)
