@@ -59,10 +59,12 @@ def reconcile_environment(self: Task, environment_id: int, service_ids: list[int
     (nothing, when unchanged since the last apply).
 
     `service_ids` (a bulk transition: Start All, a YAML apply, a clone): services to carry to the
-    cluster with it, so that writing hundreds of services enqueues one task on commit. Their
-    cards are published first, then they are applied in chunks (`reconcile_services`), as bulk
-    work that a person's click overtakes; with more than one chunk, a first pass over all of
-    them starts the pods (the workloads) before a second applies everything else.
+    cluster with it, so that writing hundreds of services enqueues one task on commit. They are
+    applied in chunks (`reconcile_services`), as bulk work that a person's click overtakes; with
+    more than one chunk, a first pass over all of them starts the pods (the workloads) before a
+    second applies everything else. Their cards are published once the chunks are queued: the
+    first chunks apply while this renders them, and a page never lets an older card replace a
+    newer one (static/js/services.js).
     """
     environment = _environment(environment_id)
     if environment is None:
@@ -72,12 +74,16 @@ def reconcile_environment(self: Task, environment_id: int, service_ids: list[int
     if environment.is_deleting:
         return "deleting"
     service_ids = list(service_ids or [])
-    if service_ids and self.request.retries == 0:
-        _publish_cards(environment, service_ids)
+    # The transition's cards go out once, from the first attempt.
+    cards_due = bool(service_ids) and self.request.retries == 0
     result = "applied"
     try:
         apply.apply_environment(client_for(environment.cluster), environment, salt=apply.cluster_salt(environment.cluster))
     except ClusterError as exc:
+        if cards_due:
+            # The page shows the transition while the cluster is waited for.
+            _publish_cards(environment, service_ids)
+            cards_due = False
         # The environment has no status of its own: its services' reconciles apply the same
         # objects first and show the failure on their cards.
         retry_or_give_up(self, exc, what, lambda reason: None)
@@ -90,6 +96,8 @@ def reconcile_environment(self: Task, environment_id: int, service_ids: list[int
             queue.send(queue.RECONCILE_SERVICES, environment.pk, chunk, True)
     for chunk in batch:
         queue.send(queue.RECONCILE_SERVICES, environment.pk, chunk)
+    if cards_due:
+        _publish_cards(environment, service_ids)
     return result
 
 

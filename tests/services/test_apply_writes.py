@@ -171,6 +171,27 @@ def test_it_publishes_a_batchs_cards_and_hands_its_services_over_in_chunks_as_bu
     assert queued(celery_queue, queue.PRIORITY) == 0
 
 
+def test_a_batchs_cards_go_out_once_also_while_the_cluster_is_retried(
+    env, devcluster, celery_queue, django_capture_on_commit_callbacks
+):
+    ids = [service.pk for service in make_services(env, 15)]
+    layer = get_channel_layer()
+    channel = async_to_sync(layer.new_channel)()
+    async_to_sync(layer.group_add)(live.group_name(env.public_id), channel)
+    # The cluster refuses the environment's Namespace once: the task is retried.
+    devcluster.faults.throttle(retry_after=1, count=1, path=f"/namespaces/{env.namespace}$", method="PATCH")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert reconcile_environment.apply(args=[env.pk, ids]).get() == "applied"
+    namespace = [status for _, path, status in devcluster.writes.log() if path.split("?")[0].endswith(env.namespace)]
+    assert namespace == [429, 201]  # refused, then applied by the retry
+    cards = received_cards(channel, 15)
+    assert sorted(cards) == sorted(f"service-{service.public_id}" for service in Service.objects.filter(pk__in=ids))
+    with pytest.raises(TimeoutError):
+        async_to_sync(asyncio.wait_for)(layer.receive(channel), timeout=0.5)
+    assert queued(celery_queue, queue.BULK_PRIORITY) == 2 * math.ceil(15 / CHUNK_SIZE)
+
+
 def test_a_batch_starts_every_services_pods_before_it_applies_their_services_and_ingresses(env, devcluster):
     ids = [service.pk for service in make_services(env, 12)]
     assert reconcile_environment.apply(args=[env.pk]).get() == "applied"
