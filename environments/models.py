@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core.validators import RegexValidator
-from django.db import models
+from django.db import connections, models
 from django.db.models.functions import Lower
 
 from environments.secrets import decrypt, encrypt
@@ -137,10 +137,66 @@ class EnvironmentVariable(models.Model):
 RECENT_EVENTS = 200
 
 
+# Events per upsert statement (11 parameters each), where the backend allows as many.
+UPSERT_BATCH = 500
+
+
 class ClusterEventQuerySet(models.QuerySet["ClusterEvent"]):
     def recent(self, environment: Environment, limit: int = RECENT_EVENTS) -> models.QuerySet[ClusterEvent]:
         """The Events tab: newest first, with the service each event is about."""
         return self.filter(environment=environment).select_related("service").order_by("-last_seen", "-pk")[:limit]
+
+    def upsert(self, events: list[ClusterEvent]) -> list[ClusterEvent]:
+        """Write `events` keyed by (environment, uid): each one new, or stored with another
+        count or last time, is inserted or updated; one stored as it is, as a relist hands
+        every event over again, is left alone. Returns those written, with their primary keys.
+
+        One INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING per batch (PostgreSQL, and
+        SQLite since 3.35): no read of what is stored first, and no rows that did not change.
+        """
+        if not events:
+            return []
+        connection = connections[self.db]
+        quote, adapt = connection.ops.quote_name, connection.ops.adapt_datetimefield_value
+        meta = self.model._meta
+        table = quote(meta.db_table)
+        names = ("environment", "service", "uid", "type", "reason", "message", "involved_kind", "involved_name",
+                 "count", "first_seen", "last_seen")  # fmt: skip
+        columns = {name: quote(meta.get_field(name).column) for name in names}
+        kept = {"environment", "uid", "first_seen"}
+        row = "(" + ", ".join(["%s"] * len(names)) + ")"
+        sql_tail = (
+            f" ON CONFLICT ({columns['environment']}, {columns['uid']}) DO UPDATE SET "
+            + ", ".join(f"{column} = EXCLUDED.{column}" for name, column in columns.items() if name not in kept)
+            + f" WHERE {table}.{columns['count']} <> EXCLUDED.{columns['count']}"
+            + f" OR {table}.{columns['last_seen']} <> EXCLUDED.{columns['last_seen']}"
+            + f" RETURNING {quote(meta.pk.column)}, {columns['environment']}, {columns['uid']}"
+        )
+        # One row per key (the last one given): a statement may not update a row twice.
+        by_key = {(event.environment_id, event.uid): event for event in events}
+        events = list(by_key.values())
+        written: list[ClusterEvent] = []
+        size = UPSERT_BATCH
+        if connection.features.max_query_params:
+            size = min(size, connection.features.max_query_params // len(names))
+        with connection.cursor() as cursor:
+            for start in range(0, len(events), size):
+                batch = events[start : start + size]
+                params: list[object] = []
+                for event in batch:
+                    params += (
+                        event.environment_id, event.service_id, event.uid, event.type, event.reason, event.message,
+                        event.involved_kind, event.involved_name, event.count,
+                        adapt(event.first_seen), adapt(event.last_seen),
+                    )  # fmt: skip
+                values = ", ".join([row] * len(batch))
+                cursor.execute(f"INSERT INTO {table} ({', '.join(columns.values())}) VALUES {values}{sql_tail}", params)
+                for pk, environment_id, uid in cursor.fetchall():
+                    event = by_key[(environment_id, uid)]
+                    event.pk = pk
+                    event._state.adding, event._state.db = False, self.db
+                    written.append(event)
+        return written
 
 
 class ClusterEvent(models.Model):

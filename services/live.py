@@ -127,22 +127,27 @@ def publish_events(events: Iterable[ClusterEvent]) -> None:
     (`render_event_rows`, in its consumer): a storm of events costs the writer no rendering,
     and costs nothing at all while nobody looks at the tab. Each row goes to the top of the
     list or replaces its own, and the page keeps as many rows as the tab lists."""
-    events = list(events)
-    by_pk = [event.pk for event in events if event.pk is not None]
-    # bulk_create(update_conflicts=True) sets the primary keys on PostgreSQL and SQLite; where
-    # it does not, the row is found by the key it was upserted on.
+    by_environment: dict[str, list[int]] = defaultdict(list)
+    # Events written with their environment loaded (the watcher's) are grouped as they are; the
+    # others by one query after the commit, found by primary key or, where the backend did not
+    # set it, by the key they were upserted on.
+    by_pk: list[int] = []
     by_uid = Q()
     for event in events:
-        if event.pk is None:
+        if event.pk is not None and ClusterEvent.environment.is_cached(event):
+            by_environment[event.environment.public_id].append(event.pk)
+        elif event.pk is not None:
+            by_pk.append(event.pk)
+        else:
             by_uid |= Q(environment_id=event.environment_id, uid=event.uid)
-    if not by_pk and not by_uid:
+    if not by_environment and not by_pk and not by_uid:
         return
 
     def send() -> None:
-        rows = ClusterEvent.objects.filter(Q(pk__in=by_pk) | by_uid).values_list("environment__public_id", "pk")
-        by_environment: dict[str, list[int]] = defaultdict(list)
-        for public_id, pk in rows:
-            by_environment[public_id].append(pk)
+        if by_pk or by_uid:
+            rows = ClusterEvent.objects.filter(Q(pk__in=by_pk) | by_uid).values_list("environment__public_id", "pk")
+            for public_id, pk in rows:
+                by_environment[public_id].append(pk)
         send_now(
             [
                 (group_name(public_id), {"type": PAGE_EVENTS, "events": pks, "tab": SHOWN_ON_EVENTS})

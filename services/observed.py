@@ -110,14 +110,14 @@ def _store_events(
     rows written (for the Events tabs open on them)."""
     env_ids = {environment_id_of_namespace((e.get("metadata") or {}).get("namespace", "")) for e in events.values()}
     environments = {
-        env.public_id: env.pk
+        env.public_id: env
         for env in Environment.objects.filter(cluster_id=cluster_id, public_id__in=env_ids - {None}).only("pk", "public_id")
     }
     if not environments:
         return 0, set(), []
     services: dict[int, dict[str, tuple[int, str]]] = {}
     for pk, public_id, name, environment_id in Service.objects.filter(
-        environment_id__in=environments.values()
+        environment_id__in=[env.pk for env in environments.values()]
     ).values_list("pk", "public_id", "name", "environment_id"):
         services.setdefault(environment_id, {})[name] = (pk, public_id)
 
@@ -130,9 +130,10 @@ def _store_events(
     for uid, event in events.items():
         meta = event.get("metadata") or {}
         namespace = meta.get("namespace", "")
-        environment_pk = environments.get(environment_id_of_namespace(namespace) or "")
-        if environment_pk is None:
+        environment = environments.get(environment_id_of_namespace(namespace) or "")
+        if environment is None:
             continue
+        environment_pk = environment.pk
         involved = event.get("involvedObject") or event.get("regarding") or {}
         kind, name = involved.get("kind", ""), involved.get("name", "")
         service = match_service(
@@ -142,7 +143,8 @@ def _store_events(
         event_type = "Warning" if event.get("type") == "Warning" else "Normal"
         count = int(event.get("count") or (event.get("series") or {}).get("count") or 1)
         rows[(environment_pk, uid)] = ClusterEvent(
-            environment_id=environment_pk,
+            # The instance, not only its key: the pages are told under its public id.
+            environment=environment,
             service_id=service[0] if service else None,
             uid=uid[:64],
             type=event_type,
@@ -158,29 +160,9 @@ def _store_events(
             state.note_warning(service[1], uid, event, mark=False)
             warned.add(service[1])
 
-    if not rows:
-        return 0, warned, []
-    # A relist hands over every event again: skip those already stored as they are, so that
+    # A relist hands over every event again: those stored as they are are not written, so that
     # neither the database nor the open Events tabs churn.
-    stored: dict[tuple[int, str], tuple[int, datetime]] = {}
-    keys = list(rows)
-    for start in range(0, len(keys), BATCH):
-        chunk = keys[start : start + BATCH]
-        stored.update(
-            ((environment_id, uid), (count, last_seen))
-            for environment_id, uid, count, last_seen in ClusterEvent.objects.filter(
-                environment_id__in={key[0] for key in chunk}, uid__in={key[1] for key in chunk}
-            ).values_list("environment_id", "uid", "count", "last_seen")
-        )
-    fresh = [row for key, row in rows.items() if stored.get(key) != (row.count, row.last_seen)]
-    if fresh:
-        ClusterEvent.objects.bulk_create(
-            fresh,
-            batch_size=BATCH,
-            update_conflicts=True,
-            unique_fields=["environment", "uid"],
-            update_fields=["service", "type", "reason", "message", "involved_kind", "involved_name", "count", "last_seen"],
-        )
+    fresh = ClusterEvent.objects.upsert(list(rows.values()))
     return len(fresh), warned, fresh
 
 
