@@ -77,8 +77,13 @@ def reconcile_environment(self: Task, environment_id: int, service_ids: list[int
     # The transition's cards go out once, from the first attempt.
     cards_due = bool(service_ids) and self.request.retries == 0
     result = "applied"
+    # Handed to the chunks: while it holds, they do not look at the environment's objects again
+    # (None: they do, and show a failure on their cards).
+    applied = None
     try:
-        apply.apply_environment(client_for(environment.cluster), environment, salt=apply.cluster_salt(environment.cluster))
+        salt = apply.cluster_salt(environment.cluster)
+        apply.apply_environment(client_for(environment.cluster), environment, salt=salt)
+        applied = apply.applied_token(environment, salt)
     except ClusterError as exc:
         if cards_due:
             # The page shows the transition while the cluster is waited for.
@@ -93,9 +98,9 @@ def reconcile_environment(self: Task, environment_id: int, service_ids: list[int
         # Every service's pods first, then their Services and Ingresses: the pods of the last
         # chunk start seconds earlier, and the cluster makes them ready while the rest is applied.
         for chunk in batch:
-            queue.send(queue.RECONCILE_SERVICES, environment.pk, chunk, True)
+            queue.send(queue.RECONCILE_SERVICES, environment.pk, chunk, True, applied)
     for chunk in batch:
-        queue.send(queue.RECONCILE_SERVICES, environment.pk, chunk)
+        queue.send(queue.RECONCILE_SERVICES, environment.pk, chunk, False, applied)
     if cards_due:
         _publish_cards(environment, service_ids)
     return result

@@ -93,6 +93,12 @@ def apply_environment(kube: KubeClient, environment: Environment, *, salt: str, 
     return True
 
 
+def applied_token(environment: Environment, salt: str) -> str:
+    """What a batch's chunks are handed once its reconcile applied the environment's objects:
+    while the row's digest and the cluster's configuration are those it saw, they are applied."""
+    return hashlib.sha256(f"{salt}\x00{environment.applied_hash}".encode()).hexdigest()
+
+
 def _record_node_ports(environment: Environment, tcp: list[Service], applied: list[dict]) -> None:
     ports: dict[str, int] = {}
     for obj in applied:

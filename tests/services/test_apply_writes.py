@@ -10,13 +10,15 @@ from typing import Any
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from ale_site.celery import app
 
 from clusters.client import client_for
-from environments.tasks import CHUNK_SIZE, reconcile_environment
 from services import apply, lifecycle, live, queue
+from environments.models import Environment, EnvironmentVariable
+from environments.tasks import CHUNK_SIZE, reconcile_environment
 from services.forms import ServiceForm
 from services.models import Service
 from services.tasks import reconcile_service, reconcile_services
@@ -190,6 +192,25 @@ def test_a_batchs_cards_go_out_once_also_while_the_cluster_is_retried(
     with pytest.raises(TimeoutError):
         async_to_sync(asyncio.wait_for)(layer.receive(channel), timeout=0.5)
     assert queued(celery_queue, queue.BULK_PRIORITY) == 2 * math.ceil(15 / CHUNK_SIZE)
+
+
+def test_a_batchs_chunks_leave_the_environment_its_reconcile_applied_alone(env, devcluster):
+    ids = [service.pk for service in make_services(env, 12)]
+    assert reconcile_environment.apply(args=[env.pk]).get() == "applied"
+    env.refresh_from_db()
+    token = apply.applied_token(env, apply.cluster_salt(env.cluster))
+    variables = EnvironmentVariable._meta.db_table
+
+    with CaptureQueriesContext(connection) as queries:
+        assert reconcile_services.apply(args=[env.pk, ids, True, token]).get() == {"workloads started": 12}
+    assert not any(variables in query["sql"] for query in queries.captured_queries)
+
+    # Something changed the environment's objects since: the token no longer holds, the chunk
+    # applies them again before its services.
+    Environment.objects.filter(pk=env.pk).update(applied_hash="")
+    devcluster.writes.clear()
+    assert reconcile_services.apply(args=[env.pk, ids, False, token]).get() == {"applied": 12}
+    assert ("PATCH", f"/api/v1/namespaces/{env.namespace}") in writes(devcluster, env)
 
 
 def test_a_batch_starts_every_services_pods_before_it_applies_their_services_and_ingresses(env, devcluster):
