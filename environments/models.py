@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from itertools import chain
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import connections, models
@@ -137,8 +139,11 @@ class EnvironmentVariable(models.Model):
 RECENT_EVENTS = 200
 
 
-# Events per upsert statement (11 parameters each), where the backend allows as many.
+# Events per upsert statement, where the backend allows as many parameters (11 each).
 UPSERT_BATCH = 500
+# The columns an upsert writes, in their order in its statement.
+UPSERTED = ("environment", "service", "uid", "type", "reason", "message", "involved_kind", "involved_name",
+            "count", "first_seen", "last_seen")  # fmt: skip
 
 
 class ClusterEventQuerySet(models.QuerySet["ClusterEvent"]):
@@ -153,6 +158,8 @@ class ClusterEventQuerySet(models.QuerySet["ClusterEvent"]):
 
         One INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING per batch (PostgreSQL, and
         SQLite since 3.35): no read of what is stored first, and no rows that did not change.
+        On PostgreSQL the rows go as one array per column (`unnest`): the statement stays short
+        and the same, so the driver parses it once, not once per batch of thousands of values.
         """
         if not events:
             return []
@@ -160,37 +167,42 @@ class ClusterEventQuerySet(models.QuerySet["ClusterEvent"]):
         quote, adapt = connection.ops.quote_name, connection.ops.adapt_datetimefield_value
         meta = self.model._meta
         table = quote(meta.db_table)
-        names = ("environment", "service", "uid", "type", "reason", "message", "involved_kind", "involved_name",
-                 "count", "first_seen", "last_seen")  # fmt: skip
-        columns = {name: quote(meta.get_field(name).column) for name in names}
+        fields = [meta.get_field(name) for name in UPSERTED]
+        columns = {field.name: quote(field.column) for field in fields}
         kept = {"environment", "uid", "first_seen"}
-        row = "(" + ", ".join(["%s"] * len(names)) + ")"
-        sql_tail = (
+        arrays = connection.vendor == "postgresql"
+        if arrays:
+            rows = "SELECT * FROM unnest(" + ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields) + ")"
+        tail = (
             f" ON CONFLICT ({columns['environment']}, {columns['uid']}) DO UPDATE SET "
             + ", ".join(f"{column} = EXCLUDED.{column}" for name, column in columns.items() if name not in kept)
             + f" WHERE {table}.{columns['count']} <> EXCLUDED.{columns['count']}"
             + f" OR {table}.{columns['last_seen']} <> EXCLUDED.{columns['last_seen']}"
             + f" RETURNING {quote(meta.pk.column)}, {columns['environment']}, {columns['uid']}"
         )
+        head = f"INSERT INTO {table} ({', '.join(columns.values())}) "
         # One row per key (the last one given): a statement may not update a row twice.
         by_key = {(event.environment_id, event.uid): event for event in events}
         events = list(by_key.values())
-        written: list[ClusterEvent] = []
         size = UPSERT_BATCH
-        if connection.features.max_query_params:
-            size = min(size, connection.features.max_query_params // len(names))
+        if not arrays and connection.features.max_query_params:
+            size = min(size, connection.features.max_query_params // len(fields))
+        written: list[ClusterEvent] = []
         with connection.cursor() as cursor:
             for start in range(0, len(events), size):
-                batch = events[start : start + size]
-                params: list[object] = []
-                for event in batch:
-                    params += (
+                values = [
+                    (
                         event.environment_id, event.service_id, event.uid, event.type, event.reason, event.message,
                         event.involved_kind, event.involved_name, event.count,
                         adapt(event.first_seen), adapt(event.last_seen),
                     )  # fmt: skip
-                values = ", ".join([row] * len(batch))
-                cursor.execute(f"INSERT INTO {table} ({', '.join(columns.values())}) VALUES {values}{sql_tail}", params)
+                    for event in events[start : start + size]
+                ]
+                if arrays:
+                    cursor.execute(head + rows + tail, [list(column) for column in zip(*values)])
+                else:
+                    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+                    cursor.execute(head + "VALUES " + ", ".join([row] * len(values)) + tail, list(chain(*values)))
                 for pk, environment_id, uid in cursor.fetchall():
                     event = by_key[(environment_id, uid)]
                     event.pk = pk
