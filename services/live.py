@@ -15,13 +15,19 @@ with that id, an event row (in a `<template data-event-row>`) goes into the Even
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
+import os
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Iterable
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import channel_layers, get_channel_layer
+from channels_redis.core import RedisChannelLayer
 from django.db import transaction
 from django.db.models import Q
 from django.template.loader import render_to_string
@@ -196,8 +202,83 @@ def fragments_message(fragments: list[tuple[str, str]], tab: str | None) -> dict
     return {"type": PAGE_FRAGMENTS, "fragments": [list(fragment) for fragment in fragments], "tab": tab}
 
 
+# How long a writer waits for its live updates to be handed to the channel layer.
+SEND_TIMEOUT_SECONDS = 5.0
+
+
+class _Publisher:
+    """One event loop for the process's group sends from sync code, on a thread of its own,
+    with a Redis channel layer of its own.
+
+    channels_redis keeps its Redis connections per event loop, and `async_to_sync` runs each
+    call on a loop of its own: each send would open, greet and close a connection. On this
+    loop they stay open between sends (a watcher sends several times a second in a storm).
+    The layer is its own (made from the same settings) because a layer's `flush()` and
+    `close_pools()` close the connections of every loop it was used on, from the caller's. A
+    forked child (Celery's pool) starts its own loop on first use; a layer that is not Redis's
+    is used as it is, through `async_to_sync`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        # The process's layer the own one was made after (settings may change it), and the own one.
+        self._made_after: RedisChannelLayer | None = None
+        self._layer: RedisChannelLayer | None = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None or self._pid != os.getpid() or not (self._thread and self._thread.is_alive()):
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="live-publisher", daemon=True)
+                thread.start()
+                self._loop, self._thread, self._pid = loop, thread, os.getpid()
+                self._made_after = self._layer = None
+            return self._loop
+
+    async def _own_layer(self, layer: RedisChannelLayer) -> RedisChannelLayer:
+        """Runs on the loop only, so needs no lock."""
+        if self._made_after is not layer:
+            if self._layer is not None:
+                await self._layer.close_pools()
+            self._made_after, self._layer = layer, channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+        return self._layer
+
+    def send(self, layer, messages: list[tuple[str, dict]]) -> None:
+        if not isinstance(layer, RedisChannelLayer):
+            async_to_sync(_send_all)(layer, messages)
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("send_now blocks: call it from sync code, not from an event loop")
+
+        async def send() -> None:
+            await _send_all(await self._own_layer(layer), messages)
+
+        future = asyncio.run_coroutine_threadsafe(send(), self._running_loop())
+        try:
+            future.result(SEND_TIMEOUT_SECONDS)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise
+
+
+async def _send_all(layer, messages: list[tuple[str, dict]]) -> None:
+    for group, message in messages:
+        await layer.group_send(group, message)
+
+
+_publisher = _Publisher()
+
+
 def send_now(messages: list[tuple[str, dict]]) -> None:
-    """Group-send the messages now, in one event loop (one connection to Redis, not one each).
+    """Group-send the messages now, together, on the process's publishing loop (its Redis
+    connections stay open from one call to the next).
 
     A channel layer that is down costs the browser a live update, never the caller its work:
     the database already holds the truth and the page shows it on the next load.
@@ -205,12 +286,7 @@ def send_now(messages: list[tuple[str, dict]]) -> None:
     layer = get_channel_layer()
     if layer is None or not messages:
         return
-
-    async def send_all() -> None:
-        for group, message in messages:
-            await layer.group_send(group, message)
-
     try:
-        async_to_sync(send_all)()
+        _publisher.send(layer, messages)
     except Exception:  # noqa: BLE001 - see the docstring: a lost update must not break the writer
         logger.exception("Could not publish %d live update(s)", len(messages))

@@ -444,3 +444,32 @@ async def test_a_page_gone_before_its_update_is_sent_leaves_no_error():
     await asyncio.wait_for(task, timeout=5)
     assert task.exception() is None and consumer.closed
     await consumer.disconnect(1001)
+
+
+def _redis_client_ids_of_this_process(redis_url: str) -> set[int]:
+    """The ids Redis gave this process's open connections to it."""
+    import psutil
+    import redis
+
+    port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+    ours = {
+        c.laddr.port
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    }
+    with redis.Redis.from_url(redis_url) as connection:
+        clients = connection.client_list()
+    return {int(c["id"]) for c in clients if int(c["addr"].rsplit(":", 1)[1]) in ours}
+
+
+@pytest.mark.django_db
+def test_sends_from_a_writer_keep_one_connection_to_redis_open(settings):
+    live.send_now([("somewhere", {"type": "card.update"})])
+    first = _redis_client_ids_of_this_process(settings.REDIS_URL)
+
+    for _ in range(10):
+        live.send_now([("somewhere", {"type": "card.update"}), ("elsewhere", {"type": "card.update"})])
+
+    # The connection the first send opened is the one the next ten used: none was opened anew.
+    assert first
+    assert _redis_client_ids_of_this_process(settings.REDIS_URL) == first
