@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+from datetime import datetime
 from itertools import chain
+
+import orjson
 
 from django.conf import settings
 from django.core.validators import RegexValidator
@@ -158,8 +161,9 @@ class ClusterEventQuerySet(models.QuerySet["ClusterEvent"]):
 
         One INSERT ... ON CONFLICT DO UPDATE ... WHERE ... RETURNING per batch (PostgreSQL, and
         SQLite since 3.35): no read of what is stored first, and no rows that did not change.
-        On PostgreSQL the rows go as one array per column (`unnest`): the statement stays short
-        and the same, so the driver parses it once, not once per batch of thousands of values.
+        On PostgreSQL a batch goes as one JSON parameter (`json_to_recordset`), written by
+        orjson: the statement stays short and the same, and the driver quotes one string, not
+        thousands of values one by one (Django's psycopg cursors bind on the client).
         """
         if not events:
             return []
@@ -170,9 +174,10 @@ class ClusterEventQuerySet(models.QuerySet["ClusterEvent"]):
         fields = [meta.get_field(name) for name in UPSERTED]
         columns = {field.name: quote(field.column) for field in fields}
         kept = {"environment", "uid", "first_seen"}
-        arrays = connection.vendor == "postgresql"
-        if arrays:
-            rows = "SELECT * FROM unnest(" + ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields) + ")"
+        as_json = connection.vendor == "postgresql"
+        if as_json:
+            record = ", ".join(f"{quote(f.column)} {f.db_type(connection)}" for f in fields)
+            rows = f"SELECT {', '.join(columns.values())} FROM json_to_recordset(%s::json) AS batch({record})"
         tail = (
             f" ON CONFLICT ({columns['environment']}, {columns['uid']}) DO UPDATE SET "
             + ", ".join(f"{column} = EXCLUDED.{column}" for name, column in columns.items() if name not in kept)
@@ -185,22 +190,20 @@ class ClusterEventQuerySet(models.QuerySet["ClusterEvent"]):
         by_key = {(event.environment_id, event.uid): event for event in events}
         events = list(by_key.values())
         size = UPSERT_BATCH
-        if not arrays and connection.features.max_query_params:
+        if not as_json and connection.features.max_query_params:
             size = min(size, connection.features.max_query_params // len(fields))
         written: list[ClusterEvent] = []
         with connection.cursor() as cursor:
             for start in range(0, len(events), size):
-                values = [
-                    (
-                        event.environment_id, event.service_id, event.uid, event.type, event.reason, event.message,
-                        event.involved_kind, event.involved_name, event.count,
-                        adapt(event.first_seen), adapt(event.last_seen),
-                    )  # fmt: skip
-                    for event in events[start : start + size]
-                ]
-                if arrays:
-                    cursor.execute(head + rows + tail, [list(column) for column in zip(*values)])
+                batch = events[start : start + size]
+                if as_json:
+                    records = [{f.column: getattr(event, f.attname) for f in fields} for event in batch]
+                    cursor.execute(head + rows + tail, [orjson.dumps(records).decode()])
                 else:
+                    values = [
+                        [adapt(v) if isinstance(v, datetime) else v for v in (getattr(event, f.attname) for f in fields)]
+                        for event in batch
+                    ]
                     row = "(" + ", ".join(["%s"] * len(fields)) + ")"
                     cursor.execute(head + "VALUES " + ", ".join([row] * len(values)) + tail, list(chain(*values)))
                 for pk, environment_id, uid in cursor.fetchall():

@@ -103,6 +103,13 @@ def match_service(
     return services_by_name[max(candidates, key=len)] if candidates else None
 
 
+def _text(value: object, limit: int | None = None) -> str:
+    """A string of an event as a column takes it: PostgreSQL's text holds no NUL character,
+    which a cluster's event may (a container's message quoted)."""
+    text = value if isinstance(value, str) else ""
+    return text.replace("\x00", "")[:limit]
+
+
 def _store_events(
     cluster_id: int, state: ClusterState, events: dict[str, Obj], warning_since: datetime
 ) -> tuple[int, set[str], list[ClusterEvent]]:
@@ -146,12 +153,12 @@ def _store_events(
             # The instance, not only its key: the pages are told under its public id.
             environment=environment,
             service_id=service[0] if service else None,
-            uid=uid[:64],
+            uid=_text(uid, 64),
             type=event_type,
-            reason=(event.get("reason") or "")[:128],
-            message=event.get("message") or event.get("note") or "",
-            involved_kind=kind[:64],
-            involved_name=name[:253],
+            reason=_text(event.get("reason"), 128),
+            message=_text(event.get("message") or event.get("note")),
+            involved_kind=_text(kind, 64),
+            involved_name=_text(name, 253),
             count=count,
             first_seen=first,
             last_seen=last,

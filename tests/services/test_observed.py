@@ -206,6 +206,15 @@ class TestEvents:
         assert stored.first_seen < stored.last_seen
         assert (stored.involved_kind, stored.involved_name) == ("Pod", "web-7d9f8b6c5-x2x4z")
 
+    def test_it_stores_an_event_whose_text_the_database_would_refuse(self, main_env, web):
+        state = synced_state()
+        odd = event(main_env.namespace, "uid-odd", kind="Pod", name="web-1-a", message="exit\x00code 1")
+        state.apply(EVENTS, "ADDED", {**odd, "reason": 42})
+
+        assert write_changes(main_env.cluster_id, state, state.take_changes()).events_written == 1
+        stored = ClusterEvent.objects.get()
+        assert (stored.message, stored.reason) == ("exitcode 1", "")
+
     def test_it_keeps_only_events_of_its_environments(self, main_env, web):
         state = synced_state()
         state.apply(EVENTS, "ADDED", event("kube-system", "uid-a", kind="Pod", name="coredns-abc-def"))
