@@ -110,6 +110,15 @@ def _text(value: object, limit: int | None = None) -> str:
     return text.replace("\x00", "")[:limit]
 
 
+def _count(event: Obj) -> int:
+    """How many times the event happened, 1 when the cluster says nothing usable."""
+    series = event.get("series")
+    for value in (event.get("count"), series.get("count") if isinstance(series, dict) else None):
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31:
+            return value
+    return 1
+
+
 def _store_events(
     cluster_id: int, state: ClusterState, events: dict[str, Obj], warning_since: datetime
 ) -> tuple[int, set[str], list[ClusterEvent]]:
@@ -148,7 +157,7 @@ def _store_events(
         )
         first, last = event_times(event)
         event_type = "Warning" if event.get("type") == "Warning" else "Normal"
-        count = int(event.get("count") or (event.get("series") or {}).get("count") or 1)
+        count = _count(event)
         rows[(environment_pk, uid)] = ClusterEvent(
             # The instance, not only its key: the pages are told under its public id.
             environment=environment,

@@ -209,11 +209,11 @@ class TestEvents:
     def test_it_stores_an_event_whose_text_the_database_would_refuse(self, main_env, web):
         state = synced_state()
         odd = event(main_env.namespace, "uid-odd", kind="Pod", name="web-1-a", message="exit\x00code 1")
-        state.apply(EVENTS, "ADDED", {**odd, "reason": 42})
+        state.apply(EVENTS, "ADDED", {**odd, "reason": 42, "count": "many"})
 
         assert write_changes(main_env.cluster_id, state, state.take_changes()).events_written == 1
         stored = ClusterEvent.objects.get()
-        assert (stored.message, stored.reason) == ("exitcode 1", "")
+        assert (stored.message, stored.reason, stored.count) == ("exitcode 1", "", 1)
 
     def test_it_keeps_only_events_of_its_environments(self, main_env, web):
         state = synced_state()
