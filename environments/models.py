@@ -4,7 +4,6 @@ from datetime import datetime
 from itertools import chain
 
 import orjson
-
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import connections, models

@@ -241,9 +241,11 @@ class _Publisher:
     async def _own_layer(self, layer: RedisChannelLayer) -> RedisChannelLayer:
         """Runs on the loop only, so needs no lock."""
         if self._made_after is not layer:
-            if self._layer is not None:
-                await self._layer.close_pools()
+            # Replaced before the await: a send that runs meanwhile uses the new one too.
+            replaced = self._layer
             self._made_after, self._layer = layer, channel_layers.make_backend(DEFAULT_CHANNEL_LAYER)
+            if replaced is not None:
+                await replaced.close_pools()
         return self._layer
 
     def send(self, layer, messages: list[tuple[str, dict]]) -> None:
