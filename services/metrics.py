@@ -561,13 +561,14 @@ def oom_sentence(limit_bytes: int | None, restarts: int) -> str:
 
 def oom_sentences(services: list[Service], now: float | None = None) -> dict[int, str]:
     """The out-of-memory sentence of each service killed for memory in the last day since its
-    last deploy (a kill before it may be what the user fixed), in one query."""
+    last deploy (a kill before it may be what the user fixed), in one query. A kill's time has
+    whole seconds: of two kills in one second, the later is told by its restarts."""
     moment = time.time() if now is None else now
     by_pk = {service.pk: service for service in services}
     sentences: dict[int, str] = {}
     for termination in ContainerTermination.objects.filter(
         service_id__in=by_pk, reason="OOMKilled", at__gte=moment - 86400
-    ).order_by("service_id", "-at"):
+    ).order_by("service_id", "-at", "-restart_count"):
         service = by_pk[termination.service_id]
         if termination.service_id in sentences or (
             service.deployed_at and termination.at < service.deployed_at.timestamp()

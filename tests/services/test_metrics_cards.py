@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 import pytest
 from django.urls import reverse
@@ -84,6 +85,21 @@ def test_it_explains_an_out_of_memory_kill_on_the_card_and_in_the_log_view(
     # After the user raises the memory, the old kill no longer speaks for the service.
     actions.redeploy_service(owner, leak)
     assert "Out of memory" not in page(member_client, env)
+
+
+def test_the_latest_of_two_kills_in_the_same_second_speaks_for_the_service(main_env, owner):
+    service = make_service(main_env, owner, name="leaky")
+    second = int(time.time())
+    Service.objects.filter(pk=service.pk).update(deployed_at=datetime.fromtimestamp(second - 5, tz=dt_timezone.utc))
+    service.refresh_from_db()
+    # Inserted newest first: the order they come back in is then not the order they were written.
+    for restarts in (3, 2, 1):
+        ContainerTermination.objects.create(
+            service=service, pod="leaky-1", container="web", restart_count=restarts, reason="OOMKilled",
+            at=second, memory_limit_bytes=64 * MIB,
+        )
+
+    assert metrics.oom_sentences([service]) == {service.pk: "Out of memory: used its 64 MiB limit, restarted 3 times."}
 
 
 def settle(service: Service, ago: int, memory_mib: int) -> None:
