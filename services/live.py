@@ -29,7 +29,6 @@ from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import channel_layers, get_channel_layer
 from channels_redis.core import RedisChannelLayer
 from django.db import transaction
-from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils.html import format_html
 
@@ -129,29 +128,25 @@ def render_event_row(event: ClusterEvent) -> str:
 
 def publish_events(events: Iterable[ClusterEvent]) -> None:
     """Tell the pages of their environments, on commit, which events were just written (new, or
-    a repeat that bumped its count). Only a page on the Events tab renders them
-    (`render_event_rows`, in its consumer): a storm of events costs the writer no rendering,
+    a repeat that bumped its count; saved, so with their keys). Only a page on the Events tab
+    renders them (`render_event_rows`, in its consumer): a storm of events costs the writer no rendering,
     and costs nothing at all while nobody looks at the tab. Each row goes to the top of the
     list or replaces its own, and the page keeps as many rows as the tab lists."""
     by_environment: dict[str, list[int]] = defaultdict(list)
     # Events written with their environment loaded (the watcher's) are grouped as they are; the
-    # others by one query after the commit, found by primary key or, where the backend did not
-    # set it, by the key they were upserted on.
+    # others by one query after the commit.
     by_pk: list[int] = []
-    by_uid = Q()
     for event in events:
-        if event.pk is not None and ClusterEvent.environment.is_cached(event):
+        if ClusterEvent.environment.is_cached(event):
             by_environment[event.environment.public_id].append(event.pk)
-        elif event.pk is not None:
-            by_pk.append(event.pk)
         else:
-            by_uid |= Q(environment_id=event.environment_id, uid=event.uid)
-    if not by_environment and not by_pk and not by_uid:
+            by_pk.append(event.pk)
+    if not by_environment and not by_pk:
         return
 
     def send() -> None:
-        if by_pk or by_uid:
-            rows = ClusterEvent.objects.filter(Q(pk__in=by_pk) | by_uid).values_list("environment__public_id", "pk")
+        if by_pk:
+            rows = ClusterEvent.objects.filter(pk__in=by_pk).values_list("environment__public_id", "pk")
             for public_id, pk in rows:
                 by_environment[public_id].append(pk)
         send_now(
