@@ -28,7 +28,10 @@ def create_project(page: Page, name: str, display_name: str) -> str:
 
 
 def open_deploy_modal(page: Page) -> Locator:
-    """From an environment page: the deploy modal, open."""
+    """From an environment page: the deploy modal, open. The page must have loaded first: a click
+    before htmx has taken over the link follows it to the deploy page of its own (which works
+    without JavaScript, but is not the modal)."""
+    page.wait_for_load_state("load")
     page.get_by_role("link", name="+ Deploy").click()
     modal = page.locator("dialog#modal")
     expect(modal).to_be_visible()
