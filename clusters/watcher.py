@@ -155,6 +155,9 @@ class ClusterWatcher:
         self.flushes = 0
         # A (re)list or a flood of events is being stored, in slices.
         self._in_burst = False
+        # The last flush stored statuses alone, ahead of a backlog of events: the next one stores
+        # a slice of the backlog.
+        self._statuses_went_first = False
         self.write_failures = 0
         self.watchers = [
             ResourceWatcher(
@@ -287,9 +290,10 @@ class ClusterWatcher:
             return None
         since = self.state.changed_since
         services, events = self.state.pending()
-        # Statuses behind a backlog of events (a first list being stored) go first, alone: they
-        # wait for the slice being written, not for the rest of the backlog.
-        statuses_first = services != 0 and events > MAX_EVENTS_PER_FLUSH
+        # Statuses behind a backlog of events (a first list being stored, a storm) go first,
+        # alone: they wait for the slice being written, not for the rest of the backlog. Every
+        # other flush at most: the backlog drains even while statuses keep changing.
+        statuses_first = services != 0 and events > MAX_EVENTS_PER_FLUSH and not self._statuses_went_first
         changes = self.state.take_changes(max_events=0 if statuses_first else MAX_EVENTS_PER_FLUSH)
         if not changes:
             return changes
@@ -304,6 +308,7 @@ class ClusterWatcher:
             self.state.give_back(changes)
             raise
         self.flushes += 1
+        self._statuses_went_first = statuses_first
         if self._in_burst and not self.state.pending()[1]:
             # The last slice of a (re)list is stored: what held it is garbage now.
             self._in_burst = False

@@ -193,6 +193,36 @@ def test_the_writer_gets_a_big_first_list_of_events_in_slices_the_statuses_first
     assert set().union(*(changes.events for changes in handed)) == {f"e{i}" for i in range(len(events))}
 
 
+@pytest.mark.django_db  # the flush refreshes the writer thread's database connection
+def test_statuses_that_keep_changing_in_a_storm_do_not_hold_back_a_backlog_of_events():
+    handed: list[Changes] = []
+
+    def writer(cluster_id: int, state: ClusterState, changes: Changes) -> WriteResult:
+        handed.append(changes)
+        return WriteResult()
+
+    watcher = ClusterWatcher(Cluster(name="storm"), writer=writer)
+    for kind in (NAMESPACES, DEPLOYMENTS, PODS, EVENTS, JOBS):
+        watcher.state.replace(kind, [])
+    watcher.flush()
+    handed.clear()
+    backlog = MAX_EVENTS_PER_FLUSH * 3
+    for i in range(backlog):
+        watcher.state.apply(EVENTS, "ADDED", full_event(f"e{i}", f"svc{i % 50}-a"))
+
+    # A pod of some service changes before every flush, as in a storm of starting pods.
+    for flush in range(8):
+        watcher.state.apply(PODS, "ADDED", full_pod(f"svc{flush}", f"svc{flush}-a"))
+        watcher.flush()
+
+    stored = [event for changes in handed for event in changes.events]
+    assert sorted(stored) == sorted(f"e{i}" for i in range(backlog))
+    # Statuses still go ahead of the backlog, every other flush, and no status waits more than
+    # one slice; the last slice (no longer a backlog) goes with the statuses.
+    assert [bool(changes.services) for changes in handed[:5]] == [True] * 5
+    assert [len(changes.events) for changes in handed[:5]] == [0, MAX_EVENTS_PER_FLUSH] * 2 + [MAX_EVENTS_PER_FLUSH]
+
+
 def test_a_list_of_events_cut_short_hands_over_what_it_read_and_the_next_list_the_rest():
     state = synced()
     events = [full_event(f"e{i}", "svc0-a") for i in range(10)]
