@@ -29,6 +29,10 @@ from .services import ServiceController
 
 log = logging.getLogger("devcluster.controllers")
 
+# While changes wait, the periodic resync's keys take a turn after this many of theirs
+# (`ControllerManager._next_key`).
+RESYNC_SHARE = 4
+
 # How often expired events are looked for: an event outlives its TTL by at most this much.
 EVENT_EXPIRY_SECONDS = 5.0
 
@@ -57,7 +61,11 @@ class ControllerManager(
         self.kubelet = Kubelet(api, self.recorder, ready_seconds=pod_ready_seconds,
                                backoff_base=backoff_base if backoff_base is not None else max(pod_ready_seconds, 0.2),
                                leak_mib_per_second=leak_mib_per_second)
+        # Keys a change enqueued, in order; and keys only the periodic resync enqueued, which
+        # wait behind them (see `_next_key`).
         self.pending: dict[tuple[str, str, str], None] = {}
+        self.resyncing: dict[tuple[str, str, str], None] = {}
+        self._since_resync_key = 0
         self.wake: asyncio.Event | None = None
         self.tasks: list[asyncio.Task] = []
         self.resync_seconds = resync_seconds
@@ -84,18 +92,40 @@ class ControllerManager(
         await self.kubelet.stop()
 
     def enqueue(self, controller: str, namespace: str, name: str) -> None:
-        self.pending[(controller, namespace, name)] = None
+        key = (controller, namespace, name)
+        self.resyncing.pop(key, None)
+        self.pending[key] = None
         if self.wake is not None:
             self.wake.set()
+
+    def _enqueue_resync(self, controller: str, namespace: str, name: str) -> None:
+        key = (controller, namespace, name)
+        if key not in self.pending:
+            self.resyncing[key] = None
+            if self.wake is not None:
+                self.wake.set()
+
+    def _next_key(self) -> tuple[str, str, str] | None:
+        """The next key to sync: what changes enqueued first, as kube-controller-manager's
+        controllers each work their own queue in parallel and a change is acted on while the
+        periodic resync of everything is still going. The resync's keys take a turn after every
+        `RESYNC_SHARE` keys of changes while those wait: a storm delays a resync, never stops it."""
+        resync_turn = self._since_resync_key >= RESYNC_SHARE
+        lanes = (self.resyncing, self.pending) if resync_turn else (self.pending, self.resyncing)
+        for lane in lanes:
+            if lane:
+                key = next(iter(lane))
+                del lane[key]
+                self._since_resync_key = 0 if lane is self.resyncing else self._since_resync_key + 1
+                return key
+        return None
 
     async def _worker(self) -> None:
         assert self.wake is not None
         while True:
             await self.wake.wait()
             self.wake.clear()
-            while self.pending:
-                key = next(iter(self.pending))
-                del self.pending[key]
+            while (key := self._next_key()) is not None:
                 try:
                     getattr(self, f"sync_{key[0]}")(key[1], key[2])
                 except ApiError as exc:
@@ -115,23 +145,23 @@ class ControllerManager(
             self._next_event_expiry = time.monotonic() + EVENT_EXPIRY_SECONDS
             self._expire_events()
         for d in self.store.list("deployments.apps"):
-            self.enqueue("deployment", d["metadata"]["namespace"], d["metadata"]["name"])
+            self._enqueue_resync("deployment", d["metadata"]["namespace"], d["metadata"]["name"])
         for j in self.store.list("jobs.batch"):
             if not job_finished(j):
-                self.enqueue("job", j["metadata"]["namespace"], j["metadata"]["name"])
+                self._enqueue_resync("job", j["metadata"]["namespace"], j["metadata"]["name"])
         for ns in self.store.list("namespaces"):
-            self.enqueue("namespace", "", ns["metadata"]["name"])
+            self._enqueue_resync("namespace", "", ns["metadata"]["name"])
         for claim in self.store.list(CLAIM.bucket):
             if claim["metadata"].get("deletionTimestamp") or (claim.get("status") or {}).get("phase") != "Bound":
-                self.enqueue("claim", claim["metadata"]["namespace"], claim["metadata"]["name"])
+                self._enqueue_resync("claim", claim["metadata"]["namespace"], claim["metadata"]["name"])
         for pod in self.store.list("pods"):
             # Unschedulable pods wait in the scheduler's queue; retrying them is cheap and idempotent.
             if not (pod.get("spec") or {}).get("nodeName") and not pod["metadata"].get("deletionTimestamp"):
-                self.enqueue("schedule", pod["metadata"]["namespace"], pod["metadata"]["name"])
+                self._enqueue_resync("schedule", pod["metadata"]["namespace"], pod["metadata"]["name"])
         for bucket, items in list(self.store.buckets.items()):
             for obj in list(items.values()):
                 if "foregroundDeletion" in (obj["metadata"].get("finalizers") or []):
-                    self.enqueue("foreground", bucket, json.dumps([obj["metadata"].get("namespace", ""),
+                    self._enqueue_resync("foreground", bucket, json.dumps([obj["metadata"].get("namespace", ""),
                                                                    obj["metadata"]["name"]]))
 
     def _expire_events(self) -> None:
