@@ -1,10 +1,12 @@
 """The environment page's websocket: live cards and events, pushed by the watcher.
 
-Fragments published to the environment's group (`services.live`) are not sent one by one: the
-first starts a short window (`COALESCE_SECONDS`), those that arrive within it are held under
-their key, the last per key wins, and at its end everything held goes out as one websocket
-message. A storm of pod events thus costs the page a few messages a second, each card in each at
-most once, and the page applies a message in one go (static/js/services.js). Events arrive as
+Fragments published to the environment's group (`services.live`) are not sent one by one: a
+page is sent at most one message per short window (`COALESCE_SECONDS`). A fragment that comes
+after a quiet window goes out at once (a person's click shows without waiting); those that come
+within the window after a message are held under their key, the last per key wins, and at its
+end everything held goes out as one websocket message. A storm of pod events thus costs the page
+a few messages a second, each card in each at most once, and the page applies a message in one
+go (static/js/services.js). Events arrive as
 the keys of the rows just written: a page on the Events tab renders their rows when its window
 ends, and no other page renders any.
 
@@ -39,8 +41,8 @@ CLOSE_ENVIRONMENT_GONE = 4410
 # `{"tab": "information"}` and the like are far shorter: anything longer is not read.
 MAX_TAB_MESSAGE = 64
 
-# How long a fragment may wait for others: short enough that a change still looks immediate,
-# long enough that a Start All's pod events for one card arrive as one.
+# The least time between two messages to a page: short enough that a change still looks
+# immediate, long enough that a Start All's pod events for one card arrive as one.
 COALESCE_SECONDS = 0.15
 
 
@@ -57,6 +59,8 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
         self.held_events: set[int] = set()
         self.environment_pk: int | None = None
         self.flush_task: asyncio.Task | None = None
+        # When the last message went out (the event loop's clock); none yet: long ago.
+        self.last_sent = float("-inf")
         self.closed = False
 
     async def connect(self) -> None:
@@ -114,6 +118,10 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
         if self.flush_task is None:
             self.flush_task = asyncio.create_task(self.flush_later())
 
+    def _window_left(self) -> float:
+        """How long until a message may go: nothing after a quiet window, else the rest of it."""
+        return max(0.0, self.last_sent + COALESCE_SECONDS - asyncio.get_running_loop().time())
+
     async def card_update(self, event: dict[str, Any]) -> None:
         """A single fragment in the shape sent before fragments were coalesced."""
         match = ROOT_ID.match(event["html"])
@@ -121,7 +129,8 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
         await self.page_fragments({"fragments": [(key, event["html"])], "tab": event.get("tab")})
 
     async def flush_later(self) -> None:
-        await asyncio.sleep(COALESCE_SECONDS)
+        # Even with no window left, what the same publish brings joins this message.
+        await asyncio.sleep(self._window_left())
         held, self.held = self.held, {}
         events, self.held_events = self.held_events, set()
         # The page may have changed tabs while these waited.
@@ -131,6 +140,7 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
             fragments += [html for _, html in rows]
         html = "".join(fragments)
         if html and not self.closed:
+            self.last_sent = asyncio.get_running_loop().time()
             try:
                 await self.send(text_data=html)
             except Exception:  # noqa: BLE001 - see below
