@@ -12,8 +12,8 @@ official client (in threads) and waits until the devcluster has every pod ready.
   (`watcher_peak_rss_mb`, VmHWM);
 - `change_to_card_p95_ms`: for `--changes` services one after the other, the time from scaling
   its Deployment down by one replica (a change of one pod) to the message with that service's
-  card on its environment's group of the channel layer (each page's socket then holds it for at
-  most its 150 ms coalescing window before sending it on);
+  card on its environment's group of the channel layer (each page's socket then sends it at once,
+  or within 150 ms when it sent another message just before);
 - `change_to_watch_event_p50_ms` / `_p95_ms`: the cluster's part of that lag, from the scale to
   the first watch event of that Deployment, as a watch of the bench's own receives it (the card
   changes with that event: the Deployment's new spec makes it "Deploying"), and

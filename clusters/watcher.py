@@ -21,7 +21,8 @@ changes, then waits `SETTLE_SECONDS` for what comes with it (a pod's update brin
 Deployment's and its events): a few status changes after a quiet spell, or a full slice of
 events, are stored at once, while a storm (more than `PROMPT_SERVICES` services, changes that
 keep coming, a list) or a trickle of events is stored at most every `flush_interval`, in
-batches; statuses go ahead of a backlog of events. No status is written until every kind but
+batches; statuses go ahead of a backlog of events, every other flush at most, so that the
+backlog drains while statuses keep changing. No status is written until every kind but
 the events has been listed once, so a half-known cluster never produces a wrong status; the
 first list then re-derives every service of the cluster, which is what repairs the database
 after a restart, and a relist (after 410 Gone) marks the services whose objects differ from
