@@ -6,9 +6,8 @@ after a quiet window goes out at once (a person's click shows without waiting); 
 within the window after a message are held under their key, the last per key wins, and at its
 end everything held goes out as one websocket message. A storm of pod events thus costs the page
 a few messages a second, each card in each at most once, and the page applies a message in one
-go (static/js/services.js). Events arrive as
-the keys of the rows just written: a page on the Events tab renders their rows when its window
-ends, and no other page renders any.
+go (static/js/services.js). Events arrive as the keys of the rows just written: a page on the
+Events tab renders their rows when its message goes, and no other page renders any.
 
 The browser never changes anything through it. It says only which tab the page shows,
 `{"tab": "events"}`, when the socket opens and when the tab changes (static/js/services.js), and

@@ -161,8 +161,8 @@ class ControllerManager(
         for bucket, items in list(self.store.buckets.items()):
             for obj in list(items.values()):
                 if "foregroundDeletion" in (obj["metadata"].get("finalizers") or []):
-                    self._enqueue_resync("foreground", bucket, json.dumps([obj["metadata"].get("namespace", ""),
-                                                                   obj["metadata"]["name"]]))
+                    name = json.dumps([obj["metadata"].get("namespace", ""), obj["metadata"]["name"]])
+                    self._enqueue_resync("foreground", bucket, name)
 
     def _expire_events(self) -> None:
         """Events live `event_ttl` seconds after their last write, as with kube-apiserver's --event-ttl."""

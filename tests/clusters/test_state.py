@@ -171,15 +171,20 @@ def test_it_holds_no_more_than_the_current_objects_after_stop_start_cycles():
     assert sizes["pending_events"] == 0
 
 
-@pytest.mark.django_db  # the flush refreshes the writer thread's database connection
-def test_the_writer_gets_a_big_first_list_of_events_in_slices_the_statuses_first():
+def recording_watcher(name: str) -> tuple[ClusterWatcher, list[Changes]]:
+    """A watcher whose writer only keeps what each flush hands it."""
     handed: list[Changes] = []
 
     def writer(cluster_id: int, state: ClusterState, changes: Changes) -> WriteResult:
         handed.append(changes)
         return WriteResult()
 
-    watcher = ClusterWatcher(Cluster(name="big"), writer=writer)
+    return ClusterWatcher(Cluster(name=name), writer=writer), handed
+
+
+@pytest.mark.django_db  # the flush refreshes the writer thread's database connection
+def test_the_writer_gets_a_big_first_list_of_events_in_slices_the_statuses_first():
+    watcher, handed = recording_watcher("big")
     events = [full_event(f"e{i}", f"svc{i % 50}-a") for i in range(MAX_EVENTS_PER_FLUSH * 2 + 10)]
     for kind, objects in ((NAMESPACES, []), (DEPLOYMENTS, []), (PODS, []), (EVENTS, events), (JOBS, [])):
         watcher.state.replace(kind, objects)
@@ -195,13 +200,7 @@ def test_the_writer_gets_a_big_first_list_of_events_in_slices_the_statuses_first
 
 @pytest.mark.django_db  # the flush refreshes the writer thread's database connection
 def test_statuses_that_keep_changing_in_a_storm_do_not_hold_back_a_backlog_of_events():
-    handed: list[Changes] = []
-
-    def writer(cluster_id: int, state: ClusterState, changes: Changes) -> WriteResult:
-        handed.append(changes)
-        return WriteResult()
-
-    watcher = ClusterWatcher(Cluster(name="storm"), writer=writer)
+    watcher, handed = recording_watcher("storm")
     for kind in (NAMESPACES, DEPLOYMENTS, PODS, EVENTS, JOBS):
         watcher.state.replace(kind, [])
     watcher.flush()
