@@ -24,7 +24,9 @@ worker with beat and concurrency 2, the watcher, and ale's ASGI server, daphne):
   share; the rest is the watcher's).
 * stop: on the same stack, a YAML file of N new running services is previewed and confirmed
   over HTTP (split over the environments); 5 s after the last confirm a Stop of the last
-  service is posted; the time until a card on the socket says Stopped, and until its row does.
+  service is posted; the time until a card on the socket says Stopped, and until its row does;
+  with --split, also until a watch of the bench's own saw its last pod go
+  (`stop_during_bulk_cluster_ms`: the cluster's and the worker's share).
 
 Prints one JSON line per run; with --runs N, N lines and then one of their medians. Numbers
 only: it never fails on time, but a stage that does not finish within --stage-timeout seconds
@@ -708,7 +710,63 @@ def measure_start_all(ale: Ale, stack: Stack, environments: list, timeout: float
     return result
 
 
-def measure_stop_during_bulk(ale: Ale, environments: list, services: int, replicas: int, timeout: float) -> dict[str, Any]:
+class PodsGone:
+    """Follows the pods labelled `label_selector` with a watch of the bench's own (relisting when
+    it expires) and notes when none is left after `since` was set: for a Stop, the cluster's
+    share of the time until its card says Stopped (the rest is the watcher's and the page's)."""
+
+    def __init__(self, api, label_selector: str) -> None:
+        from kubernetes import client
+
+        self.core = client.CoreV1Api(api)
+        self.label_selector = label_selector
+        self.pods: set[tuple[str, str]] = set()
+        self.since: float | None = None
+        self.gone_at: float | None = None
+        self.closing = False
+
+    def _note(self, kind: str, item: dict[str, Any]) -> None:
+        key = (item["metadata"]["namespace"], item["metadata"]["name"])
+        if kind == "DELETED":
+            self.pods.discard(key)
+        else:
+            self.pods.add(key)
+        if self.since is not None and self.gone_at is None and not self.pods:
+            self.gone_at = time.time()
+
+    def follow(self) -> None:
+        from kubernetes import watch
+        from kubernetes.client.rest import ApiException
+
+        while self.gone_at is None and not self.closing:
+            listed = json.loads(
+                self.core.list_pod_for_all_namespaces(label_selector=self.label_selector, _preload_content=False).data
+            )
+            self.pods = set()
+            for item in listed["items"]:
+                self._note("ADDED", item)
+            try:
+                for event in watch.Watch().stream(
+                    self.core.list_pod_for_all_namespaces, deserialize=False, timeout_seconds=30,
+                    label_selector=self.label_selector, resource_version=listed["metadata"]["resourceVersion"],
+                ):  # fmt: skip
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        self._note(event["type"], event["object"])
+                    if self.gone_at is not None or self.closing:
+                        break
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise
+
+    def in_background(self) -> PodsGone:
+        threading.Thread(target=self.follow, daemon=True).start()
+        return self
+
+
+def measure_stop_during_bulk(
+    ale: Ale, environments: list, services: int, replicas: int, timeout: float, split: bool = False
+) -> dict[str, Any]:
+    from clusters.labels import SERVICE_LABEL
     from services.models import Service
 
     sockets = [ale.open_socket(environment) for environment in environments]
@@ -731,8 +789,13 @@ def measure_stop_during_bulk(ale: Ale, environments: list, services: int, replic
             raise RuntimeError(f"the apply failed: {applied.status_code} {applied.text[:2000]}")
     confirmed = time.time()
     target = Service.objects.get(environment=environments[-1], name=names_per_environment[-1][-1])
+    pods = None
+    if split:
+        pods = PodsGone(kube_api(os.environ["DEVCLUSTER_KUBECONFIG"]), f"{SERVICE_LABEL}={target.public_id}").in_background()
     time.sleep(max(0.0, confirmed + STOP_DELAY - time.time()))
     clicked = time.time()
+    if pods is not None:
+        pods.since = clicked
     ale.post(f"/services/{target.public_id}/stop/")
 
     def card_stopped() -> float | None:
@@ -763,7 +826,12 @@ def measure_stop_during_bulk(ale: Ale, environments: list, services: int, replic
     card_at = card_stopped()
     for socket in sockets:
         socket.close()
+    split_numbers = {}
+    if pods is not None:
+        pods.closing = True
+        split_numbers["stop_during_bulk_cluster_ms"] = round((pods.gone_at - clicked) * 1000) if pods.gone_at else None
     return {
+        **split_numbers,
         "stop_during_bulk_ms": round(((card_at or row_at) - clicked) * 1000),
         "stop_during_bulk_measured_on": "card" if card_at else "row",
         "stop_during_bulk_row_ms": round((row_at - clicked) * 1000) if row_at else None,
@@ -824,7 +892,8 @@ def main() -> None:
     parser.add_argument("--use-configured-db", action="store_true", help="DATABASE_URL's database, not a throwaway SQLite")
     parser.add_argument("--keep", action="store_true", help="leave the processes and files for debugging")
     parser.add_argument("--split", action="store_true",
-                        help="also watch ale's cluster for ale_cluster_ready_s (a watch of its own: it costs the cluster)")
+                        help="also watch ale's cluster for ale_cluster_ready_s and stop_during_bulk_cluster_ms (watches of its "
+                             "own: they cost the cluster)")
     parser.add_argument("--stage-timeout", type=float, default=600.0, help="seconds a stage may take (default 600)")
     parser.add_argument("--runs", type=int, default=1,
                         help="run the whole bench this many times, each on fresh processes and clusters, then print "
@@ -886,7 +955,9 @@ def main() -> None:
                     result["ratio"] = round(result["ale_all_running_s"] / result["direct_all_running_s"], 2)
             if "stop" in stages:
                 result.update(
-                    measure_stop_during_bulk(ale, stop_envs, options.services, options.replicas, options.stage_timeout)
+                    measure_stop_during_bulk(
+                        ale, stop_envs, options.services, options.replicas, options.stage_timeout, options.split
+                    )
                 )
             try:
                 import redis

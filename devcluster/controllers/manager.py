@@ -1,4 +1,4 @@
-"""The controller manager: the work queue, the resync, and the store changes turned into keys for
+"""The controller manager: the work queues, the resync, and the store changes turned into keys for
 one controller per kind (the modules beside this one)."""
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 
 from .. import kinds, volumes
 from ..api import Api, ApiError
@@ -26,6 +27,7 @@ from .quotas import QuotaController
 from .replicasets import ReplicaSetController
 from .scheduler import SchedulerController
 from .services import ServiceController
+from .workqueue import Key, WorkQueue
 
 log = logging.getLogger("devcluster.controllers")
 
@@ -35,6 +37,18 @@ RESYNC_SHARE = 4
 
 # How often expired events are looked for: an event outlives its TTL by at most this much.
 EVENT_EXPIRY_SECONDS = 5.0
+
+
+def changes_spec(change: Change) -> bool:
+    """Whether a change is to what an object asks for: created, deleted, being deleted, or given a
+    new generation (its spec). What it reports (status, a pod bound or ready) is not: those are
+    most of a storm's changes."""
+    if change.type != "MODIFIED" or change.prev is None:
+        return True
+    meta, before = change.obj["metadata"], change.prev["metadata"]
+    return meta.get("generation") != before.get("generation") or (
+        bool(meta.get("deletionTimestamp")) != bool(before.get("deletionTimestamp"))
+    )
 
 
 class ControllerManager(
@@ -49,9 +63,10 @@ class ControllerManager(
     DeploymentController,
     JobController,
 ):
-    """kube-controller-manager and kube-scheduler in one: a work queue of (controller, namespace,
-    name) keys that `observe` fills from store changes, one worker that calls the controller's
-    `sync_<controller>`, and a periodic resync. The controllers are one class per kind, mixed in."""
+    """kube-controller-manager and kube-scheduler in one: a work queue per controller of
+    (controller, namespace, name) keys that `observe` fills from store changes, one worker that
+    takes them in turns (`_next_key`) and calls the controller's `sync_<controller>`, and a
+    periodic resync. The controllers are one class per kind, mixed in."""
 
     def __init__(self, api: Api, *, pod_ready_seconds: float = 1.0, backoff_base: float | None = None,
                  resync_seconds: float = 1.0, leak_mib_per_second: float = LEAK_DEFAULT_MIB_PER_SECOND):
@@ -61,10 +76,11 @@ class ControllerManager(
         self.kubelet = Kubelet(api, self.recorder, ready_seconds=pod_ready_seconds,
                                backoff_base=backoff_base if backoff_base is not None else max(pod_ready_seconds, 0.2),
                                leak_mib_per_second=leak_mib_per_second)
-        # Keys a change enqueued, in order; and keys only the periodic resync enqueued, which
-        # wait behind them (see `_next_key`).
-        self.pending: dict[tuple[str, str, str], None] = {}
-        self.resyncing: dict[tuple[str, str, str], None] = {}
+        # A queue per controller, taking turns (`turns`: those with keys waiting, in the order
+        # of their turn), and the keys only the periodic resync enqueued (see `_next_key`).
+        self.queues: dict[str, WorkQueue] = {}
+        self.turns: deque[str] = deque()
+        self.resyncing: dict[Key, None] = {}
         self._since_resync_key = 0
         self.wake: asyncio.Event | None = None
         self.tasks: list[asyncio.Task] = []
@@ -91,34 +107,53 @@ class ControllerManager(
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.kubelet.stop()
 
-    def enqueue(self, controller: str, namespace: str, name: str) -> None:
+    def enqueue(self, controller: str, namespace: str, name: str, *, spec: bool = False) -> None:
+        """Queue a key once, in its controller's queue: `spec` when the change is to what the
+        key's own object asks for (`changes_spec`), which goes ahead of reports."""
         key = (controller, namespace, name)
         self.resyncing.pop(key, None)
-        self.pending[key] = None
+        queue = self.queues.get(controller)
+        if queue is None:
+            queue = self.queues[controller] = WorkQueue()
+        if not queue:
+            self.turns.append(controller)
+        queue.put(key, spec)
         if self.wake is not None:
             self.wake.set()
 
     def _enqueue_resync(self, controller: str, namespace: str, name: str) -> None:
         key = (controller, namespace, name)
-        if key not in self.pending:
+        queue = self.queues.get(controller)
+        if queue is None or key not in queue:
             self.resyncing[key] = None
             if self.wake is not None:
                 self.wake.set()
 
-    def _next_key(self) -> tuple[str, str, str] | None:
-        """The next key to sync: what changes enqueued first, as kube-controller-manager's
-        controllers each work their own queue in parallel and a change is acted on while the
-        periodic resync of everything is still going. The resync's keys take a turn after every
-        `RESYNC_SHARE` keys of changes while those wait: a storm delays a resync, never stops it."""
-        resync_turn = self._since_resync_key >= RESYNC_SHARE
-        lanes = (self.resyncing, self.pending) if resync_turn else (self.pending, self.resyncing)
-        for lane in lanes:
-            if lane:
-                key = next(iter(lane))
-                del lane[key]
-                self._since_resync_key = 0 if lane is self.resyncing else self._since_resync_key + 1
-                return key
-        return None
+    def _next_key(self) -> Key | None:
+        """The next key to sync. kube-controller-manager's controllers and kube-scheduler each
+        work a queue of their own with workers of their own, in milliseconds: a user's scale is
+        acted on at once while the pods of a big rollout wait to be scheduled and ReplicaSets
+        count pods reporting Ready. One worker here takes about a millisecond a key, and a
+        300-service rollout queues a thousand keys; in one first-in-first-out queue a Stop waited
+        seconds behind them. So each controller has its queue (`WorkQueue`: spec changes ahead of
+        reports) and the queues take turns, a key each.
+
+        The resync's keys wait behind them and take a turn after every `RESYNC_SHARE` of theirs:
+        a storm delays a resync, never stops it."""
+        if self.resyncing and (self._since_resync_key >= RESYNC_SHARE or not self.turns):
+            key = next(iter(self.resyncing))
+            del self.resyncing[key]
+            self._since_resync_key = 0
+            return key
+        if not self.turns:
+            return None
+        controller = self.turns.popleft()
+        queue = self.queues[controller]
+        key = queue.pop()
+        if queue:
+            self.turns.append(controller)
+        self._since_resync_key += 1
+        return key
 
     async def _worker(self) -> None:
         assert self.wake is not None
@@ -174,58 +209,61 @@ class ControllerManager(
 
     def observe(self, change: Change) -> None:
         obj, bucket = change.obj, change.bucket
+        # Its own keys go first when it asks for something new; what it tells others is a report.
+        spec = changes_spec(change)
+        enqueue = self.enqueue
         meta = obj["metadata"]
         ns, name = meta.get("namespace", ""), meta["name"]
         if bucket == "pods":
             self.kubelet.observe(change)
             if change.type == "ADDED" and not (obj.get("spec") or {}).get("nodeName"):
-                self.enqueue("schedule", ns, name)
+                enqueue("schedule", ns, name, spec=spec)
             for ref in meta.get("ownerReferences") or []:
                 if ref.get("kind") == "ReplicaSet":
-                    self.enqueue("replicaset", ns, ref["name"])
+                    enqueue("replicaset", ns, ref["name"])
                 elif ref.get("kind") == "Job":
-                    self.enqueue("job", ns, ref["name"])
-            self.enqueue("quota", ns, "")
+                    enqueue("job", ns, ref["name"])
+            enqueue("quota", ns, "")
             # A pod that stops or goes may release a claim held by its protection finalizer.
             for claim_name in volumes.claim_names(obj):
                 claim = self.store.get(CLAIM.bucket, ns, claim_name)
                 if claim is not None and claim["metadata"].get("deletionTimestamp"):
-                    self.enqueue("claim", ns, claim_name)
+                    enqueue("claim", ns, claim_name)
         elif bucket == CLAIM.bucket:
-            self.enqueue("claim", ns, name)
-            self.enqueue("quota", ns, "")
+            enqueue("claim", ns, name, spec=spec)
+            enqueue("quota", ns, "")
             # The scheduler requeues the pods that wait for this claim (a cluster event they care about).
             for pod in self.store.list("pods", ns):
                 if not (pod.get("spec") or {}).get("nodeName") and name in volumes.claim_names(pod):
-                    self.enqueue("schedule", ns, pod["metadata"]["name"])
+                    enqueue("schedule", ns, pod["metadata"]["name"])
         elif bucket == STORAGE_CLASS.bucket:
             for claim in self.store.list(CLAIM.bucket):
                 if (claim.get("spec") or {}).get("storageClassName") == name:
                     self.claim_retry_at.pop(claim["metadata"]["uid"], None)
-                    self.enqueue("claim", claim["metadata"]["namespace"], claim["metadata"]["name"])
+                    enqueue("claim", claim["metadata"]["namespace"], claim["metadata"]["name"])
         elif bucket == "replicasets.apps":
-            self.enqueue("replicaset", ns, name)
+            enqueue("replicaset", ns, name, spec=spec)
             for ref in meta.get("ownerReferences") or []:
                 if ref.get("kind") == "Deployment":
-                    self.enqueue("deployment", ns, ref["name"])
+                    enqueue("deployment", ns, ref["name"])
         elif bucket == "deployments.apps":
-            self.enqueue("deployment", ns, name)
+            enqueue("deployment", ns, name, spec=spec)
         elif bucket == "jobs.batch":
-            self.enqueue("job", ns, name)
+            enqueue("job", ns, name, spec=spec)
             if change.type == "DELETED":
                 self.job_retry_at.pop(meta["uid"], None)
         elif bucket == "namespaces":
-            self.enqueue("namespace", "", name)
+            enqueue("namespace", "", name, spec=spec)
         elif bucket == "services":
-            self.enqueue("service", ns, name)
+            enqueue("service", ns, name, spec=spec)
         elif bucket == "ingresses.networking.k8s.io":
-            self.enqueue("ingress", ns, name)
+            enqueue("ingress", ns, name, spec=spec)
         elif bucket == "resourcequotas":
-            self.enqueue("quota", ns, "")
+            enqueue("quota", ns, "", spec=spec)
         if change.type == "DELETED":
-            self.enqueue("gc", bucket, meta["uid"])
+            enqueue("gc", bucket, meta["uid"], spec=True)
             owner_ns = self.store.get("namespaces", "", ns) if ns else None
             if owner_ns is not None and owner_ns["metadata"].get("deletionTimestamp"):
-                self.enqueue("namespace", "", ns)
+                enqueue("namespace", "", ns)
         elif "foregroundDeletion" in (meta.get("finalizers") or []):
-            self.enqueue("foreground", bucket, json.dumps([ns, name]))
+            enqueue("foreground", bucket, json.dumps([ns, name]), spec=spec)
