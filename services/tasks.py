@@ -144,8 +144,9 @@ def reconcile_service(self: Task, service_id: int, generation: int | None = None
 
 
 # How many services one `reconcile_services` applies at once: enough to keep a cluster's API
-# server busy, few enough to stay polite to it (the client's pool holds KUBE_POOL_SIZE).
-APPLY_THREADS = 8
+# server busy, few enough to stay polite to it (the client's pool holds KUBE_POOL_SIZE); a
+# divisor of the chunk sizes (`environments.tasks`), so that no round of a chunk runs half empty.
+APPLY_THREADS = 10
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True)

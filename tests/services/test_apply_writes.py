@@ -18,7 +18,7 @@ from ale_site.celery import app
 from clusters.client import client_for
 from services import apply, lifecycle, live, queue
 from environments.models import Environment, EnvironmentVariable
-from environments.tasks import CHUNK_SIZE, reconcile_environment
+from environments.tasks import CHUNK_SIZE, WORKLOADS_CHUNK_SIZE, reconcile_environment
 from services.forms import ServiceForm
 from services.models import Service
 from services.tasks import reconcile_service, reconcile_services
@@ -168,8 +168,8 @@ def test_it_publishes_a_batchs_cards_and_hands_its_services_over_in_chunks_as_bu
         assert reconcile_environment.apply(args=[env.pk, ids]).get() == "applied"
     cards = received_cards(channel, 45)
     assert sorted(cards) == sorted(f"service-{service.public_id}" for service in Service.objects.filter(pk__in=ids))
-    # Chunks of CHUNK_SIZE, twice (the pods first, then the rest), behind anything a person asked for.
-    assert queued(celery_queue, queue.BULK_PRIORITY) == 2 * math.ceil(45 / CHUNK_SIZE)
+    # Chunks of the pods first, then of the rest, behind anything a person asked for.
+    assert queued(celery_queue, queue.BULK_PRIORITY) == math.ceil(45 / WORKLOADS_CHUNK_SIZE) + math.ceil(45 / CHUNK_SIZE)
     assert queued(celery_queue, queue.PRIORITY) == 0
 
 
@@ -191,7 +191,7 @@ def test_a_batchs_cards_go_out_once_also_while_the_cluster_is_retried(
     assert sorted(cards) == sorted(f"service-{service.public_id}" for service in Service.objects.filter(pk__in=ids))
     with pytest.raises(TimeoutError):
         async_to_sync(asyncio.wait_for)(layer.receive(channel), timeout=0.5)
-    assert queued(celery_queue, queue.BULK_PRIORITY) == 2 * math.ceil(15 / CHUNK_SIZE)
+    assert queued(celery_queue, queue.BULK_PRIORITY) == math.ceil(15 / WORKLOADS_CHUNK_SIZE) + math.ceil(15 / CHUNK_SIZE)
 
 
 def test_a_batchs_chunks_leave_the_environment_its_reconcile_applied_alone(env, devcluster):
