@@ -12,7 +12,9 @@ A digest says what ale last wrote, not what the cluster holds now: an object del
 by hand is not seen here. `force=True` applies everything whatever the digests say; the periodic
 resync asks for it when a service has had no Deployment for long (`services.resync`).
 
-Nothing here writes a row but the digests: the tasks hand failures to `services.lifecycle`.
+Nothing here writes a row but the digests, and enqueues nothing but the environment's reconcile
+when its rows changed while it applied (`_reconcile_again_if_changed`): the tasks hand failures
+to `services.lifecycle`.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from environments.manifests import (
 )
 from environments.models import Environment, EnvironmentVariable
 from services.manifests import CLAIM, DEPLOYMENT, MANAGED_KINDS, render_service
+from services import queue
 from services.models import Service
 from spaces.resources import limits_for_space
 
@@ -58,10 +61,9 @@ def digest(salt: str, manifests: list[dict[str, Any]]) -> str:
 # --- the environment's own objects ---------------------------------------------------------------
 
 
-def apply_environment(kube: KubeClient, environment: Environment, *, salt: str, force: bool = False) -> bool:
-    """Namespace, isolation, the `ale-env` Secret, the quota and the firewall's external access,
-    unless they are what the last apply wrote; the node ports the cluster gives are recorded on
-    the services for their Copy Address. Returns whether anything was applied."""
+def _render_environment(environment: Environment, salt: str) -> tuple[list[dict], list[dict], list[Service], str]:
+    """The environment's own objects as its rows now ask (`base`, `external`), the TCP services
+    whose node ports the firewall gives, and the digest of them all."""
     variables = {v.key: v.value for v in EnvironmentVariable.objects.filter(environment=environment)}
     quota = render_resource_quota(environment, limits_for_space(environment.project.space))
     base = [*render_environment(environment), quota, render_env_secret(environment, variables)]
@@ -73,7 +75,14 @@ def apply_environment(kube: KubeClient, environment: Environment, *, salt: str, 
             .select_related("environment__project__space", "environment__cluster")
         )
     external = render_external_access(environment, tcp)
-    wanted_hash = digest(salt, base + external)
+    return base, external, tcp, digest(salt, base + external)
+
+
+def apply_environment(kube: KubeClient, environment: Environment, *, salt: str, force: bool = False) -> bool:
+    """Namespace, isolation, the `ale-env` Secret, the quota and the firewall's external access,
+    unless they are what the last apply wrote; the node ports the cluster gives are recorded on
+    the services for their Copy Address. Returns whether anything was applied."""
+    base, external, tcp, wanted_hash = _render_environment(environment, salt)
     if not force and wanted_hash == environment.applied_hash:
         return False
     kube.apply(base)
@@ -90,7 +99,23 @@ def apply_environment(kube: KubeClient, environment: Environment, *, salt: str, 
         kube.delete("networking.k8s.io/v1", "NetworkPolicy", EXTERNAL_POLICY, environment.namespace)
     Environment.objects.filter(pk=environment.pk).update(applied_hash=wanted_hash)
     environment.applied_hash = wanted_hash
+    _reconcile_again_if_changed(environment, salt, wanted_hash)
     return True
+
+
+def _reconcile_again_if_changed(environment: Environment, salt: str, applied_hash: str) -> None:
+    """A change committed while this applied (a variable, the firewall, a TCP service) has a
+    reconcile of its own, which may have written the cluster before this one wrote the older
+    state, and its digest before this one wrote the older digest: the row would then say the
+    cluster holds what it does not, and nothing would apply it again. So once its digest is
+    written, an apply looks at what the rows ask for now; if that is not what it applied, it
+    forgets the digest and reconciles the environment again."""
+    current = Environment.objects.select_related("project__space", "cluster").filter(pk=environment.pk).first()
+    if current is None or current.is_deleting:
+        return
+    if _render_environment(current, salt)[3] != applied_hash:
+        forget_environment(environment)
+        queue.send(queue.RECONCILE_ENVIRONMENT, environment.pk)
 
 
 def applied_token(environment: Environment, salt: str) -> str:

@@ -4,6 +4,7 @@ devcluster's log of write requests."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 from typing import Any
 
@@ -249,3 +250,50 @@ def test_it_fails_only_the_service_the_cluster_refused_and_hands_a_throttled_one
     assert Service.objects.get(pk=throttled.pk).applied_hashes == {}
     # The throttled one waits for its own reconcile, as bulk work.
     assert queued(celery_queue, queue.BULK_PRIORITY) == 1
+
+
+class EditsWhileApplying:
+    """The real client, but the first time it is asked to apply, another reconcile runs to the
+    end first: a variable is changed, and its own reconcile applies it and writes its digest,
+    before this apply writes the older state (two worker slots, the other one faster)."""
+
+    def __init__(self, kube, edit) -> None:
+        self.kube, self.edit = kube, edit
+
+    def apply(self, manifests):
+        edit, self.edit = self.edit, None
+        if edit is not None:
+            edit()
+        return self.kube.apply(manifests)
+
+    def __getattr__(self, name):
+        return getattr(self.kube, name)
+
+
+def test_a_variable_changed_while_the_environment_is_applied_is_applied_again(env, owner, devcluster, celery_queue):
+    from environments.actions import set_variables
+
+    kube, salt = client_for(env.cluster), apply.cluster_salt(env.cluster)
+    set_variables(acting_user=owner, environment=env, values={"GREETING": "hello"}, is_secret=False)
+    stale = Environment.objects.select_related("project__space", "cluster").get(pk=env.pk)
+
+    def edit() -> None:
+        set_variables(acting_user=owner, environment=env, values={"GREETING": "bonjour"}, is_secret=False)
+        fresh = Environment.objects.select_related("project__space", "cluster").get(pk=env.pk)
+        assert apply.apply_environment(kube, fresh, salt=salt)
+
+    assert apply.apply_environment(EditsWhileApplying(kube, edit), stale, salt=salt)
+
+    def greeting() -> str:
+        secret = kube.get("v1", "Secret", "ale-env", env.namespace)
+        return base64.b64decode(secret["data"]["GREETING"]).decode()
+
+    # The older apply landed last: the cluster has the old value, but the row does not claim
+    # otherwise, and the environment is reconciled again, as a person's change is.
+    assert greeting() == "hello"
+    assert Environment.objects.get(pk=env.pk).applied_hash == ""
+    assert queued(celery_queue, queue.PRIORITY) == 1
+    assert reconcile_environment.apply(args=[env.pk]).get() == "applied"
+    assert greeting() == "bonjour"
+    # Now what was applied is what is asked for: nothing more is queued.
+    assert queued(celery_queue, queue.PRIORITY) == 1
