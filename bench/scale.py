@@ -836,6 +836,10 @@ def measure_stop_during_bulk(
     split_numbers = {}
     if pods is not None:
         pods.closing = True
+        if pods.gone_at is None and not pods.pods:
+            # Its pods were never created: the Stop reached the cluster before its ReplicaSet
+            # made them, and the cluster had none to remove.
+            pods.gone_at = clicked
         split_numbers["stop_during_bulk_cluster_ms"] = round((pods.gone_at - clicked) * 1000) if pods.gone_at else None
     return {
         **split_numbers,
