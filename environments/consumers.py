@@ -2,7 +2,8 @@
 
 Fragments published to the environment's group (`services.live`) are not sent one by one: a
 page is sent at most one message per short window (`COALESCE_SECONDS`). A fragment that comes
-after a quiet window goes out at once (a person's click shows without waiting); those that come
+after a quiet window goes out at once (a person's click shows without waiting), together with
+what the same commit publishes a few milliseconds later (`GATHER_SECONDS`); those that come
 within the window after a message are held under their key, the last per key wins, and at its
 end everything held goes out as one websocket message. A storm of pod events thus costs the page
 a few messages a second, each card in each at most once, and the page applies a message in one
@@ -43,6 +44,10 @@ MAX_TAB_MESSAGE = 64
 # The least time between two messages to a page: short enough that a change still looks
 # immediate, long enough that a Start All's pod events for one card arrive as one.
 COALESCE_SECONDS = 0.15
+# How long a message after a quiet window waits for the rest of what the same commit publishes
+# (the watcher sends a batch's cards and then the progress banner, two trips to the channel
+# layer a few milliseconds apart): they go as one message, swapped in one frame.
+GATHER_SECONDS = 0.03
 
 
 class EnvironmentConsumer(AsyncWebsocketConsumer):
@@ -128,8 +133,8 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
         await self.page_fragments({"fragments": [(key, event["html"])], "tab": event.get("tab")})
 
     async def flush_later(self) -> None:
-        # Even with no window left, what the same publish brings joins this message.
-        await asyncio.sleep(self._window_left())
+        # Even with no window left, what the same commit publishes joins this message.
+        await asyncio.sleep(max(self._window_left(), GATHER_SECONDS))
         held, self.held = self.held, {}
         events, self.held_events = self.held_events, set()
         # The page may have changed tabs while these waited.

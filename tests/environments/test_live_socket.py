@@ -330,6 +330,32 @@ async def test_a_change_after_a_quiet_spell_does_not_wait_for_the_window(member,
     await communicator.disconnect()
 
 
+async def test_a_card_and_the_progress_banner_of_one_commit_arrive_in_one_message(
+    member, main_env, flush_layer, wide_window
+):
+    service = await sync_to_async(make_service)(main_env)
+
+    def start_all_in_flight() -> None:
+        Service.objects.filter(pk=service.pk).update(desired_state="running", status="deploying")
+        type(main_env).objects.filter(pk=main_env.pk).update(
+            bulk_action="start", bulk_service_ids=[service.pk], bulk_started_at=timezone.now()
+        )
+
+    await sync_to_async(start_all_in_flight)()
+    communicator = await socket(main_env, user=member)
+    assert (await communicator.connect())[0]
+
+    # The watcher sees the last service of the batch ready: its card and the banner that says
+    # the batch is done are published by one commit, and reach the page as one message, well
+    # before the window of 1.5 s would have let a second one go.
+    await sync_to_async(watcher_sees)(service, running_deployment(service))
+    html = await communicator.receive_from(timeout=1)
+    assert sorted(top_level_ids(html)) == sorted([f"service-{service.public_id}", "environment-progress"])
+    assert ">Running<" in html
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+
+
 async def test_cards_of_fifty_services_changed_together_arrive_in_one_message(
     member, main_env, flush_layer, wide_window
 ):
