@@ -134,3 +134,30 @@ def test_reports_keep_a_share_of_the_turns_while_spec_changes_keep_coming():
         STATUS_SHARE * (turn + 1) + turn for turn in range(3)
     ]
     assert not queue
+
+
+def test_every_key_queued_is_synced_once_whatever_the_order_of_changes():
+    import random
+
+    rng = random.Random(7)
+    manager = manager_with_deployments(30)
+    waiting: set[tuple[str, str, str]] = set()
+    for _ in range(5000):
+        roll = rng.random()
+        if roll < 0.45:
+            key = (rng.choice(["deployment", "replicaset", "schedule", "ingress"]), NAMESPACE, f"k-{rng.randrange(40)}")
+            manager.enqueue(*key, spec=rng.random() < 0.3)
+            waiting.add(key)
+        elif roll < 0.5:
+            manager._resync_all()
+            waiting |= {("deployment", NAMESPACE, f"web-{i}") for i in range(30)}
+        else:
+            key = manager._next_key()
+            if key is None:
+                assert not waiting
+            else:
+                assert key in waiting, f"{key} synced but not waiting"
+                waiting.remove(key)
+        # A controller has a turn exactly while its queue holds keys.
+        assert sorted(manager.turns) == sorted(name for name, queue in manager.queues.items() if queue)
+    assert set(drain(manager)) == waiting
