@@ -118,9 +118,12 @@ def _reconcile_again_if_changed(environment: Environment, salt: str, applied_has
         queue.send(queue.RECONCILE_ENVIRONMENT, environment.pk)
 
 
-def applied_token(environment: Environment, salt: str) -> str:
+def applied_token(environment: Environment, salt: str) -> str | None:
     """What a batch's chunks are handed once its reconcile applied the environment's objects:
-    while the row's digest and the cluster's configuration are those it saw, they are applied."""
+    while the row's digest and the cluster's configuration are those it saw, they are applied.
+    None while the digest is forgotten (`forget_environment`): nothing vouches for them then."""
+    if not environment.applied_hash:
+        return None
     return hashlib.sha256(f"{salt}\x00{environment.applied_hash}".encode()).hexdigest()
 
 

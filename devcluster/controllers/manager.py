@@ -134,7 +134,7 @@ class ControllerManager(
         work a queue of their own with workers of their own, in milliseconds: a user's scale is
         acted on at once while the pods of a big rollout wait to be scheduled and ReplicaSets
         count pods reporting Ready. One worker here takes about a millisecond a key, and a
-        300-service rollout queues a thousand keys; in one first-in-first-out queue a Stop waited
+        300-service rollout queues a thousand keys; in one first-in-first-out queue a Stop would wait
         seconds behind them. So each controller has its queue (`WorkQueue`: spec changes ahead of
         reports) and the queues take turns, a key each.
 

@@ -292,6 +292,8 @@ def test_a_variable_changed_while_the_environment_is_applied_is_applied_again(en
     # otherwise, and the environment is reconciled again, as a person's change is.
     assert greeting() == "hello"
     assert Environment.objects.get(pk=env.pk).applied_hash == ""
+    # Nor does it vouch for the environment to a batch's chunks: they apply it first.
+    assert apply.applied_token(stale, salt) is None
     assert queued(celery_queue, queue.PRIORITY) == 1
     assert reconcile_environment.apply(args=[env.pk]).get() == "applied"
     assert greeting() == "bonjour"
