@@ -45,8 +45,8 @@ MAX_TAB_MESSAGE = 64
 # immediate, long enough that a Start All's pod events for one card arrive as one.
 COALESCE_SECONDS = 0.15
 # How long a message after a quiet window waits for the rest of what the same commit publishes
-# (the watcher sends a batch's cards and then the progress banner, two trips to the channel
-# layer a few milliseconds apart): they go as one message, swapped in one frame.
+# (the watcher's writer sends a batch's cards, with their progress banner, and then the new
+# events' keys: two trips to the channel layer a few milliseconds apart): one message.
 GATHER_SECONDS = 0.03
 
 
@@ -103,12 +103,19 @@ class EnvironmentConsumer(AsyncWebsocketConsumer):
         return self.tab is None or tab is None or tab == self.tab
 
     async def page_fragments(self, event: dict[str, Any]) -> None:
-        tab = event.get("tab")
-        if self.closed or not self.shows(tab):
+        """Fragments to hold for the next message: (key, html) for the pages showing the
+        message's tab, or (key, html, tab) for one shown on another (the progress banner that
+        travels with the cards it counts, for every tab)."""
+        if self.closed:
             return
-        for key, html in event["fragments"]:
-            self.held[key] = (tab, html)
-        self.flush_soon()
+        held = False
+        for key, html, *own_tab in event["fragments"]:
+            tab = own_tab[0] if own_tab else event.get("tab")
+            if self.shows(tab):
+                self.held[key] = (tab, html)
+                held = True
+        if held:
+            self.flush_soon()
 
     async def page_events(self, event: dict[str, Any]) -> None:
         """Events just written: their rows are rendered when the window ends, only for a page

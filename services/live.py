@@ -22,7 +22,7 @@ import os
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from asgiref.sync import async_to_sync
 from channels import DEFAULT_CHANNEL_LAYER
@@ -68,8 +68,12 @@ def publish_service(service: Service) -> None:
     publish_services([service])
 
 
-def publish_services(services: Iterable[Service]) -> None:
+def publish_services(services: Iterable[Service], *, alongside: dict[str, list[str]] | None = None) -> None:
     """Send several cards on commit, in one trip to the channel layer.
+
+    `alongside`: elements for every tab (html whose root has an id), by environment public id,
+    sent in the same message as that environment's cards: the progress banner, which a page
+    then swaps in the same task as the cards it counts.
 
     The services must have `environment` loaded (select_related) when many are sent, or each
     one costs a query here.
@@ -81,9 +85,12 @@ def publish_services(services: Iterable[Service]) -> None:
         # The cards' sparklines and sentences for the whole batch in three queries, not three
         # per card (a relist publishes every card of a cluster).
         attach_card_metrics(services)
-    by_environment: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    by_environment: dict[str, list[tuple[str, ...]]] = defaultdict(list)
     for service in services:
         by_environment[service.environment.public_id].append((f"service-{service.public_id}", render_card(service)))
+    for public_id, elements in (alongside or {}).items():
+        for html in elements:
+            by_environment[public_id].append((_root_id(html), html.strip(), None))
     messages = [
         (group_name(public_id), fragments_message(fragments, SHOWN_ON_INFORMATION))
         for public_id, fragments in by_environment.items()
@@ -106,11 +113,15 @@ def publish_fragment(environment_public_id: str, html: str, tab: str | None = No
     """Send one element to the pages open on an environment, on commit, to those showing `tab`
     (None: every tab). Its root element has an id; it replaces the page's element with that id
     (a page without one drops it), and a newer one sent within the window replaces it unsent."""
+    message = fragments_message([(_root_id(html), html.strip())], tab)
+    transaction.on_commit(lambda: send_now([(group_name(environment_public_id), message)]))
+
+
+def _root_id(html: str) -> str:
     match = ROOT_ID.match(html)
     if match is None:
         raise ValueError("a live fragment's root element needs an id")
-    message = fragments_message([(match.group(1), html.strip())], tab)
-    transaction.on_commit(lambda: send_now([(group_name(environment_public_id), message)]))
+    return match.group(1)
 
 
 def render_event_list(environment: Environment) -> str:
@@ -192,8 +203,9 @@ def publish_environment_removed(environment_public_id: str) -> None:
     transaction.on_commit(lambda: send_now([(group_name(environment_public_id), message)]))
 
 
-def fragments_message(fragments: list[tuple[str, str]], tab: str | None) -> dict:
-    """The group message for `fragments`, (key, html) pairs in the order the page applies them."""
+def fragments_message(fragments: Sequence[tuple[str, ...]], tab: str | None) -> dict:
+    """The group message for `fragments` in the order the page applies them: (key, html) pairs
+    for the pages showing `tab` (None: every tab), or (key, html, tab) for one shown elsewhere."""
     return {"type": PAGE_FRAGMENTS, "fragments": [list(fragment) for fragment in fragments], "tab": tab}
 
 

@@ -259,8 +259,8 @@ def write_changes(
             services = services_to_derive(cluster_id, changes)
         store_statuses(services, state, result)
         result.changed = cards_of(result.changed)
-        live.publish_services(result.changed)
-        progress.publish_for(result.changed)
+        # The banner goes in the cards' message: a page swaps it with the cards it counts.
+        live.publish_services(result.changed, alongside=progress.banners_for(result.changed))
         live.publish_events(fresh_events)
         if changes.namespaces_gone:
             _publish_removed(cluster_id, changes.namespaces_gone)

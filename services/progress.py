@@ -90,13 +90,14 @@ def render_for(environment: Environment, *, oob: bool = False) -> str:
     return render(shown(environment), oob=oob)
 
 
-def publish_for(services: Iterable[Service]) -> None:
-    """Send, on commit, the banner of each environment of `services` with a bulk action in
-    flight; one that is done says so and forgets the action (compare-and-set, so that a newer
-    bulk action started meanwhile stays)."""
+def banners_for(services: Iterable[Service]) -> dict[str, list[str]]:
+    """The banner of each environment of `services` with a bulk action in flight, by its public
+    id, for `live.publish_services` to send with their cards; one that is done says so and
+    forgets the action (compare-and-set, so that a newer bulk action started meanwhile stays)."""
     environment_ids = {service.environment_id for service in services}
     if not environment_ids:
-        return
+        return {}
+    banners = {}
     for environment in Environment.objects.filter(pk__in=environment_ids).exclude(bulk_action=""):
         progress = progress_of(environment)
         assert progress is not None
@@ -104,4 +105,12 @@ def publish_for(services: Iterable[Service]) -> None:
             Environment.objects.filter(pk=environment.pk, bulk_started_at=environment.bulk_started_at).update(
                 bulk_action="", bulk_service_ids=[], bulk_started_at=None
             )
-        live.publish_fragment(environment.public_id, render(progress), tab=None)
+        banners[environment.public_id] = [render(progress)]
+    return banners
+
+
+def publish_for(services: Iterable[Service]) -> None:
+    """Send, on commit, `banners_for(services)` on their own, to every tab."""
+    for public_id, banners in banners_for(services).items():
+        for html in banners:
+            live.publish_fragment(public_id, html, tab=None)

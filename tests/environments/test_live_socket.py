@@ -10,6 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.db import transaction
 from django.test import Client
 
 from ale_site.asgi import application
@@ -352,6 +353,26 @@ async def test_a_card_and_the_progress_banner_of_one_commit_arrive_in_one_messag
     html = await communicator.receive_from(timeout=1)
     assert sorted(top_level_ids(html)) == sorted([f"service-{service.public_id}", "environment-progress"])
     assert ">Running<" in html
+    assert await communicator.receive_nothing(timeout=0.5)
+    await communicator.disconnect()
+
+
+async def test_a_card_and_the_event_rows_of_one_commit_arrive_in_one_message(member, main_env, flush_layer, wide_window):
+    service = await sync_to_async(make_service)(main_env)
+    communicator = await socket(main_env, user=member)
+    assert (await communicator.connect())[0]  # no tab said yet: it is sent every tab's updates
+
+    def one_commit() -> int:
+        """What the watcher's writer publishes for a pod that started: its card, then its event,
+        two trips to the channel layer."""
+        with transaction.atomic():
+            change_status(service, "running")
+            return publish_event(main_env, 7).pk
+
+    event_pk = await sync_to_async(one_commit)()
+    html = await communicator.receive_from(timeout=1)
+    assert f"service-{service.public_id}" in top_level_ids(html)
+    assert f'id="event-{event_pk}"' in html
     assert await communicator.receive_nothing(timeout=0.5)
     await communicator.disconnect()
 

@@ -263,12 +263,15 @@ def test_the_watcher_publishes_the_banner_as_the_cluster_carries_the_batch(
         state.apply(DEPLOYMENTS, "ADDED", deployment(service, ready=1))
         with django_capture_on_commit_callbacks(execute=True):
             write_changes(main_env.cluster_id, state, state.take_changes())
-        while True:
-            message = async_to_sync(receive)()
-            for key, html in message.get("fragments", []):
-                if key == "environment-progress":
-                    assert message["tab"] is None
-                    return html
+        # One message: the card, for the Information tab, and the banner that counts it, for
+        # every tab, swapped together.
+        message = async_to_sync(receive)()
+        fragments = {fragment[0]: fragment for fragment in message["fragments"]}
+        assert set(fragments) == {f"service-{service.public_id}", "environment-progress"}
+        assert message["tab"] == live.SHOWN_ON_INFORMATION and len(fragments[f"service-{service.public_id}"]) == 2
+        key, html, tab = fragments["environment-progress"]
+        assert tab is None
+        return html
 
     async def receive() -> dict:
         try:
