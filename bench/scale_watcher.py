@@ -228,7 +228,7 @@ async def measure_changes(kubeconfig: Path, services: list, count: int, card_tim
                 left = card_timeout - (time.monotonic() - started)
                 message = await asyncio.wait_for(layer.receive(channel), timeout=max(left, 0.001))
                 if message.get("type") == PAGE_FRAGMENTS:
-                    shown = any(key == marker for key, _ in message.get("fragments", []))
+                    shown = any(fragment[0] == marker for fragment in message.get("fragments", []))
                 else:
                     shown = message.get("type") == CARD_UPDATE and marker in message.get("html", "")
                 if shown:

@@ -144,7 +144,7 @@ def received_cards(channel: str, count: int) -> list[str]:
         while len(cards) < count:
             message = await asyncio.wait_for(layer.receive(channel), timeout=10)
             assert message["type"] == live.PAGE_FRAGMENTS
-            cards += [key for key, _ in message["fragments"] if key.startswith("service-")]
+            cards += [fragment[0] for fragment in message["fragments"] if fragment[0].startswith("service-")]
         return cards
 
     return async_to_sync(receive)()
