@@ -68,10 +68,10 @@ def publish_service(service: Service) -> None:
     publish_services([service])
 
 
-def publish_services(services: Iterable[Service], *, alongside: dict[str, list[str]] | None = None) -> None:
+def publish_services(services: Iterable[Service], *, alongside: dict[str, str] | None = None) -> None:
     """Send several cards on commit, in one trip to the channel layer.
 
-    `alongside`: elements for every tab (html whose root has an id), by environment public id,
+    `alongside`: an element for every tab (html whose root has an id) by environment public id,
     sent in the same message as that environment's cards: the progress banner, which a page
     then swaps in the same task as the cards it counts.
 
@@ -88,9 +88,8 @@ def publish_services(services: Iterable[Service], *, alongside: dict[str, list[s
     by_environment: dict[str, list[tuple[str, ...]]] = defaultdict(list)
     for service in services:
         by_environment[service.environment.public_id].append((f"service-{service.public_id}", render_card(service)))
-    for public_id, elements in (alongside or {}).items():
-        for html in elements:
-            by_environment[public_id].append((_root_id(html), html.strip(), None))
+    for public_id, html in (alongside or {}).items():
+        by_environment[public_id].append((_root_id(html), html.strip(), None))
     messages = [
         (group_name(public_id), fragments_message(fragments, SHOWN_ON_INFORMATION))
         for public_id, fragments in by_environment.items()

@@ -90,7 +90,7 @@ def render_for(environment: Environment, *, oob: bool = False) -> str:
     return render(shown(environment), oob=oob)
 
 
-def banners_for(services: Iterable[Service]) -> dict[str, list[str]]:
+def banners_for(services: Iterable[Service]) -> dict[str, str]:
     """The banner of each environment of `services` with a bulk action in flight, by its public
     id, for `live.publish_services` to send with their cards; one that is done says so and
     forgets the action (compare-and-set, so that a newer bulk action started meanwhile stays)."""
@@ -105,12 +105,11 @@ def banners_for(services: Iterable[Service]) -> dict[str, list[str]]:
             Environment.objects.filter(pk=environment.pk, bulk_started_at=environment.bulk_started_at).update(
                 bulk_action="", bulk_service_ids=[], bulk_started_at=None
             )
-        banners[environment.public_id] = [render(progress)]
+        banners[environment.public_id] = render(progress)
     return banners
 
 
 def publish_for(services: Iterable[Service]) -> None:
     """Send, on commit, `banners_for(services)` on their own, to every tab."""
-    for public_id, banners in banners_for(services).items():
-        for html in banners:
-            live.publish_fragment(public_id, html, tab=None)
+    for public_id, html in banners_for(services).items():
+        live.publish_fragment(public_id, html, tab=None)
