@@ -50,10 +50,13 @@ class JobController(Controller):
         elif failed + restarts > spec.get("backoffLimit", 6):
             finished_reason = "BackoffLimitExceeded"
             message = "Job has reached the specified backoff limit"
-        elif spec.get("activeDeadlineSeconds") is not None and \
-                time.time() - kinds.parse_iso(status["startTime"]) >= spec["activeDeadlineSeconds"]:
-            finished_reason = "DeadlineExceeded"
-            message = "Job was active longer than specified deadline"
+        elif spec.get("activeDeadlineSeconds") is not None:
+            left = kinds.parse_iso(status["startTime"]) + spec["activeDeadlineSeconds"] - time.time()
+            if left <= 0:
+                finished_reason = "DeadlineExceeded"
+                message = "Job was active longer than specified deadline"
+            else:
+                self._sync_job_at_deadline(job, left)
         if finished_reason in ("BackoffLimitExceeded", "DeadlineExceeded"):
             for p in active:
                 try:
@@ -97,3 +100,17 @@ class JobController(Controller):
             new = clone(job)
             new["status"] = status
             self.api.write(JOB, job, new, manager="kube-controller-manager", subresource="status", trusted=True)
+
+    def _sync_job_at_deadline(self, job: dict, left: float) -> None:
+        """Sync the job again when its deadline passes, as the job controller queues its key for
+        then (`AddAfter`): nothing else may change by then, and a resync is no timer."""
+        uid = job["metadata"]["uid"]
+        if uid in self.job_deadline_timers:
+            return
+        meta = job["metadata"]
+
+        def due() -> None:
+            self.job_deadline_timers.pop(uid, None)
+            self.enqueue("job", meta["namespace"], meta["name"])
+
+        self.job_deadline_timers[uid] = asyncio.get_running_loop().call_later(left + 0.01, due)

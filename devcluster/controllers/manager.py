@@ -51,6 +51,18 @@ def changes_spec(change: Change) -> bool:
     )
 
 
+def _last_written(event: dict) -> float:
+    """When an event was last written: its own time fields, or when the server stored it if the
+    writer's are missing or not times (the emulator stores what a client sends there)."""
+    for stamp in (event.get("lastTimestamp"), event.get("eventTime"), event["metadata"].get("creationTimestamp")):
+        if isinstance(stamp, str):
+            try:
+                return kinds.parse_iso(stamp)
+            except ValueError:
+                continue
+    return time.time()
+
+
 class ControllerManager(
     SchedulerController,
     ClaimController,
@@ -86,6 +98,8 @@ class ControllerManager(
         self.tasks: list[asyncio.Task] = []
         self.resync_seconds = resync_seconds
         self.job_retry_at: dict[str, float] = {}
+        # The timers that sync a Job when its activeDeadlineSeconds passes, by uid.
+        self.job_deadline_timers: dict[str, asyncio.TimerHandle] = {}
         # Claims the persistentvolume controller could not provision; it retries on its resync period.
         self.claim_retry_at: dict[str, float] = {}
         self.claim_retry_seconds = 15.0
@@ -172,7 +186,12 @@ class ControllerManager(
     async def _resync(self) -> None:
         while True:
             await asyncio.sleep(self.resync_seconds)
-            self._resync_all()
+            try:
+                self._resync_all()
+            except Exception:
+                # One bad object must not end the resync for the life of the cluster: timed work
+                # (a Job's deadline, a claim's retry, events' expiry) would never happen again.
+                log.exception("the controllers' resync failed")
 
     def _resync_all(self) -> None:
         if time.monotonic() >= self._next_event_expiry:
@@ -203,8 +222,7 @@ class ControllerManager(
         """Events live `event_ttl` seconds after their last write, as with kube-apiserver's --event-ttl."""
         cutoff = time.time() - self.event_ttl
         for ev in self.store.list("events"):
-            stamp = ev.get("lastTimestamp") or ev.get("eventTime") or ev["metadata"].get("creationTimestamp")
-            if stamp and kinds.parse_iso(stamp) < cutoff:
+            if _last_written(ev) < cutoff:
                 self.store.delete("events", ev["metadata"]["namespace"], ev["metadata"]["name"])
 
     def observe(self, change: Change) -> None:
@@ -252,6 +270,9 @@ class ControllerManager(
             enqueue("job", ns, name, spec=spec)
             if change.type == "DELETED":
                 self.job_retry_at.pop(meta["uid"], None)
+                timer = self.job_deadline_timers.pop(meta["uid"], None)
+                if timer is not None:
+                    timer.cancel()
         elif bucket == "namespaces":
             enqueue("namespace", "", name, spec=spec)
         elif bucket == "services":

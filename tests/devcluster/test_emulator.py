@@ -238,3 +238,27 @@ def test_it_gives_load_balancers_and_ingresses_an_address(devcluster_api, ns):
                             "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}})
     ing = wait_for(lambda: net.read_namespaced_ingress("web", ns).status.load_balancer.ingress, timeout=10)
     assert ing[0].ip == "127.0.0.1"
+
+
+def test_a_job_fails_at_its_deadline_with_nothing_else_to_wake_its_controller(tmp_path):
+    """The job controller syncs a Job again when its activeDeadlineSeconds passes, as the real one
+    queues its key for then: the pod runs quietly meanwhile, and the periodic resync is stopped."""
+    from kubernetes import config
+
+    with DevCluster(pod_ready_seconds=0.2) as dc:
+        resync = dc.server.controllers.tasks[1]
+        dc._loop.call_soon_threadsafe(resync.cancel)
+        api = config.new_client_from_config(config_file=str(dc.write_kubeconfig(tmp_path / "kc")))
+        batch = client.BatchV1Api(api)
+        wait_for(resync.done, timeout=5, message="the resync stopped")
+        batch.create_namespaced_job("default", {"metadata": {"name": "slow"}, "spec": {
+            "activeDeadlineSeconds": 2, "backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "build", "image": "busybox:1.36", "command": ["sleep", "600"]}]}}}})
+
+        def failed_reason():
+            job = batch.read_namespaced_job_status("slow", "default")
+            return next((c.reason for c in job.status.conditions or [] if c.type == "Failed"), None)
+
+        assert wait_for(failed_reason, timeout=10, message="the deadline") == "DeadlineExceeded"
+        wait_for(lambda: not client.CoreV1Api(api).list_namespaced_pod("default").items, timeout=10,
+                 message="its pod gone")
