@@ -909,8 +909,11 @@ class DevServer:
                 for p in spec.get("ports") or []:
                     if not p.get("nodePort") and old_ports.get((p.get("port"), p.get("protocol", "TCP"))):
                         p["nodePort"] = old_ports[(p.get("port"), p.get("protocol", "TCP"))]
-        used_ips = {s["spec"].get("clusterIP") for s in self.store.list("services")
-                    if s["metadata"]["uid"] != obj["metadata"].get("uid")}
+        # In no order: `store.list` sorts, and a namespace of hundreds of Services created at once
+        # would sort them all for each one.
+        others = [s for s in self.store.buckets.get("services", {}).values()
+                  if s["metadata"]["uid"] != obj["metadata"].get("uid")]
+        used_ips = {s["spec"].get("clusterIP") for s in others}
         if not spec.get("clusterIP"):
             network = ipaddress.ip_network("10.96.0.0/12")
             while True:
@@ -925,8 +928,7 @@ class DevServer:
                     f"failed to allocate IP {spec['clusterIP']}: provided IP is already allocated")])
         spec["clusterIPs"] = spec.get("clusterIPs") or [spec["clusterIP"]]
         if spec.get("type") in ("NodePort", "LoadBalancer"):
-            used_ports = {p.get("nodePort") for s in self.store.list("services")
-                          if s["metadata"]["uid"] != obj["metadata"].get("uid") for p in s["spec"].get("ports") or []}
+            used_ports = {p.get("nodePort") for s in others for p in s["spec"].get("ports") or []}
             for p in spec.get("ports") or []:
                 if p.get("nodePort"):
                     if p["nodePort"] in used_ports and old is None:

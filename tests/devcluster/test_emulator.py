@@ -255,10 +255,11 @@ def test_a_job_fails_at_its_deadline_with_nothing_else_to_wake_its_controller(tm
             "activeDeadlineSeconds": 2, "backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [
                 {"name": "build", "image": "busybox:1.36", "command": ["sleep", "600"]}]}}}})
 
-        def failed_reason():
+        def failed():
             job = batch.read_namespaced_job_status("slow", "default")
-            return next((c.reason for c in job.status.conditions or [] if c.type == "Failed"), None)
+            return next((c for c in job.status.conditions or [] if c.type == "Failed"), None)
 
-        assert wait_for(failed_reason, timeout=10, message="the deadline") == "DeadlineExceeded"
-        wait_for(lambda: not client.CoreV1Api(api).list_namespaced_pod("default").items, timeout=10,
+        condition = wait_for(failed, timeout=20, message="the deadline")
+        assert condition.reason == "DeadlineExceeded", condition
+        wait_for(lambda: not client.CoreV1Api(api).list_namespaced_pod("default").items, timeout=20,
                  message="its pod gone")
