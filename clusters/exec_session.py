@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import socket
 
 import yaml
 from kubernetes.stream import ws_client
@@ -84,19 +85,31 @@ class ExecSession:
             return None
 
     def close(self) -> None:
-        """End the session from any thread; idempotent."""
+        """End the session from any thread; idempotent.
+
+        The close frame is sent, never waited for: the thread in `read()` may be reading the same
+        socket, and two readers of one TLS stream take each other's bytes, leaving one blocked on
+        a frame that will not come. Shutting the socket down then wakes that reader (closing it
+        would not: a `recv` already waiting keeps waiting)."""
         if self._closed:
             return
         self._closed = True
-        sock = self._ws.sock
+        self._ws._connected = False
+        websocket = self._ws.sock
+        raw = getattr(websocket, "sock", None)
         try:
-            # A short close handshake; then the socket goes regardless.
-            self._ws.close(timeout=1)
-        except Exception:
+            if websocket is not None:
+                websocket.send_close()
+        except Exception:  # the connection may be gone already
             pass
         try:
-            if sock is not None:
-                sock.shutdown()
+            if raw is not None:
+                raw.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            if websocket is not None:
+                websocket.shutdown()
         except Exception:
             pass
 
