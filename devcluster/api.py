@@ -317,6 +317,8 @@ class Api:
         if body_kind and body_kind != kind.kind:
             raise bad_request(f"the kind in the data ({body_kind}) does not match the expected kind ({kind.kind})")
         obj["kind"], obj["apiVersion"] = (kind.kind, kind.api_version) if kind.bucket != "events" else ("Event", "v1")
+        if kind.bucket == "events":
+            _check_event_times(kind, obj)
 
     # --- update ----------------------------------------------------------------------------------
 
@@ -742,3 +744,33 @@ def _canonical(kind: Kind, obj: Obj) -> Obj:
     ordered.update({k: v for k, v in meta.items() if k not in ordered})
     out["metadata"] = ordered
     return out
+
+
+# An Event's times (metav1.Time, MicroTime), by their stored core/v1 names.
+_EVENT_TIMES = ("firstTimestamp", "lastTimestamp", "eventTime")
+
+
+def _check_event_times(kind: Kind, obj: Obj) -> None:
+    """Refuse an Event whose times are not times, as decoding into the Go types does (400),
+    rather than storing what later readers cannot parse."""
+    series = obj.get("series")
+    values = [obj.get(name) for name in _EVENT_TIMES]
+    if isinstance(series, dict):
+        values.append(series.get("lastObservedTime"))
+    for value in values:
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            detail = f"json: cannot unmarshal {_json_type(value)} into Go value of type string"
+        else:
+            detail = kinds.time_parse_error(value)
+        if detail:
+            raise bad_request(f'{kind.kind} in version "{kind.version}" cannot be handled as a {kind.kind}: {detail}')
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "array" if isinstance(value, list) else "object"

@@ -33,6 +33,38 @@ def parse_iso(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
+# Go's time.RFC3339, element by element, as time.Parse reads it (fractional seconds are accepted
+# after the seconds although the layout has none).
+_RFC3339_ELEMENTS = (("2006", r"\d{4}"), ("-", "-"), ("01", r"\d{2}"), ("-", "-"), ("02", r"\d{2}"), ("T", "T"),
+                     ("15", r"\d{2}"), (":", ":"), ("04", r"\d{2}"), (":", ":"), ("05", r"\d{2}(?:\.\d+)?"),
+                     ("Z07:00", r"Z|[+-]\d{2}:\d{2}"))
+_RFC3339_RANGES = ((2, 1, 12, "month"), (4, 1, 31, "day"), (6, 0, 23, "hour"), (8, 0, 59, "minute"),
+                   (10, 0, 59, "second"))
+
+
+def time_parse_error(value: str) -> str | None:
+    """Why metav1.Time's decoding (Go's time.Parse with RFC 3339) refuses `value`, in its words;
+    None when it is a time."""
+    layout = "2006-01-02T15:04:05Z07:00"
+    rest, parts = value, []
+    for element, pattern in _RFC3339_ELEMENTS:
+        found = re.match(pattern, rest)
+        if found is None:
+            return f'parsing time "{value}" as "{layout}": cannot parse "{rest}" as "{element}"'
+        parts.append(found.group())
+        rest = rest[found.end():]
+    if rest:
+        return f'parsing time "{value}": extra text: "{rest}"'
+    for index, low, high, what in _RFC3339_RANGES:
+        if not low <= int(float(parts[index])) <= high:
+            return f'parsing time "{value}": {what} out of range'
+    try:
+        datetime(int(parts[0]), int(parts[2]), int(parts[4]))
+    except ValueError:
+        return f'parsing time "{value}": day out of range'
+    return None
+
+
 @dataclass(frozen=True)
 class Kind:
     group: str

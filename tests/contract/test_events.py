@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import datetime
+import json
 import secrets
 
+import pytest
 from kubernetes import client
 
 from tests.contract.support import deployment_manifest, wait_for
@@ -57,3 +59,25 @@ def test_it_serves_events_through_both_apis(kube_api, namespace):
     assert [e.metadata.name for e in listed.items] == [name]
     listed = core.list_namespaced_event(namespace, field_selector="involvedObject.name=cfg,type=Warning")
     assert [e.metadata.name for e in listed.items] == [name]
+
+
+@pytest.mark.parametrize("stamp, detail", [
+    ("yesterday", 'parsing time "yesterday" as "2006-01-02T15:04:05Z07:00": cannot parse "yesterday" as "2006"'),
+    ("2026-12-06 14:00:00Z",
+     'parsing time "2026-12-06 14:00:00Z" as "2006-01-02T15:04:05Z07:00": cannot parse " 14:00:00Z" as "T"'),
+    ("2026-13-06T14:00:00Z", 'parsing time "2026-13-06T14:00:00Z": month out of range'),
+])
+def test_it_refuses_an_event_whose_time_is_not_a_time(kube_api, namespace, stamp, detail):
+    # Past the client's own types, which would refuse it first: as a script sending JSON would.
+    conf = kube_api.configuration
+    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    if conf.api_key.get("BearerToken"):
+        headers["Authorization"] = conf.api_key["BearerToken"]
+    answer = kube_api.rest_client.pool_manager.request(
+        "POST", f"{conf.host}/api/v1/namespaces/{namespace}/events", headers=headers, body=json.dumps({
+            "metadata": {"name": "odd"}, "involvedObject": {"kind": "Pod", "name": "x", "namespace": namespace},
+            "reason": "Odd", "message": "a time that is not one", "lastTimestamp": stamp}).encode())
+    status = json.loads(answer.data)
+    assert (answer.status, status["reason"]) == (400, "BadRequest")
+    assert status["message"] == f'Event in version "v1" cannot be handled as a Event: {detail}'
+    assert client.CoreV1Api(kube_api).list_namespaced_event(namespace).items == []
