@@ -124,3 +124,11 @@ def test_a_deleting_service_has_no_actions(owner, main_env):
     assert "service-card-actions" not in html and "<form" not in html
     assert '<span class="status status-deleting">Deleting</span>' in html
     assert re.search(r"Deployed <time datetime=", html)
+
+
+def test_the_deploy_time_reads_just_now_then_minutes_ago(owner, main_env):
+    service = make_service(main_env, owner, name="web")
+    Service.objects.filter(pk=service.pk).update(deployed_at=timezone.now() - timedelta(seconds=20))
+    assert ">just now</time>" in render(owner, service)
+    Service.objects.filter(pk=service.pk).update(deployed_at=timezone.now() - timedelta(minutes=5, seconds=3))
+    assert ">5\xa0minutes ago</time>" in render(owner, service)
