@@ -24,6 +24,7 @@ class Controller:
     claim_retry_at: dict[str, float]
     claim_retry_seconds: float
     enqueue: Callable[[str, str, str], None]  # ControllerManager.enqueue: (controller, namespace, name)
+    enqueue_after: Callable[[str, str, str, float], None]  # ControllerManager.enqueue_after: ... and a delay
 
     def _owned_pods(self, owner: Obj) -> list[Obj]:
         return self.store.controlled("pods", owner["metadata"]["uid"])

@@ -1,7 +1,6 @@
 """Jobs: pods until completion, backoff, deadlines and status."""
 from __future__ import annotations
 
-import asyncio
 import time
 
 from ..jsontree import clone
@@ -56,7 +55,8 @@ class JobController(Controller):
                 finished_reason = "DeadlineExceeded"
                 message = "Job was active longer than specified deadline"
             else:
-                self._sync_job_at_deadline(job, left)
+                # Synced again when the deadline passes, as the job controller queues it then.
+                self.enqueue_after("job", namespace, name, left + 0.01)
         if finished_reason in ("BackoffLimitExceeded", "DeadlineExceeded"):
             for p in active:
                 try:
@@ -88,8 +88,7 @@ class JobController(Controller):
                         delay = self.kubelet.backoff_base * 2 ** min(failed, 6)
                         self.job_retry_at[uid] = time.time() + delay
                 else:
-                    asyncio.get_running_loop().call_later(retry_at - time.time() + 0.01, self.enqueue, "job",
-                                                          namespace, name)
+                    self.enqueue_after("job", namespace, name, retry_at - time.time() + 0.01)
         ready = sum(1 for p in active if p and pod_ready(p))
         status.update({"active": len(active), "succeeded": succeeded, "failed": failed, "ready": ready,
                        "terminating": 0, "uncountedTerminatedPods": {}, "conditions": conds})
@@ -100,17 +99,3 @@ class JobController(Controller):
             new = clone(job)
             new["status"] = status
             self.api.write(JOB, job, new, manager="kube-controller-manager", subresource="status", trusted=True)
-
-    def _sync_job_at_deadline(self, job: dict, left: float) -> None:
-        """Sync the job again when its deadline passes, as the job controller queues its key for
-        then (`AddAfter`): nothing else may change by then, and a resync is no timer."""
-        uid = job["metadata"]["uid"]
-        if uid in self.job_deadline_timers:
-            return
-        meta = job["metadata"]
-
-        def due() -> None:
-            self.job_deadline_timers.pop(uid, None)
-            self.enqueue("job", meta["namespace"], meta["name"])
-
-        self.job_deadline_timers[uid] = asyncio.get_running_loop().call_later(left + 0.01, due)

@@ -98,8 +98,8 @@ class ControllerManager(
         self.tasks: list[asyncio.Task] = []
         self.resync_seconds = resync_seconds
         self.job_retry_at: dict[str, float] = {}
-        # The timers that sync a Job when its activeDeadlineSeconds passes, by uid.
-        self.job_deadline_timers: dict[str, asyncio.TimerHandle] = {}
+        # Keys queued for later (`enqueue_after`), each with its one timer.
+        self.later: dict[Key, asyncio.TimerHandle] = {}
         # Claims the persistentvolume controller could not provision; it retries on its resync period.
         self.claim_retry_at: dict[str, float] = {}
         self.claim_retry_seconds = 15.0
@@ -134,6 +134,24 @@ class ControllerManager(
         queue.put(key, spec)
         if self.wake is not None:
             self.wake.set()
+
+    def enqueue_after(self, controller: str, namespace: str, name: str, delay: float) -> None:
+        """Queue a key once `delay` seconds have passed (client-go's `AddAfter`): what is due at
+        a time (a Job's deadline, its next retry) does not wait for the resync. A key has one
+        timer, the earliest asked for; a key whose object went by then syncs to nothing."""
+        key = (controller, namespace, name)
+        loop = asyncio.get_running_loop()
+        timer = self.later.get(key)
+        if timer is not None:
+            if timer.when() <= loop.time() + delay:
+                return
+            timer.cancel()
+
+        def due() -> None:
+            del self.later[key]
+            self.enqueue(*key)
+
+        self.later[key] = loop.call_later(max(delay, 0.0), due)
 
     def _enqueue_resync(self, controller: str, namespace: str, name: str) -> None:
         key = (controller, namespace, name)
@@ -270,9 +288,6 @@ class ControllerManager(
             enqueue("job", ns, name, spec=spec)
             if change.type == "DELETED":
                 self.job_retry_at.pop(meta["uid"], None)
-                timer = self.job_deadline_timers.pop(meta["uid"], None)
-                if timer is not None:
-                    timer.cancel()
         elif bucket == "namespaces":
             enqueue("namespace", "", name, spec=spec)
         elif bucket == "services":
