@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .jsontree import clone, to_json
 from . import kinds, openapi, openapi_proto, tables, volumes
+from .addresses import ServiceAddresses
 from .api import Api, ApiError, bad_request, conflict, invalid, parse_body
 from .authz import IDENTITY, Authorizer, Rule
 from .controllers.manager import ControllerManager
@@ -149,6 +150,7 @@ class DevServer:
         # Storage admission first: the quota charges a claim in the class DefaultStorageClass gave it.
         self.api.admission.append(lambda kind, obj, old: volumes.admit(self.api, kind, obj, old))
         self.api.admission.append(lambda kind, obj, old: admit(self.store, kind, obj, old))
+        self.addresses = ServiceAddresses(self.store)
         self.api.allocators.append(self._allocate_service)
         self.controllers = ControllerManager(self.api, pod_ready_seconds=pod_ready_seconds, backoff_base=backoff_base,
                                              leak_mib_per_second=leak_mib_per_second)
@@ -909,38 +911,33 @@ class DevServer:
                 for p in spec.get("ports") or []:
                     if not p.get("nodePort") and old_ports.get((p.get("port"), p.get("protocol", "TCP"))):
                         p["nodePort"] = old_ports[(p.get("port"), p.get("protocol", "TCP"))]
-        # In no order: `store.list` sorts, and a namespace of hundreds of Services created at once
-        # would sort them all for each one.
-        others = [s for s in self.store.buckets.get("services", {}).values()
-                  if s["metadata"]["uid"] != obj["metadata"].get("uid")]
-        used_ips = {s["spec"].get("clusterIP") for s in others}
         if not spec.get("clusterIP"):
             network = ipaddress.ip_network("10.96.0.0/12")
             while True:
                 candidate = str(network[random.randint(10, network.num_addresses - 2)])
-                if candidate not in used_ips:
+                if not self.addresses.ip_taken(candidate):
                     break
             spec["clusterIP"] = candidate
         elif spec["clusterIP"] != "None" and old is None:
-            if spec["clusterIP"] in used_ips:
+            if self.addresses.ip_taken(spec["clusterIP"]):
                 raise invalid(kind, obj["metadata"]["name"], [kinds.invalid(
                     "spec.clusterIPs", [spec["clusterIP"]],
                     f"failed to allocate IP {spec['clusterIP']}: provided IP is already allocated")])
         spec["clusterIPs"] = spec.get("clusterIPs") or [spec["clusterIP"]]
         if spec.get("type") in ("NodePort", "LoadBalancer"):
-            used_ports = {p.get("nodePort") for s in others for p in s["spec"].get("ports") or []}
+            assigned: set[int] = set()
             for p in spec.get("ports") or []:
                 if p.get("nodePort"):
-                    if p["nodePort"] in used_ports and old is None:
+                    if self.addresses.port_taken(p["nodePort"]) and old is None:
                         raise invalid(kind, obj["metadata"]["name"], [kinds.invalid(
                             "spec.ports[0].nodePort", p["nodePort"], "provided port is already allocated")])
                     continue
                 while True:
                     candidate_port = random.randint(30000, 32767)
-                    if candidate_port not in used_ports:
+                    if not self.addresses.port_taken(candidate_port) and candidate_port not in assigned:
                         break
                 p["nodePort"] = candidate_port
-                used_ports.add(candidate_port)
+                assigned.add(candidate_port)
         else:
             for p in spec.get("ports") or []:
                 p.pop("nodePort", None)

@@ -123,3 +123,32 @@ def test_it_ignores_status_in_ordinary_updates_and_uses_the_status_subresource(k
     body["status"] = {"replicas": 7}
     created = apps.create_namespaced_deployment(namespace, body)
     assert (created.status.replicas or 0) == 0
+
+
+def test_it_gives_each_service_its_own_address_and_frees_it_on_delete(kube_api, namespace):
+    core = client.CoreV1Api(kube_api)
+
+    def service(name: str, **spec) -> dict:
+        return {"metadata": {"name": name}, "spec": {"ports": [{"port": 80}], **spec}}
+
+    made = [core.create_namespaced_service(namespace, service(f"web-{i}", type="NodePort")) for i in range(30)]
+    assert len({s.spec.cluster_ip for s in made}) == 30
+    assert len({s.spec.ports[0].node_port for s in made}) == 30
+    taken_ip, taken_port = made[0].spec.cluster_ip, made[0].spec.ports[0].node_port
+
+    code, status = api_error(lambda: core.create_namespaced_service(namespace, service("copy", cluster_ip=taken_ip)))
+    assert code == 422
+    assert f"failed to allocate IP {taken_ip}: provided IP is already allocated" in status["message"]
+    code, status = api_error(lambda: core.create_namespaced_service(
+        namespace, service("port-copy", type="NodePort", ports=[{"port": 80, "nodePort": taken_port}])))
+    assert code == 422 and "provided port is already allocated" in status["message"]
+
+    # An update keeps the service's own address and port.
+    core.patch_namespaced_service("web-0", namespace, {"metadata": {"labels": {"tier": "web"}}})
+    kept = core.read_namespaced_service("web-0", namespace)
+    assert (kept.spec.cluster_ip, kept.spec.ports[0].node_port) == (taken_ip, taken_port)
+
+    core.delete_namespaced_service("web-0", namespace)
+    again = core.create_namespaced_service(
+        namespace, service("web-0-again", type="NodePort", cluster_ip=taken_ip, ports=[{"port": 80, "nodePort": taken_port}]))
+    assert (again.spec.cluster_ip, again.spec.ports[0].node_port) == (taken_ip, taken_port)

@@ -263,3 +263,27 @@ def test_a_job_fails_at_its_deadline_with_nothing_else_to_wake_its_controller(tm
         assert condition.reason == "DeadlineExceeded", condition
         wait_for(lambda: not client.CoreV1Api(api).list_namespaced_pod("default").items, timeout=20,
                  message="its pod gone")
+
+
+def test_a_restarted_cluster_still_knows_which_service_addresses_are_taken(tmp_path):
+    from kubernetes import config
+
+    service = {"metadata": {"name": "web"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}}
+    with DevCluster(data_dir=tmp_path / "state") as dc:
+        api = config.new_client_from_config(config_file=str(dc.write_kubeconfig(tmp_path / "kc")))
+        made = client.CoreV1Api(api).create_namespaced_service("default", service)
+        api.close()
+    ip, port = made.spec.cluster_ip, made.spec.ports[0].node_port
+
+    with DevCluster(data_dir=tmp_path / "state") as dc:
+        api = config.new_client_from_config(config_file=str(dc.write_kubeconfig(tmp_path / "kc")))
+        core = client.CoreV1Api(api)
+        with pytest.raises(ApiException) as info:
+            core.create_namespaced_service("default", {"metadata": {"name": "copy"},
+                                                       "spec": {"clusterIP": ip, "ports": [{"port": 80}]}})
+        assert info.value.status == 422 and "provided IP is already allocated" in info.value.body
+        with pytest.raises(ApiException) as info:
+            core.create_namespaced_service("default", {"metadata": {"name": "copy"}, "spec": {
+                "type": "NodePort", "ports": [{"port": 80, "nodePort": port}]}})
+        assert info.value.status == 422 and "provided port is already allocated" in info.value.body
+        api.close()
