@@ -409,7 +409,7 @@ class OpenApi:
         `spec.foo`, `spec.containers[0].bar` (strict decoding) or, with `keyed`, as server-side apply's
         `.spec.containers[name="app"].bar`."""
         name = self.body_name(kind)
-        if name is None or not isinstance(obj, dict):
+        if name is None or not isinstance(obj, dict) or self._declared(self.schemas.definitions[name], obj):
             return []
         found: list[str] = []
         self._walk(self.schemas.definitions[name], obj, "", found, keyed)
@@ -418,8 +418,29 @@ class OpenApi:
     def prune(self, kind: Kind, obj: Any) -> None:
         """Drop the fields the schema does not declare, as decoding into the Go types does."""
         name = self.body_name(kind)
-        if name is not None and isinstance(obj, dict):
+        if name is not None and isinstance(obj, dict) and not self._declared(self.schemas.definitions[name], obj):
             self._walk(self.schemas.definitions[name], obj, "", [], False, prune=True)
+
+    def _declared(self, schema: Obj, value: Any) -> bool:
+        """Whether every field of `value` is one its schema declares: what `_walk` would find
+        nothing in, without spelling a path for each field (nearly every body is like that)."""
+        if isinstance(value, dict):
+            schema = self.schemas.resolve(schema)
+            props = schema.get("properties")
+            if props is not None:
+                for key, item in value.items():
+                    if key.startswith("$"):
+                        continue
+                    sub = props.get(key)
+                    if sub is None or not self._declared(sub, item):
+                        return False
+                return True
+            extra = schema.get("additionalProperties")
+            return not isinstance(extra, dict) or all(self._declared(extra, item) for item in value.values())
+        if isinstance(value, list):
+            items = self.schemas.resolve(schema).get("items")
+            return not isinstance(items, dict) or all(self._declared(items, item) for item in value)
+        return True
 
     def _walk(self, schema: Obj, value: Any, path: str, found: list[str], keyed: bool, prune: bool = False) -> None:
         schema = self.schemas.resolve(schema)

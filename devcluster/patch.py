@@ -605,10 +605,12 @@ def apply(live: Obj | None, config: Obj, *, manager: str, api_version: str, forc
     others = [e for e in entries if e is not mine]
 
     conflicts: list[Conflict] = []
-    for e in others:
-        for p in sorted(e.fields & applied):
-            if live is not None and value_at(live, p) is not _MISSING and value_at(live, p) != value_at(merged, p):
-                conflicts.append(Conflict(e.label(), p))
+    if live is not None:
+        live_values, merged_values = _Values(live), _Values(merged)
+        for e in others:
+            for p in sorted(e.fields & applied):
+                if live_values[p] is not _MISSING and live_values[p] != merged_values[p]:
+                    conflicts.append(Conflict(e.label(), p))
     if conflicts and not force:
         raise ApplyConflict(conflicts)
     if conflicts:
@@ -628,8 +630,9 @@ def apply(live: Obj | None, config: Obj, *, manager: str, api_version: str, forc
     else:
         mine = Entry(manager, "Apply", api_version, now, applied, subresource)
         entries.append(mine)
+    values = _Values(merged)
     for e in entries:
-        e.fields = {p for p in e.fields if value_at(merged, p) is not _MISSING}
+        e.fields = {p for p in e.fields if values[p] is not _MISSING}
     merged.setdefault("metadata", {})
     write_entries(merged, entries)
     return merged
