@@ -23,8 +23,16 @@ _OBJECT_COUNTS = {"services": "services", "secrets": "secrets", "configmaps": "c
 _CLASS_SUFFIX = ".storageclass.storage.k8s.io/"
 
 
-def _pod_counts(pod: Obj) -> bool:
+def pod_counts(pod: Obj) -> bool:
+    """Whether the pod counts against its namespace's quota: until it has finished."""
     return (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+
+
+def changes_pod_usage(change: Change) -> bool:
+    """Whether a pod's change can change what its namespace uses: the pod came, went or finished.
+    A pod's requests and limits stay as they were created; its status changes all the time, and
+    a quota's controller need not look at each of those."""
+    return change.type != "MODIFIED" or change.prev is None or pod_counts(change.prev) != pod_counts(change.obj)
 
 
 # A pod's requests and limits do not change once it exists: its usage is worked out once, not at
@@ -105,7 +113,7 @@ class PodTotals:
         if totals is None:
             totals = self._totals[namespace] = {}
             for pod in self.store.iter_namespace("pods", namespace):
-                if _pod_counts(pod):
+                if pod_counts(pod):
                     self._add(totals, pod, 1.0)
         return totals
 
@@ -116,9 +124,9 @@ class PodTotals:
         totals = self._totals.get(namespace)
         if totals is None:
             return  # summed in full when first asked for
-        if change.prev is not None and _pod_counts(change.prev):
+        if change.prev is not None and pod_counts(change.prev):
             self._add(totals, change.prev, -1.0)
-        if change.type != "DELETED" and _pod_counts(change.obj):
+        if change.type != "DELETED" and pod_counts(change.obj):
             self._add(totals, change.obj, 1.0)
         if totals.get("pods", 0.0) <= 0.0:
             del self._totals[namespace]

@@ -12,6 +12,7 @@ from .. import kinds, volumes
 from ..api import Api, ApiError
 from ..store import Change
 from ..eventttl import DEFAULT_EVENT_TTL
+from ..quota import changes_pod_usage
 from ..usage import LEAK_DEFAULT_MIB_PER_SECOND
 from ..volumes import CLAIM, STORAGE_CLASS
 from .claims import ClaimController
@@ -259,7 +260,8 @@ class ControllerManager(
                     enqueue("replicaset", ns, ref["name"])
                 elif ref.get("kind") == "Job":
                     enqueue("job", ns, ref["name"])
-            enqueue("quota", ns, "")
+            if changes_pod_usage(change):
+                enqueue("quota", ns, "")
             # A pod that stops or goes may release a claim held by its protection finalizer.
             for claim_name in volumes.claim_names(obj):
                 claim = self.store.get(CLAIM.bucket, ns, claim_name)

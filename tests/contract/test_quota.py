@@ -88,3 +88,18 @@ def test_a_pod_that_goes_frees_its_share(kube_api, namespace):
     used = wait_for(lambda: (lambda q: q.status.used if q.status.used.get("pods") == "2" else None)(
         core.read_namespaced_resource_quota("ale-allocation", namespace)), timeout=60, message="usage")
     assert used == {"limits.cpu": "200m", "limits.memory": "512Mi", "pods": "2"}
+
+
+def test_a_pod_that_finishes_frees_its_share_while_it_is_still_there(kube_api, namespace):
+    core = client.CoreV1Api(kube_api)
+    core.create_namespaced_resource_quota(namespace, QUOTA)
+    wait_for(lambda: _quota_ready(core, namespace), timeout=60, message="quota status")
+    pod = _pod("once", "256Mi")
+    pod["spec"].update(restartPolicy="Never", containers=[{**pod["spec"]["containers"][0], "image": "crash:1"}])
+    core.create_namespaced_pod(namespace, pod)
+    wait_for(lambda: core.read_namespaced_pod("once", namespace).status.phase == "Failed", timeout=60,
+             message="the pod failed")
+    used = wait_for(lambda: (lambda q: q.status.used if q.status.used.get("pods") == "0" else None)(
+        core.read_namespaced_resource_quota("ale-allocation", namespace)), timeout=30, message="usage freed")
+    assert used == {"limits.cpu": "0", "limits.memory": "0", "pods": "0"}
+    assert core.read_namespaced_pod("once", namespace).status.phase == "Failed"
