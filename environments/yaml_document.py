@@ -496,10 +496,14 @@ def parse_document(data: bytes, environment: Environment) -> ParsedDocument:
     if not isinstance(document, dict):
         raise DocumentError([f"line 1: an ale file is a mapping with apiVersion, kind, metadata and spec, not {_type_name(document)}."])
     errors.unknown(document, ("apiVersion", "kind", "metadata", "spec"), ())
-    if document.get("apiVersion") != API_VERSION:
-        errors.add(("apiVersion",), f"this reads apiVersion {API_VERSION}, not {document.get('apiVersion')!r}.")
-    if document.get("kind") != KIND:
-        errors.add(("kind",), f"expected kind {KIND}, not {document.get('kind')!r}.")
+    if "apiVersion" not in document:
+        errors.add((), f"the document needs apiVersion {API_VERSION}.")
+    elif document["apiVersion"] != API_VERSION:
+        errors.add(("apiVersion",), f"this reads apiVersion {API_VERSION}, not {document['apiVersion']!r}.")
+    if "kind" not in document:
+        errors.add((), f"the document needs kind {KIND}.")
+    elif document["kind"] != KIND:
+        errors.add(("kind",), f"expected kind {KIND}, not {document['kind']!r}.")
     metadata = _optional(errors, document, "metadata", (dict,), "a mapping", (), {}) or {}
     errors.unknown(metadata, ("name", "project", "exportedAt"), ("metadata",))
     for key in ("name", "project", "exportedAt"):

@@ -448,3 +448,19 @@ def test_it_knows_every_spec_field():
         "disk_mib", "replicas", "health_check_path", "custom_domains",
     }
     assert set(SPEC_FIELDS) == carried
+
+
+def test_it_says_which_header_a_file_lacks_or_gets_wrong(staging):
+    bare = b"services:\n  - name: web\n"
+    with pytest.raises(yaml_document.DocumentError) as raised:
+        yaml_document.parse_document(bare, staging)
+    said = "\n".join(raised.value.messages)
+    assert "the document needs apiVersion ale/v1." in said and "the document needs kind Environment." in said
+    assert "None" not in said
+
+    wrong = b"apiVersion: ale/v2\nkind: Service\nspec: {}\n"
+    with pytest.raises(yaml_document.DocumentError) as raised:
+        yaml_document.parse_document(wrong, staging)
+    said = "\n".join(raised.value.messages)
+    assert "apiVersion (line 1): this reads apiVersion ale/v1, not 'ale/v2'." in said
+    assert "kind (line 2): expected kind Environment, not 'Service'." in said
