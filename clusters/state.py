@@ -222,8 +222,10 @@ class ClusterState:
         self._changes = Changes()
         # Set while there are changes for the writer: it sleeps on this, not on a clock.
         self.changed = threading.Event()
-        # When the oldest change still waiting for the writer arrived (time.monotonic()).
+        # When the oldest change still waiting for the writer arrived, and when the latest did
+        # (time.monotonic()).
         self.changed_since: float | None = None
+        self.changed_last: float | None = None
 
     # --- feeding -----------------------------------------------------------------------------
 
@@ -298,9 +300,11 @@ class ClusterState:
 
     def _noted(self) -> None:
         """Wake the writer if there is something for it (called with the lock held)."""
-        if self._changes and not self.changed.is_set():
-            self.changed_since = time.monotonic()
-            self.changed.set()
+        if self._changes:
+            self.changed_last = time.monotonic()
+            if not self.changed.is_set():
+                self.changed_since = self.changed_last
+                self.changed.set()
 
     def apply(self, kind: str, event_type: str, obj: Obj) -> None:
         """One watch event (ADDED, MODIFIED or DELETED) of `kind`."""
@@ -462,7 +466,7 @@ class ClusterState:
                 changes.events = dict(islice(items, max_events))
                 self._changes.events = {**dict(items), **self._changes.events}
             if not self._changes:
-                self.changed_since = None
+                self.changed_since = self.changed_last = None
                 self.changed.clear()
             return changes
 

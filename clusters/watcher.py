@@ -103,6 +103,9 @@ PROMPT_SERVICES = 20
 # ... when the writer stored nothing for this long: during a storm, changes arrive all the time
 # and each few would cost a transaction and their cards a render, so they join the next batch.
 QUIET_SECONDS = 0.25
+# ... or when nothing new has come for this long: the storm is over (its last pods are ready),
+# and waiting out the interval would gather nothing more.
+LULL_SECONDS = 0.06
 # The writer looks at the state at least this often, changes or not; and this often while
 # the first lists are still coming in.
 IDLE_SECONDS = 1.0
@@ -262,10 +265,11 @@ class ClusterWatcher:
         """Wait until what is pending is due to be stored; False once asked to stop.
 
         Due after `SETTLE_SECONDS` when it is a few status changes after a quiet spell or a full
-        slice of events (waiting would gather nothing more), `flush_interval` after the last
-        flush when it is a storm of status changes, changes that keep coming, or a few events;
-        looked at again every `SETTLE_SECONDS`, so a status change that joins a trickle of
-        events does not wait longer than the interval."""
+        slice of events, or status changes after which nothing new came for `LULL_SECONDS`
+        (waiting would gather nothing more); `flush_interval` after the last flush when it is a
+        storm of status changes, changes that keep coming, or a few events; looked at again
+        every `SETTLE_SECONDS`, so a status change that joins a trickle of events does not wait
+        longer than the interval."""
         woke = time.monotonic()
         while not self.stop_event.wait(SETTLE_SECONDS):
             now = time.monotonic()
@@ -280,6 +284,10 @@ class ClusterWatcher:
             # storm (it stored something less than `QUIET_SECONDS` ago) they gather until then.
             quiet = now - last_flush >= QUIET_SECONDS
             if (quiet and services is not None and 0 < services <= PROMPT_SERVICES) or events >= MAX_EVENTS_PER_FLUSH:
+                return True
+            # The end of a storm: its last statuses go now, not at the end of the interval.
+            latest = self.state.changed_last
+            if services != 0 and latest is not None and now - latest >= LULL_SECONDS:
                 return True
             if now - last_flush >= self.flush_interval:
                 return True

@@ -17,10 +17,10 @@ from django.test.utils import CaptureQueriesContext
 
 from clusters.client import client_for
 from clusters.models import Cluster
-from clusters.state import EVENTS, Changes, ClusterState, WriteResult
+from clusters.state import DEPLOYMENTS, EVENTS, KINDS, Changes, ClusterState, WriteResult
 from clusters.watch import LIST_PAGE_SIZE
 from services.resync import resync
-from clusters.watcher import MAX_PENDING_EVENTS, ClusterWatcher, WatchManager
+from clusters.watcher import MAX_PENDING_EVENTS, PROMPT_SERVICES, ClusterWatcher, WatchManager
 from environments.manifests import render_environment
 from environments.models import ClusterEvent, Environment
 from services.manifests import render_service
@@ -331,6 +331,33 @@ def test_a_few_status_changes_are_stored_at_once_not_at_the_next_interval(enviro
     finally:
         watcher.stop()
         assert watcher.join(timeout=5)
+
+
+def test_the_end_of_a_storm_is_stored_at_once_not_at_the_next_interval(environment, cluster):
+    # More services than a prompt flush takes change together (a Start All), right after a
+    # flush: a storm, whose changes the writer gathers for an interval, here an hour. Once the
+    # cluster has nothing more to say, they are due, not at the end of the hour.
+    watcher = ClusterWatcher(cluster, flush_interval=3600, watch_timeout=10, backoff_cap=1.0)
+    state = watcher.state
+    for kind in KINDS:
+        state.replace(kind, [])
+    state.take_changes()
+    services = [make_service(environment, f"web{i:02d}", "nginx:1.27") for i in range(2 * PROMPT_SERVICES)]
+    deployments = [m for s in services for m in render_service(s) if m["kind"] == "Deployment"]
+
+    # The first change is waiting as the writer looks: it has something to wait for.
+    state.apply(DEPLOYMENTS, "ADDED", deployments[0])
+    due: list[bool] = []
+    writer = threading.Thread(target=lambda: due.append(watcher._wait_until_due(time.monotonic())))
+    writer.start()
+    for deployment in deployments[1:]:
+        state.apply(DEPLOYMENTS, "ADDED", deployment)
+        time.sleep(0.005)
+    writer.join(timeout=5)
+    watcher.stop_event.set()  # releases a writer still waiting for its interval
+    writer.join()
+
+    assert due == [True], "the last changes of the storm waited for the end of the interval"
 
 
 def test_a_restarted_watcher_rebuilds_its_state_and_repairs_the_database(environment, cluster):
