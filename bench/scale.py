@@ -28,6 +28,11 @@ worker with beat and concurrency 2, the watcher, and ale's ASGI server, daphne):
   with --split, also until a watch of the bench's own saw its last pod go
   (`stop_during_bulk_cluster_ms`: the cluster's and the worker's share).
 
+With --cluster-cpus, each devcluster runs on the CPUs given and everything else the bench starts
+(and the bench itself) on the others: on a small machine the ale stage's devcluster otherwise
+waits for CPUs that ale's processes hold, which a cluster's API server on machines of its own
+never does (`ale_devcluster_cpu_wait_s` says how long). The line then says `"cluster_cpus"`.
+
 Prints one JSON line per run; with --runs N, N lines and then one of their medians. Numbers
 only: it never fails on time, but a stage that does not finish within --stage-timeout seconds
 stops the run with a message saying which. Every process it starts is stopped at the end, also
@@ -103,13 +108,44 @@ def spread(total: int, parts: int) -> list[int]:
 # --- the devcluster, as `make run` starts it ----------------------------------------------------
 
 
+# --cluster-cpus: the CPUs every devcluster runs on (None: any, like everything else).
+CLUSTER_CPUS: set[int] | None = None
+
+
 def devcluster(stack: Stack, directory: Path) -> Path:
     """A fresh devcluster with `make run`'s flags (TLS, persisted state, ingress, default pod
     readiness); returns its kubeconfig."""
     directory.mkdir(parents=True)
-    return start_devcluster(
+    kubeconfig = start_devcluster(
         stack, directory / "kubeconfig", data_dir=directory / "state", log=directory / "devcluster.log", tls=True
     )
+    if CLUSTER_CPUS is not None:
+        pin(stack.processes[-1][1].pid, CLUSTER_CPUS)
+    return kubeconfig
+
+
+def pin(pid: int, cpus: set[int]) -> None:
+    """Move every thread of `pid` to `cpus`; threads it starts later inherit it."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(task), cpus)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
+
+
+def split_cpus(spec: str) -> tuple[set[int], set[int]]:
+    """--cluster-cpus "1" or "2,3": (the cluster's CPUs, the others this process may use);
+    ValueError when they leave nothing to either side."""
+    usable = os.sched_getaffinity(0)
+    try:
+        cluster = {int(part) for part in spec.split(",") if part.strip()}
+    except ValueError:
+        raise ValueError(f"--cluster-cpus takes CPU numbers separated by commas, not {spec!r}") from None
+    if not cluster or not cluster <= usable:
+        raise ValueError(f"--cluster-cpus {spec}: this process may use CPUs {sorted(usable)} only")
+    if not usable - cluster:
+        raise ValueError(f"--cluster-cpus {spec}: no CPU would be left for ale and the bench")
+    return cluster, usable - cluster
 
 
 # --- direct: the same Deployments through the official client -----------------------------------
@@ -924,6 +960,11 @@ def main() -> None:
                         help="also watch ale's cluster for ale_cluster_ready_s and stop_during_bulk_cluster_ms (watches of its "
                              "own: they cost the cluster)")
     parser.add_argument("--stage-timeout", type=float, default=600.0, help="seconds a stage may take (default 600)")
+    parser.add_argument("--cluster-cpus", metavar="N[,N...]",
+                        help="run the devclusters on these CPUs and everything else the bench starts (and the bench) "
+                             "on the others, as a cluster's API server runs on machines of its own: what ale costs "
+                             "the cluster, apart from what sharing CPUs with it costs (PostgreSQL and Redis, the "
+                             "machine's, still run anywhere)")
     parser.add_argument("--runs", type=int, default=1,
                         help="run the whole bench this many times, each on fresh processes and clusters, then print "
                              "the medians: on a shared machine one run's numbers move with its neighbours'")
@@ -932,9 +973,19 @@ def main() -> None:
         parser.error("--services must be at least --environments")
     if options.runs < 1:
         parser.error("--runs must be at least 1")
+    if options.cluster_cpus:
+        try:
+            cluster_cpus, others = split_cpus(options.cluster_cpus)
+        except ValueError as exc:
+            parser.error(str(exc))
     if options.runs > 1:
         repeat(options.runs)
         return
+    if options.cluster_cpus:
+        global CLUSTER_CPUS
+        CLUSTER_CPUS = cluster_cpus
+        # What this process starts from now on inherits it (the worker's pool, the watcher, daphne).
+        os.sched_setaffinity(0, others)
 
     signals = StopSignals().install()
     stack = Stack(signals=signals)
@@ -945,6 +996,8 @@ def main() -> None:
         "environments": options.environments,
         "database": "configured" if options.use_configured_db else "sqlite",
     }
+    if options.cluster_cpus:
+        result["cluster_cpus"] = ",".join(str(cpu) for cpu in sorted(CLUSTER_CPUS or ()))
     cleanup = None
     ok = False
     try:
